@@ -1,0 +1,1 @@
+"""Kafka user-activity events to explained, evaluated anomalies in a Delta lakehouse."""

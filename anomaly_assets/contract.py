@@ -1,0 +1,66 @@
+"""The event contract (DESIGN.md): the JSON value of each Kafka message, keyed by user_id.
+
+One place for the field list, so the generator that writes events and the bronze layer that
+validates them cannot drift apart.
+"""
+
+SCHEMA_VERSION = 1
+
+EVENT_TYPES = (
+    "login",
+    "logout",
+    "page_view",
+    "search",
+    "add_to_cart",
+    "purchase",
+    "password_reset",
+    "file_download",
+    "api_call",
+)
+
+ANOMALY_TYPES = (
+    "credential_stuffing",
+    "impossible_travel",
+    "data_exfiltration",
+    "high_value_purchase",
+    "bot_activity",
+    "account_takeover",
+)
+
+MALFORMED_KINDS = (
+    "not_json",
+    "truncated_json",
+    "missing_field",
+    "wrong_type",
+    "oversized",
+    "invalid_utf8",
+)
+
+#: Fields every event carries, with their JSON types.
+REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "event_id": str,
+    "event_type": str,
+    "event_ts": str,
+    "user_id": str,
+    "session_id": str,
+    "ip_address": str,
+    "country": str,
+    "device_type": str,
+    "user_agent": str,
+    "schema_version": int,
+}
+
+#: Fields present only for some event types (see DESIGN.md), with their JSON types.
+OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "success": bool,
+    "amount": (int, float),
+    "items": int,
+    "bytes_transferred": int,
+    "duration_ms": int,
+}
+
+DEVICE_TYPES = ("desktop", "mobile", "tablet")
+
+#: Longest accepted text value and message, in bytes; larger ones are quarantined as oversized.
+MAX_FIELD_CHARS = 2048
+MAX_MESSAGE_BYTES = 64 * 1024

@@ -1,0 +1,3 @@
+from anomaly_assets.io_managers.delta import DeltaIOManager
+
+__all__ = ["DeltaIOManager"]

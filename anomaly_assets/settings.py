@@ -1,0 +1,31 @@
+"""Process-wide defaults, read from environment variables so every entry point agrees.
+
+Nothing here starts a service: these are plain values read at import time.
+"""
+
+import os
+from pathlib import Path
+
+#: Root of the local lakehouse: Delta tables, the Kafka broker's data, MLflow's sqlite store.
+#: An object-store URI (s3a://, abfss://) is accepted for the tables; local services still
+#: need a local folder, given by ANOMALY_LOCAL_DIR.
+LAKEHOUSE_ROOT = os.environ.get("ANOMALY_LAKEHOUSE_ROOT", str(Path.cwd() / ".lakehouse"))
+
+#: Local working folder for services started on this machine (broker data, ivy cache).
+LOCAL_DIR = Path(
+    os.environ.get(
+        "ANOMALY_LOCAL_DIR",
+        LAKEHOUSE_ROOT if "://" not in LAKEHOUSE_ROOT else str(Path.cwd() / ".lakehouse"),
+    )
+)
+
+#: Cache for downloaded JVM jars (Kafka broker, Spark packages); survives lakehouse resets.
+JAR_CACHE_DIR = Path(
+    os.environ.get("ANOMALY_JAR_CACHE", str(Path.home() / ".cache" / "anomaly_assets"))
+)
+
+KAFKA_BOOTSTRAP_SERVERS = os.environ.get("ANOMALY_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+KAFKA_TOPIC = os.environ.get("ANOMALY_KAFKA_TOPIC", "user-activity")
+
+#: Seconds between Kafka offsets sensor ticks.
+SENSOR_INTERVAL_S = int(os.environ.get("ANOMALY_SENSOR_INTERVAL_S", "30"))
