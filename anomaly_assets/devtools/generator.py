@@ -154,6 +154,7 @@ class EventGenerator:
         ]
         self._weights_by_hour = [[u.activity for u in us] for us in self._by_hour]
         self._episodes = 0
+        self.per_type = dict.fromkeys(anomaly_types, 0)
         self.produced = 0
         self.anomalous = 0
 
@@ -320,10 +321,14 @@ class EventGenerator:
             )
             if due and rng.random() < 0.5:
                 self._episodes += 1
-                kind = rng.choice(self.anomaly_types)
+                # The type with the fewest labelled events so far: every type gets its share
+                # of events, whatever its episode length.
+                fewest = min(self.per_type.values())
+                kind = rng.choice([t for t, c in self.per_type.items() if c == fewest])
                 episode_id = f"ep{self._episodes:06d}"
                 pairs = [(e, Label("anomaly", kind, episode_id, e["event_id"]) if lab else None)
                          for e, lab in self._episode(kind, user)]
+                self.per_type[kind] += sum(label is not None for _, label in pairs)
             else:
                 pairs = self._session(user)
             self.clock += timedelta(seconds=rng.expovariate(1 / self.session_gap))

@@ -1,0 +1,54 @@
+# Everything a fresh machine needs (Python 3.11, Java 17 and Maven present) is set up here.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export ANOMALY_LAKEHOUSE_ROOT ?= $(CURDIR)/.lakehouse
+KAFKA_PORT ?= 9092
+export ANOMALY_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
+EVENTS ?= 20000
+
+.PHONY: install jars broker-start broker-stop broker-status demo dev test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed  ## virtualenv with the pinned stack
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
+
+jars: install  ## Kafka broker jars (Maven) and Spark packages (Delta, Kafka connector)
+	$(BIN)/python -m anomaly_assets.devtools.fetch_jars
+
+broker-start: jars
+	$(BIN)/anomaly-kafka start --port $(KAFKA_PORT)
+
+broker-stop:
+	$(BIN)/anomaly-kafka stop --port $(KAFKA_PORT)
+
+broker-status:
+	$(BIN)/anomaly-kafka status --port $(KAFKA_PORT)
+
+demo: jars $(DAGSTER_HOME)/dagster.yaml  ## broker, generated events, every asset materialised
+	$(BIN)/python -m anomaly_assets.devtools.demo --events $(EVENTS) --port $(KAFKA_PORT)
+
+dev: broker-start $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI + daemon on http://127.0.0.1:3000
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: jars  ## the whole suite, on a real broker, Spark and Delta
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check anomaly_assets anomaly_assets_tests bench
+
+bench: jars
+	$(BIN)/python bench/bench_cold_start.py
+	$(BIN)/python bench/bench_generator.py
+
+clean: broker-stop
+	rm -rf .lakehouse .dagster_home

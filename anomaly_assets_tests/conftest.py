@@ -1,0 +1,55 @@
+"""Shared, expensive fixtures: one real Kafka broker and one SparkSession per test session."""
+
+import itertools
+import os
+
+import pytest
+
+from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
+from anomaly_assets.resources import KafkaResource, SparkResource
+from anomaly_assets.resources.lakehouse import LakehouseResource
+
+_topics = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    broker = LocalKafkaBroker(
+        port=free_port(), controller_port=free_port(),
+        data_dir=tmp_path_factory.mktemp("kafka"),
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def topic(kafka_broker, request) -> str:
+    """A fresh topic name per test (created by whoever produces first)."""
+    return f"t{next(_topics)}-{request.node.name[:40].replace('[', '-').replace(']', '')}"
+
+
+@pytest.fixture(scope="session")
+def spark_resource() -> SparkResource:
+    return SparkResource(shuffle_partitions=2, driver_memory="2g", log_level="ERROR")
+
+
+@pytest.fixture(scope="session")
+def spark(spark_resource):
+    session = spark_resource.spark_session
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lakehouse(spark_resource, spark, tmp_path) -> LakehouseResource:
+    return LakehouseResource(root=str(tmp_path / "lake"), spark=spark_resource)
+
+
+@pytest.fixture
+def kafka(kafka_broker, topic) -> KafkaResource:
+    return KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic)
+
+
+def pytest_configure(config):
+    os.environ.setdefault("ANOMALY_SENSOR_INTERVAL_S", "5")

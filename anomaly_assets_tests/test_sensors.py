@@ -1,0 +1,97 @@
+"""The Kafka offsets sensor against a real broker, through build_sensor_context."""
+
+import time
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewPartitions
+from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+
+from anomaly_assets.devtools.broker import create_topic, free_port
+from anomaly_assets.lib.offsets import decode_cursor, encode_cursor
+from anomaly_assets.resources import KafkaResource
+from anomaly_assets.sensors import kafka_offsets_sensor
+
+
+def _produce(bootstrap, topic, n, partition=None):
+    p = Producer({"bootstrap.servers": bootstrap})
+    for i in range(n):
+        kwargs = {} if partition is None else {"partition": partition}
+        p.produce(topic, f'{{"i": {i}}}'.encode(), f"k{i}".encode(), **kwargs)
+    assert p.flush(30) == 0
+
+
+def _tick(kafka, cursor=None):
+    with DagsterInstance.ephemeral() as instance:
+        ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka})
+        result = kafka_offsets_sensor(ctx)
+    return result
+
+
+def _ranges(req: RunRequest):
+    cfg = req.run_config["ops"]["bronze"]["config"]
+    return cfg["batch_id"], [(r["partition"], r["start"], r["end"]) for r in cfg["ranges"]]
+
+
+def test_new_offsets_become_bounded_runs_with_stable_keys(kafka_broker, topic):
+    bs = kafka_broker.bootstrap_servers
+    create_topic(bs, topic, 2)
+    _produce(bs, topic, 60, partition=0)
+    _produce(bs, topic, 25, partition=1)
+    kafka = KafkaResource(bootstrap_servers=bs, topic=topic, max_batch_events=30)
+
+    first = _tick(kafka)
+    reqs = first.run_requests
+    assert [_ranges(r)[1] for r in reqs] == [
+        [(0, 0, 30)], [(0, 30, 60)], [(1, 0, 25)],
+    ]
+    assert decode_cursor(first.cursor) == {0: 60, 1: 25}
+    assert all(r.tags["anomaly_assets/batch_id"] == _ranges(r)[0] for r in reqs)
+    # the same cursor gives the same run keys and batch ids (Dagster dedupes on run_key)
+    again = _tick(kafka)
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in reqs]
+    assert [_ranges(r) for r in again.run_requests] == [_ranges(r) for r in reqs]
+
+    # nothing new: a skip, and the cursor stays
+    idle = _tick(kafka, first.cursor)
+    assert isinstance(idle, SkipReason) or not idle.run_requests
+
+    # new offsets and a new partition are picked up from where the cursor stands
+    _produce(bs, topic, 5, partition=1)
+    admin = AdminClient({"bootstrap.servers": bs})
+    admin.create_partitions([NewPartitions(topic, 3)])[topic].result(10)
+    _produce(bs, topic, 4, partition=2)
+    nxt = _tick(kafka, first.cursor)
+    assert [_ranges(r)[1] for r in nxt.run_requests] == [[(1, 25, 30), (2, 0, 4)]]
+    assert decode_cursor(nxt.cursor) == {0: 60, 1: 30, 2: 4}
+
+
+def test_runs_per_tick_are_capped(kafka_broker, topic):
+    bs = kafka_broker.bootstrap_servers
+    create_topic(bs, topic, 1)
+    _produce(bs, topic, 50)
+    kafka = KafkaResource(bootstrap_servers=bs, topic=topic, max_batch_events=10,
+                          max_runs_per_tick=2)
+    r1 = _tick(kafka)
+    assert len(r1.run_requests) == 2 and decode_cursor(r1.cursor) == {0: 20}
+    r2 = _tick(kafka, r1.cursor)
+    assert _ranges(r2.run_requests[0])[1] == [(0, 20, 30)]
+
+
+def test_unreachable_broker_skips_fast_without_touching_the_cursor():
+    kafka = KafkaResource(bootstrap_servers=f"127.0.0.1:{free_port()}", topic="x",
+                          request_timeout_s=2.0)
+    cursor = encode_cursor({0: 42})
+    t0 = time.monotonic()
+    with DagsterInstance.ephemeral() as instance:
+        ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka})
+        result = kafka_offsets_sensor(ctx)
+        assert ctx.cursor == cursor
+    assert time.monotonic() - t0 < 5
+    assert isinstance(result, SkipReason)
+    assert "Kafka unavailable" in result.skip_message and "cursor unchanged" in result.skip_message
+
+
+def test_missing_topic_is_a_skip(kafka_broker):
+    kafka = KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic="nope")
+    result = _tick(kafka)
+    assert isinstance(result, SkipReason) and "nope" in result.skip_message
