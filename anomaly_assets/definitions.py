@@ -25,11 +25,15 @@ def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
     }
 
 
-defs = Definitions(
-    assets=[bronze, silver_events],
-    asset_checks=INGESTION_CHECKS,
-    jobs=[ingest_job],
-    sensors=[kafka_offsets_sensor],
-    resources=build_resources(),
-    executor=in_process_executor,
-)
+def make_definitions(resources: dict) -> Definitions:
+    return Definitions(
+        assets=[bronze, silver_events],
+        asset_checks=INGESTION_CHECKS,
+        jobs=[ingest_job],
+        sensors=[kafka_offsets_sensor],
+        resources=resources,
+        executor=in_process_executor,
+    )
+
+
+defs = make_definitions(build_resources())

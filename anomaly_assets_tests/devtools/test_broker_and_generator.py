@@ -6,30 +6,12 @@ import socket
 import subprocess
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from anomaly_assets.contract import ANOMALY_TYPES, MALFORMED_KINDS, REQUIRED_FIELDS
 from anomaly_assets.devtools.broker import BrokerError, LocalKafkaBroker, create_topic, free_port
 from anomaly_assets.devtools.generator import EventGenerator, produce
-from anomaly_assets.lib.offsets import fetch_offsets
 from anomaly_assets.lib.validation import classify
-
-
-def consume_all(bootstrap: str, topic: str) -> dict[tuple[int, int], tuple[bytes, bytes]]:
-    """Every message of ``topic`` keyed by (partition, offset), read by explicit assignment."""
-    starts, ends = fetch_offsets({"bootstrap.servers": bootstrap}, topic, 10)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader",
-                         "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
-    out: dict[tuple[int, int], tuple[bytes, bytes]] = {}
-    want = sum(ends[p] - starts[p] for p in ends)
-    while len(out) < want:
-        msg = consumer.poll(10)
-        assert msg is not None, f"timed out after {len(out)} of {want} messages"
-        assert msg.error() is None, msg.error()
-        out[(msg.partition(), msg.offset())] = (msg.key(), msg.value())
-    consumer.close()
-    return out
+from anomaly_assets_tests.helpers import consume_all
 
 
 def test_generated_events_and_labels_come_back_exactly(kafka_broker, topic, tmp_path):

@@ -1,0 +1,111 @@
+"""Silver's window features on a hand-made sequence, with values worked out by hand."""
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from anomaly_assets.lib.features import EVENT_COLUMNS, FEATURE_COLUMNS, silver_rows
+
+T0 = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
+DESK = ("desktop", "UA1")
+PHONE = ("mobile", "UA2")
+
+# (seconds after T0, event_type, success, amount, bytes, country, ip, device, duration_ms)
+U1 = [
+    (0, "login", False, None, None, "US", "A", DESK, 99),
+    (60, "login", False, None, None, "US", "A", DESK, None),
+    (120, "login", True, None, None, "US", "B", DESK, None),
+    (240, "purchase", None, 100.0, None, "US", "B", DESK, None),
+    (1200, "purchase", None, 300.0, None, "DE", "C", PHONE, None),
+    (7200, "page_view", None, None, None, "US", "A", DESK, None),
+    (7230, "file_download", None, None, 1000, "US", "A", DESK, None),
+    (7260, "api_call", None, None, 3000, "US", "A", DESK, None),
+]
+
+# Expected, by hand, per event in order.
+EXPECTED = {
+    "events_5m": [1, 2, 3, 4, 1, 1, 2, 3],
+    "failed_logins_10m": [1, 2, 2, 2, 0, 0, 0, 0],
+    "distinct_ips_1h": [1, 1, 2, 2, 3, 1, 1, 1],
+    "distinct_countries_24h": [1, 1, 1, 1, 2, 2, 2, 2],
+    "seconds_since_prev": [604800, 60, 60, 120, 960, 6000, 30, 30],
+    "is_new_country": [0, 0, 0, 0, 1, 0, 0, 0],
+    "is_new_device": [0, 0, 0, 0, 1, 0, 0, 0],
+    "hour_of_day": [0, 0, 0, 0, 0, 2, 2, 2],
+    # prior mean hour is 0 until event 6; for event 7 it is the circular mean of {0 x5, 2}
+    "amount_vs_user_mean": [0, 0, 0, 1.0, 3.0, 0, 0, 0],
+    "bytes_log": [0, 0, 0, 0, 0, 0, math.log1p(1000), math.log1p(3000)],
+    "bytes_vs_user_mean": [0, 0, 0, 0, 0, 0, 1.0, 3.0],
+    "duration_ms_log": [math.log(100), 0, 0, 0, 0, 0, 0, 0],
+    "is_failed_login": [1, 1, 0, 0, 0, 0, 0, 0],
+}
+
+
+def _circular_mean_hour(hours):
+    s = sum(math.sin(h * 2 * math.pi / 24) for h in hours) / len(hours)
+    c = sum(math.cos(h * 2 * math.pi / 24) for h in hours) / len(hours)
+    return (math.atan2(s, c) * 24 / (2 * math.pi)) % 24
+
+
+def _rows(user, events, offset0=0):
+    rows = []
+    for i, (sec, etype, success, amount, nbytes, country, ip, device, dur) in enumerate(events):
+        rows.append((f"{user}-{i}", etype, T0 + timedelta(seconds=sec), user, "s1", ip, country,
+                     device[0], device[1], success, amount, None, nbytes, dur, None, "t", 0,
+                     offset0 + i, "b1"))
+    return rows
+
+
+SCHEMA = (
+    "event_id string, event_type string, event_time timestamp, user_id string, "
+    "session_id string, ip_address string, country string, device_type string, "
+    "user_agent string, success boolean, amount double, items int, bytes_transferred long, "
+    "duration_ms int, extra_fields string, topic string, partition int, offset long, "
+    "batch_id string"
+)
+
+
+@pytest.fixture(scope="module")
+def bronze_like(spark):
+    # A second user, interleaved in time, must not leak into u1's windows.
+    other = [(s + 1, "login", False, None, None, "FR", "Z", DESK, None) for s in (0, 30, 90)]
+    return spark.createDataFrame(_rows("u1", U1) + _rows("u2", other, 100), SCHEMA)
+
+
+def _by_id(df):
+    return {r["event_id"]: r for r in df.collect()}
+
+
+def test_features_match_hand_computed_values(bronze_like):
+    got = _by_id(silver_rows(bronze_like, None))
+    assert list(EVENT_COLUMNS) + list(FEATURE_COLUMNS) == [
+        c for c in silver_rows(bronze_like, None).columns if c != "silver_processed_at"]
+    for name, values in EXPECTED.items():
+        actual = [got[f"u1-{i}"][name] for i in range(len(U1))]
+        assert actual == pytest.approx(values), name
+    deviations = [got[f"u1-{i}"]["hour_deviation"] for i in range(len(U1))]
+    assert deviations[:6] == pytest.approx([0, 0, 0, 0, 0, 2])
+    assert deviations[6] == pytest.approx(2 - _circular_mean_hour([0] * 5 + [2]))
+    assert [got[f"u2-{i}"]["failed_logins_10m"] for i in range(3)] == [1, 2, 3]
+
+
+def test_batch_boundary_changes_no_value(bronze_like):
+    whole = _by_id(silver_rows(bronze_like, None))
+    first_ids = [f"u1-{i}" for i in range(4)] + ["u2-0"]
+    first = bronze_like.filter(bronze_like.event_id.isin(first_ids))
+    rest = bronze_like.filter(~bronze_like.event_id.isin(first_ids))
+    history = silver_rows(first, None).localCheckpoint()
+    later = _by_id(silver_rows(rest, history))
+    assert set(later) == set(whole) - set(first_ids)
+    for event_id, row in later.items():
+        for name in FEATURE_COLUMNS:
+            assert row[name] == pytest.approx(whole[event_id][name]), (event_id, name)
+
+
+def test_duplicates_within_and_across_batches(bronze_like, spark):
+    dup = bronze_like.filter("event_id = 'u1-3'").withColumn("offset", bronze_like["offset"] + 50)
+    rows = _by_id(silver_rows(bronze_like.unionByName(dup), None))
+    assert len(rows) == 11 and rows["u1-3"]["offset"] == 3
+    history = silver_rows(bronze_like, None).localCheckpoint()
+    assert silver_rows(dup, history).count() == 0
