@@ -40,7 +40,8 @@ demo: jars $(DAGSTER_HOME)/dagster.yaml  ## broker, generated events, every asse
 dev: broker-start $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI + daemon on http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: jars  ## the whole suite, on a real broker, Spark and Delta
+test: jars  ## lint, then the whole suite on a real broker, Spark and Delta
+	$(BIN)/ruff check anomaly_assets anomaly_assets_tests bench
 	$(BIN)/python -m pytest
 
 lint: install
@@ -49,6 +50,7 @@ lint: install
 bench: jars
 	$(BIN)/python bench/bench_cold_start.py
 	$(BIN)/python bench/bench_generator.py
+	$(BIN)/python bench/bench_ingest.py
 
 clean: broker-stop
 	rm -rf .lakehouse .dagster_home

@@ -36,10 +36,17 @@ def run_request(topic: str, ranges) -> RunRequest:
     return RunRequest(
         run_key=batch_key(topic, ranges),
         run_config={
-            "ops": {"bronze": {"config": {"batch_id": bid, "ranges": ranges_to_config(ranges)}}}
+            "ops": {
+                "bronze": {
+                    "config": {"batch_id": bid, "ranges": ranges_to_config(ranges)}
+                }
+            }
         },
-        tags={"anomaly_assets/batch_id": bid, "anomaly_assets/topic": topic,
-              "anomaly_assets/offsets": str(sum(r.count for r in ranges))},
+        tags={
+            "anomaly_assets/batch_id": bid,
+            "anomaly_assets/topic": topic,
+            "anomaly_assets/offsets": str(sum(r.count for r in ranges)),
+        },
     )
 
 
@@ -51,15 +58,23 @@ def run_request(topic: str, ranges) -> RunRequest:
 )
 def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
     try:
-        starts, ends = fetch_offsets(kafka.client_config(), kafka.topic, kafka.request_timeout_s)
+        starts, ends = fetch_offsets(
+            kafka.client_config(), kafka.topic, kafka.request_timeout_s
+        )
     except KafkaUnavailable as exc:
         return SkipReason(f"Kafka unavailable, cursor unchanged: {exc}")
     cursor = decode_cursor(context.cursor)
     batches = plan_batches(
-        cursor, ends, kafka.max_batch_events, kafka.max_runs_per_tick, start_offsets=starts
+        cursor,
+        ends,
+        kafka.max_batch_events,
+        kafka.max_runs_per_tick,
+        start_offsets=starts,
     )
     if not batches:
-        return SkipReason(f"No new offsets in {kafka.topic} (cursor {encode_cursor(cursor)}).")
+        return SkipReason(
+            f"No new offsets in {kafka.topic} (cursor {encode_cursor(cursor)})."
+        )
     return SensorResult(
         run_requests=[run_request(kafka.topic, b) for b in batches],
         cursor=encode_cursor(advance(cursor, batches)),

@@ -9,13 +9,17 @@ from pathlib import Path
 #: Root of the local lakehouse: Delta tables, the Kafka broker's data, MLflow's sqlite store.
 #: An object-store URI (s3a://, abfss://) is accepted for the tables; local services still
 #: need a local folder, given by ANOMALY_LOCAL_DIR.
-LAKEHOUSE_ROOT = os.environ.get("ANOMALY_LAKEHOUSE_ROOT", str(Path.cwd() / ".lakehouse"))
+LAKEHOUSE_ROOT = os.environ.get(
+    "ANOMALY_LAKEHOUSE_ROOT", str(Path.cwd() / ".lakehouse")
+)
 
 #: Local working folder for services started on this machine (broker data, ivy cache).
 LOCAL_DIR = Path(
     os.environ.get(
         "ANOMALY_LOCAL_DIR",
-        LAKEHOUSE_ROOT if "://" not in LAKEHOUSE_ROOT else str(Path.cwd() / ".lakehouse"),
+        LAKEHOUSE_ROOT
+        if "://" not in LAKEHOUSE_ROOT
+        else str(Path.cwd() / ".lakehouse"),
     )
 )
 

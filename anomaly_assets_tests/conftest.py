@@ -15,7 +15,8 @@ _topics = itertools.count()
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
     broker = LocalKafkaBroker(
-        port=free_port(), controller_port=free_port(),
+        port=free_port(),
+        controller_port=free_port(),
         data_dir=tmp_path_factory.mktemp("kafka"),
     )
     broker.start()
@@ -26,7 +27,9 @@ def kafka_broker(tmp_path_factory):
 @pytest.fixture
 def topic(kafka_broker, request) -> str:
     """A fresh topic name per test (created by whoever produces first)."""
-    return f"t{next(_topics)}-{request.node.name[:40].replace('[', '-').replace(']', '')}"
+    return (
+        f"t{next(_topics)}-{request.node.name[:40].replace('[', '-').replace(']', '')}"
+    )
 
 
 @pytest.fixture(scope="session")

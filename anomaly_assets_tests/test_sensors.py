@@ -22,14 +22,18 @@ def _produce(bootstrap, topic, n, partition=None):
 
 def _tick(kafka, cursor=None):
     with DagsterInstance.ephemeral() as instance:
-        ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka})
+        ctx = build_sensor_context(
+            instance=instance, cursor=cursor, resources={"kafka": kafka}
+        )
         result = kafka_offsets_sensor(ctx)
     return result
 
 
 def _ranges(req: RunRequest):
     cfg = req.run_config["ops"]["bronze"]["config"]
-    return cfg["batch_id"], [(r["partition"], r["start"], r["end"]) for r in cfg["ranges"]]
+    return cfg["batch_id"], [
+        (r["partition"], r["start"], r["end"]) for r in cfg["ranges"]
+    ]
 
 
 def test_new_offsets_become_bounded_runs_with_stable_keys(kafka_broker, topic):
@@ -42,7 +46,9 @@ def test_new_offsets_become_bounded_runs_with_stable_keys(kafka_broker, topic):
     first = _tick(kafka)
     reqs = first.run_requests
     assert [_ranges(r)[1] for r in reqs] == [
-        [(0, 0, 30)], [(0, 30, 60)], [(1, 0, 25)],
+        [(0, 0, 30)],
+        [(0, 30, 60)],
+        [(1, 0, 25)],
     ]
     assert decode_cursor(first.cursor) == {0: 60, 1: 25}
     assert all(r.tags["anomaly_assets/batch_id"] == _ranges(r)[0] for r in reqs)
@@ -69,8 +75,9 @@ def test_runs_per_tick_are_capped(kafka_broker, topic):
     bs = kafka_broker.bootstrap_servers
     create_topic(bs, topic, 1)
     _produce(bs, topic, 50)
-    kafka = KafkaResource(bootstrap_servers=bs, topic=topic, max_batch_events=10,
-                          max_runs_per_tick=2)
+    kafka = KafkaResource(
+        bootstrap_servers=bs, topic=topic, max_batch_events=10, max_runs_per_tick=2
+    )
     r1 = _tick(kafka)
     assert len(r1.run_requests) == 2 and decode_cursor(r1.cursor) == {0: 20}
     r2 = _tick(kafka, r1.cursor)
@@ -78,20 +85,28 @@ def test_runs_per_tick_are_capped(kafka_broker, topic):
 
 
 def test_unreachable_broker_skips_fast_without_touching_the_cursor():
-    kafka = KafkaResource(bootstrap_servers=f"127.0.0.1:{free_port()}", topic="x",
-                          request_timeout_s=2.0)
+    kafka = KafkaResource(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", topic="x", request_timeout_s=2.0
+    )
     cursor = encode_cursor({0: 42})
     t0 = time.monotonic()
     with DagsterInstance.ephemeral() as instance:
-        ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka})
+        ctx = build_sensor_context(
+            instance=instance, cursor=cursor, resources={"kafka": kafka}
+        )
         result = kafka_offsets_sensor(ctx)
         assert ctx.cursor == cursor
     assert time.monotonic() - t0 < 5
     assert isinstance(result, SkipReason)
-    assert "Kafka unavailable" in result.skip_message and "cursor unchanged" in result.skip_message
+    assert (
+        "Kafka unavailable" in result.skip_message
+        and "cursor unchanged" in result.skip_message
+    )
 
 
 def test_missing_topic_is_a_skip(kafka_broker):
-    kafka = KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic="nope")
+    kafka = KafkaResource(
+        bootstrap_servers=kafka_broker.bootstrap_servers, topic="nope"
+    )
     result = _tick(kafka)
     assert isinstance(result, SkipReason) and "nope" in result.skip_message

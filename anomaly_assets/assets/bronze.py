@@ -8,7 +8,14 @@ the run config (the sensor's exact ranges) or, for a manual run, from the tables
 high-water marks up to the topic's current end.
 """
 
-from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Output, multi_asset
+from dagster import (
+    AssetExecutionContext,
+    AssetOut,
+    Config,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
 from pydantic import Field
 from pyspark.sql import functions as F
 
@@ -50,15 +57,23 @@ class BronzeConfig(Config):
     )
 
 
-def resolve_ranges(config: BronzeConfig, kafka: KafkaResource, lakehouse: LakehouseResource):
+def resolve_ranges(
+    config: BronzeConfig, kafka: KafkaResource, lakehouse: LakehouseResource
+):
     """The run's offset ranges: from config, or everything new since the stored offsets."""
     if config.ranges:
         return [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
     marks = lib.high_water_marks(
-        kafka.topic, lakehouse.read("bronze_events"), lakehouse.read("bronze_quarantine")
+        kafka.topic,
+        lakehouse.read("bronze_events"),
+        lakehouse.read("bronze_quarantine"),
     )
-    starts, ends = fetch_offsets(kafka.client_config(), kafka.topic, kafka.request_timeout_s)
-    batches = plan_batches(marks, ends, config.max_events, max_batches=1, start_offsets=starts)
+    starts, ends = fetch_offsets(
+        kafka.client_config(), kafka.topic, kafka.request_timeout_s
+    )
+    batches = plan_batches(
+        marks, ends, config.max_events, max_batches=1, start_offsets=starts
+    )
     return batches[0] if batches else []
 
 
@@ -94,7 +109,9 @@ def bronze(
     ranges = resolve_ranges(config, kafka, lakehouse)
     bid = config.batch_id or batch_id(kafka.topic, ranges)
     total = sum(r.count for r in ranges)
-    range_text = ", ".join(f"p{r.partition}:[{r.start},{r.end})" for r in ranges) or "none"
+    range_text = (
+        ", ".join(f"p{r.partition}:[{r.start},{r.end})" for r in ranges) or "none"
+    )
     context.log.info(f"Batch {bid}: {total:,} offsets of {kafka.topic} ({range_text})")
     spark = lakehouse.spark_session
     if ranges:
@@ -105,7 +122,8 @@ def bronze(
             {"batch_id": F.lit(bid), "ingested_at": F.current_timestamp()}
         )
     reasons = {
-        row["reason"]: row["count"] for row in validated.groupBy("reason").count().collect()
+        row["reason"]: row["count"]
+        for row in validated.groupBy("reason").count().collect()
     }
     n_valid = reasons.pop(None, 0)
     n_quarantined = sum(reasons.values())

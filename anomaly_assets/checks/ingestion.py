@@ -36,11 +36,16 @@ def offset_gaps(bronze, quarantine):
     )
 
 
-@asset_check(asset=AssetKey("bronze_events"), blocking=True,
-             description="Within every batch and partition, bronze and quarantine together hold "
-             "each offset once with no gap.")
+@asset_check(
+    asset=AssetKey("bronze_events"),
+    blocking=True,
+    description="Within every batch and partition, bronze and quarantine together hold "
+    "each offset once with no gap.",
+)
 def bronze_offsets_contiguous(lakehouse: LakehouseResource) -> AssetCheckResult:
-    bad = offset_gaps(lakehouse.read("bronze_events"), lakehouse.read("bronze_quarantine"))
+    bad = offset_gaps(
+        lakehouse.read("bronze_events"), lakehouse.read("bronze_quarantine")
+    )
     rows = [r.asDict() for r in bad.limit(20).collect()]
     return AssetCheckResult(
         passed=not rows, metadata={"bad_groups": MetadataValue.json(rows)}
@@ -48,11 +53,16 @@ def bronze_offsets_contiguous(lakehouse: LakehouseResource) -> AssetCheckResult:
 
 
 class QuarantineRatioConfig(Config):
-    max_ratio: float = Field(default=0.05, description="Warn above this quarantined share.")
+    max_ratio: float = Field(
+        default=0.05, description="Warn above this quarantined share."
+    )
 
 
-def quarantine_ratio(bronze, quarantine, batch_id: str | None = None) -> tuple[int, int]:
+def quarantine_ratio(
+    bronze, quarantine, batch_id: str | None = None
+) -> tuple[int, int]:
     """(quarantined, total) for one batch, or for all batches."""
+
     def n(df):
         if df is None:
             return 0
@@ -62,9 +72,11 @@ def quarantine_ratio(bronze, quarantine, batch_id: str | None = None) -> tuple[i
     return bad, bad + n(bronze)
 
 
-@asset_check(asset=AssetKey("bronze_quarantine"),
-             description="Share of messages quarantined in the latest batch stays under a "
-             "threshold (warns).")
+@asset_check(
+    asset=AssetKey("bronze_quarantine"),
+    description="Share of messages quarantined in the latest batch stays under a "
+    "threshold (warns).",
+)
 def quarantine_ratio_check(
     context, config: QuarantineRatioConfig, lakehouse: LakehouseResource
 ) -> AssetCheckResult:
@@ -82,35 +94,52 @@ def quarantine_ratio_check(
     return AssetCheckResult(
         passed=ratio <= config.max_ratio,
         severity=AssetCheckSeverity.WARN,
-        metadata={"batch_id": batch or "", "quarantined": bad, "total": total,
-                  "ratio": ratio, "max_ratio": config.max_ratio},
+        metadata={
+            "batch_id": batch or "",
+            "quarantined": bad,
+            "total": total,
+            "ratio": ratio,
+            "max_ratio": config.max_ratio,
+        },
     )
 
 
-@asset_check(asset=AssetKey("silver_events"), blocking=True,
-             description="Silver has every required and feature column, with no nulls in "
-             "required columns or features.")
+@asset_check(
+    asset=AssetKey("silver_events"),
+    blocking=True,
+    description="Silver has every required and feature column, with no nulls in "
+    "required columns or features.",
+)
 def silver_schema_not_null(lakehouse: LakehouseResource) -> AssetCheckResult:
     from pyspark.sql import functions as F
 
     silver = lakehouse.read("silver_events")
-    missing = [c for c in (*REQUIRED_COLUMNS, *FEATURE_COLUMNS) if c not in silver.columns]
+    missing = [
+        c for c in (*REQUIRED_COLUMNS, *FEATURE_COLUMNS) if c not in silver.columns
+    ]
     nulls = {}
     if not missing:
         row = silver.select(
-            *[F.sum(F.col(c).isNull().cast("long")).alias(c)
-              for c in (*REQUIRED_COLUMNS, *FEATURE_COLUMNS)]
+            *[
+                F.sum(F.col(c).isNull().cast("long")).alias(c)
+                for c in (*REQUIRED_COLUMNS, *FEATURE_COLUMNS)
+            ]
         ).first()
         nulls = {c: row[c] for c in row.asDict() if row[c]}
     return AssetCheckResult(
         passed=not missing and not nulls,
-        metadata={"missing_columns": MetadataValue.json(missing),
-                  "null_counts": MetadataValue.json(nulls)},
+        metadata={
+            "missing_columns": MetadataValue.json(missing),
+            "null_counts": MetadataValue.json(nulls),
+        },
     )
 
 
-@asset_check(asset=AssetKey("silver_events"), blocking=True,
-             description="No event_id appears twice in silver.")
+@asset_check(
+    asset=AssetKey("silver_events"),
+    blocking=True,
+    description="No event_id appears twice in silver.",
+)
 def silver_unique_event_id(lakehouse: LakehouseResource) -> AssetCheckResult:
     silver = lakehouse.read("silver_events")
     dupes = silver.groupBy("event_id").count().filter("count > 1")

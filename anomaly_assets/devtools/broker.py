@@ -133,7 +133,9 @@ class LocalKafkaBroker:
         }
         config = self.data_dir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log_file=self.log_file))
+        (self.data_dir / "log4j2.properties").write_text(
+            _LOG4J2.format(log_file=self.log_file)
+        )
         return config
 
     def _java(self, lib: Path, main: str, *args: str) -> list[str]:
@@ -163,24 +165,35 @@ class LocalKafkaBroker:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         if not (self.data_dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = (
+                base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            )
             fmt = subprocess.run(
                 self._java(
-                    lib, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+                    lib,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
                 ),
                 capture_output=True,
                 text=True,
+                check=False,
             )
             if fmt.returncode != 0:
-                raise BrokerError(f"Formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
-        stdout = open(self.data_dir / "logs" / "stdout.log", "ab")
-        proc = subprocess.Popen(
-            self._java(lib, "kafka.Kafka", str(config)),
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+                raise BrokerError(
+                    f"Formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}"
+                )
+        with open(self.data_dir / "logs" / "stdout.log", "ab") as stdout:
+            proc = subprocess.Popen(
+                self._java(lib, "kafka.Kafka", str(config)),
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stop() ends all of it
+            )
         self.pid_file.write_text(f"{proc.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -193,7 +206,9 @@ class LocalKafkaBroker:
                 return self
             time.sleep(0.3)
         self.stop()
-        raise BrokerError(f"The Kafka broker did not answer within {timeout}s:\n{self._tail()}")
+        raise BrokerError(
+            f"The Kafka broker did not answer within {timeout}s:\n{self._tail()}"
+        )
 
     def _tail(self, lines: int = 30) -> str:
         out = []
@@ -203,6 +218,7 @@ class LocalKafkaBroker:
         return "\n".join(out)
 
     def is_reachable(self, timeout: float = 2.0) -> bool:
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         try:
@@ -210,10 +226,12 @@ class LocalKafkaBroker:
                 pass
         except OSError:
             return False
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap_servers, "log_level": 0}
+        )
         try:
             return bool(admin.list_topics(timeout=timeout).brokers)
-        except Exception:
+        except KafkaException:
             return False
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -284,17 +302,29 @@ def main(argv: list[str] | None = None) -> int:
             already = broker.pid() is not None and broker.is_reachable()
             t0 = time.monotonic()
             broker.start()
-            state = "already running" if already else f"started in {time.monotonic() - t0:.1f}s"
-            print(f"Kafka {broker.version} {state} at {broker.bootstrap_servers} "
-                  f"(pid {broker.pid()}, data {broker.data_dir})")
+            state = (
+                "already running"
+                if already
+                else f"started in {time.monotonic() - t0:.1f}s"
+            )
+            print(
+                f"Kafka {broker.version} {state} at {broker.bootstrap_servers} "
+                f"(pid {broker.pid()}, data {broker.data_dir})"
+            )
         elif args.command == "stop":
-            print("Kafka broker stopped." if broker.stop() else "No Kafka broker was running.")
+            print(
+                "Kafka broker stopped."
+                if broker.stop()
+                else "No Kafka broker was running."
+            )
         elif args.command == "status":
             for key, value in broker.status().items():
                 print(f"{key}: {value}")
             return 0 if broker.pid() is not None else 3
         else:
-            created = create_topic(broker.bootstrap_servers, args.topic, args.partitions)
+            created = create_topic(
+                broker.bootstrap_servers, args.topic, args.partitions
+            )
             print(f"Topic {args.topic} {'created' if created else 'already exists'}.")
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)

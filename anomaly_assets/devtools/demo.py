@@ -43,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9092)
     parser.add_argument("--anomaly-rate", type=float, default=0.01)
     parser.add_argument("--malformed-rate", type=float, default=0.005)
-    parser.add_argument("--seed", type=int, default=None,
-                        help="default: the topic's current size, so each demo adds new events")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="default: the topic's current size, so each demo adds new events",
+    )
     args = parser.parse_args(argv)
 
     from dagster import DagsterInstance
@@ -54,29 +58,44 @@ def main(argv: list[str] | None = None) -> int:
     broker = LocalKafkaBroker(port=args.port).start()
     topic = settings.KAFKA_TOPIC
     print(f"Kafka broker at {broker.bootstrap_servers} (data in {broker.data_dir})")
-    seed = args.seed if args.seed is not None else _topic_size(broker.bootstrap_servers, topic)
+    seed = (
+        args.seed
+        if args.seed is not None
+        else _topic_size(broker.bootstrap_servers, topic)
+    )
     labels = settings.LOCAL_DIR / "labels.csv"
     report = produce(
-        broker.bootstrap_servers, topic, args.events,
-        EventGenerator(seed=seed, anomaly_rate=args.anomaly_rate,
-                       malformed_rate=args.malformed_rate),
+        broker.bootstrap_servers,
+        topic,
+        args.events,
+        EventGenerator(
+            seed=seed,
+            anomaly_rate=args.anomaly_rate,
+            malformed_rate=args.malformed_rate,
+        ),
         labels_path=labels,
     )
-    print(f"Produced {report.delivered:,} events to {topic} ({report.rate:,.0f}/s), "
-          f"{report.labelled:,} labelled in {labels}")
+    print(
+        f"Produced {report.delivered:,} events to {topic} ({report.rate:,.0f}/s), "
+        f"{report.labelled:,} labelled in {labels}"
+    )
 
     instance = DagsterInstance.get()
     job = defs.get_implicit_global_asset_job_def()
     t0 = time.monotonic()
     result = job.execute_in_process(instance=instance, raise_on_error=False)
-    print(f"Materialised {len(job.asset_layer.executable_asset_keys)} assets in "
-          f"{time.monotonic() - t0:.0f}s: {'success' if result.success else 'FAILED'} "
-          f"(run {result.run_id})")
+    print(
+        f"Materialised {len(job.asset_layer.executable_asset_keys)} assets in "
+        f"{time.monotonic() - t0:.0f}s: {'success' if result.success else 'FAILED'} "
+        f"(run {result.run_id})"
+    )
     keys = sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys)
     print("Delta tables (read back with the deltalake package):")
     print("\n".join(_table_summary(settings.LAKEHOUSE_ROOT, keys)))
-    print(f"Dagster runs and metadata: DAGSTER_HOME={instance.root_directory}; "
-          "open the UI with `make dev` (http://127.0.0.1:3000).")
+    print(
+        f"Dagster runs and metadata: DAGSTER_HOME={instance.root_directory}; "
+        "open the UI with `make dev` (http://127.0.0.1:3000)."
+    )
     print("Stop the broker with `make broker-stop`.")
     return 0 if result.success else 1
 

@@ -19,8 +19,10 @@ def main() -> None:
     resource = SparkResource(log_level="ERROR")
     resource.spark_session.range(1).count()
     resource.spark_session.stop()
-    print(f"Spark packages {', '.join(resource.packages)} ready in {resource.ivy_dir} "
-          f"({time.monotonic() - t0:.1f}s)")
+    print(
+        f"Spark packages {', '.join(resource.packages)} ready in {resource.ivy_dir} "
+        f"({time.monotonic() - t0:.1f}s)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ with the Kafka partition and offset of every labelled message.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -52,9 +53,16 @@ USER_AGENTS = {
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile",
         "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/126.0 Mobile",
     ),
-    "tablet": ("Mozilla/5.0 (iPad; CPU OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile",),
+    "tablet": (
+        "Mozilla/5.0 (iPad; CPU OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile",
+    ),
 }
-BOT_AGENTS = ("python-requests/2.32.3", "curl/8.8.0", "Go-http-client/1.1", "HeadlessChrome/126")
+BOT_AGENTS = (
+    "python-requests/2.32.3",
+    "curl/8.8.0",
+    "Go-http-client/1.1",
+    "HeadlessChrome/126",
+)
 
 #: Normal in-session actions and their weights.
 ACTIONS = (
@@ -104,7 +112,9 @@ def make_users(rng: random.Random, n_users: int) -> list[UserProfile]:
     users = []
     for i in range(n_users):
         country = rng.choices(countries, weights)[0]
-        device_types = rng.sample(("desktop", "mobile", "tablet"), rng.choice((1, 1, 2)))
+        device_types = rng.sample(
+            ("desktop", "mobile", "tablet"), rng.choice((1, 1, 2))
+        )
         devices = tuple((d, rng.choice(USER_AGENTS[d])) for d in device_types)
         octet = COUNTRIES[country][2]
         users.append(
@@ -139,7 +149,9 @@ class EventGenerator:
             raise ValueError("anomaly_rate and malformed_rate must be in [0, 1)")
         unknown = set(anomaly_types) - set(ANOMALY_TYPES)
         if unknown:
-            raise ValueError(f"unknown anomaly types {sorted(unknown)}; know {ANOMALY_TYPES}")
+            raise ValueError(
+                f"unknown anomaly types {sorted(unknown)}; know {ANOMALY_TYPES}"
+            )
         self.rng = random.Random(seed)
         self.users = make_users(self.rng, n_users)
         self.anomaly_rate = anomaly_rate
@@ -148,7 +160,11 @@ class EventGenerator:
         self.clock = start or datetime(2026, 11, 1, tzinfo=UTC)
         self.session_gap = 60.0 / sessions_per_minute
         self._by_hour = [
-            [u for u in self.users if min((h - u.active_hour) % 24, (u.active_hour - h) % 24) <= 4]
+            [
+                u
+                for u in self.users
+                if min((h - u.active_hour) % 24, (u.active_hour - h) % 24) <= 4
+            ]
             or self.users
             for h in range(24)
         ]
@@ -162,12 +178,22 @@ class EventGenerator:
     def _uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
-    def _event(self, user: UserProfile, event_type: str, ts: datetime, session_id: str,
-               ip: str, country: str, device: tuple[str, str], **fields) -> dict:
+    def _event(
+        self,
+        user: UserProfile,
+        event_type: str,
+        ts: datetime,
+        session_id: str,
+        ip: str,
+        country: str,
+        device: tuple[str, str],
+        **fields,
+    ) -> dict:
         event = {
             "event_id": self._uuid(),
             "event_type": event_type,
-            "event_ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
+            "event_ts": ts.strftime("%Y-%m-%dT%H:%M:%S.")
+            + f"{ts.microsecond // 1000:03d}Z",
             "user_id": user.user_id,
             "session_id": session_id,
             "ip_address": ip,
@@ -183,13 +209,22 @@ class EventGenerator:
         rng = self.rng
         if action == "purchase":
             items = rng.choice((1, 1, 1, 2, 2, 3))
-            return {"amount": round(user.spend * rng.lognormvariate(0, 0.35), 2), "items": items,
-                    "duration_ms": rng.randint(800, 6000)}
+            return {
+                "amount": round(user.spend * rng.lognormvariate(0, 0.35), 2),
+                "items": items,
+                "duration_ms": rng.randint(800, 6000),
+            }
         if action == "add_to_cart":
-            return {"items": rng.choice((1, 1, 2)), "duration_ms": rng.randint(300, 3000)}
+            return {
+                "items": rng.choice((1, 1, 2)),
+                "duration_ms": rng.randint(300, 3000),
+            }
         if action in ("file_download", "api_call"):
             size = int(user.download_bytes * rng.lognormvariate(0, 0.5))
-            return {"bytes_transferred": max(size, 200), "duration_ms": rng.randint(50, 4000)}
+            return {
+                "bytes_transferred": max(size, 200),
+                "duration_ms": rng.randint(50, 4000),
+            }
         return {"duration_ms": rng.randint(500, 30000)}
 
     def _pick_user(self) -> UserProfile:
@@ -204,7 +239,9 @@ class EventGenerator:
         ip, device = rng.choice(user.ips), rng.choice(user.devices)
 
         def ev(kind: str, **fields) -> tuple[dict, None]:
-            return self._event(user, kind, ts, session_id, ip, user.country, device, **fields), None
+            return self._event(
+                user, kind, ts, session_id, ip, user.country, device, **fields
+            ), None
 
         out = []
         if rng.random() < 0.03:  # a mistyped password now and then
@@ -232,58 +269,137 @@ class EventGenerator:
         out: list[tuple[dict, bool]] = []
 
         def add(event_type, ip, country, device, labelled=True, sid=None, **fields):
-            out.append((self._event(user, event_type, ts, sid or session_id, ip, country,
-                                    device, **fields), labelled))
+            out.append(
+                (
+                    self._event(
+                        user,
+                        event_type,
+                        ts,
+                        sid or session_id,
+                        ip,
+                        country,
+                        device,
+                        **fields,
+                    ),
+                    labelled,
+                )
+            )
 
         if kind == "credential_stuffing":
             bot = ("desktop", rng.choice(BOT_AGENTS))
             for _ in range(rng.randint(8, 25)):
                 ts += timedelta(seconds=rng.uniform(0.2, 2.0))
-                add("login", attack_ip, attack_country, bot, success=False,
-                    duration_ms=rng.randint(20, 120))
+                add(
+                    "login",
+                    attack_ip,
+                    attack_country,
+                    bot,
+                    success=False,
+                    duration_ms=rng.randint(20, 120),
+                )
         elif kind == "impossible_travel":
-            add("login", home_ip, user.country, home_device, labelled=False, success=True,
-                duration_ms=rng.randint(200, 900))
+            add(
+                "login",
+                home_ip,
+                user.country,
+                home_device,
+                labelled=False,
+                success=True,
+                duration_ms=rng.randint(200, 900),
+            )
             ts += timedelta(minutes=rng.uniform(5, 30))
             far = ("desktop", rng.choice(USER_AGENTS["desktop"]))
             sid = self._uuid()
-            add("login", attack_ip, attack_country, far, sid=sid, success=True,
-                duration_ms=rng.randint(200, 900))
+            add(
+                "login",
+                attack_ip,
+                attack_country,
+                far,
+                sid=sid,
+                success=True,
+                duration_ms=rng.randint(200, 900),
+            )
             for _ in range(rng.randint(1, 4)):
                 ts += timedelta(seconds=rng.uniform(5, 60))
-                add("page_view", attack_ip, attack_country, far, sid=sid,
-                    duration_ms=rng.randint(500, 20000))
+                add(
+                    "page_view",
+                    attack_ip,
+                    attack_country,
+                    far,
+                    sid=sid,
+                    duration_ms=rng.randint(500, 20000),
+                )
         elif kind == "data_exfiltration":
             for _ in range(rng.randint(5, 15)):
                 ts += timedelta(seconds=rng.uniform(1, 10))
-                add(rng.choice(("file_download", "api_call")), home_ip, user.country, home_device,
+                add(
+                    rng.choice(("file_download", "api_call")),
+                    home_ip,
+                    user.country,
+                    home_device,
                     bytes_transferred=rng.randint(50, 500) * 1024 * 1024,
-                    duration_ms=rng.randint(5000, 60000))
+                    duration_ms=rng.randint(5000, 60000),
+                )
         elif kind == "high_value_purchase":
             items = rng.randint(5, 30)
-            add("add_to_cart", home_ip, user.country, home_device, labelled=False, items=items,
-                duration_ms=rng.randint(300, 3000))
+            add(
+                "add_to_cart",
+                home_ip,
+                user.country,
+                home_device,
+                labelled=False,
+                items=items,
+                duration_ms=rng.randint(300, 3000),
+            )
             ts += timedelta(seconds=rng.uniform(10, 120))
-            add("purchase", home_ip, user.country, home_device,
-                amount=round(user.spend * rng.uniform(15, 60), 2), items=items,
-                duration_ms=rng.randint(800, 6000))
+            add(
+                "purchase",
+                home_ip,
+                user.country,
+                home_device,
+                amount=round(user.spend * rng.uniform(15, 60), 2),
+                items=items,
+                duration_ms=rng.randint(800, 6000),
+            )
         elif kind == "bot_activity":
             bot = ("desktop", rng.choice(BOT_AGENTS))
             for _ in range(rng.randint(30, 80)):
                 ts += timedelta(seconds=rng.uniform(0.05, 0.5))
-                add(rng.choice(("page_view", "search")), attack_ip, user.country, bot,
-                    duration_ms=rng.randint(5, 50))
+                add(
+                    rng.choice(("page_view", "search")),
+                    attack_ip,
+                    user.country,
+                    bot,
+                    duration_ms=rng.randint(5, 50),
+                )
         elif kind == "account_takeover":
             new_device = ("mobile", rng.choice(USER_AGENTS["mobile"]))
-            add("password_reset", attack_ip, attack_country, new_device,
-                duration_ms=rng.randint(300, 2000))
+            add(
+                "password_reset",
+                attack_ip,
+                attack_country,
+                new_device,
+                duration_ms=rng.randint(300, 2000),
+            )
             ts += timedelta(seconds=rng.uniform(20, 120))
-            add("login", attack_ip, attack_country, new_device, success=True,
-                duration_ms=rng.randint(200, 900))
+            add(
+                "login",
+                attack_ip,
+                attack_country,
+                new_device,
+                success=True,
+                duration_ms=rng.randint(200, 900),
+            )
             ts += timedelta(seconds=rng.uniform(10, 60))
-            add("purchase", attack_ip, attack_country, new_device,
-                amount=round(user.spend * rng.uniform(5, 20), 2), items=rng.randint(1, 5),
-                duration_ms=rng.randint(800, 6000))
+            add(
+                "purchase",
+                attack_ip,
+                attack_country,
+                new_device,
+                amount=round(user.spend * rng.uniform(5, 20), 2),
+                items=rng.randint(1, 5),
+                duration_ms=rng.randint(800, 6000),
+            )
         else:  # pragma: no cover - guarded in __init__
             raise ValueError(kind)
         return out
@@ -293,7 +409,10 @@ class EventGenerator:
         rng = self.rng
         kind = rng.choice(MALFORMED_KINDS)
         if kind == "not_json":
-            return kind, f"user={event['user_id']}&type={event['event_type']}&ok=1".encode()
+            return (
+                kind,
+                f"user={event['user_id']}&type={event['event_type']}&ok=1".encode(),
+            )
         if kind == "truncated_json":
             raw = json.dumps(event).encode()
             return kind, raw[: rng.randint(5, len(raw) - 5)]
@@ -301,8 +420,11 @@ class EventGenerator:
             event.pop(rng.choice(("event_id", "event_type", "event_ts", "user_id")))
         elif kind == "wrong_type":
             field = rng.choice(("event_ts", "schema_version", "duration_ms"))
-            event[field] = {"event_ts": 1700000000, "schema_version": "one",
-                            "duration_ms": "fast"}[field]
+            event[field] = {
+                "event_ts": 1700000000,
+                "schema_version": "one",
+                "duration_ms": "fast",
+            }[field]
         elif kind == "oversized":
             event["user_agent"] = "A" * 70_000
         elif kind == "invalid_utf8":
@@ -326,8 +448,15 @@ class EventGenerator:
                 fewest = min(self.per_type.values())
                 kind = rng.choice([t for t, c in self.per_type.items() if c == fewest])
                 episode_id = f"ep{self._episodes:06d}"
-                pairs = [(e, Label("anomaly", kind, episode_id, e["event_id"]) if lab else None)
-                         for e, lab in self._episode(kind, user)]
+                pairs = [
+                    (
+                        e,
+                        Label("anomaly", kind, episode_id, e["event_id"])
+                        if lab
+                        else None,
+                    )
+                    for e, lab in self._episode(kind, user)
+                ]
                 self.per_type[kind] += sum(label is not None for _, label in pairs)
             else:
                 pairs = self._session(user)
@@ -345,8 +474,16 @@ class EventGenerator:
                 yield Message(event.get("user_id", "").encode(), value, label)
 
 
-LABEL_COLUMNS = ("topic", "partition", "offset", "user_id", "event_id", "kind", "label",
-                 "episode_id")
+LABEL_COLUMNS = (
+    "topic",
+    "partition",
+    "offset",
+    "user_id",
+    "event_id",
+    "kind",
+    "label",
+    "episode_id",
+)
 
 
 @dataclass
@@ -383,99 +520,153 @@ def produce(
     from anomaly_assets.devtools.broker import create_topic
 
     create_topic(bootstrap_servers, topic, partitions)
-    producer = Producer({
-        "bootstrap.servers": bootstrap_servers,
-        "enable.idempotence": True,
-        "linger.ms": 20,
-        "batch.num.messages": 10000,
-        "compression.type": "lz4",
-        "queue.buffering.max.messages": 200000,
-        "message.max.bytes": 2 * 1024 * 1024,
-    })
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 200000,
+            "message.max.bytes": 2 * 1024 * 1024,
+        }
+    )
     counts = {"delivered": 0, "failed": 0, "labelled": 0}
-    label_file = None
-    writer = None
-    if labels_path is not None:
-        labels_path.parent.mkdir(parents=True, exist_ok=True)
-        is_new = not labels_path.exists() or labels_path.stat().st_size == 0
-        label_file = open(labels_path, "a", newline="")  # labels accumulate across runs
-        writer = csv.writer(label_file)
-        if is_new:
-            writer.writerow(LABEL_COLUMNS)
     errors: list[str] = []
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if labels_path is not None:
+            labels_path.parent.mkdir(parents=True, exist_ok=True)
+            is_new = not labels_path.exists() or labels_path.stat().st_size == 0
+            # labels accumulate across runs, like the topic
+            writer = csv.writer(stack.enter_context(open(labels_path, "a", newline="")))
+            if is_new:
+                writer.writerow(LABEL_COLUMNS)
 
-    def delivered(err, msg, label: Label | None = None) -> None:
-        if err is not None:
-            counts["failed"] += 1
-            if len(errors) < 5:
-                errors.append(str(err))
-            return
-        counts["delivered"] += 1
-        if label is not None and writer is not None:
-            counts["labelled"] += 1
-            writer.writerow((msg.topic(), msg.partition(), msg.offset(),
-                             msg.key().decode(errors="replace"), label.event_id or "",
-                             label.kind, label.label, label.episode_id))
+        def delivered(err, msg, label: Label | None = None) -> None:
+            if err is not None:
+                counts["failed"] += 1
+                if len(errors) < 5:
+                    errors.append(str(err))
+                return
+            counts["delivered"] += 1
+            if label is not None and writer is not None:
+                counts["labelled"] += 1
+                writer.writerow(
+                    (
+                        msg.topic(),
+                        msg.partition(),
+                        msg.offset(),
+                        msg.key().decode(errors="replace"),
+                        label.event_id or "",
+                        label.kind,
+                        label.label,
+                        label.episode_id,
+                    )
+                )
 
-    t0 = last = time.monotonic()
-    stream = iter(generator)
-    for i in range(n_events):
-        m = next(stream)
-        cb = delivered if m.label is None else (
-            lambda err, msg, _l=m.label: delivered(err, msg, _l))
-        while True:
-            try:
-                producer.produce(topic, m.value, m.key, on_delivery=cb)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        if i % 1000 == 0:
-            producer.poll(0)
-            now = time.monotonic()
-            if now - last >= progress_every:
-                last = now
-                log(f"produced {i:,}/{n_events:,} ({i / n_events:.0%}, "
-                    f"{i / (now - t0):,.0f} events/s)")
-    remaining = producer.flush(120)
-    seconds = time.monotonic() - t0
-    if label_file is not None:
-        label_file.close()
+        t0 = last = time.monotonic()
+        stream = iter(generator)
+        for i in range(n_events):
+            m = next(stream)
+            cb = (
+                delivered
+                if m.label is None
+                else (lambda err, msg, _l=m.label: delivered(err, msg, _l))
+            )
+            while True:
+                try:
+                    producer.produce(topic, m.value, m.key, on_delivery=cb)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            if i % 1000 == 0:
+                producer.poll(0)
+                now = time.monotonic()
+                if now - last >= progress_every:
+                    last = now
+                    log(
+                        f"produced {i:,}/{n_events:,} ({i / n_events:.0%}, "
+                        f"{i / (now - t0):,.0f} events/s)"
+                    )
+        remaining = producer.flush(120)
+        seconds = time.monotonic() - t0
     if remaining or counts["failed"]:
         raise RuntimeError(
             f"{counts['failed']} messages failed and {remaining} were not delivered to "
             f"{topic} at {bootstrap_servers}: {errors}"
         )
-    return ProduceReport(n_events, counts["delivered"], counts["failed"], counts["labelled"],
-                         seconds, labels_path)
+    return ProduceReport(
+        n_events,
+        counts["delivered"],
+        counts["failed"],
+        counts["labelled"],
+        seconds,
+        labels_path,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="anomaly-generate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=10_000, help="messages to produce")
+    parser = argparse.ArgumentParser(
+        prog="anomaly-generate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--events", type=int, default=10_000, help="messages to produce"
+    )
     parser.add_argument("--bootstrap", default=settings.KAFKA_BOOTSTRAP_SERVERS)
     parser.add_argument("--topic", default=settings.KAFKA_TOPIC)
-    parser.add_argument("--partitions", type=int, default=3, help="if the topic is created")
+    parser.add_argument(
+        "--partitions", type=int, default=3, help="if the topic is created"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--users", type=int, default=500)
-    parser.add_argument("--anomaly-rate", type=float, default=0.01,
-                        help="share of messages that belong to an anomaly episode")
-    parser.add_argument("--malformed-rate", type=float, default=0.0,
-                        help="share of messages made malformed")
-    parser.add_argument("--start", type=datetime.fromisoformat, default=None,
-                        help="event time of the first event, ISO-8601 (default 2026-11-01Z)")
-    parser.add_argument("--labels", type=Path, default=settings.LOCAL_DIR / "labels.csv",
-                        help="CSV of ground-truth labels with partition and offset")
+    parser.add_argument(
+        "--anomaly-rate",
+        type=float,
+        default=0.01,
+        help="share of messages that belong to an anomaly episode",
+    )
+    parser.add_argument(
+        "--malformed-rate",
+        type=float,
+        default=0.0,
+        help="share of messages made malformed",
+    )
+    parser.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        default=None,
+        help="event time of the first event, ISO-8601 (default 2026-11-01Z)",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=settings.LOCAL_DIR / "labels.csv",
+        help="CSV of ground-truth labels with partition and offset",
+    )
     args = parser.parse_args(argv)
     start = args.start
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
-    gen = EventGenerator(args.seed, args.users, args.anomaly_rate, args.malformed_rate, start)
-    report = produce(args.bootstrap, args.topic, args.events, gen, args.labels, args.partitions,
-                     log=lambda s: print(s, file=sys.stderr, flush=True))
-    print(f"Produced {report.delivered:,} messages to {args.topic} at {args.bootstrap} in "
-          f"{report.seconds:.1f}s ({report.rate:,.0f} events/s); {report.labelled:,} labelled "
-          f"messages written to {report.labels_path}")
+    gen = EventGenerator(
+        args.seed, args.users, args.anomaly_rate, args.malformed_rate, start
+    )
+    report = produce(
+        args.bootstrap,
+        args.topic,
+        args.events,
+        gen,
+        args.labels,
+        args.partitions,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+    )
+    print(
+        f"Produced {report.delivered:,} messages to {args.topic} at {args.bootstrap} in "
+        f"{report.seconds:.1f}s ({report.rate:,.0f} events/s); {report.labelled:,} labelled "
+        f"messages written to {report.labels_path}"
+    )
     return 0
 
 

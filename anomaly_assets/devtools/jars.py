@@ -42,7 +42,9 @@ def _dependency_xml(coordinate: str) -> str:
     )
 
 
-def resolve_jars(name: str, coordinates: list[str], cache_dir: Path | None = None) -> Path:
+def resolve_jars(
+    name: str, coordinates: list[str], cache_dir: Path | None = None
+) -> Path:
     """Copy ``coordinates`` and their runtime dependencies into ``<cache>/<name>/lib``.
 
     Returns the lib folder. A marker file makes later calls free and offline.
@@ -62,7 +64,8 @@ def resolve_jars(name: str, coordinates: list[str], cache_dir: Path | None = Non
     pom = target / "pom.xml"
     pom.write_text(
         _POM.format(
-            artifact=name, dependencies="\n".join(_dependency_xml(c) for c in coordinates)
+            artifact=name,
+            dependencies="\n".join(_dependency_xml(c) for c in coordinates),
         )
     )
     cmd = [
@@ -75,7 +78,7 @@ def resolve_jars(name: str, coordinates: list[str], cache_dir: Path | None = Non
         f"-DoutputDirectory={lib}",
         "-DincludeScope=runtime",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise JarResolutionError(
             f"Maven could not resolve {', '.join(coordinates)}:\n{proc.stdout[-2000:]}"
@@ -85,7 +88,9 @@ def resolve_jars(name: str, coordinates: list[str], cache_dir: Path | None = Non
     return lib
 
 
-def kafka_broker_jars(version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> Path:
+def kafka_broker_jars(
+    version: str = KAFKA_VERSION, cache_dir: Path | None = None
+) -> Path:
     """The Apache Kafka broker (KRaft) and a log4j2 binding for its slf4j logging."""
     return resolve_jars(
         f"kafka-{version}",

@@ -25,6 +25,7 @@ from dagster import (
     TableColumnConstraints,
     TableSchema,
 )
+
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 WRITE_MODES = ("overwrite", "append", "replace_batch", "merge_insert")
@@ -62,7 +63,9 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
-def merge_condition(keys: list[str], range_column: str | None = None, bounds=None) -> str:
+def merge_condition(
+    keys: list[str], range_column: str | None = None, bounds=None
+) -> str:
     """Join condition on ``keys``; optional bounds on ``range_column`` let Delta skip files."""
     cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     if range_column and bounds is not None and bounds[0] is not None:
@@ -110,14 +113,18 @@ def write_delta(
         (
             DeltaTable.forPath(spark, path)
             .alias("t")
-            .merge(df.alias("s"), merge_condition(merge_keys, merge_range_column, bounds))
+            .merge(
+                df.alias("s"), merge_condition(merge_keys, merge_range_column, bounds)
+            )
             .whenNotMatchedInsertAll()
             .execute()
         )
     else:
         if batch_ids is None:
             batch_ids = [r[0] for r in df.select(batch_column).distinct().collect()]
-        if not batch_ids:  # nothing in this output and no batch named: nothing to replace
+        if (
+            not batch_ids
+        ):  # nothing in this output and no batch named: nothing to replace
             return
         (
             writer.mode("overwrite")
@@ -144,7 +151,9 @@ def delta_table_metadata(spark, path: str) -> dict[str, Any]:
         "rows_written": int(
             metrics.get("numOutputRows", metrics.get("numTargetRowsInserted", 0)) or 0
         ),
-        "rows_removed": int(metrics.get("numDeletedRows", metrics.get("numRemovedRows", 0)) or 0),
+        "rows_removed": int(
+            metrics.get("numDeletedRows", metrics.get("numRemovedRows", 0)) or 0
+        ),
     }
 
 
@@ -173,7 +182,9 @@ class DeltaIOManager(ConfigurableIOManager):
             merge_keys=_plain(meta.get("delta/merge_keys")),
             merge_range_column=_plain(meta.get("delta/merge_range_column")),
         )
-        context.add_output_metadata(delta_table_metadata(self.lakehouse.spark_session, path))
+        context.add_output_metadata(
+            delta_table_metadata(self.lakehouse.spark_session, path)
+        )
 
     def load_input(self, context: InputContext):
         from delta.tables import DeltaTable

@@ -12,15 +12,34 @@ from anomaly_assets.lib.validation import PARSED_COLUMNS, classify, encode_raw, 
 #: (column, Spark type) of the validated frame: reader columns, the contract's parsed columns,
 #: then raw bytes and the verdict. The Arrow schema of mapInArrow is derived from it.
 VALIDATED_COLUMNS = (
-    ("topic", "string"), ("partition", "int"), ("offset", "bigint"), ("kafka_ts", "timestamp"),
-    ("key", "string"), ("event_id", "string"), ("event_type", "string"),
-    ("event_ts", "string"), ("user_id", "string"), ("session_id", "string"),
-    ("ip_address", "string"), ("country", "string"), ("device_type", "string"),
-    ("user_agent", "string"), ("schema_version", "int"), ("success", "boolean"),
-    ("amount", "double"), ("items", "int"), ("bytes_transferred", "bigint"),
-    ("duration_ms", "int"), ("event_time", "timestamp"), ("extra_fields", "string"),
-    ("raw_value", "string"), ("raw_value_b64", "string"), ("raw_preview", "string"),
-    ("raw_size", "int"), ("reason", "string"), ("reason_detail", "string"),
+    ("topic", "string"),
+    ("partition", "int"),
+    ("offset", "bigint"),
+    ("kafka_ts", "timestamp"),
+    ("key", "string"),
+    ("event_id", "string"),
+    ("event_type", "string"),
+    ("event_ts", "string"),
+    ("user_id", "string"),
+    ("session_id", "string"),
+    ("ip_address", "string"),
+    ("country", "string"),
+    ("device_type", "string"),
+    ("user_agent", "string"),
+    ("schema_version", "int"),
+    ("success", "boolean"),
+    ("amount", "double"),
+    ("items", "int"),
+    ("bytes_transferred", "bigint"),
+    ("duration_ms", "int"),
+    ("event_time", "timestamp"),
+    ("extra_fields", "string"),
+    ("raw_value", "string"),
+    ("raw_value_b64", "string"),
+    ("raw_preview", "string"),
+    ("raw_size", "int"),
+    ("reason", "string"),
+    ("reason_detail", "string"),
 )
 VALIDATED_SCHEMA = ", ".join(f"`{n}` {t}" for n, t in VALIDATED_COLUMNS)
 
@@ -28,18 +47,41 @@ VALIDATED_SCHEMA = ", ".join(f"`{n}` {t}" for n, t in VALIDATED_COLUMNS)
 def _arrow_schema():
     import pyarrow as pa
 
-    types = {"string": pa.string(), "int": pa.int32(), "bigint": pa.int64(),
-             "double": pa.float64(), "boolean": pa.bool_(), "timestamp": pa.timestamp("us", "UTC")}
+    types = {
+        "string": pa.string(),
+        "int": pa.int32(),
+        "bigint": pa.int64(),
+        "double": pa.float64(),
+        "boolean": pa.bool_(),
+        "timestamp": pa.timestamp("us", "UTC"),
+    }
     return pa.schema([(n, types[t]) for n, t in VALIDATED_COLUMNS])
 
 
 BRONZE_COLUMNS = (
-    "topic", "partition", "offset", "kafka_ts", "key", *PARSED_COLUMNS, "raw_value",
-    "batch_id", "ingested_at",
+    "topic",
+    "partition",
+    "offset",
+    "kafka_ts",
+    "key",
+    *PARSED_COLUMNS,
+    "raw_value",
+    "batch_id",
+    "ingested_at",
 )
 QUARANTINE_COLUMNS = (
-    "topic", "partition", "offset", "kafka_ts", "key", "reason", "reason_detail",
-    "raw_value_b64", "raw_preview", "raw_size", "batch_id", "ingested_at",
+    "topic",
+    "partition",
+    "offset",
+    "kafka_ts",
+    "key",
+    "reason",
+    "reason_detail",
+    "raw_value_b64",
+    "raw_preview",
+    "raw_size",
+    "batch_id",
+    "ingested_at",
 )
 
 
@@ -53,8 +95,14 @@ def read_ranges(spark, client_config: dict, topic: str, ranges: list[OffsetRange
         reader = reader.option(f"kafka.{key}", value)
     return (
         reader.option("assign", json.dumps({topic: partitions}))
-        .option("startingOffsets", json.dumps({topic: {str(r.partition): r.start for r in ranges}}))
-        .option("endingOffsets", json.dumps({topic: {str(r.partition): r.end for r in ranges}}))
+        .option(
+            "startingOffsets",
+            json.dumps({topic: {str(r.partition): r.start for r in ranges}}),
+        )
+        .option(
+            "endingOffsets",
+            json.dumps({topic: {str(r.partition): r.end for r in ranges}}),
+        )
         .option("failOnDataLoss", "true")
         .load()
     )
@@ -76,12 +124,18 @@ def _validate_batches(batches):
             cols["partition"].append(data["partition"][i])
             cols["offset"].append(data["offset"][i])
             ts = data["timestamp"][i]
-            cols["kafka_ts"].append(ts if ts is None or ts.tzinfo else ts.replace(tzinfo=UTC))
-            cols["key"].append(None if key is None else key.decode("utf-8", errors="replace"))
+            cols["kafka_ts"].append(
+                ts if ts is None or ts.tzinfo else ts.replace(tzinfo=UTC)
+            )
+            cols["key"].append(
+                None if key is None else key.decode("utf-8", errors="replace")
+            )
             for name in PARSED_COLUMNS:
                 cols[name].append(None if event is None else event[name])
             cols["raw_value"].append(None if event is None else value.decode("utf-8"))
-            cols["raw_value_b64"].append(None if event is not None else encode_raw(value))
+            cols["raw_value_b64"].append(
+                None if event is not None else encode_raw(value)
+            )
             cols["raw_preview"].append(None if event is not None else preview(value))
             cols["raw_size"].append(None if value is None else len(value))
             cols["reason"].append(reason)
@@ -117,6 +171,11 @@ def high_water_marks(topic: str, *tables) -> dict[int, int]:
     for table in tables:
         if table is None:
             continue
-        for row in table.filter(F.col("topic") == topic).groupBy("partition").agg(F.max("offset").alias("m")).collect():
+        for row in (
+            table.filter(F.col("topic") == topic)
+            .groupBy("partition")
+            .agg(F.max("offset").alias("m"))
+            .collect()
+        ):
             marks[row["partition"]] = max(marks.get(row["partition"], 0), row["m"] + 1)
     return marks

@@ -30,13 +30,36 @@ FEATURE_COLUMNS = tuple(FEATURES)
 
 #: Columns silver keeps from bronze, besides the features.
 EVENT_COLUMNS = (
-    "event_id", "event_type", "event_time", "user_id", "session_id", "ip_address", "country",
-    "device_type", "user_agent", "success", "amount", "items", "bytes_transferred",
-    "duration_ms", "extra_fields", "topic", "partition", "offset", "batch_id",
+    "event_id",
+    "event_type",
+    "event_time",
+    "user_id",
+    "session_id",
+    "ip_address",
+    "country",
+    "device_type",
+    "user_agent",
+    "success",
+    "amount",
+    "items",
+    "bytes_transferred",
+    "duration_ms",
+    "extra_fields",
+    "topic",
+    "partition",
+    "offset",
+    "batch_id",
 )
 REQUIRED_COLUMNS = (
-    "event_id", "event_type", "event_time", "user_id", "session_id", "ip_address", "country",
-    "device_type", "batch_id",
+    "event_id",
+    "event_type",
+    "event_time",
+    "user_id",
+    "session_id",
+    "ip_address",
+    "country",
+    "device_type",
+    "batch_id",
 )
 MAX_GAP_S = 7 * 24 * 3600
 
@@ -77,7 +100,9 @@ def with_features(events):
         + 24
     ) % 24
     hour_gap = F.abs(F.col("hour_of_day") - mean_hour)
-    prior_amount = F.avg(F.when(F.col("event_type") == "purchase", F.col("amount"))).over(prior)
+    prior_amount = F.avg(
+        F.when(F.col("event_type") == "purchase", F.col("amount"))
+    ).over(prior)
     prior_bytes = F.avg("bytes_transferred").over(prior)
     has_history = F.count(F.lit(1)).over(prior) > 0
 
@@ -86,23 +111,34 @@ def with_features(events):
         .withColumn("hour_of_day", F.hour("event_time"))
         .withColumn("events_5m", F.count(F.lit(1)).over(last(300)))
         .withColumn("failed_logins_10m", F.sum(failed.cast("int")).over(last(600)))
-        .withColumn("distinct_ips_1h", F.size(F.collect_set("ip_address").over(last(3600))))
+        .withColumn(
+            "distinct_ips_1h", F.size(F.collect_set("ip_address").over(last(3600)))
+        )
         .withColumn(
             "distinct_countries_24h", F.size(F.collect_set("country").over(last(86400)))
         )
         .withColumn(
             "seconds_since_prev",
-            F.least(F.coalesce(F.col("_ts") - F.lag("_ts").over(ordered), F.lit(MAX_GAP_S)),
-                    F.lit(MAX_GAP_S)).cast("double"),
+            F.least(
+                F.coalesce(F.col("_ts") - F.lag("_ts").over(ordered), F.lit(MAX_GAP_S)),
+                F.lit(MAX_GAP_S),
+            ).cast("double"),
         )
         .withColumn(
             "is_new_country",
-            (has_history & ~F.array_contains(F.collect_set("country").over(prior), F.col("country")))
-            .cast("int"),
+            (
+                has_history
+                & ~F.array_contains(
+                    F.collect_set("country").over(prior), F.col("country")
+                )
+            ).cast("int"),
         )
         .withColumn(
             "is_new_device",
-            (has_history & ~F.array_contains(F.collect_set(device).over(prior), device)).cast("int"),
+            (
+                has_history
+                & ~F.array_contains(F.collect_set(device).over(prior), device)
+            ).cast("int"),
         )
         .withColumn(
             "hour_deviation",

@@ -105,7 +105,9 @@ def fetch_offsets(
     try:
         metadata = admin.list_topics(topic, timeout=timeout)
     except KafkaException as exc:
-        raise KafkaUnavailable(f"cannot reach {client_config.get('bootstrap.servers')}: {exc}")
+        raise KafkaUnavailable(
+            f"cannot reach {client_config.get('bootstrap.servers')}: {exc}"
+        )
     meta = metadata.topics.get(topic)
     if meta is None or meta.error is not None:
         raise KafkaUnavailable(
@@ -113,12 +115,16 @@ def fetch_offsets(
             + (f": {meta.error}" if meta is not None else "")
         )
     result = {}
-    for spec_name, spec in (("start", OffsetSpec.earliest()), ("end", OffsetSpec.latest())):
+    for spec_name, spec in (
+        ("start", OffsetSpec.earliest()),
+        ("end", OffsetSpec.latest()),
+    ):
         request = {TopicPartition(topic, p): spec for p in meta.partitions}
         try:
             futures = admin.list_offsets(request, request_timeout=timeout)
             result[spec_name] = {
-                tp.partition: f.result(timeout=timeout).offset for tp, f in futures.items()
+                tp.partition: f.result(timeout=timeout).offset
+                for tp, f in futures.items()
             }
         except KafkaException as exc:
             raise KafkaUnavailable(f"listing offsets of {topic!r} failed: {exc}")

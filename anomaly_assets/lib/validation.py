@@ -50,7 +50,7 @@ def _type_ok(value, expected) -> bool:
 
 
 def parse_ts(raw: str) -> datetime:
-    ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    ts = datetime.fromisoformat(raw)
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return ts.astimezone(UTC)
@@ -61,7 +61,9 @@ def validate_event(value: bytes | None) -> dict:
     if not value:
         raise Invalid("empty_message", "the message has no value")
     if len(value) > MAX_MESSAGE_BYTES:
-        raise Invalid("oversized", f"message is {len(value)} bytes (max {MAX_MESSAGE_BYTES})")
+        raise Invalid(
+            "oversized", f"message is {len(value)} bytes (max {MAX_MESSAGE_BYTES})"
+        )
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -71,7 +73,9 @@ def validate_event(value: bytes | None) -> dict:
     except json.JSONDecodeError as exc:
         raise Invalid("invalid_json", f"{exc.msg} at char {exc.pos}") from None
     if not isinstance(event, dict):
-        raise Invalid("invalid_json", f"expected a JSON object, got {type(event).__name__}")
+        raise Invalid(
+            "invalid_json", f"expected a JSON object, got {type(event).__name__}"
+        )
     for name, expected in REQUIRED_FIELDS.items():
         if event.get(name) is None:
             raise Invalid("missing_field", name)
@@ -82,7 +86,9 @@ def validate_event(value: bytes | None) -> dict:
             raise Invalid("wrong_type", f"{name}: {type(event[name]).__name__}")
     for name in REQUIRED_FIELDS:
         if isinstance(event[name], str) and len(event[name]) > MAX_FIELD_CHARS:
-            raise Invalid("oversized", f"{name}: {len(event[name])} chars (max {MAX_FIELD_CHARS})")
+            raise Invalid(
+                "oversized", f"{name}: {len(event[name])} chars (max {MAX_FIELD_CHARS})"
+            )
     if event["schema_version"] != SCHEMA_VERSION:
         raise Invalid("unsupported_schema_version", str(event["schema_version"]))
     if event["event_type"] not in EVENT_TYPES:

@@ -18,7 +18,8 @@ class KafkaResource(ConfigurableResource):
         default=100_000, description="Most offsets one ingestion run reads."
     )
     max_runs_per_tick: int = Field(
-        default=10, description="Most runs one sensor tick requests; the rest waits a tick."
+        default=10,
+        description="Most runs one sensor tick requests; the rest waits a tick.",
     )
     extra_config: dict[str, str] = Field(
         default_factory=dict,

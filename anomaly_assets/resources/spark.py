@@ -77,8 +77,12 @@ class SparkResource(ConfigurableResource):
 
     master: str = Field(default="local[*]", description="Spark master URL.")
     app_name: str = Field(default="anomaly_assets")
-    driver_memory: str = Field(default="2g", description="Driver JVM heap (local mode: all).")
-    shuffle_partitions: int = Field(default=4, description="Sized for 2 cores by default.")
+    driver_memory: str = Field(
+        default="2g", description="Driver JVM heap (local mode: all)."
+    )
+    shuffle_partitions: int = Field(
+        default=4, description="Sized for 2 cores by default."
+    )
     packages: list[str] = Field(
         default_factory=default_packages,
         description="Maven coordinates resolved by Spark (spark.jars.packages).",
@@ -91,10 +95,13 @@ class SparkResource(ConfigurableResource):
         default="127.0.0.1",
         description="Address the driver binds to and advertises; None leaves Spark's default.",
     )
-    ui_enabled: bool = Field(default=False, description="Start the Spark web UI (port 4040).")
+    ui_enabled: bool = Field(
+        default=False, description="Start the Spark web UI (port 4040)."
+    )
     log_level: str = Field(default="WARN")
     extra_conf: dict[str, str] = Field(
-        default_factory=dict, description="Any other Spark setting; overrides the above."
+        default_factory=dict,
+        description="Any other Spark setting; overrides the above.",
     )
 
     _session: Any = PrivateAttr(default=None)
@@ -117,7 +124,9 @@ class SparkResource(ConfigurableResource):
         """The session, started on first access (reused if one is already active)."""
         if self._session is None:
             # Python workers must run the interpreter that has this project's packages.
-            os.environ.setdefault("PYSPARK_PYTHON", self.spark_conf()["spark.pyspark.python"])
+            os.environ.setdefault(
+                "PYSPARK_PYTHON", self.spark_conf()["spark.pyspark.python"]
+            )
             self._session = spark_session_from_config(self.spark_conf())
             self._session.sparkContext.setLogLevel(self.log_level)
         return self._session

@@ -41,7 +41,9 @@ def table(lakehouse, name) -> list[dict]:
 
 
 def sensor_requests(kafka, instance, cursor=None):
-    ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka})
+    ctx = build_sensor_context(
+        instance=instance, cursor=cursor, resources={"kafka": kafka}
+    )
     result = kafka_offsets_sensor(ctx)
     return result.run_requests, result.cursor
 
@@ -61,27 +63,41 @@ def test_every_offset_lands_once_and_reruns_change_nothing(
     labels_path = tmp_path / "labels.csv"
     gen = EventGenerator(seed=11, n_users=60, anomaly_rate=0.02, malformed_rate=0.03)
     produce(kafka_broker.bootstrap_servers, topic, n, gen, labels_path, partitions=2)
-    kafka = KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic,
-                          max_batch_events=1200)
-    defs = make_definitions(build_resources(spark_resource, kafka=kafka, lakehouse=lakehouse))
+    kafka = KafkaResource(
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        topic=topic,
+        max_batch_events=1200,
+    )
+    defs = make_definitions(
+        build_resources(spark_resource, kafka=kafka, lakehouse=lakehouse)
+    )
 
     requests, _ = sensor_requests(kafka, instance)
     assert len(requests) == 3
     results = [run(defs, r, instance) for r in requests]
 
     sent = consume_all(kafka_broker.bootstrap_servers, topic)
-    bronze_rows, quarantine = table(lakehouse, "bronze_events"), table(lakehouse, "bronze_quarantine")
+    bronze_rows, quarantine = (
+        table(lakehouse, "bronze_events"),
+        table(lakehouse, "bronze_quarantine"),
+    )
     stored = [(r["partition"], r["offset"]) for r in bronze_rows + quarantine]
     assert len(stored) == len(set(stored)) == n
     assert set(stored) == set(sent)
 
     with open(labels_path) as f:
-        malformed = {(int(r["partition"]), int(r["offset"])): r["label"]
-                     for r in csv.DictReader(f) if r["kind"] == "malformed"}
+        malformed = {
+            (int(r["partition"]), int(r["offset"])): r["label"]
+            for r in csv.DictReader(f)
+            if r["kind"] == "malformed"
+        }
     assert {(r["partition"], r["offset"]) for r in quarantine} == set(malformed)
     for r in quarantine:
         assert r["reason"] == EXPECTED_REASON[malformed[(r["partition"], r["offset"])]]
-        assert base64.b64decode(r["raw_value_b64"]) == sent[(r["partition"], r["offset"])][1]
+        assert (
+            base64.b64decode(r["raw_value_b64"])
+            == sent[(r["partition"], r["offset"])][1]
+        )
         assert r["reason_detail"]
     for r in bronze_rows:
         assert json.loads(r["raw_value"])["event_id"] == r["event_id"]
@@ -93,12 +109,17 @@ def test_every_offset_lands_once_and_reruns_change_nothing(
 
     checks = [e for res in results for e in res.get_asset_check_evaluations()]
     assert {c.check_name for c in checks} >= {
-        "bronze_offsets_contiguous", "quarantine_ratio_check", "silver_schema_not_null",
-        "silver_unique_event_id"}
+        "bronze_offsets_contiguous",
+        "quarantine_ratio_check",
+        "silver_schema_not_null",
+        "silver_unique_event_id",
+    }
     assert all(c.passed for c in checks), [c for c in checks if not c.passed]
 
-    before = {name: table(lakehouse, name)
-              for name in ("bronze_events", "bronze_quarantine", "silver_events")}
+    before = {
+        name: table(lakehouse, name)
+        for name in ("bronze_events", "bronze_quarantine", "silver_events")
+    }
     run(defs, requests[1], instance)  # re-run an old batch
     for name, rows in before.items():
         assert table(lakehouse, name) == rows, f"{name} changed on re-run"
@@ -123,16 +144,26 @@ def test_crash_after_bronze_write_then_retry_is_still_exactly_once(
 
     crashing = build_resources(spark_resource, kafka=kafka, lakehouse=lakehouse)
     crashing["io_manager"] = CrashAfterBronzeIOManager(lakehouse=lakehouse)
-    failed = make_definitions(crashing).resolve_job_def("ingest_job").execute_in_process(
-        run_config=request.run_config, instance=instance, raise_on_error=False)
+    failed = (
+        make_definitions(crashing)
+        .resolve_job_def("ingest_job")
+        .execute_in_process(
+            run_config=request.run_config, instance=instance, raise_on_error=False
+        )
+    )
     assert not failed.success
     written = table(lakehouse, "bronze_events")
     assert 0 < len(written) < 400
 
-    defs = make_definitions(build_resources(spark_resource, kafka=kafka, lakehouse=lakehouse))
+    defs = make_definitions(
+        build_resources(spark_resource, kafka=kafka, lakehouse=lakehouse)
+    )
     run(defs, request, instance)
-    stored = [(r["partition"], r["offset"]) for r in
-              table(lakehouse, "bronze_events") + table(lakehouse, "bronze_quarantine")]
+    stored = [
+        (r["partition"], r["offset"])
+        for r in table(lakehouse, "bronze_events")
+        + table(lakehouse, "bronze_quarantine")
+    ]
     assert sorted(stored) == [(0, o) for o in range(400)]
     assert len(table(lakehouse, "silver_events")) == len(written)
 
@@ -141,11 +172,15 @@ def test_duplicate_event_in_a_later_batch_stays_out_of_silver_and_manual_catch_u
     kafka_broker, topic, spark_resource, lakehouse, instance
 ):
     bs = kafka_broker.bootstrap_servers
-    produce(bs, topic, 200, EventGenerator(seed=9, n_users=10, anomaly_rate=0.0), None, 1)
+    produce(
+        bs, topic, 200, EventGenerator(seed=9, n_users=10, anomaly_rate=0.0), None, 1
+    )
     kafka = KafkaResource(bootstrap_servers=bs, topic=topic)
     resources = build_resources(spark_resource, kafka=kafka, lakehouse=lakehouse)
     # A manual "Materialize" without config catches up from the tables' high-water marks.
-    assert materialize([bronze, silver_events], resources=resources, instance=instance).success
+    assert materialize(
+        [bronze, silver_events], resources=resources, instance=instance
+    ).success
     first = table(lakehouse, "silver_events")
     assert len(first) == 200
 

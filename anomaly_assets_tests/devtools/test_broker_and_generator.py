@@ -8,7 +8,12 @@ import subprocess
 import pytest
 
 from anomaly_assets.contract import ANOMALY_TYPES, MALFORMED_KINDS, REQUIRED_FIELDS
-from anomaly_assets.devtools.broker import BrokerError, LocalKafkaBroker, create_topic, free_port
+from anomaly_assets.devtools.broker import (
+    BrokerError,
+    LocalKafkaBroker,
+    create_topic,
+    free_port,
+)
 from anomaly_assets.devtools.generator import EventGenerator, produce
 from anomaly_assets.lib.validation import classify
 from anomaly_assets_tests.helpers import consume_all
@@ -18,7 +23,9 @@ def test_generated_events_and_labels_come_back_exactly(kafka_broker, topic, tmp_
     n = 4000
     labels_path = tmp_path / "labels.csv"
     gen = EventGenerator(seed=7, n_users=80, anomaly_rate=0.05, malformed_rate=0.02)
-    report = produce(kafka_broker.bootstrap_servers, topic, n, gen, labels_path, partitions=3)
+    report = produce(
+        kafka_broker.bootstrap_servers, topic, n, gen, labels_path, partitions=3
+    )
     assert report.delivered == n and report.failed == 0
 
     messages = consume_all(kafka_broker.bootstrap_servers, topic)
@@ -38,7 +45,9 @@ def test_generated_events_and_labels_come_back_exactly(kafka_broker, topic, tmp_
             assert reason is None, "anomalous events are valid events"
             assert event["event_id"] == row["event_id"]
         else:
-            assert reason is not None, f"{row['label']} message was accepted: {value[:80]}"
+            assert reason is not None, (
+                f"{row['label']} message was accepted: {value[:80]}"
+            )
     assert by_kind["anomaly"] == set(ANOMALY_TYPES)
     assert by_kind["malformed"] == set(MALFORMED_KINDS)
 
@@ -79,8 +88,9 @@ def test_anomaly_rate_is_respected():
 
 
 def test_start_twice_is_harmless_and_stop_leaves_nothing(tmp_path):
-    broker = LocalKafkaBroker(port=free_port(), controller_port=free_port(),
-                              data_dir=tmp_path / "k")
+    broker = LocalKafkaBroker(
+        port=free_port(), controller_port=free_port(), data_dir=tmp_path / "k"
+    )
     broker.start()
     pid = broker.pid()
     try:
@@ -90,7 +100,9 @@ def test_start_twice_is_harmless_and_stop_leaves_nothing(tmp_path):
     finally:
         assert broker.stop() is True
     assert broker.pid() is None
-    leftover = subprocess.run(["pgrep", "-f", str(broker.data_dir)], capture_output=True)
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(broker.data_dir)], capture_output=True, check=False
+    )
     assert leftover.stdout == b"", "a broker process survived stop"
     assert broker.stop() is False
 
@@ -100,7 +112,11 @@ def test_port_in_use_gives_a_clear_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        broker = LocalKafkaBroker(port=port, controller_port=free_port(), data_dir=tmp_path)
-        with pytest.raises(BrokerError, match=f"Port {port} on 127.0.0.1 is already in use"):
+        broker = LocalKafkaBroker(
+            port=port, controller_port=free_port(), data_dir=tmp_path
+        )
+        with pytest.raises(
+            BrokerError, match=f"Port {port} on 127.0.0.1 is already in use"
+        ):
             broker.start()
     assert broker.pid() is None

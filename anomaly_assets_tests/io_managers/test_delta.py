@@ -28,14 +28,19 @@ def test_round_trip_through_io_manager_and_deltalake(spark, lakehouse):
 
     result = materialize(
         [people, people_count],
-        resources={"io_manager": DeltaIOManager(lakehouse=lakehouse), "lakehouse": lakehouse},
+        resources={
+            "io_manager": DeltaIOManager(lakehouse=lakehouse),
+            "lakehouse": lakehouse,
+        },
     )
     assert result.success
     assert _sorted(seen["rows"]) == ROWS
 
     table = deltalake.DeltaTable(lakehouse.path("people"))
     data = table.to_pyarrow_table().to_pylist()
-    assert _sorted((r["id"], r["name"], r["score"], r["batch_id"]) for r in data) == ROWS
+    assert (
+        _sorted((r["id"], r["name"], r["score"], r["batch_id"]) for r in data) == ROWS
+    )
     assert table.version() == 0
 
     meta = result.asset_materializations_for_node("people")[0].metadata
@@ -44,7 +49,12 @@ def test_round_trip_through_io_manager_and_deltalake(spark, lakehouse):
     assert meta["rows_written"].value == 3
     assert meta["dagster/uri"].value == lakehouse.path("people")
     columns = {c.name: c.type for c in meta["dagster/column_schema"].schema.columns}
-    assert columns == {"id": "bigint", "name": "string", "score": "double", "batch_id": "string"}
+    assert columns == {
+        "id": "bigint",
+        "name": "string",
+        "score": "double",
+        "batch_id": "string",
+    }
 
 
 def _table(spark, path):
@@ -74,7 +84,7 @@ def test_append_and_merge_insert(spark, tmp_path):
     more = spark.createDataFrame([(3, "dup", 0.0, "b3"), (5, "e", 1.0, "b3")], SCHEMA)
     write_delta(more, path, "merge_insert", merge_keys=["id"])
     assert [r[0] for r in _table(spark, path)] == [1, 2, 3, 5]
-    assert dict((r[0], r[1]) for r in _table(spark, path))[3] == "c", "existing rows are kept"
+    assert {r[0]: r[1] for r in _table(spark, path)}[3] == "c", "existing rows are kept"
     write_delta(more, path, "append")
     assert len(_table(spark, path)) == 6
 
@@ -95,10 +105,16 @@ def test_missing_table_error_names_the_asset(spark, lakehouse):
 
     result = materialize(
         [AssetSpec(AssetKey("never_written")), downstream],
-        resources={"io_manager": DeltaIOManager(lakehouse=lakehouse), "lakehouse": lakehouse},
+        resources={
+            "io_manager": DeltaIOManager(lakehouse=lakehouse),
+            "lakehouse": lakehouse,
+        },
         raise_on_error=False,
         selection=[downstream],
     )
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
-    assert "never_written" in str(failure.to_string()) and "materialise" in failure.to_string()
+    assert (
+        "never_written" in str(failure.to_string())
+        and "materialise" in failure.to_string()
+    )

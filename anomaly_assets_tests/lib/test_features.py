@@ -50,10 +50,32 @@ def _circular_mean_hour(hours):
 
 def _rows(user, events, offset0=0):
     rows = []
-    for i, (sec, etype, success, amount, nbytes, country, ip, device, dur) in enumerate(events):
-        rows.append((f"{user}-{i}", etype, T0 + timedelta(seconds=sec), user, "s1", ip, country,
-                     device[0], device[1], success, amount, None, nbytes, dur, None, "t", 0,
-                     offset0 + i, "b1"))
+    for i, (sec, etype, success, amount, nbytes, country, ip, device, dur) in enumerate(
+        events
+    ):
+        rows.append(
+            (
+                f"{user}-{i}",
+                etype,
+                T0 + timedelta(seconds=sec),
+                user,
+                "s1",
+                ip,
+                country,
+                device[0],
+                device[1],
+                success,
+                amount,
+                None,
+                nbytes,
+                dur,
+                None,
+                "t",
+                0,
+                offset0 + i,
+                "b1",
+            )
+        )
     return rows
 
 
@@ -69,7 +91,9 @@ SCHEMA = (
 @pytest.fixture(scope="module")
 def bronze_like(spark):
     # A second user, interleaved in time, must not leak into u1's windows.
-    other = [(s + 1, "login", False, None, None, "FR", "Z", DESK, None) for s in (0, 30, 90)]
+    other = [
+        (s + 1, "login", False, None, None, "FR", "Z", DESK, None) for s in (0, 30, 90)
+    ]
     return spark.createDataFrame(_rows("u1", U1) + _rows("u2", other, 100), SCHEMA)
 
 
@@ -80,7 +104,8 @@ def _by_id(df):
 def test_features_match_hand_computed_values(bronze_like):
     got = _by_id(silver_rows(bronze_like, None))
     assert list(EVENT_COLUMNS) + list(FEATURE_COLUMNS) == [
-        c for c in silver_rows(bronze_like, None).columns if c != "silver_processed_at"]
+        c for c in silver_rows(bronze_like, None).columns if c != "silver_processed_at"
+    ]
     for name, values in EXPECTED.items():
         actual = [got[f"u1-{i}"][name] for i in range(len(U1))]
         assert actual == pytest.approx(values), name
@@ -104,7 +129,9 @@ def test_batch_boundary_changes_no_value(bronze_like):
 
 
 def test_duplicates_within_and_across_batches(bronze_like, spark):
-    dup = bronze_like.filter("event_id = 'u1-3'").withColumn("offset", bronze_like["offset"] + 50)
+    dup = bronze_like.filter("event_id = 'u1-3'").withColumn(
+        "offset", bronze_like["offset"] + 50
+    )
     rows = _by_id(silver_rows(bronze_like.unionByName(dup), None))
     assert len(rows) == 11 and rows["u1-3"]["offset"] == 3
     history = silver_rows(bronze_like, None).localCheckpoint()

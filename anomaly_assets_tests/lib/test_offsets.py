@@ -16,7 +16,9 @@ from anomaly_assets.lib.offsets import (
 def test_backlog_splits_into_bounded_batches_covering_every_offset():
     batches = plan_batches({0: 10}, {0: 2510, 1: 700, 2: 0}, max_events=1000)
     assert [sum(r.count for r in b) for b in batches] == [1000, 1000, 1000, 200]
-    covered = [(r.partition, o) for b in batches for r in b for o in range(r.start, r.end)]
+    covered = [
+        (r.partition, o) for b in batches for r in b for o in range(r.start, r.end)
+    ]
     assert len(covered) == len(set(covered)) == 2500 + 700
     assert min(o for p, o in covered if p == 0) == 10
     assert batches[2] == [OffsetRange(0, 2010, 2510), OffsetRange(1, 0, 500)]
@@ -42,7 +44,9 @@ def test_batch_identity_is_stable_and_exact():
     b = list(reversed(a))
     assert batch_key("t", a) == batch_key("t", b) == "t|0:3-9,1:0-5"
     assert batch_id("t", a) == batch_id("t", b)
-    assert batch_id("t", a) != batch_id("t", [OffsetRange(1, 0, 6), OffsetRange(0, 3, 9)])
+    assert batch_id("t", a) != batch_id(
+        "t", [OffsetRange(1, 0, 6), OffsetRange(0, 3, 9)]
+    )
     assert batch_id("t", a) != batch_id("u", a)
 
 

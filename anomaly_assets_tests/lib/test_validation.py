@@ -8,10 +8,19 @@ import pytest
 from anomaly_assets.lib.validation import classify, encode_raw, preview
 
 GOOD = {
-    "event_id": "2f1e0c1a-3b9e-4c9e-9a51-8d7d2b7c1a11", "event_type": "purchase",
-    "event_ts": "2026-11-01T10:00:00.250Z", "user_id": "u1", "session_id": "s1",
-    "ip_address": "10.0.0.1", "country": "US", "device_type": "mobile", "user_agent": "UA",
-    "amount": 12, "items": 1, "duration_ms": 900, "schema_version": 1,
+    "event_id": "2f1e0c1a-3b9e-4c9e-9a51-8d7d2b7c1a11",
+    "event_type": "purchase",
+    "event_ts": "2026-11-01T10:00:00.250Z",
+    "user_id": "u1",
+    "session_id": "s1",
+    "ip_address": "10.0.0.1",
+    "country": "US",
+    "device_type": "mobile",
+    "user_agent": "UA",
+    "amount": 12,
+    "items": 1,
+    "duration_ms": 900,
+    "schema_version": 1,
 }
 
 
@@ -28,27 +37,34 @@ def test_valid_event_is_typed_and_keeps_extra_fields():
     assert event["success"] is None
 
 
-@pytest.mark.parametrize(("value", "reason", "detail"), [
-    (b"", "empty_message", "no value"),
-    (b"user=u1&ok=1", "invalid_json", "Expecting value"),
-    (enc(GOOD)[:40], "invalid_json", ""),
-    (b"[1, 2]", "invalid_json", "JSON object"),
-    (enc(GOOD).replace(b'"UA"', b'"U\xff\xfeA"'), "invalid_utf8", "byte"),
-    (enc({k: v for k, v in GOOD.items() if k != "user_id"}), "missing_field", "user_id"),
-    (enc({**GOOD, "event_ts": None}), "missing_field", "event_ts"),
-    (enc({**GOOD, "event_ts": 1700000000}), "wrong_type", "event_ts"),
-    (enc({**GOOD, "duration_ms": "fast"}), "wrong_type", "duration_ms"),
-    (enc({**GOOD, "items": True}), "wrong_type", "items"),
-    (enc({**GOOD, "success": "yes"}), "wrong_type", "success"),
-    (enc({**GOOD, "user_agent": "A" * 70_000}), "oversized", "message"),
-    (enc({**GOOD, "user_agent": "A" * 5000}), "oversized", "user_agent"),
-    (enc({**GOOD, "schema_version": 2}), "unsupported_schema_version", "2"),
-    (enc({**GOOD, "event_type": "teleport"}), "out_of_range", "event_type"),
-    (enc({**GOOD, "amount": -5}), "out_of_range", "amount"),
-    (enc({**GOOD, "event_id": "nope"}), "invalid_value", "event_id"),
-    (enc({**GOOD, "event_ts": "yesterday"}), "invalid_value", "event_ts"),
-    (enc({**GOOD, "country": "usa"}), "invalid_value", "country"),
-])
+@pytest.mark.parametrize(
+    ("value", "reason", "detail"),
+    [
+        (b"", "empty_message", "no value"),
+        (b"user=u1&ok=1", "invalid_json", "Expecting value"),
+        (enc(GOOD)[:40], "invalid_json", ""),
+        (b"[1, 2]", "invalid_json", "JSON object"),
+        (enc(GOOD).replace(b'"UA"', b'"U\xff\xfeA"'), "invalid_utf8", "byte"),
+        (
+            enc({k: v for k, v in GOOD.items() if k != "user_id"}),
+            "missing_field",
+            "user_id",
+        ),
+        (enc({**GOOD, "event_ts": None}), "missing_field", "event_ts"),
+        (enc({**GOOD, "event_ts": 1700000000}), "wrong_type", "event_ts"),
+        (enc({**GOOD, "duration_ms": "fast"}), "wrong_type", "duration_ms"),
+        (enc({**GOOD, "items": True}), "wrong_type", "items"),
+        (enc({**GOOD, "success": "yes"}), "wrong_type", "success"),
+        (enc({**GOOD, "user_agent": "A" * 70_000}), "oversized", "message"),
+        (enc({**GOOD, "user_agent": "A" * 5000}), "oversized", "user_agent"),
+        (enc({**GOOD, "schema_version": 2}), "unsupported_schema_version", "2"),
+        (enc({**GOOD, "event_type": "teleport"}), "out_of_range", "event_type"),
+        (enc({**GOOD, "amount": -5}), "out_of_range", "amount"),
+        (enc({**GOOD, "event_id": "nope"}), "invalid_value", "event_id"),
+        (enc({**GOOD, "event_ts": "yesterday"}), "invalid_value", "event_ts"),
+        (enc({**GOOD, "country": "usa"}), "invalid_value", "country"),
+    ],
+)
 def test_each_contract_breach_has_its_reason(value, reason, detail):
     event, got, got_detail = classify(value)
     assert event is None
