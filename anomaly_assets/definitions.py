@@ -3,12 +3,16 @@
 from dagster import Definitions, in_process_executor
 
 from anomaly_assets.assets.bronze import bronze
+from anomaly_assets.assets.gold import gold
+from anomaly_assets.assets.model import anomaly_model
 from anomaly_assets.assets.silver import silver_events
+from anomaly_assets.checks.gold import GOLD_CHECKS
 from anomaly_assets.checks.ingestion import INGESTION_CHECKS
 from anomaly_assets.io_managers import DeltaIOManager
-from anomaly_assets.jobs import ingest_job
+from anomaly_assets.jobs import ingest_job, train_job
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.resources.mlflow import MlflowResource, MlflowTracking
 from anomaly_assets.sensors import kafka_offsets_sensor
 
 
@@ -16,20 +20,23 @@ def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
     """Default resources; tests and benches swap pieces (a broker port, a lakehouse root)."""
     spark = spark or SparkResource()
     lakehouse = overrides.pop("lakehouse", None) or LakehouseResource(spark=spark)
+    mlflow_settings = overrides.pop("mlflow_settings", None) or MlflowResource()
     return {
         "spark": spark,
         "lakehouse": lakehouse,
         "io_manager": DeltaIOManager(lakehouse=lakehouse),
         "kafka": overrides.pop("kafka", None) or KafkaResource(),
+        "mlflow_settings": mlflow_settings,
+        "mlflow_tracking": MlflowTracking(mlflow_settings=mlflow_settings),
         **overrides,
     }
 
 
 def make_definitions(resources: dict) -> Definitions:
     return Definitions(
-        assets=[bronze, silver_events],
-        asset_checks=INGESTION_CHECKS,
-        jobs=[ingest_job],
+        assets=[bronze, silver_events, anomaly_model, gold],
+        asset_checks=[*INGESTION_CHECKS, *GOLD_CHECKS],
+        jobs=[ingest_job, train_job],
         sensors=[kafka_offsets_sensor],
         resources=resources,
         executor=in_process_executor,

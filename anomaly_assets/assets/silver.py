@@ -7,20 +7,9 @@ batch stays out and a re-run adds nothing.
 
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
+from anomaly_assets.lib.batches import pending_batch_ids
 from anomaly_assets.lib.features import FEATURES, silver_rows
 from anomaly_assets.resources.lakehouse import LakehouseResource
-
-
-def pending_batch_ids(bronze, silver) -> list[str]:
-    """Bronze batches with no row in silver yet (all-duplicate batches are re-checked, cheaply)."""
-    seen = (
-        set()
-        if silver is None
-        else {r[0] for r in silver.select("batch_id").distinct().collect()}
-    )
-    return sorted(
-        r[0] for r in bronze.select("batch_id").distinct().collect() if r[0] not in seen
-    )
 
 
 @asset(

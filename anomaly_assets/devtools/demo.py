@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     instance = DagsterInstance.get()
-    job = defs.get_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def()
     t0 = time.monotonic()
     result = job.execute_in_process(instance=instance, raise_on_error=False)
     print(

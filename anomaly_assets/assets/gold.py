@@ -1,0 +1,217 @@
+"""gold_anomaly_predictions (+ gold_batch_drift): silver batches scored by the champion model.
+
+Scoring runs on the executors (``mapInPandas``, model broadcast once). Incremental like silver:
+the silver batches gold has not scored yet, MERGEd insert-only on event_id, so re-scoring a
+batch changes nothing. Each batch's feature drift against the training baseline is stored in
+gold_batch_drift for monitoring and for the enrichment prompt.
+"""
+
+import time
+
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetOut,
+    Config,
+    Failure,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
+from pydantic import Field
+
+from anomaly_assets.lib.batches import pending_batch_ids
+from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource
+
+
+class ScoringConfig(Config):
+    critical_at: float = Field(
+        default=99.9,
+        description="Anomalies at or above this severity percentile are CRITICAL "
+        "(the rest WARNING).",
+    )
+    drift_threshold: float = Field(
+        default=0.5,
+        description="Flag a feature whose batch mean moved more than this many "
+        "training standard deviations.",
+    )
+    n_permutations: int = Field(
+        default=8, description="Shapley permutations per anomaly."
+    )
+
+
+def load_champion(mlflow_settings: MlflowResource):
+    """(model, metadata, version) of the registry's champion; a Failure says what to do."""
+    version = mlflow_settings.champion_version()
+    if version is None:
+        raise Failure(
+            f"No '{CHAMPION}' version of model '{mlflow_settings.registered_model_name}' in "
+            f"MLflow at {mlflow_settings.tracking_uri}. Materialise the anomaly_model asset "
+            "first (its quality gate must pass to become champion)."
+        )
+    import mlflow
+
+    mlflow_settings.client()
+    uri = f"models:/{mlflow_settings.registered_model_name}@{CHAMPION}"
+    model = mlflow.sklearn.load_model(uri)
+    metadata = mlflow.models.get_model_info(uri).metadata
+    return model, metadata, version
+
+
+def batch_feature_stats(df, features) -> dict[str, dict[str, dict[str, float]]]:
+    """batch_id -> feature -> {mean, std}, in one Spark aggregation."""
+    from pyspark.sql import functions as F
+
+    aggs = [F.avg(f).alias(f"{f}__mean") for f in features]
+    aggs += [F.stddev_pop(f).alias(f"{f}__std") for f in features]
+    out = {}
+    for row in df.groupBy("batch_id").agg(*aggs).collect():
+        out[row["batch_id"]] = {
+            f: {"mean": row[f"{f}__mean"] or 0.0, "std": row[f"{f}__std"] or 0.0}
+            for f in features
+        }
+    return out
+
+
+DRIFT_SCHEMA = (
+    "batch_id string, feature string, batch_mean double, train_mean double, "
+    "mean_shift_std double, std_ratio double, drifted boolean, model_version string"
+)
+
+
+@multi_asset(
+    ins={"silver_events": AssetIn()},
+    deps=["anomaly_model"],
+    outs={
+        "gold_anomaly_predictions": AssetOut(
+            description="Every silver event scored by the champion Isolation Forest: score, "
+            "calibrated severity percentile, is_anomaly, status, model version and, for "
+            "anomalies, Shapley feature contributions and the top contributors.",
+            group_name="gold",
+            kinds={"spark", "delta", "mlflow"},
+            metadata={
+                "delta/write_mode": "merge_insert",
+                "delta/merge_keys": ["event_id"],
+            },
+            tags={"layer": "gold"},
+            owners=["team:ml-platform"],
+        ),
+        "gold_batch_drift": AssetOut(
+            description="Per scored batch and feature: mean shift (in training stds) and std "
+            "ratio against the model's training baseline, flagged over a threshold.",
+            group_name="gold",
+            kinds={"spark", "delta"},
+            metadata={
+                "delta/write_mode": "merge_insert",
+                "delta/merge_keys": ["batch_id", "feature", "model_version"],
+            },
+            tags={"layer": "gold"},
+            owners=["team:ml-platform"],
+        ),
+    },
+    name="gold",
+)
+def gold(
+    context: AssetExecutionContext,
+    config: ScoringConfig,
+    silver_events,
+    lakehouse: LakehouseResource,
+    mlflow_settings: MlflowResource,
+):
+    # scikit-learn loads inside the run, not when the definitions are imported.
+    from anomaly_assets.lib.model import drift_summary
+    from anomaly_assets.lib.scoring import ScoringSpec, score_spark
+
+    model, meta, version = load_champion(mlflow_settings)
+    spec = ScoringSpec(
+        features=tuple(meta["features"]),
+        quantiles=meta["score_quantiles"],
+        threshold_score=meta["threshold_score"],
+        baseline=tuple(meta["baseline_median"]),
+        critical_at=config.critical_at,
+        model_name=mlflow_settings.registered_model_name,
+        model_version=str(version.version),
+        n_permutations=config.n_permutations,
+    )
+    batches = pending_batch_ids(
+        silver_events, lakehouse.read("gold_anomaly_predictions")
+    )
+    context.log.info(
+        f"Scoring {len(batches)} silver batch(es) with {spec.model_name} "
+        f"v{spec.model_version}: {batches[:10]}"
+    )
+    rows = silver_events.filter(silver_events.batch_id.isin(batches))
+    t0 = time.perf_counter()
+    scored = score_spark(rows, model, spec).persist()
+    summary = monitoring_summary(scored)
+    seconds = time.perf_counter() - t0
+    context.log.info(
+        f"Scored {summary['rows_scored']:,} rows in {seconds:.1f}s: "
+        f"{summary['anomalies']}"
+    )
+
+    spark = lakehouse.spark_session
+    drift_rows, flagged = [], {}
+    for batch, stats in batch_feature_stats(rows, spec.features).items():
+        drift = drift_summary(stats, meta["feature_baseline"], config.drift_threshold)
+        flagged[batch] = sorted(f for f, d in drift.items() if d["drifted"])
+        drift_rows += [
+            (
+                batch,
+                f,
+                d["batch_mean"],
+                d["train_mean"],
+                d["mean_shift_std"],
+                d["std_ratio"],
+                d["drifted"],
+                spec.model_version,
+            )
+            for f, d in drift.items()
+        ]
+    monitor = {
+        "batches": MetadataValue.json(batches),
+        "model_name": spec.model_name,
+        "model_version": spec.model_version,
+        "rows_scored": summary["rows_scored"],
+        "anomalies_by_status": MetadataValue.json(summary["anomalies"]),
+        "anomaly_rate": summary["anomaly_rate"],
+        "mean_score": summary["mean_score"],
+        "p95_score": summary["p95_score"],
+        "scoring_seconds": round(seconds, 2),
+        "drifted_features": MetadataValue.json(flagged),
+    }
+    yield Output(scored, "gold_anomaly_predictions", metadata=monitor)
+    yield Output(
+        spark.createDataFrame(drift_rows, DRIFT_SCHEMA),
+        "gold_batch_drift",
+        metadata={
+            "batches": MetadataValue.json(batches),
+            "drifted_features": MetadataValue.json(flagged),
+        },
+    )
+
+
+def monitoring_summary(scored) -> dict:
+    """Rows, anomalies per status, mean and p95 score: what a monitoring chart plots."""
+    from pyspark.sql import functions as F
+
+    row = scored.agg(
+        F.count("*").alias("n"),
+        F.avg("anomaly_score").alias("mean"),
+        F.percentile_approx("anomaly_score", 0.95).alias("p95"),
+    ).first()
+    by_status = {
+        r["status"]: r["count"] for r in scored.groupBy("status").count().collect()
+    }
+    n = row["n"]
+    anomalies = {s: by_status.get(s, 0) for s in ("CRITICAL", "WARNING", "NORMAL")}
+    return {
+        "rows_scored": n,
+        "anomalies": anomalies,
+        "anomaly_rate": (anomalies["CRITICAL"] + anomalies["WARNING"]) / n
+        if n
+        else 0.0,
+        "mean_score": float(row["mean"] or 0.0),
+        "p95_score": float(row["p95"] or 0.0),
+    }

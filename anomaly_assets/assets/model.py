@@ -1,0 +1,237 @@
+"""anomaly_model: an Isolation Forest trained on silver features, tracked and registered in MLflow.
+
+The MLflow run carries params, training size and time, score quantiles, per-feature baselines
+and (when the generator's labels are there) detection quality. The model is logged with a
+signature, an input example and, in its metadata, everything scoring needs (quantiles,
+threshold, baseline medians, feature order). The ``champion`` alias moves to the new version
+only when the quality gate passes.
+"""
+
+import time
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from anomaly_assets import settings
+from anomaly_assets.lib.features import FEATURE_COLUMNS
+from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource, MlflowTracking
+
+
+class TrainConfig(Config):
+    sample_size: int = Field(
+        default=200_000, description="Silver rows sampled for training."
+    )
+    n_estimators: int = Field(default=200, description="Trees in the forest.")
+    max_samples: int = Field(
+        default=256, description="Rows per tree (the paper's psi)."
+    )
+    seed: int = Field(default=42)
+    threshold_percentile: float = Field(
+        default=99.0,
+        description="Operating threshold: training score percentile flagged.",
+    )
+    min_roc_auc: float = Field(
+        default=0.80,
+        description="Quality gate when labels exist: ROC AUC at least this.",
+    )
+    min_score_spread: float = Field(
+        default=0.02,
+        description="Quality gate without labels: training p99 - p50 score.",
+    )
+    labels_path: str = Field(
+        default=str(settings.LOCAL_DIR / "labels.csv"),
+        description="Generator ground truth (CSV); skipped when missing.",
+    )
+
+
+def load_labels(path: str) -> dict[str, str]:
+    """event_id -> anomaly type from the generator's labels file ({} when absent)."""
+    import pandas as pd
+
+    if not Path(path).exists():
+        return {}
+    labels = pd.read_csv(path, usecols=["event_id", "kind", "label"], dtype=str)
+    labels = labels[labels["kind"] == "anomaly"].dropna(subset=["event_id"])
+    return dict(zip(labels["event_id"], labels["label"]))
+
+
+def quality_gate(
+    quality, quantiles: dict[str, float], config: TrainConfig
+) -> tuple[bool, str]:
+    if quality is not None:
+        ok = quality.roc_auc >= config.min_roc_auc
+        return (
+            ok,
+            f"roc_auc {quality.roc_auc:.3f} {'>=' if ok else '<'} {config.min_roc_auc}",
+        )
+    spread = quantiles["p99"] - quantiles["p50"]
+    ok = spread >= config.min_score_spread
+    return (
+        ok,
+        f"no labels; p99-p50 spread {spread:.3f} {'>=' if ok else '<'} "
+        f"{config.min_score_spread}",
+    )
+
+
+def sample_features(silver, sample_size: int, seed: int):
+    """A seeded sample of silver's event ids and features, as pandas."""
+    total = silver.count()
+    if total == 0:
+        raise ValueError("silver_events is empty: ingest events before training.")
+    fraction = min(1.0, sample_size / total * 1.05)
+    sample = silver.select("event_id", *FEATURE_COLUMNS).sample(
+        fraction=fraction, seed=seed
+    )
+    return sample.limit(sample_size).toPandas()
+
+
+@asset(
+    deps=["silver_events"],
+    description="Isolation Forest (robust scaling + forest) on silver features, tracked in "
+    "MLflow and registered; the 'champion' alias follows the quality gate.",
+    group_name="gold",
+    kinds={"mlflow", "sklearn", "spark"},
+    tags={"layer": "model"},
+    owners=["team:ml-platform"],
+)
+def anomaly_model(
+    context: AssetExecutionContext,
+    config: TrainConfig,
+    lakehouse: LakehouseResource,
+    mlflow_settings: MlflowResource,
+    mlflow_tracking: MlflowTracking,
+) -> MaterializeResult:
+    mlf = (
+        mlflow_tracking.run
+    )  # dagster-mlflow's MlFlow: the mlflow module, bound to this run
+    try:
+        result = _train(context, config, lakehouse, mlflow_settings, mlf)
+    except BaseException:
+        mlf.end_run(status="FAILED")
+        raise
+    mlf.end_run(status="FINISHED")
+    return result
+
+
+def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResult:
+    # scikit-learn and mlflow load here, inside the run: the definitions stay cheap to import.
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from anomaly_assets.lib.model import (
+        QUANTILES,
+        anomaly_scores,
+        build_pipeline,
+        detection_quality,
+        feature_baseline,
+        score_quantiles,
+    )
+
+    data = sample_features(
+        lakehouse.read("silver_events"), config.sample_size, config.seed
+    )
+    X = data[list(FEATURE_COLUMNS)].astype(float)
+    context.log.info(
+        f"Training on {len(X):,} silver rows, {len(FEATURE_COLUMNS)} features"
+    )
+    pipeline = build_pipeline(config.n_estimators, config.max_samples, config.seed)
+    t0 = time.perf_counter()
+    pipeline.fit(X.to_numpy())
+    train_seconds = time.perf_counter() - t0
+    scores = anomaly_scores(pipeline, X.to_numpy())
+    quantiles = score_quantiles(scores)
+    threshold_score = float(np.percentile(scores, config.threshold_percentile))
+    baseline = feature_baseline(X)
+    labels = data["event_id"].map(load_labels(config.labels_path))
+    quality = detection_quality(scores, scores >= threshold_score, labels)
+    passed, reason = quality_gate(quality, quantiles, config)
+
+    run_id = mlf.active_run().info.run_id
+    mlf.log_params({**config.model_dump(), "features": ",".join(FEATURE_COLUMNS)})
+    metrics = {
+        "train_rows": len(X),
+        "train_seconds": train_seconds,
+        "threshold_score": threshold_score,
+        **{f"score_{k}": v for k, v in quantiles.items()},
+    }
+    if quality is not None:
+        metrics.update(
+            roc_auc=quality.roc_auc,
+            precision=quality.precision,
+            recall=quality.recall,
+            labelled_anomalies=quality.positives,
+        )
+        for kind, q in quality.per_type.items():
+            metrics.update(
+                {f"{kind}_roc_auc": q["roc_auc"], f"{kind}_recall": q["recall"]}
+            )
+    mlf.log_metrics(metrics)
+    mlf.log_dict(baseline, "baseline/feature_baseline.json")
+    mlf.log_dict(quantiles, "baseline/score_quantiles.json")
+    model_metadata = {
+        "features": list(FEATURE_COLUMNS),
+        "score_quantiles": quantiles,
+        "threshold_percentile": config.threshold_percentile,
+        "threshold_score": threshold_score,
+        "baseline_median": [baseline[f]["median"] for f in FEATURE_COLUMNS],
+        "feature_baseline": baseline,
+    }
+    example = X.head(5)
+    info = mlf.sklearn.log_model(
+        pipeline,
+        name="model",
+        serialization_format="cloudpickle",
+        signature=infer_signature(
+            example, anomaly_scores(pipeline, example.to_numpy())
+        ),
+        input_example=example,
+        registered_model_name=mlflow_settings.registered_model_name,
+        metadata=model_metadata,
+        pyfunc_predict_fn="score_samples",
+    )
+    version = str(info.registered_model_version)
+    client = mlflow_settings.client()
+    name = mlflow_settings.registered_model_name
+    client.set_model_version_tag(
+        name, version, "quality_gate", "passed" if passed else "failed"
+    )
+    client.set_model_version_tag(name, version, "quality_gate_reason", reason)
+    client.set_model_version_tag(name, version, "dagster_run_id", context.run_id)
+    if passed:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    champion = mlflow_settings.champion_version()
+    context.log.info(
+        f"Model {name} v{version}: gate {'passed' if passed else 'FAILED'} ({reason}); "
+        f"champion is v{champion.version if champion else 'none'}"
+    )
+    meta = {
+        "mlflow_run_id": run_id,
+        "mlflow_experiment": mlf.experiment_name,
+        "mlflow_tracking_uri": mlflow_settings.tracking_uri,
+        "model_name": name,
+        "model_version": version,
+        "quality_gate": "passed" if passed else "failed",
+        "quality_gate_reason": reason,
+        "champion_version": champion.version if champion else "none",
+        "train_rows": len(X),
+        "train_seconds": round(train_seconds, 2),
+        "threshold_score": threshold_score,
+        "score_quantiles": MetadataValue.json(quantiles),
+    }
+    if quality is not None:
+        meta.update(
+            roc_auc=quality.roc_auc,
+            precision=quality.precision,
+            recall=quality.recall,
+            per_type=MetadataValue.json(quality.per_type),
+        )
+    assert tuple(int(k[1:]) for k in quantiles) == QUANTILES
+    return MaterializeResult(metadata=meta)

@@ -1,0 +1,111 @@
+"""Asset checks on gold_anomaly_predictions: ranges, model versions, anomaly rate, contributions."""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    Config,
+    MetadataValue,
+    asset_check,
+)
+from pydantic import Field
+
+from anomaly_assets.resources.lakehouse import LakehouseResource
+
+GOLD = AssetKey("gold_anomaly_predictions")
+
+
+def _gold(lakehouse: LakehouseResource):
+    return lakehouse.read("gold_anomaly_predictions")
+
+
+@asset_check(
+    asset=GOLD,
+    blocking=True,
+    description="anomaly_score in (0, 1], severity_percentile in [0, 100], and every "
+    "row carries a model name and version.",
+)
+def gold_scores_in_range(lakehouse: LakehouseResource) -> AssetCheckResult:
+    from pyspark.sql import functions as F
+
+    gold = _gold(lakehouse)
+    bad = gold.filter(
+        ~F.col("anomaly_score").between(1e-12, 1.0)
+        | ~F.col("severity_percentile").between(0.0, 100.0)
+        | F.col("anomaly_score").isNull()
+        | F.col("severity_percentile").isNull()
+    ).count()
+    unversioned = gold.filter(
+        F.col("model_version").isNull() | F.col("model_name").isNull()
+    ).count()
+    return AssetCheckResult(
+        passed=bad == 0 and unversioned == 0,
+        metadata={"rows_out_of_range": bad, "rows_without_model_version": unversioned},
+    )
+
+
+class AnomalyRateConfig(Config):
+    min_rate: float = Field(
+        default=0.001, description="Warn below this share of anomalies."
+    )
+    max_rate: float = Field(
+        default=0.05, description="Warn above this share of anomalies."
+    )
+
+
+@asset_check(
+    asset=GOLD,
+    description="The latest batch's anomaly rate stays inside a band "
+    "(warns): far outside it, the data or the model moved.",
+)
+def gold_anomaly_rate_in_band(
+    config: AnomalyRateConfig, lakehouse: LakehouseResource
+) -> AssetCheckResult:
+    from pyspark.sql import functions as F
+
+    gold = _gold(lakehouse)
+    latest = gold.agg(F.max("batch_id")).first()[0]
+    by_batch = (
+        gold.groupBy("batch_id")
+        .agg(F.count("*").alias("n"), F.sum(F.col("is_anomaly").cast("int")).alias("a"))
+        .collect()
+    )
+    rates = {r["batch_id"]: r["a"] / r["n"] for r in by_batch if r["n"]}
+    outside = {
+        b: r for b, r in rates.items() if not config.min_rate <= r <= config.max_rate
+    }
+    return AssetCheckResult(
+        passed=not outside,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "rates": MetadataValue.json(rates),
+            "outside_band": MetadataValue.json(outside),
+            "band": f"[{config.min_rate}, {config.max_rate}]",
+            "any_batch": latest or "",
+        },
+    )
+
+
+@asset_check(
+    asset=GOLD,
+    blocking=True,
+    description="Every anomalous row has feature contributions and top features.",
+)
+def gold_anomalies_have_contributions(lakehouse: LakehouseResource) -> AssetCheckResult:
+    from pyspark.sql import functions as F
+
+    gold = _gold(lakehouse)
+    missing = gold.filter(
+        F.col("is_anomaly")
+        & (F.col("feature_contributions").isNull() | (F.size("top_features") < 1))
+    ).count()
+    return AssetCheckResult(
+        passed=missing == 0, metadata={"anomalies_without": missing}
+    )
+
+
+GOLD_CHECKS = [
+    gold_scores_in_range,
+    gold_anomaly_rate_in_band,
+    gold_anomalies_have_contributions,
+]

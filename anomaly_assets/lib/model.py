@@ -1,0 +1,154 @@
+"""The anomaly model: robust scaling + Isolation Forest, and the numbers kept with it.
+
+Plain numpy / scikit-learn, no Spark or Dagster: training, calibrated severity, status,
+baselines, drift and detection quality are all testable on small arrays.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import RobustScaler
+
+#: Training score quantiles kept with the model; severity interpolates between them.
+QUANTILES = (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 100)
+STATUSES = ("CRITICAL", "WARNING", "NORMAL")
+
+
+def build_pipeline(n_estimators: int, max_samples: float, seed: int) -> Pipeline:
+    return Pipeline(
+        [
+            ("scale", RobustScaler()),
+            (
+                "forest",
+                IsolationForest(
+                    n_estimators=n_estimators,
+                    max_samples=max_samples,
+                    random_state=seed,
+                    n_jobs=1,
+                ),
+            ),
+        ]
+    )
+
+
+def anomaly_scores(pipeline: Pipeline, X) -> np.ndarray:
+    """The paper's anomaly score s(x) in (0, 1]: higher is more anomalous."""
+    return -pipeline.score_samples(np.asarray(X, dtype=float))
+
+
+def score_quantiles(scores: np.ndarray) -> dict[str, float]:
+    return {
+        f"p{q}": float(v) for q, v in zip(QUANTILES, np.percentile(scores, QUANTILES))
+    }
+
+
+def severity_percentile(scores, quantiles: dict[str, float]) -> np.ndarray:
+    """Where each score sits in the training distribution, 0..100, linearly interpolated
+    between the stored quantiles and clamped at both ends."""
+    xs = np.array([quantiles[f"p{q}"] for q in QUANTILES])
+    ys = np.array(QUANTILES, dtype=float)
+    # Ties between quantiles (a flat stretch of scores) keep the highest percentile.
+    xs, idx = np.unique(xs[::-1], return_index=True)
+    ys = ys[::-1][idx]
+    return np.clip(np.interp(np.asarray(scores, dtype=float), xs, ys), 0.0, 100.0)
+
+
+def status_of(severity, warning_at: float, critical_at: float) -> np.ndarray:
+    """CRITICAL at or above ``critical_at``, WARNING at or above ``warning_at``, else NORMAL."""
+    severity = np.asarray(severity, dtype=float)
+    return np.where(
+        severity >= critical_at,
+        "CRITICAL",
+        np.where(severity >= warning_at, "WARNING", "NORMAL"),
+    )
+
+
+def feature_baseline(X: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per-feature training statistics: drift compares batches with these."""
+    out = {}
+    for col in X.columns:
+        v = X[col].to_numpy(dtype=float)
+        p1, p50, p99 = np.percentile(v, [1, 50, 99])
+        out[col] = {
+            "mean": float(v.mean()),
+            "std": float(v.std()),
+            "min": float(v.min()),
+            "p1": float(p1),
+            "median": float(p50),
+            "p99": float(p99),
+            "max": float(v.max()),
+        }
+    return out
+
+
+def drift_summary(
+    batch_stats: dict[str, dict[str, float]],
+    baseline: dict[str, dict[str, float]],
+    threshold: float,
+) -> dict[str, dict[str, float | bool]]:
+    """Mean shift in training standard deviations, and the std ratio, per feature.
+
+    ``batch_stats`` holds ``mean`` and ``std`` per feature; a feature is flagged when its
+    mean moved more than ``threshold`` training stds or its std changed by more than a
+    factor of (1 + threshold).
+    """
+    out = {}
+    for name, base in baseline.items():
+        stats = batch_stats[name]
+        scale = base["std"] if base["std"] > 1e-12 else 1.0
+        shift = (stats["mean"] - base["mean"]) / scale
+        ratio = (stats["std"] + 1e-12) / (base["std"] + 1e-12)
+        out[name] = {
+            "batch_mean": stats["mean"],
+            "train_mean": base["mean"],
+            "mean_shift_std": float(shift),
+            "std_ratio": float(ratio),
+            "drifted": bool(
+                abs(shift) > threshold
+                or not (1 / (1 + threshold)) <= ratio <= 1 + threshold
+            ),
+        }
+    return out
+
+
+@dataclass
+class Quality:
+    roc_auc: float
+    precision: float
+    recall: float
+    per_type: dict[str, dict[str, float]]
+    positives: int
+
+
+def detection_quality(scores, flagged, labels: pd.Series) -> Quality | None:
+    """ROC AUC, precision and recall at the operating threshold, overall and per type.
+
+    ``labels`` holds the anomaly type per row, or None / NaN for normal rows. Per type, AUC
+    compares that type's rows with normal rows and recall is the share of them flagged.
+    """
+    scores = np.asarray(scores, dtype=float)
+    flagged = np.asarray(flagged, dtype=bool)
+    is_anomaly = labels.notna().to_numpy()
+    if is_anomaly.all() or not is_anomaly.any():
+        return None
+    tp = int((flagged & is_anomaly).sum())
+    per_type = {}
+    for kind in sorted(labels.dropna().unique()):
+        mask = (labels == kind).to_numpy()
+        keep = mask | ~is_anomaly
+        per_type[kind] = {
+            "count": int(mask.sum()),
+            "roc_auc": float(roc_auc_score(mask[keep], scores[keep])),
+            "recall": float(flagged[mask].mean()),
+        }
+    return Quality(
+        roc_auc=float(roc_auc_score(is_anomaly, scores)),
+        precision=tp / max(int(flagged.sum()), 1),
+        recall=tp / int(is_anomaly.sum()),
+        per_type=per_type,
+        positives=int(is_anomaly.sum()),
+    )
