@@ -195,7 +195,6 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
         input_example=example,
         registered_model_name=mlflow_settings.registered_model_name,
         metadata=model_metadata,
-        pyfunc_predict_fn="score_samples",
     )
     version = str(info.registered_model_version)
     client = mlflow_settings.client()
@@ -220,7 +219,7 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
         "model_version": version,
         "quality_gate": "passed" if passed else "failed",
         "quality_gate_reason": reason,
-        "champion_version": champion.version if champion else "none",
+        "champion_version": str(champion.version) if champion else "none",
         "train_rows": len(X),
         "train_seconds": round(train_seconds, 2),
         "threshold_score": threshold_score,

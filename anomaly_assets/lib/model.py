@@ -54,7 +54,8 @@ def severity_percentile(scores, quantiles: dict[str, float]) -> np.ndarray:
     # Ties between quantiles (a flat stretch of scores) keep the highest percentile.
     xs, idx = np.unique(xs[::-1], return_index=True)
     ys = ys[::-1][idx]
-    return np.clip(np.interp(np.asarray(scores, dtype=float), xs, ys), 0.0, 100.0)
+    s = np.asarray(scores, dtype=float)
+    return np.clip(np.interp(s, xs, ys, left=0.0, right=100.0), 0.0, 100.0)
 
 
 def status_of(severity, warning_at: float, critical_at: float) -> np.ndarray:

@@ -88,17 +88,23 @@ _MODELS: dict[int, object] = {}
 def score_spark(df, model, spec: ScoringSpec):
     """Score a Spark DataFrame of silver rows on the executors; the model is broadcast once
     and unpickled once per Python worker."""
+    import hashlib
+
     import cloudpickle
 
-    sc = df.sparkSession.sparkContext
-    payload = sc.broadcast(cloudpickle.dumps(model))
+    blob = cloudpickle.dumps(model)
+    key = hashlib.sha256(blob).hexdigest()
+    payload = df.sparkSession.sparkContext.broadcast(blob)
 
     def score_batches(batches):
         import pickle
 
-        loaded = _MODELS.get(payload.id)
+        # The module's cache, not a pickled copy of it: survives across tasks in a worker.
+        from anomaly_assets.lib import scoring
+
+        loaded = scoring._MODELS.get(key)
         if loaded is None:
-            loaded = _MODELS[payload.id] = pickle.loads(payload.value)
+            loaded = scoring._MODELS[key] = pickle.loads(payload.value)
         for pdf in batches:
             yield score_frame(loaded, spec, pdf)
 

@@ -1,0 +1,139 @@
+"""Severity calibration, status cut-offs, contributions and scoring: plain numpy / sklearn."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly_assets.lib.contributions import shapley_contributions, top_features
+from anomaly_assets.lib.model import (
+    QUANTILES,
+    anomaly_scores,
+    build_pipeline,
+    detection_quality,
+    drift_summary,
+    feature_baseline,
+    score_quantiles,
+    severity_percentile,
+    status_of,
+)
+from anomaly_assets.lib.scoring import ScoringSpec, score_frame
+
+# Scores at the stored percentiles: p0=0.30, p1=0.31, ..., p100=0.90.
+KNOWN = dict(
+    zip(
+        [f"p{q}" for q in QUANTILES],
+        [0.30, 0.31, 0.33, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.70, 0.90],
+    )
+)
+
+
+def test_severity_interpolates_between_quantiles_and_clamps():
+    got = severity_percentile([0.45, 0.425, 0.65, 0.80, 0.10, 0.95, 0.30, 0.90], KNOWN)
+    # 0.425 is half-way p25 (0.40) -> p50 (0.45); 0.65 half-way p95 -> p99; 0.80 half-way
+    # p99 -> p100; below p0 clamps to 0, above p100 to 100.
+    assert got == pytest.approx([50, 37.5, 97, 99.5, 0, 100, 0, 100])
+
+
+def test_severity_with_flat_quantiles_keeps_the_highest_percentile():
+    flat = {**KNOWN, "p0": 0.40, "p1": 0.40, "p5": 0.40, "p10": 0.40, "p25": 0.40}
+    assert severity_percentile([0.40, 0.39], flat) == pytest.approx([25, 0])
+
+
+def test_status_cut_offs():
+    assert list(status_of([10, 95, 98.99, 99, 99.89, 99.9, 100], 99, 99.9)) == [
+        "NORMAL",
+        "NORMAL",
+        "NORMAL",
+        "WARNING",
+        "WARNING",
+        "CRITICAL",
+        "CRITICAL",
+    ]
+
+
+def _data(n=4000, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d))
+
+
+def test_contributions_find_the_injected_feature():
+    X = _data()
+    model = build_pipeline(200, 256, seed=1).fit(X)
+    rng = np.random.default_rng(2)
+    n_anom, d = 300, X.shape[1]
+    anomalies = rng.normal(size=(n_anom, d))
+    injected = rng.integers(0, d, n_anom)
+    anomalies[np.arange(n_anom), injected] += rng.choice([-1, 1], n_anom) * rng.uniform(
+        5, 8, n_anom
+    )
+    baseline = np.median(X, axis=0)
+    contrib = shapley_contributions(
+        lambda Z: anomaly_scores(model, Z),
+        anomalies,
+        baseline,
+        n_permutations=8,
+        seed=0,
+    )
+    hit = (contrib.argmax(axis=1) == injected).mean()
+    assert hit >= 0.9, f"injected feature is top contributor for only {hit:.0%}"
+    # efficiency: contributions add up to s(x) - s(baseline)
+    total = anomaly_scores(model, anomalies) - anomaly_scores(model, baseline[None, :])
+    assert contrib.sum(axis=1) == pytest.approx(total, abs=1e-9)
+    names = [f"f{i}" for i in range(d)]
+    assert top_features(contrib[:3], names, k=2)[0][0] == f"f{injected[0]}"
+
+
+def test_score_frame_matches_sklearn_and_flags_by_threshold():
+    X = _data(2000)
+    model = build_pipeline(100, 256, seed=3).fit(X)
+    scores = anomaly_scores(model, X)
+    q = score_quantiles(scores)
+    threshold = float(np.percentile(scores, 99))
+    cols = [f"f{i}" for i in range(X.shape[1])]
+    pdf = pd.DataFrame(X, columns=cols)
+    for c in (
+        "event_id",
+        "user_id",
+        "event_type",
+        "country",
+        "device_type",
+        "batch_id",
+    ):
+        pdf[c] = "x"
+    pdf["event_time"] = pd.Timestamp("2026-11-01", tz="UTC")
+    spec = ScoringSpec(
+        tuple(cols), q, threshold, tuple(np.median(X, axis=0)), 99.9, "m", "3"
+    )
+    out = score_frame(model, spec, pdf)
+    assert out["anomaly_score"].to_numpy() == pytest.approx(-model.score_samples(X))
+    assert (out["is_anomaly"] == (scores >= threshold)).all()
+    assert set(out.loc[out.is_anomaly, "status"]) <= {"WARNING", "CRITICAL"}
+    assert (out.loc[~out.is_anomaly, "status"] == "NORMAL").all()
+    assert out.loc[out.is_anomaly, "feature_contributions"].map(len).eq(len(cols)).all()
+    assert out.loc[~out.is_anomaly, "feature_contributions"].isna().all()
+    assert (out["model_version"] == "3").all()
+
+
+def test_detection_quality_and_drift():
+    scores = np.array([0.9, 0.8, 0.2, 0.1, 0.7, 0.3])
+    labels = pd.Series(
+        ["bot_activity", "impossible_travel", None, None, "bot_activity", None]
+    )
+    q = detection_quality(scores, scores >= 0.75, labels)
+    assert q.roc_auc == 1.0 and q.precision == 1.0 and q.recall == pytest.approx(2 / 3)
+    assert q.per_type["bot_activity"]["recall"] == 0.5
+    assert q.per_type["impossible_travel"] == {
+        "count": 1,
+        "roc_auc": 1.0,
+        "recall": 1.0,
+    }
+    assert detection_quality(scores, scores > 0.5, pd.Series([None] * 6)) is None
+
+    base = feature_baseline(pd.DataFrame({"a": [0.0, 2.0, 4.0], "b": [1.0, 1.0, 1.0]}))
+    drift = drift_summary(
+        {"a": {"mean": 6.0, "std": 1.63}, "b": {"mean": 1.0, "std": 0.0}},
+        base,
+        threshold=0.5,
+    )
+    assert drift["a"]["mean_shift_std"] == pytest.approx(4 / np.std([0, 2, 4]))
+    assert drift["a"]["drifted"] and not drift["b"]["drifted"]
