@@ -2,12 +2,20 @@
 
 import itertools
 import os
+import tempfile
+
+# Before anything imports anomaly_assets.settings: tests never write into the checkout.
+_SANDBOX = tempfile.mkdtemp(prefix="anomaly_assets_tests_")
+os.environ["ANOMALY_LAKEHOUSE_ROOT"] = os.path.join(_SANDBOX, "lakehouse")
+os.environ["ANOMALY_LOCAL_DIR"] = os.path.join(_SANDBOX, "local")
+os.environ.setdefault("ANOMALY_SENSOR_INTERVAL_S", "5")
 
 import pytest
 
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.resources.mlflow import MlflowResource
 
 _topics = itertools.count()
 
@@ -54,5 +62,10 @@ def kafka(kafka_broker, topic) -> KafkaResource:
     return KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic)
 
 
-def pytest_configure(config):
-    os.environ.setdefault("ANOMALY_SENSOR_INTERVAL_S", "5")
+@pytest.fixture
+def mlflow_settings(tmp_path) -> MlflowResource:
+    """MLflow on a fresh sqlite store per test."""
+    return MlflowResource(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_location=str(tmp_path / "mlartifacts"),
+    )

@@ -66,18 +66,17 @@ def load_labels(path: str) -> dict[str, str]:
 def quality_gate(
     quality, quantiles: dict[str, float], config: TrainConfig
 ) -> tuple[bool, str]:
+    """With labels: ROC AUC at least ``min_roc_auc``; without: scores not degenerate."""
     if quality is not None:
         ok = quality.roc_auc >= config.min_roc_auc
-        return (
-            ok,
-            f"roc_auc {quality.roc_auc:.3f} {'>=' if ok else '<'} {config.min_roc_auc}",
-        )
+        sign = ">=" if ok else "<"
+        return ok, f"roc_auc {quality.roc_auc:.3f} {sign} {config.min_roc_auc}"
     spread = quantiles["p99"] - quantiles["p50"]
     ok = spread >= config.min_score_spread
+    sign = ">=" if ok else "<"
     return (
         ok,
-        f"no labels; p99-p50 spread {spread:.3f} {'>=' if ok else '<'} "
-        f"{config.min_score_spread}",
+        f"no labels; p99-p50 spread {spread:.3f} {sign} {config.min_score_spread}",
     )
 
 

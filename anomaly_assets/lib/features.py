@@ -16,10 +16,12 @@ FEATURES: dict[str, str] = {
     "seconds_since_prev": "seconds since the user's previous event (capped at 7 days)",
     "is_new_country": "1 if the user has history and never came from this country before",
     "is_new_device": "1 if the user has history and never used this device and agent before",
+    "is_new_ip": "1 if the user has history and never used this IP address before",
     "hour_of_day": "hour of the event in UTC",
     "hour_deviation": "circular distance in hours from the user's usual hour (0 without history)",
     "amount_vs_user_mean": "purchase amount / the user's mean earlier purchase (1 if none; "
     "0 for other events)",
+    "amount_log": "log1p of the purchase amount (0 for other events)",
     "bytes_log": "log1p of bytes transferred (0 when the event moves no data)",
     "bytes_vs_user_mean": "bytes transferred / the user's mean earlier transfer (1 if none; "
     "0 when no data)",
@@ -141,6 +143,15 @@ def with_features(events):
             ).cast("int"),
         )
         .withColumn(
+            "is_new_ip",
+            (
+                has_history
+                & ~F.array_contains(
+                    F.collect_set("ip_address").over(prior), F.col("ip_address")
+                )
+            ).cast("int"),
+        )
+        .withColumn(
             "hour_deviation",
             F.coalesce(F.least(hour_gap, 24 - hour_gap), F.lit(0.0)).cast("double"),
         )
@@ -149,6 +160,13 @@ def with_features(events):
             F.when(F.col("event_type") != "purchase", F.lit(0.0))
             .when(prior_amount.isNull() | (prior_amount == 0), F.lit(1.0))
             .otherwise(F.col("amount") / prior_amount),
+        )
+        .withColumn(
+            "amount_log",
+            F.when(
+                F.col("event_type") == "purchase",
+                F.log1p(F.coalesce("amount", F.lit(0.0))),
+            ).otherwise(F.lit(0.0)),
         )
         .withColumn("bytes_log", F.log1p(F.coalesce("bytes_transferred", F.lit(0))))
         .withColumn(

@@ -82,9 +82,6 @@ def score_frame(model, spec: ScoringSpec, pdf: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-_MODELS: dict[int, object] = {}
-
-
 def score_spark(df, model, spec: ScoringSpec):
     """Score a Spark DataFrame of silver rows on the executors; the model is broadcast once
     and unpickled once per Python worker."""
@@ -99,12 +96,12 @@ def score_spark(df, model, spec: ScoringSpec):
     def score_batches(batches):
         import pickle
 
-        # The module's cache, not a pickled copy of it: survives across tasks in a worker.
-        from anomaly_assets.lib import scoring
+        # An imported module's dict, not a pickled copy: survives across a worker's tasks.
+        from anomaly_assets.lib.worker_cache import MODELS
 
-        loaded = scoring._MODELS.get(key)
+        loaded = MODELS.get(key)
         if loaded is None:
-            loaded = scoring._MODELS[key] = pickle.loads(payload.value)
+            loaded = MODELS[key] = pickle.loads(payload.value)
         for pdf in batches:
             yield score_frame(loaded, spec, pdf)
 

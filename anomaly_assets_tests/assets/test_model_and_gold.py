@@ -15,7 +15,6 @@ from anomaly_assets.definitions import build_resources
 from anomaly_assets.devtools.generator import EventGenerator, produce
 from anomaly_assets.lib.features import FEATURE_COLUMNS
 from anomaly_assets.resources import KafkaResource
-from anomaly_assets.resources.mlflow import MlflowResource
 
 ASSETS = [bronze, silver_events, anomaly_model, gold, *GOLD_CHECKS]
 INGEST = [
@@ -37,11 +36,7 @@ def _train_config(labels, **extra):
 
 
 @pytest.fixture
-def env(kafka_broker, topic, spark_resource, lakehouse, tmp_path):
-    mlflow_settings = MlflowResource(
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_location=str(tmp_path / "mlartifacts"),
-    )
+def env(kafka_broker, topic, spark_resource, lakehouse, mlflow_settings, tmp_path):
     kafka = KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic)
     resources = build_resources(
         spark_resource,

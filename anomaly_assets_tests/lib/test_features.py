@@ -32,9 +32,11 @@ EXPECTED = {
     "seconds_since_prev": [604800, 60, 60, 120, 960, 6000, 30, 30],
     "is_new_country": [0, 0, 0, 0, 1, 0, 0, 0],
     "is_new_device": [0, 0, 0, 0, 1, 0, 0, 0],
+    "is_new_ip": [0, 0, 1, 0, 1, 0, 0, 0],
     "hour_of_day": [0, 0, 0, 0, 0, 2, 2, 2],
     # prior mean hour is 0 until event 6; for event 7 it is the circular mean of {0 x5, 2}
     "amount_vs_user_mean": [0, 0, 0, 1.0, 3.0, 0, 0, 0],
+    "amount_log": [0, 0, 0, math.log1p(100), math.log1p(300), 0, 0, 0],
     "bytes_log": [0, 0, 0, 0, 0, 0, math.log1p(1000), math.log1p(3000)],
     "bytes_vs_user_mean": [0, 0, 0, 0, 0, 0, 1.0, 3.0],
     "duration_ms_log": [math.log(100), 0, 0, 0, 0, 0, 0, 0],
