@@ -60,44 +60,76 @@ def bench_mulcross() -> None:
     X, y = mulcross()
     model = build_pipeline(100, 256, seed=0).fit(X)
     auc = roc_auc_score(y, anomaly_scores(model, X))
-    print("\n== Mulcross (262,144 x 4, 10 % anomalies in 2 clusters, distance factor 2) ==")
-    print(f"ROC AUC  this pipeline (t=100, psi=256): {auc:.3f}   Liu, Ting & Zhou 2008: 0.97")
+    print(
+        "\n== Mulcross (262,144 x 4, 10 % anomalies in 2 clusters, distance factor 2) =="
+    )
+    print(
+        f"ROC AUC  this pipeline (t=100, psi=256): {auc:.3f}   Liu, Ting & Zhou 2008: 0.97"
+    )
 
 
 def bench_events(tmp: Path, n_events: int, instance):
-    broker = LocalKafkaBroker(port=free_port(), controller_port=free_port(),
-                              data_dir=tmp / "kafka").start()
+    broker = LocalKafkaBroker(
+        port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka"
+    ).start()
     try:
         labels = tmp / "labels.csv"
-        produce(broker.bootstrap_servers, "bench-model", n_events,
-                EventGenerator(seed=5, anomaly_rate=0.01), labels, partitions=3,
-                progress_every=15)
+        produce(
+            broker.bootstrap_servers,
+            "bench-model",
+            n_events,
+            EventGenerator(seed=5, anomaly_rate=0.01),
+            labels,
+            partitions=3,
+            progress_every=15,
+        )
         spark = SparkResource(log_level="ERROR")
         lakehouse = LakehouseResource(root=str(tmp / "lake"), spark=spark)
-        mlflow_settings = MlflowResource(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
-                                         artifact_location=str(tmp / "mlartifacts"))
+        mlflow_settings = MlflowResource(
+            tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+            artifact_location=str(tmp / "mlartifacts"),
+        )
         resources = build_resources(
-            spark, lakehouse=lakehouse, mlflow_settings=mlflow_settings,
-            kafka=KafkaResource(bootstrap_servers=broker.bootstrap_servers,
-                                topic="bench-model"))
+            spark,
+            lakehouse=lakehouse,
+            mlflow_settings=mlflow_settings,
+            kafka=KafkaResource(
+                bootstrap_servers=broker.bootstrap_servers, topic="bench-model"
+            ),
+        )
         assets = [bronze, silver_events, anomaly_model]
-        assert materialize(assets, resources=resources, instance=instance,
-                           run_config={"ops": {"bronze": {"config": {
-                               "max_events": n_events}}}},
-                           selection=[AssetKey("bronze_events"), AssetKey("bronze_quarantine"),
-                                      AssetKey("silver_events")]).success
-        trained = materialize(assets, resources=resources, instance=instance,
-                              selection=[AssetKey("anomaly_model")],
-                              run_config={"ops": {"anomaly_model": {"config": {
-                                  "labels_path": str(labels)}}}})
+        assert materialize(
+            assets,
+            resources=resources,
+            instance=instance,
+            run_config={"ops": {"bronze": {"config": {"max_events": n_events}}}},
+            selection=[
+                AssetKey("bronze_events"),
+                AssetKey("bronze_quarantine"),
+                AssetKey("silver_events"),
+            ],
+        ).success
+        trained = materialize(
+            assets,
+            resources=resources,
+            instance=instance,
+            selection=[AssetKey("anomaly_model")],
+            run_config={
+                "ops": {"anomaly_model": {"config": {"labels_path": str(labels)}}}
+            },
+        )
         meta = trained.asset_materializations_for_node("anomaly_model")[0].metadata
     finally:
         broker.stop()
-    print(f"\n== Generated events ({n_events:,}, 1 % anomalies, six types), "
-          f"threshold = training p99 ==")
-    print(f"overall  ROC AUC {meta['roc_auc'].value:.3f}  precision "
-          f"{meta['precision'].value:.3f}  recall {meta['recall'].value:.3f}  "
-          f"(gate {meta['quality_gate'].value})")
+    print(
+        f"\n== Generated events ({n_events:,}, 1 % anomalies, six types), "
+        f"threshold = training p99 =="
+    )
+    print(
+        f"overall  ROC AUC {meta['roc_auc'].value:.3f}  precision "
+        f"{meta['precision'].value:.3f}  recall {meta['recall'].value:.3f}  "
+        f"(gate {meta['quality_gate'].value})"
+    )
     print(f"{'type':<22}{'events':>8}{'ROC AUC':>9}{'recall':>8}")
     for kind, q in meta["per_type"].value.items():
         print(f"{kind:<22}{q['count']:>8}{q['roc_auc']:>9.3f}{q['recall']:>8.3f}")
@@ -111,18 +143,28 @@ def bench_scoring(lakehouse, spark, n_rows: int) -> None:
     base_n = silver.count()
     copies = -(-n_rows // base_n)
     rows = (
-        silver.crossJoin(spark.spark_session.range(copies).withColumnRenamed("id", "_copy"))
+        silver.crossJoin(
+            spark.spark_session.range(copies).withColumnRenamed("id", "_copy")
+        )
         .withColumn("event_id", F.concat_ws("-", "event_id", "_copy"))
-        .drop("_copy").limit(n_rows).localCheckpoint()
+        .drop("_copy")
+        .limit(n_rows)
+        .localCheckpoint()
     )
     n = rows.count()
     pdf = rows.toPandas()
     X = pdf[list(FEATURE_COLUMNS)].to_numpy(float)
     model = build_pipeline(200, 256, seed=1).fit(X[:200_000])
     train_scores = anomaly_scores(model, X[:200_000])
-    spec = ScoringSpec(FEATURE_COLUMNS, score_quantiles(train_scores),
-                       float(np.percentile(train_scores, 99)),
-                       tuple(np.median(X[:200_000], axis=0)), 99.9, "bench", "1")
+    spec = ScoringSpec(
+        FEATURE_COLUMNS,
+        score_quantiles(train_scores),
+        float(np.percentile(train_scores, 99)),
+        tuple(np.median(X[:200_000], axis=0)),
+        99.9,
+        "bench",
+        "1",
+    )
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         scored = score_spark(rows, model, spec).localCheckpoint()
@@ -140,13 +182,21 @@ def bench_scoring(lakehouse, spark, n_rows: int) -> None:
     assert n_scored == n
     print(f"\n== Scoring {n:,} silver rows (14 features, 200 trees, 2 cores) ==")
     print(f"{'how':<58}{'seconds':>8}{'rows/s':>11}")
-    print(f"{'Spark mapInPandas, broadcast model (+ Shapley for ~1 %)':<58}{spark_s:>8.1f}"
-          f"{n / spark_s:>11,.0f}")
-    print(f"{'single process: sklearn score_samples only':<58}{sk_s:>8.1f}{n / sk_s:>11,.0f}")
-    print(f"{'single process: same work as Spark (score_frame)':<58}{frame_s:>8.1f}"
-          f"{n / frame_s:>11,.0f}")
-    print(f"peak memory (process tree RSS): Spark run {spark_mem:,.0f} MiB, "
-          f"single-process runs {local_mem:,.0f} MiB")
+    print(
+        f"{'Spark mapInPandas, broadcast model (+ Shapley for ~1 %)':<58}{spark_s:>8.1f}"
+        f"{n / spark_s:>11,.0f}"
+    )
+    print(
+        f"{'single process: sklearn score_samples only':<58}{sk_s:>8.1f}{n / sk_s:>11,.0f}"
+    )
+    print(
+        f"{'single process: same work as Spark (score_frame)':<58}{frame_s:>8.1f}"
+        f"{n / frame_s:>11,.0f}"
+    )
+    print(
+        f"peak memory (process tree RSS): Spark run {spark_mem:,.0f} MiB, "
+        f"single-process runs {local_mem:,.0f} MiB"
+    )
 
 
 def main() -> None:

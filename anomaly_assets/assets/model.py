@@ -141,7 +141,9 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
     context.log.info(
         f"Training on {len(X):,} silver rows, {len(FEATURE_COLUMNS)} features"
     )
-    pipeline = build_pipeline(config.n_estimators, config.max_samples, config.seed)
+    pipeline = build_pipeline(
+        config.n_estimators, config.max_samples, config.seed, FEATURE_COLUMNS
+    )
     t0 = time.perf_counter()
     pipeline.fit(X.to_numpy())
     train_seconds = time.perf_counter() - t0

@@ -142,7 +142,7 @@ class EventGenerator:
         anomaly_rate: float = 0.01,
         malformed_rate: float = 0.0,
         start: datetime | None = None,
-        sessions_per_minute: float = 20.0,
+        sessions_per_minute: float = 4.0,
         anomaly_types: tuple[str, ...] = ANOMALY_TYPES,
     ) -> None:
         if not 0 <= anomaly_rate < 1 or not 0 <= malformed_rate < 1:

@@ -9,6 +9,7 @@ import math
 
 #: Feature name -> one-line definition. The model uses exactly these columns, in this order.
 FEATURES: dict[str, str] = {
+    "events_1m": "events by the user in the minute up to and including this one",
     "events_5m": "events by the user in the 5 minutes up to and including this one",
     "failed_logins_10m": "failed logins by the user in the last 10 minutes, this one included",
     "distinct_ips_1h": "distinct IP addresses the user used in the last hour",
@@ -111,6 +112,7 @@ def with_features(events):
     return (
         events.withColumn("_ts", ts)
         .withColumn("hour_of_day", F.hour("event_time"))
+        .withColumn("events_1m", F.count(F.lit(1)).over(last(60)))
         .withColumn("events_5m", F.count(F.lit(1)).over(last(300)))
         .withColumn("failed_logins_10m", F.sum(failed.cast("int")).over(last(600)))
         .withColumn(

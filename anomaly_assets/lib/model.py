@@ -11,16 +11,40 @@ import pandas as pd
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import RobustScaler
+from sklearn.preprocessing import FunctionTransformer, RobustScaler
 
 #: Training score quantiles kept with the model; severity interpolates between them.
 QUANTILES = (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 100)
 STATUSES = ("CRITICAL", "WARNING", "NORMAL")
 
 
-def build_pipeline(n_estimators: int, max_samples: float, seed: int) -> Pipeline:
+#: Heavy-tailed features the model sees as log1p: the forest draws split values uniformly
+#: over a node's range, so on a linear scale a long tail of ordinary values would absorb
+#: the splits (generated events, 200k: ROC AUC 0.917 -> 0.919, precision at the operating
+#: threshold 0.36 -> 0.42).
+LOG_FEATURES = (
+    "events_1m",
+    "events_5m",
+    "seconds_since_prev",
+    "amount_vs_user_mean",
+    "bytes_vs_user_mean",
+)
+
+
+def log1p_columns(X, columns=()):
+    X = np.array(X, dtype=float, copy=True)
+    X[:, list(columns)] = np.log1p(np.maximum(X[:, list(columns)], 0.0))
+    return X
+
+
+def build_pipeline(
+    n_estimators: int, max_samples: float, seed: int, features=()
+) -> Pipeline:
+    """log1p on LOG_FEATURES (found by name in ``features``), robust scaling, the forest."""
+    columns = [i for i, name in enumerate(features) if name in LOG_FEATURES]
     return Pipeline(
         [
+            ("log", FunctionTransformer(log1p_columns, kw_args={"columns": columns})),
             ("scale", RobustScaler()),
             (
                 "forest",

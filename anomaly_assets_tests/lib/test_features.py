@@ -25,6 +25,7 @@ U1 = [
 
 # Expected, by hand, per event in order.
 EXPECTED = {
+    "events_1m": [1, 2, 2, 1, 1, 1, 2, 3],
     "events_5m": [1, 2, 3, 4, 1, 1, 2, 3],
     "failed_logins_10m": [1, 2, 2, 2, 0, 0, 0, 0],
     "distinct_ips_1h": [1, 1, 2, 2, 3, 1, 1, 1],
