@@ -83,7 +83,7 @@ def bench_events(tmp: Path, n_events: int, instance):
             partitions=3,
             progress_every=15,
         )
-        spark = SparkResource(log_level="ERROR")
+        spark = SparkResource(log_level="ERROR", driver_memory="8g")
         lakehouse = LakehouseResource(root=str(tmp / "lake"), spark=spark)
         mlflow_settings = MlflowResource(
             tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
@@ -136,25 +136,27 @@ def bench_events(tmp: Path, n_events: int, instance):
     return lakehouse, spark
 
 
-def bench_scoring(lakehouse, spark, n_rows: int) -> None:
+def bench_scoring(lakehouse, spark, n_rows: int, tmp: Path) -> None:
     from pyspark.sql import functions as F
 
     silver = lakehouse.read("silver_events")
     base_n = silver.count()
     copies = -(-n_rows // base_n)
-    rows = (
+    path = str(tmp / "silver_rows.parquet")
+    (
         silver.crossJoin(
             spark.spark_session.range(copies).withColumnRenamed("id", "_copy")
         )
         .withColumn("event_id", F.concat_ws("-", "event_id", "_copy"))
         .drop("_copy")
         .limit(n_rows)
-        .localCheckpoint()
+        .write.parquet(path)
     )
+    rows = spark.spark_session.read.parquet(path)
     n = rows.count()
     pdf = rows.toPandas()
     X = pdf[list(FEATURE_COLUMNS)].to_numpy(float)
-    model = build_pipeline(200, 256, seed=1).fit(X[:200_000])
+    model = build_pipeline(200, 256, seed=1, features=FEATURE_COLUMNS).fit(X[:200_000])
     train_scores = anomaly_scores(model, X[:200_000])
     spec = ScoringSpec(
         FEATURE_COLUMNS,
@@ -167,7 +169,9 @@ def bench_scoring(lakehouse, spark, n_rows: int) -> None:
     )
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        scored = score_spark(rows, model, spec).localCheckpoint()
+        scored_path = str(tmp / "scored.parquet")
+        score_spark(rows, model, spec).write.parquet(scored_path)
+        scored = spark.spark_session.read.parquet(scored_path)
         n_scored = scored.count()
         spark_s = time.perf_counter() - t0
         spark_mem = mem.peak_total
@@ -209,7 +213,7 @@ def main() -> None:
         bench_mulcross()
     with tempfile.TemporaryDirectory() as tmp, DagsterInstance.ephemeral() as instance:
         lakehouse, spark = bench_events(Path(tmp), args.events, instance)
-        bench_scoring(lakehouse, spark, args.score_rows)
+        bench_scoring(lakehouse, spark, args.score_rows, Path(tmp))
 
 
 if __name__ == "__main__":
