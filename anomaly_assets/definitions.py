@@ -3,15 +3,18 @@
 from dagster import Definitions, in_process_executor
 
 from anomaly_assets.assets.bronze import bronze
+from anomaly_assets.assets.enrichment import enrichment
 from anomaly_assets.assets.gold import gold
 from anomaly_assets.assets.model import anomaly_model
 from anomaly_assets.assets.silver import silver_events
+from anomaly_assets.checks.enrichment import ENRICHMENT_CHECKS
 from anomaly_assets.checks.gold import GOLD_CHECKS
 from anomaly_assets.checks.ingestion import INGESTION_CHECKS
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.jobs import ingest_job, train_job
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.resources.llm import llm_from_env
 from anomaly_assets.resources.mlflow import MlflowResource, MlflowTracking
 from anomaly_assets.sensors import kafka_offsets_sensor
 
@@ -28,14 +31,15 @@ def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
         "kafka": overrides.pop("kafka", None) or KafkaResource(),
         "mlflow_settings": mlflow_settings,
         "mlflow_tracking": MlflowTracking(mlflow_settings=mlflow_settings),
+        "llm": overrides.pop("llm", None) or llm_from_env(),
         **overrides,
     }
 
 
 def make_definitions(resources: dict) -> Definitions:
     return Definitions(
-        assets=[bronze, silver_events, anomaly_model, gold],
-        asset_checks=[*INGESTION_CHECKS, *GOLD_CHECKS],
+        assets=[bronze, silver_events, anomaly_model, gold, enrichment],
+        asset_checks=[*INGESTION_CHECKS, *GOLD_CHECKS, *ENRICHMENT_CHECKS],
         jobs=[ingest_job, train_job],
         sensors=[kafka_offsets_sensor],
         resources=resources,

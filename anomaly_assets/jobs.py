@@ -12,6 +12,8 @@ ingest_job = define_asset_job(
         "silver_events",
         "gold_anomaly_predictions",
         "gold_batch_drift",
+        "gold_events_enriched",
+        "llm_explanation_cache",
     ),
     executor_def=in_process_executor,
     tags=INGESTION_TAGS,

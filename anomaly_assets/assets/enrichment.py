@@ -1,0 +1,201 @@
+"""gold_events_enriched (+ llm_explanation_cache): every anomaly with an LLM explanation.
+
+Anomalies of the gold batches not enriched yet are grouped by (segment, top-2 contributing
+features); one call explains a group, within a budget of groups per run; explanations are
+cached in Delta by (prompt version, model, group key) and reused in later batches. The LLM
+runs in the driver: groups are few, and a thread pool keeps several requests in flight.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetOut,
+    Config,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
+from pydantic import Field
+
+from anomaly_assets.lib.batches import pending_batch_ids
+from anomaly_assets.llm.prompts import DEFAULT_PROMPT
+from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.resources.llm import LLMResource
+
+ENRICHED_SCHEMA = (
+    "event_id string, batch_id string, user_id string, event_type string, "
+    "event_time timestamp, anomaly_score double, severity_percentile double, "
+    "anomaly_status string, top_features array<string>, group_key string, group_size int, "
+    "call_id string, error string, raw_response string, prompt_tokens int, "
+    "completion_tokens int, latency_ms double, attempts int, enrichment_status string, "
+    "summary string, user_intent string, risk_level string, risk_explanation string, "
+    "confidence double, top_factors array<string>, recommended_action string, "
+    "provider string, model string, prompt_version string, enriched_at timestamp"
+)
+CACHE_SCHEMA = (
+    "prompt_version string, model string, group_key string, explanation_json string, "
+    "created_at timestamp"
+)
+#: Event fields joined from silver for the prompt's examples (gold already has the rest).
+SILVER_FIELDS = (
+    "event_id",
+    "session_id",
+    "ip_address",
+    "user_agent",
+    "success",
+    "amount",
+    "items",
+    "bytes_transferred",
+    "duration_ms",
+)
+
+
+class EnrichmentConfig(Config):
+    mode: str = Field(
+        default="group",
+        description="'group' (one call per pattern) or "
+        "'event' (one call per anomaly, for small volumes).",
+    )
+    max_groups: int = Field(
+        default=50, description="Budget: calls per run, by size x severity."
+    )
+    examples_per_group: int = Field(default=3)
+    redact_columns: list[str] = Field(
+        default_factory=lambda: ["user_id", "session_id", "ip_address"],
+        description="Never leave the process (sent as <redacted>).",
+    )
+    max_string_chars: int = Field(
+        default=200, description="Longer strings are truncated."
+    )
+    segment_column: str = Field(default="event_type")
+    prompt: str = Field(
+        default=DEFAULT_PROMPT, description="Prompt file in llm/prompts/."
+    )
+    cache_ttl_hours: float = Field(
+        default=168.0, description="Cached explanations expire."
+    )
+
+
+def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
+    if drift_table is None:
+        return {}
+    rows = drift_table.filter(drift_table.batch_id.isin(batches) & drift_table.drifted)
+    out: dict[str, list[str]] = {}
+    for r in rows.select("batch_id", "feature").collect():
+        out.setdefault(r["batch_id"], []).append(r["feature"])
+    return out
+
+
+@multi_asset(
+    ins={"gold_anomaly_predictions": AssetIn(), "silver_events": AssetIn()},
+    deps=["gold_batch_drift"],
+    outs={
+        "gold_events_enriched": AssetOut(
+            description="Every anomaly with its group's Pydantic-validated LLM explanation "
+            "(summary, intent, risk, confidence, top factors, action), its own score and "
+            "top features, and the call's status, tokens, latency, provider and prompt "
+            "version.",
+            group_name="ai",
+            kinds={"spark", "delta", "openai"},
+            metadata={
+                "delta/write_mode": "merge_insert",
+                "delta/merge_keys": ["event_id"],
+            },
+            tags={"layer": "ai"},
+            owners=["team:ml-platform"],
+        ),
+        "llm_explanation_cache": AssetOut(
+            description="Explanations by (prompt version, model, group key), reused by later "
+            "batches and re-runs until they expire.",
+            group_name="ai",
+            kinds={"delta", "openai"},
+            metadata={"delta/write_mode": "append"},
+            tags={"layer": "ai"},
+            owners=["team:ml-platform"],
+        ),
+    },
+    name="enrichment",
+)
+def enrichment(
+    context: AssetExecutionContext,
+    config: EnrichmentConfig,
+    gold_anomaly_predictions,
+    silver_events,
+    lakehouse: LakehouseResource,
+    llm: LLMResource,
+):
+    from anomaly_assets.llm.enrich import EnrichmentSettings, cache_from_rows, enrich
+    from anomaly_assets.llm.prompts import load_prompt
+
+    prompt = load_prompt(config.prompt)
+    explainer = llm.explainer()
+    anomalies_all = gold_anomaly_predictions.filter("is_anomaly")
+    batches = pending_batch_ids(anomalies_all, lakehouse.read("gold_events_enriched"))
+    anomalies = (
+        anomalies_all.filter(anomalies_all.batch_id.isin(batches))
+        .join(silver_events.select(*SILVER_FIELDS), "event_id", "left")
+        .toPandas()
+    )
+    cache_table = lakehouse.read("llm_explanation_cache")
+    cache = {}
+    if cache_table is not None:
+        cutoff = datetime.now(UTC) - timedelta(hours=config.cache_ttl_hours)
+        fresh = cache_table.filter(
+            (cache_table.prompt_version == prompt.version)
+            & (cache_table.model == explainer.model)
+            & (cache_table.created_at >= cutoff)
+        )
+        cache = cache_from_rows(fresh.collect(), config.cache_ttl_hours)
+    outcome = enrich(
+        anomalies,
+        explainer,
+        prompt,
+        EnrichmentSettings(
+            config.mode,
+            config.max_groups,
+            config.examples_per_group,
+            set(config.redact_columns),
+            config.max_string_chars,
+            config.segment_column,
+        ),
+        drift=_drift_by_batch(lakehouse.read("gold_batch_drift"), batches),
+        cache=cache,
+        max_concurrency=llm.max_concurrency,
+        run_id=context.run_id,
+        log=context.log.info,
+    )
+    stats = outcome.stats
+    context.log.info(
+        f"Enriched {stats['anomalies']:,} anomalies of {len(batches)} batch(es) "
+        f"with {explainer.provider}/{explainer.model}: {stats['status_counts']}"
+    )
+    spark = lakehouse.spark_session
+    meta = {
+        "batches": MetadataValue.json(batches),
+        "provider": explainer.provider,
+        "model": explainer.model,
+        "prompt_version": prompt.version,
+        "anomalies": stats["anomalies"],
+        "groups": stats["groups"],
+        "calls": stats["calls"],
+        "cache_hits": stats["cache_hits"],
+        "status_counts": MetadataValue.json(stats["status_counts"]),
+        "prompt_tokens": stats["prompt_tokens"],
+        "completion_tokens": stats["completion_tokens"],
+        "llm_seconds": round(stats["seconds"], 2),
+    }
+    yield Output(
+        spark.createDataFrame(outcome.rows, ENRICHED_SCHEMA),
+        "gold_events_enriched",
+        metadata=meta,
+    )
+    yield Output(
+        spark.createDataFrame(outcome.cache_entries, CACHE_SCHEMA),
+        "llm_explanation_cache",
+        metadata={
+            "new_entries": len(outcome.cache_entries),
+            "prompt_version": prompt.version,
+        },
+    )

@@ -1,0 +1,120 @@
+"""Asset checks on gold_events_enriched: validity, CRITICAL coverage, groundedness."""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    Config,
+    MetadataValue,
+    asset_check,
+)
+from pydantic import Field
+
+from anomaly_assets.resources.lakehouse import LakehouseResource
+
+ENRICHED = AssetKey("gold_events_enriched")
+EXPLAINED = ("ok", "cached")
+
+
+def _latest_batch(df):
+    from pyspark.sql import functions as F
+
+    row = df.orderBy(F.col("enriched_at").desc()).select("batch_id").first()
+    return None if row is None else row[0]
+
+
+class ValidityConfig(Config):
+    min_validity: float = Field(
+        default=0.9,
+        description="Least share of attempted rows whose output passed Pydantic.",
+    )
+
+
+@asset_check(
+    asset=ENRICHED,
+    blocking=True,
+    description="Share of the latest run's anomalies (budget skips aside) whose "
+    "explanation passed Pydantic validation is at least min_validity.",
+)
+def enrichment_validity(config: ValidityConfig, lakehouse: LakehouseResource):
+    df = lakehouse.read("gold_events_enriched")
+    run_time = df.agg({"enriched_at": "max"}).first()[0]
+    latest = df.filter(df.enriched_at == run_time).filter(
+        "enrichment_status != 'skipped_budget'"
+    )
+    counts = {
+        r["enrichment_status"]: r["count"]
+        for r in latest.groupBy("enrichment_status").count().collect()
+    }
+    total = sum(counts.values())
+    valid = sum(counts.get(s, 0) for s in EXPLAINED)
+    validity = valid / total if total else 1.0
+    return AssetCheckResult(
+        passed=validity >= config.min_validity,
+        metadata={
+            "validity": validity,
+            "min_validity": config.min_validity,
+            "status_counts": MetadataValue.json(counts),
+        },
+    )
+
+
+@asset_check(
+    asset=ENRICHED,
+    blocking=True,
+    description="Every CRITICAL anomaly is explained, or carries the reason it is not.",
+)
+def critical_anomalies_explained(lakehouse: LakehouseResource):
+    df = lakehouse.read("gold_events_enriched")
+    bad = df.filter(
+        "anomaly_status = 'CRITICAL' AND enrichment_status NOT IN ('ok', 'cached') "
+        "AND (error IS NULL OR error = '')"
+    )
+    n = bad.count()
+    return AssetCheckResult(
+        passed=n == 0,
+        metadata={
+            "unexplained_critical": n,
+            "sample": MetadataValue.json(
+                [r[0] for r in bad.select("event_id").limit(10).collect()]
+            ),
+        },
+    )
+
+
+class GroundednessConfig(Config):
+    min_grounded: float = Field(
+        default=0.9,
+        description="Least share of explained rows whose top factors are all "
+        "among the row's real top contributors.",
+    )
+
+
+@asset_check(
+    asset=ENRICHED,
+    description="Explanations name only features that really drove "
+    "the row's score (warns).",
+)
+def explanations_grounded(config: GroundednessConfig, lakehouse: LakehouseResource):
+    from pyspark.sql import functions as F
+
+    df = lakehouse.read("gold_events_enriched").filter(
+        F.col("enrichment_status").isin(*EXPLAINED)
+    )
+    grounded = F.size(F.array_except("top_factors", "top_features")) == 0
+    row = df.agg(
+        F.count("*").alias("n"), F.sum(grounded.cast("int")).alias("g")
+    ).first()
+    share = (row["g"] or 0) / row["n"] if row["n"] else 1.0
+    return AssetCheckResult(
+        passed=share >= config.min_grounded,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"grounded_share": share, "explained_rows": row["n"]},
+    )
+
+
+ENRICHMENT_CHECKS = [
+    enrichment_validity,
+    critical_anomalies_explained,
+    explanations_grounded,
+]

@@ -1,0 +1,1 @@
+"""LLM explanations: output model, prompts, redaction, grouping, and the explainer clients."""

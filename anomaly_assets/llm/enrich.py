@@ -1,0 +1,222 @@
+"""Explain a batch of anomalies: group, budget, cache, probe, call, and one row per anomaly.
+
+Plain Python over pandas so it runs and is tested without Spark or Dagster. Nothing is
+dropped: every anomaly gets a row whose ``enrichment_status`` says what happened
+(ok / invalid / error / skipped_budget / cached / endpoint_unreachable).
+"""
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from anomaly_assets.llm.explainers import CallResult
+from anomaly_assets.llm.grouping import Group, _as_list, group_anomalies, prompt_payload
+from anomaly_assets.llm.prompts import Prompt
+from anomaly_assets.llm.schema import AnomalyExplanation
+
+STATUSES = (
+    "ok",
+    "invalid",
+    "error",
+    "skipped_budget",
+    "cached",
+    "endpoint_unreachable",
+)
+EXPLANATION_FIELDS = tuple(AnomalyExplanation.model_fields)
+
+
+@dataclass
+class EnrichmentSettings:
+    mode: str = "group"  # or "event": one call per anomaly, for small volumes
+    max_groups: int = 50
+    examples_per_group: int = 3
+    redact_columns: set[str] = field(
+        default_factory=lambda: {"user_id", "session_id", "ip_address"}
+    )
+    max_string_chars: int = 200
+    segment_column: str = "event_type"
+
+
+@dataclass
+class Outcome:
+    rows: list[dict]
+    cache_entries: list[dict]
+    stats: dict
+
+
+def _explanation_columns(explanation: AnomalyExplanation | None) -> dict:
+    if explanation is None:
+        return {name: None for name in EXPLANATION_FIELDS}
+    data = explanation.model_dump()
+    return {**data, "top_factors": list(data["top_factors"])}
+
+
+def enrich(
+    anomalies: pd.DataFrame,
+    explainer,
+    prompt: Prompt,
+    settings: EnrichmentSettings,
+    drift: dict[str, list[str]] | None = None,
+    cache: dict[str, str] | None = None,
+    max_concurrency: int = 4,
+    run_id: str = "",
+    log=lambda msg: None,
+) -> Outcome:
+    """Explanations for ``anomalies`` (gold rows joined with their silver event fields)."""
+    drift, cache = drift or {}, cache or {}
+    groups = group_anomalies(anomalies, settings.mode, settings.segment_column)
+    selected, over_budget = groups[: settings.max_groups], groups[settings.max_groups :]
+    cached = {g.key: cache[g.key] for g in selected if g.key in cache}
+    to_call = [g for g in selected if g.key not in cached]
+    log(
+        f"{len(anomalies):,} anomalies in {len(groups)} groups: {len(to_call)} to explain, "
+        f"{len(cached)} cached, {len(over_budget)} over the budget of {settings.max_groups}"
+    )
+
+    results: dict[str, CallResult] = {}
+    unreachable = explainer.probe() if to_call else None
+    t0 = time.perf_counter()
+    if unreachable:
+        log(f"Endpoint probe failed, no calls made: {unreachable}")
+    elif to_call:
+        payloads = {
+            g.key: prompt_payload(
+                g,
+                drift,
+                settings.redact_columns,
+                settings.examples_per_group,
+                settings.max_string_chars,
+            )
+            for g in to_call
+        }
+        with ThreadPoolExecutor(max_workers=max(1, max_concurrency)) as pool:
+            futures = {
+                g.key: pool.submit(explainer.explain, prompt, payloads[g.key])
+                for g in to_call
+            }
+            step = max(1, len(futures) // 10)
+            for i, (key, future) in enumerate(futures.items(), start=1):
+                results[key] = future.result()
+                if i % step == 0 or i == len(futures):
+                    log(
+                        f"explained {i}/{len(futures)} groups "
+                        f"({time.perf_counter() - t0:.1f}s)"
+                    )
+
+    now = datetime.now(UTC)
+    rows, entries = [], []
+    for rank, group in enumerate(groups, start=1):
+        base = {
+            "group_key": group.key,
+            "group_size": group.size,
+            "call_id": None,
+            "error": None,
+            "raw_response": None,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "latency_ms": 0.0,
+            "attempts": 0,
+        }
+        explanation = None
+        if rank > settings.max_groups:
+            base.update(
+                enrichment_status="skipped_budget",
+                error=f"budget: group ranked {rank} of {len(groups)} by size x "
+                f"severity, budget {settings.max_groups} groups",
+            )
+        elif group.key in cached:
+            explanation = AnomalyExplanation.model_validate_json(cached[group.key])
+            base.update(enrichment_status="cached")
+        elif unreachable:
+            base.update(enrichment_status="endpoint_unreachable", error=unreachable)
+        else:
+            res = results[group.key]
+            explanation = res.explanation
+            base.update(
+                enrichment_status=res.status,
+                error=res.error,
+                raw_response=res.raw_response,
+                prompt_tokens=res.prompt_tokens,
+                completion_tokens=res.completion_tokens,
+                latency_ms=res.latency_ms,
+                attempts=res.attempts,
+                call_id=f"{run_id}:{group.key}",
+            )
+            if res.status == "ok":
+                entries.append(
+                    {
+                        "prompt_version": prompt.version,
+                        "model": explainer.model,
+                        "group_key": group.key,
+                        "explanation_json": explanation.model_dump_json(),
+                        "created_at": now,
+                    }
+                )
+        for record in group.rows.to_dict("records"):
+            rows.append(
+                {
+                    "event_id": record["event_id"],
+                    "batch_id": record["batch_id"],
+                    "user_id": record["user_id"],
+                    "event_type": record["event_type"],
+                    "event_time": pd.Timestamp(record["event_time"]).to_pydatetime(),
+                    "anomaly_score": float(record["anomaly_score"]),
+                    "severity_percentile": float(record["severity_percentile"]),
+                    "anomaly_status": record["status"],
+                    "top_features": _as_list(record["top_features"]),
+                    **base,
+                    **_explanation_columns(explanation),
+                    "provider": explainer.provider,
+                    "model": explainer.model,
+                    "prompt_version": prompt.version,
+                    "enriched_at": now,
+                }
+            )
+    counts = {s: 0 for s in STATUSES}
+    for row in rows:
+        counts[row["enrichment_status"]] += 1
+    calls = [r for r in results.values()]
+    stats = {
+        "anomalies": len(rows),
+        "groups": len(groups),
+        "calls": len(calls),
+        "cache_hits": len(cached),
+        "status_counts": counts,
+        "prompt_tokens": sum(r.prompt_tokens for r in calls),
+        "completion_tokens": sum(r.completion_tokens for r in calls),
+        "seconds": time.perf_counter() - t0,
+    }
+    return Outcome(rows, entries, stats)
+
+
+def cache_from_rows(
+    rows, ttl_hours: float, now: datetime | None = None
+) -> dict[str, str]:
+    """Latest unexpired explanation per group key from cache table rows."""
+    now = now or datetime.now(UTC)
+    best: dict[str, tuple[datetime, str]] = {}
+    for row in rows:
+        created = row["created_at"]
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        if (now - created).total_seconds() > ttl_hours * 3600:
+            continue
+        if row["group_key"] not in best or created > best[row["group_key"]][0]:
+            best[row["group_key"]] = (created, row["explanation_json"])
+    return {key: value for key, (_, value) in best.items()}
+
+
+def payload_json(group: Group, settings: EnrichmentSettings) -> str:
+    """The exact JSON a group sends (for inspection and tests)."""
+    payload = prompt_payload(
+        group,
+        {},
+        settings.redact_columns,
+        settings.examples_per_group,
+        settings.max_string_chars,
+    )
+    return json.dumps(payload, sort_keys=True, default=str)

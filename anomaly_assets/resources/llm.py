@@ -1,0 +1,113 @@
+"""LLM resources with one interface: ``explainer()`` returns an object with ``probe()`` and
+``explain(prompt, payload)`` (see llm/explainers.py).
+
+Secrets only come from environment variables (``dagster.EnvVar``); nothing here logs them.
+"""
+
+import os
+
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field
+
+from anomaly_assets.llm.explainers import OfflineExplainer, OpenAIExplainer
+
+
+class LLMResource(ConfigurableResource):
+    """Settings shared by every explainer; subclasses say where the model lives."""
+
+    timeout_s: float = Field(default=30.0, description="Per request.")
+    max_retries: int = Field(
+        default=3,
+        description="SDK retries on 429 (honouring Retry-After), 5xx and timeouts.",
+    )
+    max_attempts: int = Field(
+        default=2,
+        description="Asks again on invalid JSON, schema violations and refusals.",
+    )
+    max_concurrency: int = Field(default=4, description="Requests in flight at once.")
+    temperature: float = Field(default=0.0)
+
+
+class AzureOpenAIResource(LLMResource):
+    """Azure OpenAI through the official SDK's ``AzureOpenAI`` client."""
+
+    endpoint: str = Field(description="https://<resource>.openai.azure.com")
+    api_key: str = Field(description="Set from an environment variable (EnvVar).")
+    api_version: str = Field(default="2024-10-21")
+    deployment: str = Field(default="gpt-4.1-mini")
+
+    def explainer(self) -> OpenAIExplainer:
+        from openai import AzureOpenAI
+
+        client = AzureOpenAI(
+            azure_endpoint=self.endpoint,
+            api_key=self.api_key,
+            api_version=self.api_version,
+            azure_deployment=self.deployment,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+        )
+        return OpenAIExplainer(
+            client,
+            self.deployment,
+            "azure_openai",
+            self.endpoint,
+            self.max_attempts,
+            self.temperature,
+        )
+
+
+class OpenAICompatibleResource(LLMResource):
+    """OpenAI itself, or any OpenAI-compatible server (vLLM, Ollama, LM Studio) by base_url."""
+
+    base_url: str = Field(default="https://api.openai.com/v1")
+    api_key: str = Field(
+        default="not-needed", description="Set with EnvVar when required."
+    )
+    model: str = Field(default="gpt-4.1-mini")
+
+    def explainer(self) -> OpenAIExplainer:
+        from openai import OpenAI
+
+        client = OpenAI(
+            base_url=self.base_url,
+            api_key=self.api_key,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+        )
+        return OpenAIExplainer(
+            client,
+            self.model,
+            "openai_compatible",
+            self.base_url,
+            self.max_attempts,
+            self.temperature,
+        )
+
+
+class OfflineExplainerResource(LLMResource):
+    """No endpoint configured: deterministic explanations that say they are offline."""
+
+    def explainer(self) -> OfflineExplainer:
+        return OfflineExplainer()
+
+
+def llm_from_env() -> LLMResource:
+    """Azure when AZURE_OPENAI_ENDPOINT is set, an OpenAI-compatible endpoint when
+    OPENAI_BASE_URL or OPENAI_API_KEY is, otherwise the offline explainer."""
+    if os.environ.get("AZURE_OPENAI_ENDPOINT"):
+        return AzureOpenAIResource(
+            endpoint=EnvVar("AZURE_OPENAI_ENDPOINT"),
+            api_key=EnvVar("AZURE_OPENAI_API_KEY"),
+            deployment=os.environ.get("AZURE_OPENAI_DEPLOYMENT", "gpt-4.1-mini"),
+            api_version=os.environ.get("AZURE_OPENAI_API_VERSION", "2024-10-21"),
+        )
+    if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
+        return OpenAICompatibleResource(
+            base_url=os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+            api_key=EnvVar("OPENAI_API_KEY")
+            if os.environ.get("OPENAI_API_KEY")
+            else "not-needed",
+            model=os.environ.get("OPENAI_MODEL", "gpt-4.1-mini"),
+        )
+    return OfflineExplainerResource()

@@ -1,0 +1,243 @@
+"""gold_events_enriched against a local Azure-protocol server: grouping, cache, redaction,
+faults as statuses, and no secret anywhere."""
+
+from datetime import UTC, datetime, timedelta
+
+import deltalake
+import pytest
+from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
+
+from anomaly_assets.assets.enrichment import enrichment
+from anomaly_assets.checks.enrichment import ENRICHMENT_CHECKS
+from anomaly_assets.devtools.broker import free_port
+from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
+from anomaly_assets.io_managers import DeltaIOManager
+from anomaly_assets.io_managers.delta import write_delta
+from anomaly_assets.resources.llm import AzureOpenAIResource
+
+KEY = "sk-secret-9d1e"
+GOLD_SCHEMA = (
+    "event_id string, user_id string, event_type string, event_time timestamp, "
+    "country string, device_type string, batch_id string, anomaly_score double, "
+    "severity_percentile double, is_anomaly boolean, status string, model_name string, "
+    "model_version string, feature_contributions map<string,double>, "
+    "top_features array<string>"
+)
+SILVER_SCHEMA = (
+    "event_id string, session_id string, ip_address string, country string, "
+    "device_type string, user_agent string, success boolean, amount double, items int, "
+    "bytes_transferred long, duration_ms int, batch_id string"
+)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _batch(batch, n_stuffing, n_exfil, start=0):
+    gold, silver = [], []
+    for i in range(start, start + n_stuffing + n_exfil + 5):
+        eid = f"{batch}-{i}"
+        if i - start < n_stuffing:
+            kind, tops = "login", ["failed_logins_10m", "is_failed_login", "is_new_ip"]
+            contrib = {
+                "failed_logins_10m": 0.2,
+                "is_failed_login": 0.1,
+                "is_new_ip": 0.05,
+            }
+            sev, status, flagged = 99.95, "CRITICAL", True
+        elif i - start < n_stuffing + n_exfil:
+            kind, tops = "file_download", ["bytes_log", "bytes_vs_user_mean"]
+            contrib = {"bytes_log": 0.3, "bytes_vs_user_mean": 0.2}
+            sev, status, flagged = 99.4, "WARNING", True
+        else:
+            kind, tops, contrib, sev, status, flagged = (
+                "page_view",
+                None,
+                None,
+                40.0,
+                "NORMAL",
+                False,
+            )
+        gold.append(
+            (
+                eid,
+                f"u{i:04d}",
+                kind,
+                T0 + timedelta(seconds=i),
+                "US",
+                "desktop",
+                batch,
+                0.7 if flagged else 0.4,
+                sev,
+                flagged,
+                status,
+                "m",
+                "1",
+                contrib,
+                tops,
+            )
+        )
+        silver.append(
+            (
+                eid,
+                f"sess-{i}",
+                f"23.9.8.{i % 250}",
+                "US",
+                "desktop",
+                f"bot/1.0 (contact ops{i}@corp.example)",
+                False,
+                None,
+                None,
+                None,
+                50,
+                batch,
+            )
+        )
+    return gold, silver
+
+
+@pytest.fixture
+def lake(spark, lakehouse):
+    def add(batch, n_stuffing, n_exfil, start=0):
+        gold, silver = _batch(batch, n_stuffing, n_exfil, start)
+        write_delta(
+            spark.createDataFrame(gold, GOLD_SCHEMA),
+            lakehouse.path("gold_anomaly_predictions"),
+            "append",
+        )
+        write_delta(
+            spark.createDataFrame(silver, SILVER_SCHEMA),
+            lakehouse.path("silver_events"),
+            "append",
+        )
+
+    return add
+
+
+def _run(lakehouse, llm, instance, **config):
+    specs = [
+        AssetSpec(k)
+        for k in ("gold_anomaly_predictions", "silver_events", "gold_batch_drift")
+    ]
+    return materialize(
+        [*specs, enrichment, *ENRICHMENT_CHECKS],
+        selection=[AssetKey("gold_events_enriched"), AssetKey("llm_explanation_cache")],
+        resources={
+            "io_manager": DeltaIOManager(lakehouse=lakehouse),
+            "lakehouse": lakehouse,
+            "llm": llm,
+        },
+        run_config={"ops": {"enrichment": {"config": config}}} if config else None,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def _rows(lakehouse):
+    table = deltalake.DeltaTable(lakehouse.path("gold_events_enriched"))
+    return {r["event_id"]: r for r in table.to_pyarrow_table().to_pylist()}
+
+
+def test_groups_cache_redaction_and_no_secrets(lakehouse, lake, tmp_path):
+    lake("b1", n_stuffing=12, n_exfil=4)
+    with FakeAzureOpenAI(api_key=KEY) as fake, DagsterInstance.ephemeral() as instance:
+        llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key=KEY, timeout_s=5)
+        first = _run(lakehouse, llm, instance)
+        assert first.success
+        rows = _rows(lakehouse)
+        assert len(rows) == 16, "every anomaly has a row, normal events none"
+        assert fake.completion_calls == 2, (
+            "12 + 4 identical-pattern anomalies: two calls"
+        )
+        stuffing = [r for r in rows.values() if r["event_type"] == "login"]
+        assert {r["summary"] for r in stuffing} == {stuffing[0]["summary"]}
+        assert {r["group_size"] for r in stuffing} == {12}
+        assert {r["enrichment_status"] for r in rows.values()} == {"ok"}
+        assert all(
+            r["prompt_version"].startswith("explain_anomalies_v1@")
+            for r in rows.values()
+        )
+        assert all(
+            set(r["top_factors"]) <= set(r["top_features"]) for r in rows.values()
+        )
+        checks = {c.check_name: c.passed for c in first.get_asset_check_evaluations()}
+        assert checks == {
+            "enrichment_validity": True,
+            "critical_anomalies_explained": True,
+            "explanations_grounded": True,
+        }
+
+        # redacted columns and masked personal data never left the process
+        bodies = "".join(r["raw"] for r in fake.requests)
+        for secret in ("u0001", "sess-1", "23.9.8.", "ops1@corp.example"):
+            assert secret not in bodies, secret
+        assert "<redacted>" in bodies and "<email>" in bodies
+
+        # a later batch with the same patterns is explained from the cache, without a call
+        lake("b2", n_stuffing=3, n_exfil=2, start=100)
+        second = _run(lakehouse, llm, instance)
+        assert second.success and fake.completion_calls == 2
+        rows = _rows(lakehouse)
+        assert {
+            r["enrichment_status"] for r in rows.values() if r["batch_id"] == "b2"
+        } == {"cached"}
+
+        # re-running changes nothing
+        before = _rows(lakehouse)
+        assert _run(lakehouse, llm, instance).success
+        assert _rows(lakehouse) == before and fake.completion_calls == 2
+
+        # the API key is nowhere: tables, metadata, event log
+        for name in ("gold_events_enriched", "llm_explanation_cache"):
+            data = (
+                deltalake.DeltaTable(lakehouse.path(name))
+                .to_pyarrow_table()
+                .to_pylist()
+            )
+            assert KEY not in repr(data)
+        log_text = repr([instance.all_logs(res.run_id) for res in (first, second)])
+        assert "enrichment" in log_text
+        assert KEY not in log_text
+
+
+def test_budget_and_faults_are_rows_not_gaps(lakehouse, lake):
+    lake("b1", n_stuffing=6, n_exfil=3)
+    with FakeAzureOpenAI(api_key=KEY) as fake, DagsterInstance.ephemeral() as instance:
+        fake.inject("schema", "schema")
+        llm = AzureOpenAIResource(
+            endpoint=fake.endpoint, api_key=KEY, timeout_s=5, max_concurrency=1
+        )
+        result = _run(lakehouse, llm, instance, max_groups=1)
+        assert result.asset_materializations_for_node("enrichment"), (
+            "the asset completes"
+        )
+        assert not result.success, "...and its blocking validity check fails the run"
+        rows = _rows(lakehouse).values()
+        by_type = {r["event_type"]: r["enrichment_status"] for r in rows}
+        # the CRITICAL group ranks first, its answers broke the schema twice: invalid
+        assert by_type == {"login": "invalid", "file_download": "skipped_budget"}
+        assert all(r["error"] for r in rows)
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        assert checks["enrichment_validity"] is False
+        assert (
+            checks["critical_anomalies_explained"] is True
+        )  # invalid, with its reason
+
+
+def test_unreachable_endpoint_completes_with_statuses_and_fails_validity(
+    lakehouse, lake
+):
+    lake("b1", n_stuffing=4, n_exfil=2)
+    llm = AzureOpenAIResource(
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        api_key=KEY,
+        timeout_s=2,
+        max_retries=0,
+    )
+    with DagsterInstance.ephemeral() as instance:
+        result = _run(lakehouse, llm, instance)
+    assert result.asset_materializations_for_node("enrichment"), "the asset completes"
+    assert not result.success, "...and its blocking validity check fails the run"
+    rows = _rows(lakehouse).values()
+    assert {r["enrichment_status"] for r in rows} == {"endpoint_unreachable"}
+    assert all("unreachable" in r["error"] for r in rows)
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["enrichment_validity"] is False
