@@ -184,7 +184,9 @@ def bench_scoring(lakehouse, spark, n_rows: int, tmp: Path) -> None:
         frame_s = time.perf_counter() - t0
         local_mem = mem.peak_total
     assert n_scored == n
-    print(f"\n== Scoring {n:,} silver rows (14 features, 200 trees, 2 cores) ==")
+    print(
+        f"\n== Scoring {n:,} silver rows ({len(FEATURE_COLUMNS)} features, 200 trees, 2 cores) =="
+    )
     print(f"{'how':<58}{'seconds':>8}{'rows/s':>11}")
     print(
         f"{'Spark mapInPandas, broadcast model (+ Shapley for ~1 %)':<58}{spark_s:>8.1f}"
