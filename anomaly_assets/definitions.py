@@ -4,14 +4,16 @@ from dagster import Definitions, in_process_executor
 
 from anomaly_assets.assets.bronze import bronze
 from anomaly_assets.assets.enrichment import enrichment
+from anomaly_assets.assets.evaluation import ai_enrichment_eval_metrics
 from anomaly_assets.assets.gold import gold
 from anomaly_assets.assets.model import anomaly_model
 from anomaly_assets.assets.silver import silver_events
 from anomaly_assets.checks.enrichment import ENRICHMENT_CHECKS
+from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
 from anomaly_assets.checks.gold import GOLD_CHECKS
 from anomaly_assets.checks.ingestion import INGESTION_CHECKS
 from anomaly_assets.io_managers import DeltaIOManager
-from anomaly_assets.jobs import ingest_job, train_job
+from anomaly_assets.jobs import ingest_job, prompt_comparison_job, train_job
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import llm_from_env
@@ -38,9 +40,21 @@ def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
 
 def make_definitions(resources: dict) -> Definitions:
     return Definitions(
-        assets=[bronze, silver_events, anomaly_model, gold, enrichment],
-        asset_checks=[*INGESTION_CHECKS, *GOLD_CHECKS, *ENRICHMENT_CHECKS],
-        jobs=[ingest_job, train_job],
+        assets=[
+            bronze,
+            silver_events,
+            anomaly_model,
+            gold,
+            enrichment,
+            ai_enrichment_eval_metrics,
+        ],
+        asset_checks=[
+            *INGESTION_CHECKS,
+            *GOLD_CHECKS,
+            *ENRICHMENT_CHECKS,
+            *EVALUATION_CHECKS,
+        ],
+        jobs=[ingest_job, train_job, prompt_comparison_job],
         sensors=[kafka_offsets_sensor],
         resources=resources,
         executor=in_process_executor,

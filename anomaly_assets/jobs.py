@@ -14,11 +14,30 @@ ingest_job = define_asset_job(
         "gold_batch_drift",
         "gold_events_enriched",
         "llm_explanation_cache",
+        "ai_enrichment_eval_metrics",
     ),
     executor_def=in_process_executor,
     tags=INGESTION_TAGS,
-    description="One batch of Kafka offsets → bronze / quarantine → silver → gold scoring "
-    "(the sensor's job).",
+    description="One batch of Kafka offsets → bronze / quarantine → silver → gold scoring → "
+    "LLM enrichment → evaluation (the sensor's job).",
+)
+
+#: Compares two prompts on the latest enriched batch; edit the prompt names in the launchpad.
+prompt_comparison_job = define_asset_job(
+    "prompt_comparison_job",
+    selection=AssetSelection.assets("ai_enrichment_eval_metrics"),
+    executor_def=in_process_executor,
+    config={
+        "ops": {
+            "ai_enrichment_eval_metrics": {
+                "config": {
+                    "compare_prompts": ["explain_anomalies_v1", "explain_anomalies_v2"]
+                }
+            }
+        }
+    },
+    description="Explain the latest enriched batch once per prompt and write one comparison "
+    "row each to ai_enrichment_eval_metrics (and MLflow).",
 )
 
 train_job = define_asset_job(

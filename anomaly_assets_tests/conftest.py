@@ -13,9 +13,11 @@ os.environ.setdefault("ANOMALY_SENSOR_INTERVAL_S", "5")
 import pytest
 
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
+from anomaly_assets.io_managers.delta import write_delta
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets_tests.helpers import GOLD_SCHEMA, SILVER_SCHEMA, hand_made_batch
 
 _topics = itertools.count()
 
@@ -69,3 +71,23 @@ def mlflow_settings(tmp_path) -> MlflowResource:
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         artifact_location=str(tmp_path / "mlartifacts"),
     )
+
+
+@pytest.fixture
+def lake(spark, lakehouse):
+    """Adds a batch of hand-made gold + silver rows to the test lakehouse."""
+
+    def add(batch, n_stuffing, n_exfil, start=0):
+        gold, silver = hand_made_batch(batch, n_stuffing, n_exfil, start)
+        write_delta(
+            spark.createDataFrame(gold, GOLD_SCHEMA),
+            lakehouse.path("gold_anomaly_predictions"),
+            "append",
+        )
+        write_delta(
+            spark.createDataFrame(silver, SILVER_SCHEMA),
+            lakehouse.path("silver_events"),
+            "append",
+        )
+
+    return add

@@ -1,5 +1,7 @@
 """Small helpers shared by tests."""
 
+from datetime import UTC, datetime, timedelta
+
 from confluent_kafka import Consumer, TopicPartition
 
 from anomaly_assets.lib.offsets import fetch_offsets
@@ -27,3 +29,82 @@ def consume_all(
         out[(msg.partition(), msg.offset())] = (msg.key(), msg.value())
     consumer.close()
     return out
+
+
+# Hand-made gold and silver rows: two anomaly patterns plus normal events.
+GOLD_SCHEMA = (
+    "event_id string, user_id string, event_type string, event_time timestamp, "
+    "country string, device_type string, batch_id string, anomaly_score double, "
+    "severity_percentile double, is_anomaly boolean, status string, model_name string, "
+    "model_version string, feature_contributions map<string,double>, "
+    "top_features array<string>"
+)
+SILVER_SCHEMA = (
+    "event_id string, session_id string, ip_address string, country string, "
+    "device_type string, user_agent string, success boolean, amount double, items int, "
+    "bytes_transferred long, duration_ms int, batch_id string"
+)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def hand_made_batch(batch, n_stuffing, n_exfil, start=0):
+    gold, silver = [], []
+    for i in range(start, start + n_stuffing + n_exfil + 5):
+        eid = f"{batch}-{i}"
+        if i - start < n_stuffing:
+            kind, tops = "login", ["failed_logins_10m", "is_failed_login", "is_new_ip"]
+            contrib = {
+                "failed_logins_10m": 0.2,
+                "is_failed_login": 0.1,
+                "is_new_ip": 0.05,
+            }
+            sev, status, flagged = 99.95, "CRITICAL", True
+        elif i - start < n_stuffing + n_exfil:
+            kind, tops = "file_download", ["bytes_log", "bytes_vs_user_mean"]
+            contrib = {"bytes_log": 0.3, "bytes_vs_user_mean": 0.2}
+            sev, status, flagged = 99.4, "WARNING", True
+        else:
+            kind, tops, contrib, sev, status, flagged = (
+                "page_view",
+                None,
+                None,
+                40.0,
+                "NORMAL",
+                False,
+            )
+        gold.append(
+            (
+                eid,
+                f"u{i:04d}",
+                kind,
+                T0 + timedelta(seconds=i),
+                "US",
+                "desktop",
+                batch,
+                0.7 if flagged else 0.4,
+                sev,
+                flagged,
+                status,
+                "m",
+                "1",
+                contrib,
+                tops,
+            )
+        )
+        silver.append(
+            (
+                eid,
+                f"sess-{i}",
+                f"23.9.8.{i % 250}",
+                "US",
+                "desktop",
+                f"bot/1.0 (contact ops{i}@corp.example)",
+                False,
+                None,
+                None,
+                None,
+                50,
+                batch,
+            )
+        )
+    return gold, silver

@@ -6,6 +6,7 @@ cached in Delta by (prompt version, model, group key) and reused in later batche
 runs in the driver: groups are few, and a thread pool keeps several requests in flight.
 """
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -32,7 +33,8 @@ ENRICHED_SCHEMA = (
     "completion_tokens int, latency_ms double, attempts int, enrichment_status string, "
     "summary string, user_intent string, risk_level string, risk_explanation string, "
     "confidence double, top_factors array<string>, recommended_action string, "
-    "provider string, model string, prompt_version string, enriched_at timestamp"
+    "provider string, model string, prompt_version string, enriched_at timestamp, "
+    "step_seconds double"
 )
 CACHE_SCHEMA = (
     "prompt_version string, model string, group_key string, explanation_json string, "
@@ -75,6 +77,22 @@ class EnrichmentConfig(Config):
     )
     cache_ttl_hours: float = Field(
         default=168.0, description="Cached explanations expire."
+    )
+
+
+def load_anomalies(gold, silver, batches):
+    """The anomalies of ``batches`` with the silver fields the prompt examples use, as pandas."""
+    anomalies = gold.filter(gold.is_anomaly & gold.batch_id.isin(batches))
+    return anomalies.join(silver.select(*SILVER_FIELDS), "event_id", "left").toPandas()
+
+
+def enriched_rows_frame(rows: list[dict], step_seconds: float):
+    """Enriched rows as pandas, stamped with the step's runtime (for the evaluation)."""
+    import pandas as pd
+
+    names = [c.split()[0] for c in ENRICHED_SCHEMA.split(", ")]
+    return pd.DataFrame(
+        [{**r, "step_seconds": step_seconds} for r in rows], columns=names
     )
 
 
@@ -129,15 +147,14 @@ def enrichment(
     from anomaly_assets.llm.enrich import EnrichmentSettings, cache_from_rows, enrich
     from anomaly_assets.llm.prompts import load_prompt
 
+    t0 = time.perf_counter()
     prompt = load_prompt(config.prompt)
     explainer = llm.explainer()
-    anomalies_all = gold_anomaly_predictions.filter("is_anomaly")
-    batches = pending_batch_ids(anomalies_all, lakehouse.read("gold_events_enriched"))
-    anomalies = (
-        anomalies_all.filter(anomalies_all.batch_id.isin(batches))
-        .join(silver_events.select(*SILVER_FIELDS), "event_id", "left")
-        .toPandas()
+    batches = pending_batch_ids(
+        gold_anomaly_predictions.filter("is_anomaly"),
+        lakehouse.read("gold_events_enriched"),
     )
+    anomalies = load_anomalies(gold_anomaly_predictions, silver_events, batches)
     cache_table = lakehouse.read("llm_explanation_cache")
     cache = {}
     if cache_table is not None:
@@ -186,10 +203,12 @@ def enrichment(
         "completion_tokens": stats["completion_tokens"],
         "llm_seconds": round(stats["seconds"], 2),
     }
+    step_seconds = time.perf_counter() - t0
+    rows = [{**r, "step_seconds": step_seconds} for r in outcome.rows]
     yield Output(
-        spark.createDataFrame(outcome.rows, ENRICHED_SCHEMA),
+        spark.createDataFrame(rows, ENRICHED_SCHEMA),
         "gold_events_enriched",
-        metadata=meta,
+        metadata={**meta, "step_seconds": round(step_seconds, 2)},
     )
     yield Output(
         spark.createDataFrame(outcome.cache_entries, CACHE_SCHEMA),

@@ -90,8 +90,20 @@ def main(argv: list[str] | None = None) -> int:
         f"(run {result.run_id})"
     )
     keys = sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys)
+    tables = [k for k in keys if k != "anomaly_model"]  # the model lives in MLflow
     print("Delta tables (read back with the deltalake package):")
-    print("\n".join(_table_summary(settings.LAKEHOUSE_ROOT, keys)))
+    print("\n".join(_table_summary(settings.LAKEHOUSE_ROOT, tables)))
+    from anomaly_assets.resources.mlflow import MlflowResource
+
+    mlflow_settings = MlflowResource()
+    champion = mlflow_settings.champion_version()
+    print(
+        f"MLflow {mlflow_settings.tracking_uri}: model "
+        f"{mlflow_settings.registered_model_name} champion "
+        f"v{champion.version if champion else 'none'} (experiment anomaly_model), "
+        "evaluations in experiment ai_enrichment_eval; browse with "
+        f"`.venv/bin/mlflow ui --backend-store-uri {mlflow_settings.tracking_uri}`"
+    )
     print(
         f"Dagster runs and metadata: DAGSTER_HOME={instance.root_directory}; "
         "open the UI with `make dev` (http://127.0.0.1:3000)."

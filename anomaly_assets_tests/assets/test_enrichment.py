@@ -1,10 +1,7 @@
 """gold_events_enriched against a local Azure-protocol server: grouping, cache, redaction,
 faults as statuses, and no secret anywhere."""
 
-from datetime import UTC, datetime, timedelta
-
 import deltalake
-import pytest
 from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
 
 from anomaly_assets.assets.enrichment import enrichment
@@ -12,104 +9,9 @@ from anomaly_assets.checks.enrichment import ENRICHMENT_CHECKS
 from anomaly_assets.devtools.broker import free_port
 from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
 from anomaly_assets.io_managers import DeltaIOManager
-from anomaly_assets.io_managers.delta import write_delta
 from anomaly_assets.resources.llm import AzureOpenAIResource
 
 KEY = "sk-secret-9d1e"
-GOLD_SCHEMA = (
-    "event_id string, user_id string, event_type string, event_time timestamp, "
-    "country string, device_type string, batch_id string, anomaly_score double, "
-    "severity_percentile double, is_anomaly boolean, status string, model_name string, "
-    "model_version string, feature_contributions map<string,double>, "
-    "top_features array<string>"
-)
-SILVER_SCHEMA = (
-    "event_id string, session_id string, ip_address string, country string, "
-    "device_type string, user_agent string, success boolean, amount double, items int, "
-    "bytes_transferred long, duration_ms int, batch_id string"
-)
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def _batch(batch, n_stuffing, n_exfil, start=0):
-    gold, silver = [], []
-    for i in range(start, start + n_stuffing + n_exfil + 5):
-        eid = f"{batch}-{i}"
-        if i - start < n_stuffing:
-            kind, tops = "login", ["failed_logins_10m", "is_failed_login", "is_new_ip"]
-            contrib = {
-                "failed_logins_10m": 0.2,
-                "is_failed_login": 0.1,
-                "is_new_ip": 0.05,
-            }
-            sev, status, flagged = 99.95, "CRITICAL", True
-        elif i - start < n_stuffing + n_exfil:
-            kind, tops = "file_download", ["bytes_log", "bytes_vs_user_mean"]
-            contrib = {"bytes_log": 0.3, "bytes_vs_user_mean": 0.2}
-            sev, status, flagged = 99.4, "WARNING", True
-        else:
-            kind, tops, contrib, sev, status, flagged = (
-                "page_view",
-                None,
-                None,
-                40.0,
-                "NORMAL",
-                False,
-            )
-        gold.append(
-            (
-                eid,
-                f"u{i:04d}",
-                kind,
-                T0 + timedelta(seconds=i),
-                "US",
-                "desktop",
-                batch,
-                0.7 if flagged else 0.4,
-                sev,
-                flagged,
-                status,
-                "m",
-                "1",
-                contrib,
-                tops,
-            )
-        )
-        silver.append(
-            (
-                eid,
-                f"sess-{i}",
-                f"23.9.8.{i % 250}",
-                "US",
-                "desktop",
-                f"bot/1.0 (contact ops{i}@corp.example)",
-                False,
-                None,
-                None,
-                None,
-                50,
-                batch,
-            )
-        )
-    return gold, silver
-
-
-@pytest.fixture
-def lake(spark, lakehouse):
-    def add(batch, n_stuffing, n_exfil, start=0):
-        gold, silver = _batch(batch, n_stuffing, n_exfil, start)
-        write_delta(
-            spark.createDataFrame(gold, GOLD_SCHEMA),
-            lakehouse.path("gold_anomaly_predictions"),
-            "append",
-        )
-        write_delta(
-            spark.createDataFrame(silver, SILVER_SCHEMA),
-            lakehouse.path("silver_events"),
-            "append",
-        )
-
-    return add
 
 
 def _run(lakehouse, llm, instance, **config):

@@ -1,0 +1,78 @@
+"""Asset checks on ai_enrichment_eval_metrics: no quality regression, no missing batch."""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    Config,
+    MetadataValue,
+    asset_check,
+)
+from pydantic import Field
+
+from anomaly_assets.resources.lakehouse import LakehouseResource
+
+EVAL = AssetKey("ai_enrichment_eval_metrics")
+
+
+class RegressionConfig(Config):
+    max_drop_points: float = Field(
+        default=5.0,
+        description="Warn when validity or groundedness falls by more than this "
+        "many percentage points from the previous batch's row.",
+    )
+
+
+@asset_check(
+    asset=EVAL,
+    description="Validity and groundedness did not regress against the "
+    "previous batch's row by more than a margin (warns).",
+)
+def eval_no_regression(config: RegressionConfig, lakehouse: LakehouseResource):
+    table = lakehouse.read("ai_enrichment_eval_metrics").filter("NOT is_comparison")
+    last_two = table.orderBy(table.evaluated_at.desc()).limit(2).collect()
+    if len(last_two) < 2:
+        return AssetCheckResult(
+            passed=True, metadata={"note": "fewer than two batches yet"}
+        )
+    latest, previous = last_two
+    drops = {m: previous[m] - latest[m] for m in ("validity_pct", "groundedness_pct")}
+    return AssetCheckResult(
+        passed=all(d <= config.max_drop_points for d in drops.values()),
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "drop_points": MetadataValue.json(drops),
+            "latest": latest["batch_id"],
+            "previous": previous["batch_id"],
+        },
+    )
+
+
+@asset_check(
+    asset=EVAL,
+    blocking=True,
+    description="Every batch of gold_events_enriched has its evaluation row.",
+)
+def eval_covers_every_batch(lakehouse: LakehouseResource):
+    enriched = {
+        r[0]
+        for r in lakehouse.read("gold_events_enriched")
+        .select("batch_id")
+        .distinct()
+        .collect()
+    }
+    evaluated = {
+        r[0]
+        for r in lakehouse.read("ai_enrichment_eval_metrics")
+        .filter("NOT is_comparison")
+        .select("batch_id")
+        .distinct()
+        .collect()
+    }
+    missing = sorted(enriched - evaluated)
+    return AssetCheckResult(
+        passed=not missing, metadata={"missing_batches": MetadataValue.json(missing)}
+    )
+
+
+EVALUATION_CHECKS = [eval_no_regression, eval_covers_every_batch]

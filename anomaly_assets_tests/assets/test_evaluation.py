@@ -1,0 +1,96 @@
+"""ai_enrichment_eval_metrics: Delta rows, MLflow runs read back, the chart, idempotence and
+the prompt comparison."""
+
+import deltalake
+from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
+
+from anomaly_assets.assets.enrichment import enrichment
+from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT, ai_enrichment_eval_metrics
+from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
+from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
+from anomaly_assets.io_managers import DeltaIOManager
+from anomaly_assets.resources.llm import AzureOpenAIResource
+
+ENRICH = [AssetKey("gold_events_enriched"), AssetKey("llm_explanation_cache")]
+EVAL = [AssetKey("ai_enrichment_eval_metrics")]
+
+
+def _run(lakehouse, mlflow_settings, llm, instance, selection, config=None):
+    specs = [AssetSpec(k) for k in ("gold_anomaly_predictions", "silver_events",
+                                    "gold_batch_drift")]
+    result = materialize(
+        [*specs, enrichment, ai_enrichment_eval_metrics, *EVALUATION_CHECKS],
+        selection=selection,
+        resources={"io_manager": DeltaIOManager(lakehouse=lakehouse), "lakehouse": lakehouse,
+                   "llm": llm, "mlflow_settings": mlflow_settings},
+        run_config={"ops": {"ai_enrichment_eval_metrics": {"config": config}}}
+        if config else None,
+        instance=instance,
+    )
+    assert result.success
+    return result
+
+
+def _table(lakehouse):
+    rows = deltalake.DeltaTable(lakehouse.path("ai_enrichment_eval_metrics")).to_pyarrow_table()
+    return sorted(rows.to_pylist(), key=lambda r: (r["evaluated_at"], r["evaluation_id"]))
+
+
+def test_eval_rows_mlflow_runs_chart_and_comparison(lakehouse, lake, mlflow_settings, tmp_path):
+    lake("b1", n_stuffing=12, n_exfil=4)
+    with FakeAzureOpenAI() as fake, DagsterInstance.ephemeral() as instance:
+        llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key="k", timeout_s=5)
+        _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
+        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        (row,) = _table(lakehouse)
+        assert row["batch_id"] == "b1" and not row["is_comparison"]
+        assert (row["rows_enriched"], row["status_ok"], row["calls"]) == (16, 16, 2)
+        assert row["validity_pct"] == 100.0 and row["groundedness_pct"] == 100.0
+        assert row["confidence_avg"] == 0.8 and row["risk_critical"] == 12
+        tokens = [r["body"] for r in fake.requests]
+        assert row["prompt_tokens"] > 0 and len(tokens) == 2
+        assert row["estimated_cost_usd"] > 0 and row["step_seconds"] > 0
+        assert row["prompt_version"].startswith("explain_anomalies_v1@")
+
+        client = mlflow_settings.client()
+        run = client.get_run(row["mlflow_run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.info.experiment_id == client.get_experiment_by_name(
+            EVAL_EXPERIMENT).experiment_id
+        assert run.data.params["model"] == "gpt-4.1-mini"
+        assert run.data.params["prompt_version"] == row["prompt_version"]
+        assert run.data.params["explainer"] == "azure_openai/gpt-4.1-mini"
+        assert run.data.metrics["validity_pct"] == 100.0 and run.data.metrics["calls"] == 2
+        assert run.data.tags["batch_id"] == "b1"
+        assert run.data.tags["dagster_run_id"] == row["dagster_run_id"]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert artifacts >= {"enriched_rows.csv", "metric_history.png"}
+        png = client.download_artifacts(run.info.run_id, "metric_history.png", str(tmp_path))
+        data = open(png, "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        csv = open(client.download_artifacts(run.info.run_id, "enriched_rows.csv",
+                                             str(tmp_path))).read()
+        assert csv.count("\n") == 17  # header + 16 rows
+
+        # re-evaluating leaves the table unchanged
+        before = _table(lakehouse)
+        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        assert _table(lakehouse) == before
+
+        # a second batch gets its own row; the coverage check holds
+        lake("b2", n_stuffing=3, n_exfil=2, start=100)
+        _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
+        result = _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        assert [r["batch_id"] for r in _table(lakehouse)] == ["b1", "b2"]
+        assert _table(lakehouse)[1]["status_cached"] == 5
+        assert all(c.passed for c in result.get_asset_check_evaluations())
+
+        # two prompts on the same anomalies: one comparison row each
+        calls_before = fake.completion_calls
+        _run(lakehouse, mlflow_settings, llm, instance, EVAL,
+             {"compare_prompts": ["explain_anomalies_v1", "explain_anomalies_v2"]})
+        compared = [r for r in _table(lakehouse) if r["is_comparison"]]
+        assert len(compared) == 2 and {r["batch_id"] for r in compared} == {"b2"}
+        assert len({r["prompt_version"] for r in compared}) == 2
+        assert all(r["rows_enriched"] == 5 and r["calls"] == 2 for r in compared)
+        assert fake.completion_calls == calls_before + 4
