@@ -1,6 +1,8 @@
 """ai_enrichment_eval_metrics: Delta rows, MLflow runs read back, the chart, idempotence and
 the prompt comparison."""
 
+from pathlib import Path
+
 import deltalake
 from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
 
@@ -16,15 +18,22 @@ EVAL = [AssetKey("ai_enrichment_eval_metrics")]
 
 
 def _run(lakehouse, mlflow_settings, llm, instance, selection, config=None):
-    specs = [AssetSpec(k) for k in ("gold_anomaly_predictions", "silver_events",
-                                    "gold_batch_drift")]
+    specs = [
+        AssetSpec(k)
+        for k in ("gold_anomaly_predictions", "silver_events", "gold_batch_drift")
+    ]
     result = materialize(
         [*specs, enrichment, ai_enrichment_eval_metrics, *EVALUATION_CHECKS],
         selection=selection,
-        resources={"io_manager": DeltaIOManager(lakehouse=lakehouse), "lakehouse": lakehouse,
-                   "llm": llm, "mlflow_settings": mlflow_settings},
+        resources={
+            "io_manager": DeltaIOManager(lakehouse=lakehouse),
+            "lakehouse": lakehouse,
+            "llm": llm,
+            "mlflow_settings": mlflow_settings,
+        },
         run_config={"ops": {"ai_enrichment_eval_metrics": {"config": config}}}
-        if config else None,
+        if config
+        else None,
         instance=instance,
     )
     assert result.success
@@ -32,11 +41,17 @@ def _run(lakehouse, mlflow_settings, llm, instance, selection, config=None):
 
 
 def _table(lakehouse):
-    rows = deltalake.DeltaTable(lakehouse.path("ai_enrichment_eval_metrics")).to_pyarrow_table()
-    return sorted(rows.to_pylist(), key=lambda r: (r["evaluated_at"], r["evaluation_id"]))
+    rows = deltalake.DeltaTable(
+        lakehouse.path("ai_enrichment_eval_metrics")
+    ).to_pyarrow_table()
+    return sorted(
+        rows.to_pylist(), key=lambda r: (r["evaluated_at"], r["evaluation_id"])
+    )
 
 
-def test_eval_rows_mlflow_runs_chart_and_comparison(lakehouse, lake, mlflow_settings, tmp_path):
+def test_eval_rows_mlflow_runs_chart_and_comparison(
+    lakehouse, lake, mlflow_settings, tmp_path
+):
     lake("b1", n_stuffing=12, n_exfil=4)
     with FakeAzureOpenAI() as fake, DagsterInstance.ephemeral() as instance:
         llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key="k", timeout_s=5)
@@ -55,21 +70,30 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(lakehouse, lake, mlflow_sett
         client = mlflow_settings.client()
         run = client.get_run(row["mlflow_run_id"])
         assert run.info.status == "FINISHED"
-        assert run.info.experiment_id == client.get_experiment_by_name(
-            EVAL_EXPERIMENT).experiment_id
+        assert (
+            run.info.experiment_id
+            == client.get_experiment_by_name(EVAL_EXPERIMENT).experiment_id
+        )
         assert run.data.params["model"] == "gpt-4.1-mini"
         assert run.data.params["prompt_version"] == row["prompt_version"]
         assert run.data.params["explainer"] == "azure_openai/gpt-4.1-mini"
-        assert run.data.metrics["validity_pct"] == 100.0 and run.data.metrics["calls"] == 2
+        assert (
+            run.data.metrics["validity_pct"] == 100.0 and run.data.metrics["calls"] == 2
+        )
         assert run.data.tags["batch_id"] == "b1"
         assert run.data.tags["dagster_run_id"] == row["dagster_run_id"]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert artifacts >= {"enriched_rows.csv", "metric_history.png"}
-        png = client.download_artifacts(run.info.run_id, "metric_history.png", str(tmp_path))
-        data = open(png, "rb").read()
+        png = client.download_artifacts(
+            run.info.run_id, "metric_history.png", str(tmp_path)
+        )
+        data = Path(png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-        csv = open(client.download_artifacts(run.info.run_id, "enriched_rows.csv",
-                                             str(tmp_path))).read()
+        csv = Path(
+            client.download_artifacts(
+                run.info.run_id, "enriched_rows.csv", str(tmp_path)
+            )
+        ).read_text()
         assert csv.count("\n") == 17  # header + 16 rows
 
         # re-evaluating leaves the table unchanged
@@ -87,8 +111,14 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(lakehouse, lake, mlflow_sett
 
         # two prompts on the same anomalies: one comparison row each
         calls_before = fake.completion_calls
-        _run(lakehouse, mlflow_settings, llm, instance, EVAL,
-             {"compare_prompts": ["explain_anomalies_v1", "explain_anomalies_v2"]})
+        _run(
+            lakehouse,
+            mlflow_settings,
+            llm,
+            instance,
+            EVAL,
+            {"compare_prompts": ["explain_anomalies_v1", "explain_anomalies_v2"]},
+        )
         compared = [r for r in _table(lakehouse) if r["is_comparison"]]
         assert len(compared) == 2 and {r["batch_id"] for r in compared} == {"b2"}
         assert len({r["prompt_version"] for r in compared}) == 2
