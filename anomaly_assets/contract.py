@@ -59,8 +59,6 @@ OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "duration_ms": int,
 }
 
-DEVICE_TYPES = ("desktop", "mobile", "tablet")
-
 #: Longest accepted text value and message, in bytes; larger ones are quarantined as oversized.
 MAX_FIELD_CHARS = 2048
 MAX_MESSAGE_BYTES = 64 * 1024

@@ -126,7 +126,6 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
     from mlflow.models import infer_signature
 
     from anomaly_assets.lib.model import (
-        QUANTILES,
         anomaly_scores,
         build_pipeline,
         detection_quality,
@@ -233,5 +232,4 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
             recall=quality.recall,
             per_type=MetadataValue.json(quality.per_type),
         )
-    assert tuple(int(k[1:]) for k in quantiles) == QUANTILES
     return MaterializeResult(metadata=meta)

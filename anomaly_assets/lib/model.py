@@ -15,7 +15,6 @@ from sklearn.preprocessing import FunctionTransformer, RobustScaler
 
 #: Training score quantiles kept with the model; severity interpolates between them.
 QUANTILES = (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 100)
-STATUSES = ("CRITICAL", "WARNING", "NORMAL")
 
 
 #: Heavy-tailed features the model sees as log1p: the forest draws split values uniformly

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly_assets.lib.contributions import shapley_contributions, top_features
-from anomaly_assets.lib.model import anomaly_scores, severity_percentile
+from anomaly_assets.lib.model import anomaly_scores, severity_percentile, status_of
 
 PASSTHROUGH = (
     "event_id",
@@ -50,11 +50,8 @@ def score_frame(model, spec: ScoringSpec, pdf: pd.DataFrame) -> pd.DataFrame:
     scores = anomaly_scores(model, X)
     severity = severity_percentile(scores, spec.quantiles)
     flagged = scores >= spec.threshold_score
-    status = np.where(
-        ~flagged,
-        "NORMAL",
-        np.where(severity >= spec.critical_at, "CRITICAL", "WARNING"),
-    )
+    # Only anomalies get a severity status: CRITICAL from critical_at up, else WARNING.
+    status = np.where(flagged, status_of(severity, 0.0, spec.critical_at), "NORMAL")
     contributions: list = [None] * len(pdf)
     tops: list = [None] * len(pdf)
     idx = np.flatnonzero(flagged)

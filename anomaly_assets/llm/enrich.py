@@ -5,7 +5,6 @@ dropped: every anomaly gets a row whose ``enrichment_status`` says what happened
 (ok / invalid / error / skipped_budget / cached / endpoint_unreachable).
 """
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from anomaly_assets.llm.explainers import CallResult
-from anomaly_assets.llm.grouping import Group, _as_list, group_anomalies, prompt_payload
+from anomaly_assets.llm.grouping import _as_list, group_anomalies, prompt_payload
 from anomaly_assets.llm.prompts import Prompt
 from anomaly_assets.llm.schema import AnomalyExplanation
 
@@ -208,15 +207,3 @@ def cache_from_rows(
         if row["group_key"] not in best or created > best[row["group_key"]][0]:
             best[row["group_key"]] = (created, row["explanation_json"])
     return {key: value for key, (_, value) in best.items()}
-
-
-def payload_json(group: Group, settings: EnrichmentSettings) -> str:
-    """The exact JSON a group sends (for inspection and tests)."""
-    payload = prompt_payload(
-        group,
-        {},
-        settings.redact_columns,
-        settings.examples_per_group,
-        settings.max_string_chars,
-    )
-    return json.dumps(payload, sort_keys=True, default=str)

@@ -13,6 +13,7 @@ from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.resources.llm import AzureOpenAIResource
 
+SECRET = "sk-eval-secret-41c7"
 ENRICH = [AssetKey("gold_events_enriched"), AssetKey("llm_explanation_cache")]
 EVAL = [AssetKey("ai_enrichment_eval_metrics")]
 
@@ -54,7 +55,7 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
 ):
     lake("b1", n_stuffing=12, n_exfil=4)
     with FakeAzureOpenAI() as fake, DagsterInstance.ephemeral() as instance:
-        llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key="k", timeout_s=5)
+        llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key=SECRET, timeout_s=5)
         _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
         _run(lakehouse, mlflow_settings, llm, instance, EVAL)
         (row,) = _table(lakehouse)
@@ -95,6 +96,8 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
             )
         ).read_text()
         assert csv.count("\n") == 17  # header + 16 rows
+        # the API key reaches neither MLflow nor the table
+        assert SECRET not in repr(run.data) + csv + repr(_table(lakehouse))
 
         # re-evaluating leaves the table unchanged
         before = _table(lakehouse)
