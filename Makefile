@@ -9,7 +9,7 @@ KAFKA_PORT ?= 9092
 export ANOMALY_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 EVENTS ?= 20000
 
-.PHONY: install jars broker-start broker-stop broker-status demo dev test lint bench clean
+.PHONY: install jars browser broker-start broker-stop broker-status demo dev test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,11 @@ demo: jars $(DAGSTER_HOME)/dagster.yaml  ## broker, generated events, every asse
 dev: broker-start $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI + daemon on http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: jars  ## lint, then the whole suite on a real broker, Spark and Delta
+browser:  ## Debian's Chromium, for the UI screenshot test
+	command -v chromium >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: jars browser  ## lint, then the whole suite on a real broker, Spark and Delta
 	$(BIN)/ruff check anomaly_assets anomaly_assets_tests bench
 	$(BIN)/python -m pytest
 

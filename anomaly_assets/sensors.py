@@ -53,7 +53,9 @@ def run_request(topic: str, ranges) -> RunRequest:
 @sensor(
     job=ingest_job,
     minimum_interval_seconds=settings.SENSOR_INTERVAL_S,
-    default_status=DefaultSensorStatus.RUNNING,
+    default_status=DefaultSensorStatus.RUNNING
+    if settings.SENSOR_RUNNING
+    else DefaultSensorStatus.STOPPED,
     description="Starts an ingestion run for each bounded batch of new Kafka offsets.",
 )
 def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource):

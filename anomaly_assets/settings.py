@@ -33,3 +33,8 @@ KAFKA_TOPIC = os.environ.get("ANOMALY_KAFKA_TOPIC", "user-activity")
 
 #: Seconds between Kafka offsets sensor ticks.
 SENSOR_INTERVAL_S = int(os.environ.get("ANOMALY_SENSOR_INTERVAL_S", "30"))
+
+#: Whether the Kafka offsets sensor starts switched on in a new Dagster instance.
+SENSOR_RUNNING = (
+    os.environ.get("ANOMALY_SENSOR_DEFAULT", "running").lower() == "running"
+)

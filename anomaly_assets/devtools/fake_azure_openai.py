@@ -23,7 +23,9 @@ FAULTS = ("429", "500", "timeout", "bad_json", "schema", "refusal")
 
 def grounded_answer(payload: dict) -> dict:
     """A valid explanation whose factors are the payload's strongest contributors."""
-    factors = list(payload.get("top_contributions", {}))[:2] or ["events_5m"]
+    contributions = payload.get("top_contributions", {})
+    factors = payload.get("group_factors") or list(contributions)[:2] or ["events_5m"]
+    factors = sorted(factors, key=lambda f: -contributions.get(f, 0.0))
     top = (payload.get("severity_range") or [0, 0])[1]
     risk = "critical" if top >= 99.9 else "high" if top >= 99.5 else "medium"
     return {

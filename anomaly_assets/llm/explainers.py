@@ -160,9 +160,9 @@ class OfflineExplainer:
     def explain(self, prompt: Prompt, payload: dict) -> CallResult:
         t0 = time.perf_counter()
         contributions = payload["top_contributions"]
-        factors = [f for f, v in contributions.items() if v > 0][:3] or list(
-            contributions
-        )[:1]
+        # The factors every row of the group shares, strongest first: grounded for each row.
+        shared = payload.get("group_factors") or list(contributions)[:1]
+        factors = sorted(shared, key=lambda f: -contributions.get(f, 0.0))
         top_severity = payload["severity_range"][1]
         risk = next((level for cut, level in _RISK if top_severity >= cut), "low")
         described = "; ".join(

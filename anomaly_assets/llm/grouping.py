@@ -123,6 +123,7 @@ def prompt_payload(
             round(float(rows["severity_percentile"].max()), 2),
         ],
         "statuses": rows["status"].value_counts().to_dict(),
+        "group_factors": list(group.factors),
         "top_contributions": contributions,
         "feature_definitions": FEATURES,
         "examples": sample,

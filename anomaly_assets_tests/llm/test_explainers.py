@@ -15,6 +15,7 @@ PAYLOAD = {
     "segment": "login",
     "group_size": 12,
     "severity_range": [99.2, 99.95],
+    "group_factors": ["is_failed_login", "failed_logins_10m"],
     "top_contributions": {"failed_logins_10m": 0.12, "is_failed_login": 0.05},
     "feature_definitions": {
         "failed_logins_10m": "failed logins",
