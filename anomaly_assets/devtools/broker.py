@@ -82,6 +82,9 @@ class LocalKafkaBroker:
     version: str = KAFKA_VERSION
     heap: str = "512m"
     num_partitions: int = 3
+    cluster_id: str | None = (
+        None  # base64 of a random UUID when formatting, unless given
+    )
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -165,7 +168,7 @@ class LocalKafkaBroker:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         if not (self.data_dir / "data" / "meta.properties").exists():
-            cluster_id = (
+            cluster_id = self.cluster_id or (
                 base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             )
             fmt = subprocess.run(
@@ -173,10 +176,9 @@ class LocalKafkaBroker:
                     lib,
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(config),
+                    # "=" form: a base64 id may start with "-", which argparse takes for a flag
+                    f"--cluster-id={cluster_id}",
+                    f"--config={config}",
                 ),
                 capture_output=True,
                 text=True,

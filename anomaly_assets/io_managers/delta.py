@@ -134,6 +134,23 @@ def write_delta(
         )
 
 
+def markdown_preview(rows: list[dict], max_cols: int = 12, max_chars: int = 40) -> str:
+    """A few rows as a markdown table: the first ``max_cols`` columns, long values cut."""
+    if not rows:
+        return "_empty table_"
+    cols = list(rows[0])[:max_cols]
+
+    def cell(value) -> str:
+        text = (
+            "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+        )
+        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def delta_table_metadata(spark, path: str) -> dict[str, Any]:
     """What a user looks for after a write: version, operation, rows, schema, location."""
     from delta.tables import DeltaTable
@@ -153,6 +170,9 @@ def delta_table_metadata(spark, path: str) -> dict[str, Any]:
         ),
         "rows_removed": int(
             metrics.get("numDeletedRows", metrics.get("numRemovedRows", 0)) or 0
+        ),
+        "preview": MetadataValue.md(
+            markdown_preview([r.asDict() for r in df.limit(5).collect()])
         ),
     }
 

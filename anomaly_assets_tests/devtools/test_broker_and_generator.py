@@ -88,8 +88,12 @@ def test_anomaly_rate_is_respected():
 
 
 def test_start_twice_is_harmless_and_stop_leaves_nothing(tmp_path):
+    # A cluster id starting with "-" once broke formatting (argparse took it for a flag).
     broker = LocalKafkaBroker(
-        port=free_port(), controller_port=free_port(), data_dir=tmp_path / "k"
+        port=free_port(),
+        controller_port=free_port(),
+        data_dir=tmp_path / "k",
+        cluster_id="-" + "A" * 21,
     )
     broker.start()
     pid = broker.pid()

@@ -48,6 +48,8 @@ def test_round_trip_through_io_manager_and_deltalake(spark, lakehouse):
     assert meta["delta_version"].value == 0
     assert meta["rows_written"].value == 3
     assert meta["dagster/uri"].value == lakehouse.path("people")
+    preview = meta["preview"].value.splitlines()
+    assert preview[0] == "| id | name | score | batch_id |" and len(preview) == 2 + 3
     columns = {c.name: c.type for c in meta["dagster/column_schema"].schema.columns}
     assert columns == {
         "id": "bigint",
