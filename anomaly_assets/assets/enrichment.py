@@ -21,6 +21,8 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets.lib.batches import pending_batch_ids
+from anomaly_assets.lib.features import EVENT_COLUMNS, GOLD_EVENT_COLUMNS
+from anomaly_assets.llm.grouping import EXAMPLE_FIELDS
 from anomaly_assets.llm.prompts import DEFAULT_PROMPT
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
@@ -40,17 +42,10 @@ CACHE_SCHEMA = (
     "prompt_version string, model string, group_key string, explanation_json string, "
     "created_at timestamp"
 )
-#: Event fields joined from silver for the prompt's examples (gold already has the rest).
+#: Event fields joined from silver for the prompt's examples: those gold does not carry.
 SILVER_FIELDS = (
     "event_id",
-    "session_id",
-    "ip_address",
-    "user_agent",
-    "success",
-    "amount",
-    "items",
-    "bytes_transferred",
-    "duration_ms",
+    *(f for f in EXAMPLE_FIELDS if f in EVENT_COLUMNS and f not in GOLD_EVENT_COLUMNS),
 )
 
 

@@ -117,8 +117,8 @@ def log_evaluation(
 
     import mlflow
 
+    # ensure_experiment also points the mlflow module at this project's store.
     experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
-    mlflow_settings.client()
     tags = {
         "batch_id": row["batch_id"],
         "dagster_run_id": dagster_run_id,

@@ -50,9 +50,8 @@ def load_champion(mlflow_settings: MlflowResource):
             f"MLflow at {mlflow_settings.tracking_uri}. Materialise the anomaly_model asset "
             "first (its quality gate must pass to become champion)."
         )
-    import mlflow
+    import mlflow  # champion_version() above already pointed it at the registry
 
-    mlflow_settings.client()
     uri = f"models:/{mlflow_settings.registered_model_name}@{CHAMPION}"
     model = mlflow.sklearn.load_model(uri)
     metadata = mlflow.models.get_model_info(uri).metadata

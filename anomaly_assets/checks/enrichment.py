@@ -16,13 +16,6 @@ ENRICHED = AssetKey("gold_events_enriched")
 EXPLAINED = ("ok", "cached")
 
 
-def _latest_batch(df):
-    from pyspark.sql import functions as F
-
-    row = df.orderBy(F.col("enriched_at").desc()).select("batch_id").first()
-    return None if row is None else row[0]
-
-
 class ValidityConfig(Config):
     min_validity: float = Field(
         default=0.9,

@@ -89,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.monotonic() - t0:.0f}s: {'success' if result.success else 'FAILED'} "
         f"(run {result.run_id})"
     )
-    keys = sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys)
-    tables = [k for k in keys if k != "anomaly_model"]  # the model lives in MLflow
+    tables = sorted(
+        spec.key.to_user_string()
+        for spec in defs.resolve_all_asset_specs()
+        if "delta" in spec.kinds  # the model lives in MLflow, not in a table
+    )
     print("Delta tables (read back with the deltalake package):")
     print("\n".join(_table_summary(settings.LAKEHOUSE_ROOT, tables)))
     from anomaly_assets.resources.mlflow import MlflowResource

@@ -64,6 +64,16 @@ REQUIRED_COLUMNS = (
     "device_type",
     "batch_id",
 )
+#: Silver columns gold carries next to its scores.
+GOLD_EVENT_COLUMNS = (
+    "event_id",
+    "user_id",
+    "event_type",
+    "event_time",
+    "country",
+    "device_type",
+    "batch_id",
+)
 MAX_GAP_S = 7 * 24 * 3600
 
 

@@ -10,17 +10,9 @@ import numpy as np
 import pandas as pd
 
 from anomaly_assets.lib.contributions import shapley_contributions, top_features
+from anomaly_assets.lib.features import GOLD_EVENT_COLUMNS
 from anomaly_assets.lib.model import anomaly_scores, severity_percentile, status_of
 
-PASSTHROUGH = (
-    "event_id",
-    "user_id",
-    "event_type",
-    "event_time",
-    "country",
-    "device_type",
-    "batch_id",
-)
 GOLD_SCHEMA = (
     "event_id string, user_id string, event_type string, event_time timestamp, "
     "country string, device_type string, batch_id string, anomaly_score double, "
@@ -67,7 +59,7 @@ def score_frame(model, spec: ScoringSpec, pdf: pd.DataFrame) -> pd.DataFrame:
             contributions[i] = {n: float(v) for n, v in zip(names, contrib[row])}
         for row, top in zip(idx, top_features(contrib, names, spec.top_k)):
             tops[row] = top
-    out = pdf[list(PASSTHROUGH)].copy()
+    out = pdf[list(GOLD_EVENT_COLUMNS)].copy()
     out["anomaly_score"] = scores
     out["severity_percentile"] = severity
     out["is_anomaly"] = flagged
@@ -102,6 +94,6 @@ def score_spark(df, model, spec: ScoringSpec):
         for pdf in batches:
             yield score_frame(loaded, spec, pdf)
 
-    return df.select(*PASSTHROUGH, *spec.features).mapInPandas(
+    return df.select(*GOLD_EVENT_COLUMNS, *spec.features).mapInPandas(
         score_batches, GOLD_SCHEMA
     )

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from anomaly_assets.llm.explainers import CallResult
-from anomaly_assets.llm.grouping import _as_list, group_anomalies, prompt_payload
+from anomaly_assets.llm.grouping import as_list, group_anomalies, prompt_payload
 from anomaly_assets.llm.prompts import Prompt
 from anomaly_assets.llm.schema import AnomalyExplanation
 
@@ -166,7 +166,7 @@ def enrich(
                     "anomaly_score": float(record["anomaly_score"]),
                     "severity_percentile": float(record["severity_percentile"]),
                     "anomaly_status": record["status"],
-                    "top_features": _as_list(record["top_features"]),
+                    "top_features": as_list(record["top_features"]),
                     **base,
                     **_explanation_columns(explanation),
                     "provider": explainer.provider,

@@ -49,13 +49,13 @@ class Group:
         return self.size * float(self.rows["severity_percentile"].max())
 
 
-def _as_list(value) -> list:
+def as_list(value) -> list:
     """Spark arrays arrive in pandas as numpy arrays, lists or None."""
     return [] if value is None else list(value)
 
 
 def group_key(segment: str, top_features) -> tuple[str, tuple[str, ...]]:
-    factors = tuple(sorted(_as_list(top_features)[:2]))
+    factors = tuple(sorted(as_list(top_features)[:2]))
     return f"{segment}|{','.join(factors)}", factors
 
 
@@ -111,7 +111,7 @@ def prompt_payload(
             for k, v in record.items()
         }
         if "top_features" in record:
-            record["top_features"] = _as_list(record["top_features"])
+            record["top_features"] = as_list(record["top_features"])
         sample.append(redact_record(record, redact_columns, max_chars))
     contributions = _mean_contributions(rows)
     batches = sorted(set(rows["batch_id"]))

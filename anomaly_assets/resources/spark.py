@@ -123,10 +123,9 @@ class SparkResource(ConfigurableResource):
     def spark_session(self):
         """The session, started on first access (reused if one is already active)."""
         if self._session is None:
+            conf = self.spark_conf()
             # Python workers must run the interpreter that has this project's packages.
-            os.environ.setdefault(
-                "PYSPARK_PYTHON", self.spark_conf()["spark.pyspark.python"]
-            )
-            self._session = spark_session_from_config(self.spark_conf())
+            os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
+            self._session = spark_session_from_config(conf)
             self._session.sparkContext.setLogLevel(self.log_level)
         return self._session
