@@ -159,7 +159,7 @@ def enrichment(
             & (cache_table.model == explainer.model)
             & (cache_table.created_at >= cutoff)
         )
-        cache = cache_from_rows(fresh.collect(), config.cache_ttl_hours)
+        cache = cache_from_rows(fresh.collect())
     outcome = enrich(
         anomalies,
         explainer,

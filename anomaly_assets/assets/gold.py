@@ -140,7 +140,8 @@ def gold(
         f"Scoring {len(batches)} silver batch(es) with {spec.model_name} "
         f"v{spec.model_version}: {batches[:10]}"
     )
-    rows = silver_events.filter(silver_events.batch_id.isin(batches))
+    # Scoring and the drift statistics both read these rows: read silver once.
+    rows = silver_events.filter(silver_events.batch_id.isin(batches)).persist()
     t0 = time.perf_counter()
     scored = score_spark(rows, model, spec).persist()
     summary = monitoring_summary(scored)

@@ -192,18 +192,13 @@ def enrich(
     return Outcome(rows, entries, stats)
 
 
-def cache_from_rows(
-    rows, ttl_hours: float, now: datetime | None = None
-) -> dict[str, str]:
-    """Latest unexpired explanation per group key from cache table rows."""
-    now = now or datetime.now(UTC)
-    best: dict[str, tuple[datetime, str]] = {}
+def cache_from_rows(rows) -> dict[str, str]:
+    """Latest explanation per group key from cache table rows (already filtered for expiry)."""
+    best: dict[str, tuple] = {}
     for row in rows:
-        created = row["created_at"]
-        if created.tzinfo is None:
-            created = created.replace(tzinfo=UTC)
-        if (now - created).total_seconds() > ttl_hours * 3600:
-            continue
-        if row["group_key"] not in best or created > best[row["group_key"]][0]:
-            best[row["group_key"]] = (created, row["explanation_json"])
+        if (
+            row["group_key"] not in best
+            or row["created_at"] > best[row["group_key"]][0]
+        ):
+            best[row["group_key"]] = (row["created_at"], row["explanation_json"])
     return {key: value for key, (_, value) in best.items()}
