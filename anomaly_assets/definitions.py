@@ -13,7 +13,12 @@ from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
 from anomaly_assets.checks.gold import GOLD_CHECKS
 from anomaly_assets.checks.ingestion import INGESTION_CHECKS
 from anomaly_assets.io_managers import DeltaIOManager
-from anomaly_assets.jobs import ingest_job, prompt_comparison_job, train_job
+from anomaly_assets.jobs import (
+    ingest_and_train_job,
+    ingest_job,
+    prompt_comparison_job,
+    train_job,
+)
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import llm_from_env
@@ -54,7 +59,7 @@ def make_definitions(resources: dict) -> Definitions:
             *ENRICHMENT_CHECKS,
             *EVALUATION_CHECKS,
         ],
-        jobs=[ingest_job, train_job, prompt_comparison_job],
+        jobs=[ingest_job, ingest_and_train_job, train_job, prompt_comparison_job],
         sensors=[kafka_offsets_sensor],
         resources=resources,
         executor=in_process_executor,

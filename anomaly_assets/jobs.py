@@ -4,22 +4,34 @@ from dagster import AssetSelection, define_asset_job, in_process_executor
 
 INGESTION_TAGS = {"anomaly_assets/lane": "ingestion"}
 
+INGESTION_ASSETS = (
+    "bronze_events",
+    "bronze_quarantine",
+    "silver_events",
+    "gold_anomaly_predictions",
+    "gold_batch_drift",
+    "gold_events_enriched",
+    "llm_explanation_cache",
+    "ai_enrichment_eval_metrics",
+)
+
 ingest_job = define_asset_job(
     "ingest_job",
-    selection=AssetSelection.assets(
-        "bronze_events",
-        "bronze_quarantine",
-        "silver_events",
-        "gold_anomaly_predictions",
-        "gold_batch_drift",
-        "gold_events_enriched",
-        "llm_explanation_cache",
-        "ai_enrichment_eval_metrics",
-    ),
+    selection=AssetSelection.assets(*INGESTION_ASSETS),
     executor_def=in_process_executor,
     tags=INGESTION_TAGS,
     description="One batch of Kafka offsets → bronze / quarantine → silver → gold scoring → "
     "LLM enrichment → evaluation (the sensor's job).",
+)
+
+#: The sensor's job while no model exists yet, so a fresh deployment needs no manual step.
+ingest_and_train_job = define_asset_job(
+    "ingest_and_train_job",
+    selection=AssetSelection.assets(*INGESTION_ASSETS, "anomaly_model"),
+    executor_def=in_process_executor,
+    tags=INGESTION_TAGS,
+    description="ingest_job with anomaly_model trained on the batch's silver rows before "
+    "scoring: what the sensor runs on a cold start (no anomaly_model materialisation yet).",
 )
 
 #: Compares two prompts on the latest enriched batch; edit the prompt names in the launchpad.

@@ -4,11 +4,19 @@ Each tick reads the per-partition end offsets (no consuming), plans batches of a
 ``max_batch_events`` from the cursor, and requests one run per batch. The run_key is the exact
 range, so Dagster never launches the same range twice, and the cursor moves only over ranges
 it requested. An unreachable broker skips the tick and leaves the cursor alone.
+
+Cold start: while ``anomaly_model`` has not produced a champion (and no run is already
+training it), the tick's first batch goes to ``ingest_and_train_job``, which trains the model
+on the silver rows before scoring them, so a fresh deployment needs no manual step.
 """
 
 from dagster import (
+    AssetKey,
+    DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -16,7 +24,7 @@ from dagster import (
 )
 
 from anomaly_assets import settings
-from anomaly_assets.jobs import ingest_job
+from anomaly_assets.jobs import ingest_and_train_job, ingest_job
 from anomaly_assets.lib.offsets import (
     KafkaUnavailable,
     advance,
@@ -30,10 +38,35 @@ from anomaly_assets.lib.offsets import (
 )
 from anomaly_assets.resources.kafka import KafkaResource
 
+_IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
 
-def run_request(topic: str, ranges) -> RunRequest:
+
+def needs_model(instance: DagsterInstance) -> bool:
+    """No champion from anomaly_model's latest materialisation, and no run training one.
+
+    A materialisation whose quality gate failed leaves no champion, so the next batch
+    trains again (on all silver rows so far) rather than every batch failing at gold.
+    """
+    event = instance.get_latest_materialization_event(AssetKey("anomaly_model"))
+    if event is not None and event.asset_materialization is not None:
+        champion = event.asset_materialization.metadata.get("champion_version")
+        if champion is not None and champion.value != "none":
+            return False
+    training = instance.get_runs(
+        RunsFilter(job_name=ingest_and_train_job.name, statuses=_IN_FLIGHT), limit=1
+    )
+    return not training
+
+
+def run_request(topic: str, ranges, train: bool = False) -> RunRequest:
     bid = batch_id(topic, ranges)
     return RunRequest(
+        job_name=(ingest_and_train_job if train else ingest_job).name,
         run_key=batch_key(topic, ranges),
         run_config={
             "ops": {
@@ -51,7 +84,7 @@ def run_request(topic: str, ranges) -> RunRequest:
 
 
 @sensor(
-    job=ingest_job,
+    jobs=[ingest_job, ingest_and_train_job],
     minimum_interval_seconds=settings.SENSOR_INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING
     if settings.SENSOR_RUNNING
@@ -77,7 +110,11 @@ def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
         return SkipReason(
             f"No new offsets in {kafka.topic} (cursor {encode_cursor(cursor)})."
         )
+    train_first = needs_model(context.instance)
     return SensorResult(
-        run_requests=[run_request(kafka.topic, b) for b in batches],
+        run_requests=[
+            run_request(kafka.topic, b, train=train_first and i == 0)
+            for i, b in enumerate(batches)
+        ],
         cursor=encode_cursor(advance(cursor, batches)),
     )

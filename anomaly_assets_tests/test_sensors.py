@@ -4,7 +4,15 @@ import time
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewPartitions
-from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    RunRequest,
+    SkipReason,
+    build_sensor_context,
+)
 
 from anomaly_assets.devtools.broker import create_topic, free_port
 from anomaly_assets.lib.offsets import decode_cursor, encode_cursor
@@ -20,13 +28,14 @@ def _produce(bootstrap, topic, n, partition=None):
     assert p.flush(30) == 0
 
 
-def _tick(kafka, cursor=None):
-    with DagsterInstance.ephemeral() as instance:
-        ctx = build_sensor_context(
-            instance=instance, cursor=cursor, resources={"kafka": kafka}
-        )
-        result = kafka_offsets_sensor(ctx)
-    return result
+def _tick(kafka, cursor=None, instance=None):
+    if instance is None:
+        with DagsterInstance.ephemeral() as ephemeral:
+            return _tick(kafka, cursor, ephemeral)
+    ctx = build_sensor_context(
+        instance=instance, cursor=cursor, resources={"kafka": kafka}
+    )
+    return kafka_offsets_sensor(ctx)
 
 
 def _ranges(req: RunRequest):
@@ -110,3 +119,40 @@ def test_missing_topic_is_a_skip(kafka_broker):
     )
     result = _tick(kafka)
     assert isinstance(result, SkipReason) and "nope" in result.skip_message
+
+
+def test_cold_start_trains_the_model_once_with_the_first_batch(kafka_broker, topic):
+    bs = kafka_broker.bootstrap_servers
+    create_topic(bs, topic, 1)
+    _produce(bs, topic, 30)
+    kafka = KafkaResource(bootstrap_servers=bs, topic=topic, max_batch_events=10)
+    with DagsterInstance.ephemeral() as instance:
+        jobs = [r.job_name for r in _tick(kafka, instance=instance).run_requests]
+        assert jobs == ["ingest_and_train_job", "ingest_job", "ingest_job"]
+
+        # a training run already under way: no second one
+        instance.add_run(
+            DagsterRun(job_name="ingest_and_train_job", status=DagsterRunStatus.STARTED)
+        )
+        jobs = [r.job_name for r in _tick(kafka, instance=instance).run_requests]
+        assert jobs == ["ingest_job"] * 3
+
+    with DagsterInstance.ephemeral() as instance:
+        # a failed training run does not count: the next tick tries again
+        instance.add_run(
+            DagsterRun(job_name="ingest_and_train_job", status=DagsterRunStatus.FAILURE)
+        )
+        first = _tick(kafka, instance=instance).run_requests[0]
+        assert first.job_name == "ingest_and_train_job"
+        # a model whose quality gate failed is no champion: train again
+        instance.report_runless_asset_event(
+            AssetMaterialization("anomaly_model", metadata={"champion_version": "none"})
+        )
+        first = _tick(kafka, instance=instance).run_requests[0]
+        assert first.job_name == "ingest_and_train_job"
+        # once there is a champion, batches only ingest and score
+        instance.report_runless_asset_event(
+            AssetMaterialization("anomaly_model", metadata={"champion_version": "1"})
+        )
+        jobs = [r.job_name for r in _tick(kafka, instance=instance).run_requests]
+        assert jobs == ["ingest_job"] * 3

@@ -2,23 +2,14 @@
 workspace.yaml and dagster.yaml, driven over GraphQL like the UI, and seen by a real browser."""
 
 import itertools
-import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from anomaly_assets.devtools.broker import free_port
 from anomaly_assets.devtools.generator import EventGenerator, produce
+from anomaly_assets_tests.dagster_dev import DagsterDev, failure_messages, wait_for_run
 
-ROOT = Path(__file__).resolve().parents[1]
 CHAIN = [
     "bronze_events",
     "silver_events",
@@ -28,77 +19,21 @@ CHAIN = [
 ]
 
 
-class Dagster:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def gql(self, query: str, variables: dict | None = None) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(
-            f"{self.url}/graphql", body, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            out = json.load(resp)
-        assert "errors" not in out, out["errors"]
-        return out["data"]
-
-
 @pytest.fixture(scope="module")
 def dagster_dev(kafka_broker, tmp_path_factory):
-    """`dagster dev` in its own process group, on a sandboxed instance and lakehouse."""
+    """`dagster dev` on a sandboxed instance and lakehouse, the sensor off."""
     base = tmp_path_factory.mktemp("ui")
-    home = base / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     topic = "ui-events"
     env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
         "ANOMALY_LAKEHOUSE_ROOT": str(base / "lake"),
         "ANOMALY_LOCAL_DIR": str(base / "local"),
         "ANOMALY_KAFKA_BOOTSTRAP": kafka_broker.bootstrap_servers,
         "ANOMALY_KAFKA_TOPIC": topic,
         "ANOMALY_SENSOR_DEFAULT": "stopped",  # this module drives runs itself
     }
-    port = free_port()
-    log = open(base / "dagster_dev.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "dev",
-            "-w",
-            "workspace.yaml",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # `dagster dev` ignores SIGTERM in the background: stop the group
-    )
-    client = Dagster(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if client.gql("{ assetNodes { id } }")["assetNodes"]:
-                break
-        except (urllib.error.URLError, ConnectionError, AssertionError):
-            pass
-        assert proc.poll() is None, (base / "dagster_dev.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "dagster dev did not come up in 120 s"
-        time.sleep(1)
-    yield {"client": client, "topic": topic, "base": base, "broker": kafka_broker}
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    log.close()
+    dev = DagsterDev(base / "dagster_home", env, base / "dagster_dev.log").start()
+    yield {"client": dev, "topic": topic, "base": base, "broker": kafka_broker}
+    dev.stop()
 
 
 def test_lineage_over_graphql(dagster_dev):
@@ -162,17 +97,8 @@ def test_materialize_all_then_metadata_and_checks(dagster_dev):
     )["launchPipelineExecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + 900
-    while True:
-        status = client.gql(
-            "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
-            {"id": run_id},
-        )["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        assert time.monotonic() < deadline, f"run {run_id} still {status} after 15 min"
-        time.sleep(3)
-    assert status == "SUCCESS"
+    status = wait_for_run(client, run_id, timeout_s=900)
+    assert status == "SUCCESS", failure_messages(client, run_id)
 
     nodes = {
         n["assetKey"]["path"][0]: n

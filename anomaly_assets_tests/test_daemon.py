@@ -1,0 +1,135 @@
+"""End to end through the daemon: the sensor alone carries produced events from Kafka to
+ai_enrichment_eval_metrics, exactly once, across productions and a restart of `dagster dev`."""
+
+import time
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from anomaly_assets.devtools.broker import create_topic
+from anomaly_assets.devtools.generator import EventGenerator, produce
+from anomaly_assets_tests.dagster_dev import (
+    TERMINAL,
+    DagsterDev,
+    failure_messages,
+    group_members,
+    runs,
+)
+
+TOPIC = "daemon-events"
+SENSOR = {"dagster/sensor_name": "kafka_offsets_sensor"}
+
+
+def wait_for_offsets(dev: DagsterDev, total: int, timeout_s: float = 600) -> list[dict]:
+    """The sensor's runs once they cover ``total`` offsets and all have finished."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = runs(dev, SENSOR)
+        for r in found:
+            if r["status"] in ("FAILURE", "CANCELED"):
+                pytest.fail(
+                    f"{r['jobName']} {r['runId']}: {failure_messages(dev, r['runId'])}"
+                )
+        covered = sum(int(r["tags"]["anomaly_assets/offsets"]) for r in found)
+        if covered >= total and all(r["status"] in TERMINAL for r in found):
+            return found
+        assert time.monotonic() < deadline, (
+            f"{covered} of {total} offsets in {len(found)} runs after {timeout_s} s\n"
+            + dev.log_tail()
+        )
+        time.sleep(3)
+
+
+def table(lake: Path, name: str, columns: list[str]) -> list[dict]:
+    return DeltaTable(str(lake / name)).to_pyarrow_table(columns=columns).to_pylist()
+
+
+def assert_lakehouse_accounts_for(lake: Path, ends: dict[int, int]) -> None:
+    """Every produced offset once in bronze or quarantine, carried through every layer."""
+    bronze = table(lake, "bronze_events", ["partition", "offset", "event_id"])
+    quarantine = table(lake, "bronze_quarantine", ["partition", "offset"])
+    offsets = [(r["partition"], r["offset"]) for r in bronze + quarantine]
+    assert len(offsets) == len(set(offsets)), "an offset landed twice"
+    assert set(offsets) == {(p, o) for p, end in ends.items() for o in range(end)}
+    assert quarantine, "the generator's malformed messages must reach quarantine"
+
+    silver = {r["event_id"] for r in table(lake, "silver_events", ["event_id"])}
+    assert silver == {r["event_id"] for r in bronze}
+    gold = table(
+        lake, "gold_anomaly_predictions", ["event_id", "is_anomaly", "batch_id"]
+    )
+    assert len(gold) == len(silver) and {r["event_id"] for r in gold} == silver
+    anomalies = {r["event_id"] for r in gold if r["is_anomaly"]}
+    enriched = table(lake, "gold_events_enriched", ["event_id", "batch_id"])
+    assert anomalies and len(enriched) == len(anomalies)
+    assert {r["event_id"] for r in enriched} == anomalies
+    evals = table(lake, "ai_enrichment_eval_metrics", ["batch_id", "is_comparison"])
+    assert sorted(r["batch_id"] for r in evals) == sorted(
+        {r["batch_id"] for r in enriched}
+    )
+
+
+def test_sensor_runs_every_batch_exactly_once_across_a_restart(kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap_servers
+    lake = tmp_path / "lake"
+    env = {
+        "ANOMALY_LAKEHOUSE_ROOT": str(lake),
+        "ANOMALY_LOCAL_DIR": str(tmp_path / "local"),
+        "ANOMALY_KAFKA_BOOTSTRAP": bootstrap,
+        "ANOMALY_KAFKA_TOPIC": TOPIC,
+        "ANOMALY_SENSOR_DEFAULT": "running",
+        "ANOMALY_SENSOR_INTERVAL_S": "5",
+    }
+    labels = tmp_path / "local" / "labels.csv"
+    generator = EventGenerator(
+        seed=31, n_users=120, anomaly_rate=0.03, malformed_rate=0.01
+    )
+    create_topic(bootstrap, TOPIC, 2)
+    dev = DagsterDev(tmp_path / "dagster_home", env, tmp_path / "dagster_dev.log")
+    produced = 0
+
+    def produce_more(n: int) -> None:
+        nonlocal produced
+        report = produce(bootstrap, TOPIC, n, generator, labels, partitions=2)
+        assert report.delivered == n
+        produced += n
+
+    try:
+        dev.start()
+        # 1. a cold start: the first batch also trains the model, then everything scores
+        produce_more(3000)
+        first = wait_for_offsets(dev, produced)
+        assert [r["jobName"] for r in first] == ["ingest_and_train_job"]
+        ends = end_offsets(bootstrap)
+        assert_lakehouse_accounts_for(lake, ends)
+
+        # 2. more events: only the new offsets, in a run that does not retrain
+        produce_more(2000)
+        second = wait_for_offsets(dev, produced)
+        new = [r for r in second if r["runId"] not in {f["runId"] for f in first}]
+        assert new and {r["jobName"] for r in new} == {"ingest_job"}
+        assert sum(int(r["tags"]["anomaly_assets/offsets"]) for r in new) == 2000
+        assert_lakehouse_accounts_for(lake, end_offsets(bootstrap))
+
+        # 3. stop everything, produce while it is down, start again on the same instance
+        pgid = dev.proc.pid
+        dev.stop()
+        assert not group_members(pgid)
+        produce_more(1500)
+        dev.start()
+        third = wait_for_offsets(dev, produced)
+        assert all(r["status"] == "SUCCESS" for r in third)
+        assert sum(int(r["tags"]["anomaly_assets/offsets"]) for r in third) == produced
+        assert len({r["tags"]["anomaly_assets/batch_id"] for r in third}) == len(third)
+        assert_lakehouse_accounts_for(lake, end_offsets(bootstrap))
+    finally:
+        dev.stop()
+
+
+def end_offsets(bootstrap: str) -> dict[int, int]:
+    from anomaly_assets.lib.offsets import fetch_offsets
+
+    starts, ends = fetch_offsets({"bootstrap.servers": bootstrap}, TOPIC, 10)
+    assert set(starts.values()) == {0}
+    return ends
