@@ -28,6 +28,9 @@ JAR_CACHE_DIR = Path(
     os.environ.get("ANOMALY_JAR_CACHE", str(Path.home() / ".cache" / "anomaly_assets"))
 )
 
+#: Spark master URL: local[*] here; spark://host:7077, k8s://https://..., yarn for a cluster.
+SPARK_MASTER = os.environ.get("ANOMALY_SPARK_MASTER", "local[*]")
+
 KAFKA_BOOTSTRAP_SERVERS = os.environ.get("ANOMALY_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 KAFKA_TOPIC = os.environ.get("ANOMALY_KAFKA_TOPIC", "user-activity")
 

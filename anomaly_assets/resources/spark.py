@@ -75,7 +75,10 @@ class SparkResource(ConfigurableResource):
     ``k8s://...`` or a YARN cluster and set ``driver_host`` to an address the executors reach.
     """
 
-    master: str = Field(default="local[*]", description="Spark master URL.")
+    master: str = Field(
+        default=settings.SPARK_MASTER,
+        description="Spark master URL (env ANOMALY_SPARK_MASTER; default local[*]).",
+    )
     app_name: str = Field(default="anomaly_assets")
     driver_memory: str = Field(
         default="2g", description="Driver JVM heap (local mode: all)."

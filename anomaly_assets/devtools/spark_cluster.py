@@ -1,0 +1,143 @@
+"""A Spark standalone cluster (one master, one worker) from pyspark's own distribution.
+
+For trying the project against a real cluster on one machine: point the Spark resource at
+``spark://127.0.0.1:<port>`` (``ANOMALY_SPARK_MASTER``) and nothing else changes. Both
+daemons run in the foreground of their own process group, bound to 127.0.0.1.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Self
+
+from anomaly_assets.devtools.broker import free_port
+
+
+def spark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent
+
+
+class LocalSparkCluster:
+    def __init__(
+        self,
+        work_dir: Path,
+        cores: int = 2,
+        memory: str = "4g",
+        port: int | None = None,
+        webui_port: int | None = None,
+    ) -> None:
+        self.work_dir = Path(work_dir)
+        self.cores, self.memory = cores, memory
+        self.port = port or free_port()
+        self.webui_port = webui_port or free_port()
+        self._procs: list[subprocess.Popen] = []
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, *args: str) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "SPARK_HOME": str(spark_home()),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_LOG_DIR": str(self.work_dir / "logs"),
+        }
+        with open(self.work_dir / f"{name}.log", "ab") as log:
+            self._procs.append(
+                subprocess.Popen(
+                    [str(spark_home() / "bin" / "spark-class"), *args],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+
+    def state(self) -> dict:
+        """The master's JSON status page: workers, active and completed applications."""
+        url = f"http://127.0.0.1:{self.webui_port}/json/"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.load(resp)
+
+    def start(self, timeout_s: float = 90) -> Self:
+        self._spawn(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            *("--host", "127.0.0.1", "--port", str(self.port)),
+            *("--webui-port", str(self.webui_port)),
+        )
+        self._spawn(
+            "worker",
+            "org.apache.spark.deploy.worker.Worker",
+            *("--host", "127.0.0.1", "--webui-port", str(free_port())),
+            *("--cores", str(self.cores), "--memory", self.memory),
+            *("--work-dir", str(self.work_dir / "work")),
+            self.master_url,
+        )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if any(w["state"] == "ALIVE" for w in self.state()["workers"]):
+                    return self
+            except OSError:
+                pass
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"Spark daemon exited; see the logs in {self.work_dir}"
+                    )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no live Spark worker after {timeout_s} s")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+        self._procs.clear()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", default=".spark-cluster")
+    parser.add_argument("--port", type=int, default=7077)
+    parser.add_argument("--webui-port", type=int, default=8080)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--memory", default="4g")
+    args = parser.parse_args(argv)
+    cluster = LocalSparkCluster(
+        Path(args.work_dir), args.cores, args.memory, args.port, args.webui_port
+    ).start()
+    print(
+        f"master {cluster.master_url}, UI http://127.0.0.1:{args.webui_port}; Ctrl-C stops"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
