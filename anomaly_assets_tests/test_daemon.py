@@ -8,14 +8,14 @@ import pytest
 from deltalake import DeltaTable
 
 from anomaly_assets.devtools.broker import create_topic
-from anomaly_assets.devtools.generator import EventGenerator, produce
-from anomaly_assets_tests.dagster_dev import (
+from anomaly_assets.devtools.dagster_dev import (
     TERMINAL,
     DagsterDev,
     failure_messages,
     group_members,
     runs,
 )
+from anomaly_assets.devtools.generator import EventGenerator, produce
 
 TOPIC = "daemon-events"
 SENSOR = {"dagster/sensor_name": "kafka_offsets_sensor"}

@@ -7,8 +7,12 @@ import subprocess
 
 import pytest
 
+from anomaly_assets.devtools.dagster_dev import (
+    DagsterDev,
+    failure_messages,
+    wait_for_run,
+)
 from anomaly_assets.devtools.generator import EventGenerator, produce
-from anomaly_assets_tests.dagster_dev import DagsterDev, failure_messages, wait_for_run
 
 CHAIN = [
     "bronze_events",

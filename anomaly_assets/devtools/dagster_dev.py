@@ -17,7 +17,7 @@ from pathlib import Path
 
 from anomaly_assets.devtools.broker import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class DagsterDev:
