@@ -55,6 +55,7 @@ bench: jars
 	$(BIN)/python bench/bench_cold_start.py
 	$(BIN)/python bench/bench_generator.py
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_freshness.py
 
 clean: broker-stop
 	rm -rf .lakehouse .dagster_home
