@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from dagster import materialize
@@ -95,9 +96,17 @@ def test_bronze_to_gold_on_a_standalone_cluster_matches_local_mode(
             check=False,
         )
         assert done.returncode == 0, done.stderr[-4000:]
-        apps = cluster.state()["completedapps"] + cluster.state()["activeapps"]
+        deadline = (
+            time.monotonic() + 30
+        )  # the master files the app once the driver leaves
+        while not (apps := cluster.state()["completedapps"]):
+            assert time.monotonic() < deadline, cluster.state()
+            time.sleep(1)
     # the work ran on the cluster's executors, not in a local driver
-    assert [a["name"] for a in apps] == ["anomaly_assets"], apps
+    master_log = (tmp_path / "spark" / "master.log").read_text(errors="replace")
+    assert [a["name"] for a in apps] == ["anomaly_assets"], (
+        f"{apps}\n{master_log[-2000:]}\n{done.stderr[-3000:]}"
+    )
     assert apps[0]["cores"] > 0
 
     for name, columns in [

@@ -64,7 +64,9 @@ LAUNCH = """mutation($p: ExecutionParams!) { launchPipelineExecution(executionPa
 } }"""
 LATEST = """query($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys) { assetKey { path }
   assetMaterializations(limit: 1) { runId metadataEntries { label
-    ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text } } }
+    ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text }
+    ... on TableColumnLineageMetadataEntry { lineage { columnName
+      columnDeps { assetKey { path } columnName } } } } }
   assetChecksOrError { ... on AssetChecks { checks { name
     executionForLatestMaterialization { status } } } } } }"""
 
@@ -113,7 +115,16 @@ def test_materialize_all_then_metadata_and_checks(dagster_dev):
         (mat,) = nodes[key]["assetMaterializations"]
         assert mat["runId"] == run_id
         return {
-            e["label"]: e.get("intValue", e.get("text")) for e in mat["metadataEntries"]
+            e["label"]: e.get("intValue", e.get("text", e.get("lineage")))
+            for e in mat["metadataEntries"]
+        }
+
+    def lineage(key):
+        return {
+            entry["columnName"]: {
+                (d["assetKey"]["path"][0], d["columnName"]) for d in entry["columnDeps"]
+            }
+            for entry in meta(key)["dagster/column_lineage"]
         }
 
     bronze = meta("bronze_events")
@@ -131,6 +142,16 @@ def test_materialize_all_then_metadata_and_checks(dagster_dev):
     assert enriched["prompt_version"].startswith("explain_anomalies_v1@")
     assert enriched["provider"] == "offline"
     assert meta("ai_enrichment_eval_metrics")["dagster/row_count"] == 1
+    # column lineage, as the UI's column view shows it
+    assert lineage("silver_events")["event_id"] == {("bronze_events", "event_id")}
+    assert lineage("silver_events")["event_time"] == {("bronze_events", "event_ts")}
+    score_deps = lineage("gold_anomaly_predictions")["anomaly_score"]
+    assert ("silver_events", "failed_logins_10m") in score_deps and len(
+        score_deps
+    ) == 17
+    assert lineage("gold_events_enriched")["anomaly_status"] == {
+        ("gold_anomaly_predictions", "status")
+    }
     checks = {
         c["name"]: c["executionForLatestMaterialization"]["status"]
         for n in nodes.values()

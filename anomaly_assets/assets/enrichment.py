@@ -20,12 +20,21 @@ from dagster import (
 )
 from pydantic import Field
 
+from anomaly_assets.assets.lineage import column_lineage
 from anomaly_assets.lib.batches import pending_batch_ids
 from anomaly_assets.lib.features import EVENT_COLUMNS, GOLD_EVENT_COLUMNS
 from anomaly_assets.llm.grouping import EXAMPLE_FIELDS
 from anomaly_assets.llm.prompts import DEFAULT_PROMPT
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
+
+#: Columns carried from gold_anomaly_predictions (status is renamed anomaly_status).
+LINEAGE = column_lineage(
+    "gold_anomaly_predictions",
+    ["event_id", "batch_id", "user_id", "event_type", "event_time"]
+    + ["anomaly_score", "severity_percentile", "top_features"],
+    {"anomaly_status": ["status"]},
+)
 
 ENRICHED_SCHEMA = (
     "event_id string, batch_id string, user_id string, event_type string, "
@@ -203,7 +212,7 @@ def enrichment(
     yield Output(
         spark.createDataFrame(rows, ENRICHED_SCHEMA),
         "gold_events_enriched",
-        metadata={**meta, "step_seconds": round(step_seconds, 2)},
+        metadata={**meta, "step_seconds": round(step_seconds, 2), **LINEAGE},
     )
     yield Output(
         spark.createDataFrame(outcome.cache_entries, CACHE_SCHEMA),

@@ -20,7 +20,9 @@ from dagster import (
 )
 from pydantic import Field
 
+from anomaly_assets.assets.lineage import column_lineage
 from anomaly_assets.lib.batches import pending_batch_ids
+from anomaly_assets.lib.features import FEATURE_COLUMNS, GOLD_EVENT_COLUMNS
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource
 
@@ -72,6 +74,23 @@ def batch_feature_stats(df, features) -> dict[str, dict[str, dict[str, float]]]:
         }
     return out
 
+
+#: Event columns carried from silver; the model's outputs depend on every feature.
+LINEAGE = column_lineage(
+    "silver_events",
+    GOLD_EVENT_COLUMNS,
+    {
+        c: FEATURE_COLUMNS
+        for c in (
+            "anomaly_score",
+            "severity_percentile",
+            "is_anomaly",
+            "status",
+            "feature_contributions",
+            "top_features",
+        )
+    },
+)
 
 DRIFT_SCHEMA = (
     "batch_id string, feature string, batch_mean double, train_mean double, "
@@ -180,6 +199,7 @@ def gold(
         "p95_score": summary["p95_score"],
         "scoring_seconds": round(seconds, 2),
         "drifted_features": MetadataValue.json(flagged),
+        **LINEAGE,
     }
     yield Output(scored, "gold_anomaly_predictions", metadata=monitor)
     yield Output(

@@ -7,9 +7,18 @@ batch stays out and a re-run adds nothing.
 
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
+from anomaly_assets.assets.lineage import column_lineage
 from anomaly_assets.lib.batches import pending_batch_ids
-from anomaly_assets.lib.features import FEATURES, silver_rows
+from anomaly_assets.lib.bronze import BRONZE_COLUMNS
+from anomaly_assets.lib.features import EVENT_COLUMNS, FEATURES, silver_rows
 from anomaly_assets.resources.lakehouse import LakehouseResource
+
+#: Carried columns keep their bronze name, except event_time (parsed from event_ts).
+LINEAGE = column_lineage(
+    "bronze_events",
+    [c for c in EVENT_COLUMNS if c in BRONZE_COLUMNS],
+    {"event_time": ["event_ts"]},
+)
 
 
 @asset(
@@ -37,5 +46,6 @@ def silver_events(
             "features": MetadataValue.md(
                 "\n".join(f"- `{name}`: {doc}" for name, doc in FEATURES.items())
             ),
+            **LINEAGE,
         },
     )

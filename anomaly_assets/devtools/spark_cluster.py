@@ -8,6 +8,7 @@ daemons run in the foreground of their own process group, bound to 127.0.0.1.
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -50,6 +51,8 @@ class LocalSparkCluster:
             "SPARK_HOME": str(spark_home()),
             "SPARK_LOCAL_IP": "127.0.0.1",
             "SPARK_LOG_DIR": str(self.work_dir / "logs"),
+            # no REST submission server on a fixed port (6066): clusters may run side by side
+            "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
         }
         with open(self.work_dir / f"{name}.log", "ab") as log:
             self._procs.append(
@@ -69,22 +72,38 @@ class LocalSparkCluster:
         with urllib.request.urlopen(url, timeout=5) as resp:
             return json.load(resp)
 
+    def _bound_port(self, service: str, deadline: float) -> int:
+        """The port Spark really bound: it moves to the next one when a port is taken."""
+        pattern = re.compile(rf"Successfully started service '{service}' on port (\d+)")
+        while time.monotonic() < deadline:
+            log = (self.work_dir / "master.log").read_text(errors="replace")
+            if found := pattern.search(log):
+                return int(found.group(1))
+            if self._procs[0].poll() is not None:
+                break
+            time.sleep(0.5)
+        raise RuntimeError(f"Spark master did not start {service}; see {self.work_dir}")
+
     def start(self, timeout_s: float = 90) -> Self:
+        """Master first, then (once its ports are bound) the worker, then wait for ALIVE."""
+        deadline = time.monotonic() + timeout_s
         self._spawn(
             "master",
             "org.apache.spark.deploy.master.Master",
             *("--host", "127.0.0.1", "--port", str(self.port)),
             *("--webui-port", str(self.webui_port)),
         )
+        self.port = self._bound_port("sparkMaster", deadline)
+        self.webui_port = self._bound_port("MasterUI", deadline)
         self._spawn(
             "worker",
             "org.apache.spark.deploy.worker.Worker",
-            *("--host", "127.0.0.1", "--webui-port", str(free_port())),
+            *("--host", "127.0.0.1", "--port", str(free_port())),
+            *("--webui-port", str(free_port())),
             *("--cores", str(self.cores), "--memory", self.memory),
             *("--work-dir", str(self.work_dir / "work")),
             self.master_url,
         )
-        deadline = time.monotonic() + timeout_s
         while True:
             try:
                 if any(w["state"] == "ALIVE" for w in self.state()["workers"]):
