@@ -131,7 +131,11 @@ class LocalSparkCluster:
         self._procs.clear()
 
     def __enter__(self) -> Self:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # __exit__ does not run when __enter__ fails: no daemons left behind
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
