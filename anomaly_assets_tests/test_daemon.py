@@ -1,44 +1,19 @@
 """End to end through the daemon: the sensor alone carries produced events from Kafka to
 ai_enrichment_eval_metrics, exactly once, across productions and a restart of `dagster dev`."""
 
-import time
 from pathlib import Path
 
-import pytest
 from deltalake import DeltaTable
 
 from anomaly_assets.devtools.broker import create_topic
 from anomaly_assets.devtools.dagster_dev import (
-    TERMINAL,
     DagsterDev,
-    failure_messages,
     group_members,
-    runs,
+    wait_for_sensor_offsets,
 )
 from anomaly_assets.devtools.generator import EventGenerator, produce
 
 TOPIC = "daemon-events"
-SENSOR = {"dagster/sensor_name": "kafka_offsets_sensor"}
-
-
-def wait_for_offsets(dev: DagsterDev, total: int, timeout_s: float = 600) -> list[dict]:
-    """The sensor's runs once they cover ``total`` offsets and all have finished."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = runs(dev, SENSOR)
-        for r in found:
-            if r["status"] in ("FAILURE", "CANCELED"):
-                pytest.fail(
-                    f"{r['jobName']} {r['runId']}: {failure_messages(dev, r['runId'])}"
-                )
-        covered = sum(int(r["tags"]["anomaly_assets/offsets"]) for r in found)
-        if covered >= total and all(r["status"] in TERMINAL for r in found):
-            return found
-        assert time.monotonic() < deadline, (
-            f"{covered} of {total} offsets in {len(found)} runs after {timeout_s} s\n"
-            + dev.log_tail()
-        )
-        time.sleep(3)
 
 
 def table(lake: Path, name: str, columns: list[str]) -> list[dict]:
@@ -99,14 +74,14 @@ def test_sensor_runs_every_batch_exactly_once_across_a_restart(kafka_broker, tmp
         dev.start()
         # 1. a cold start: the first batch also trains the model, then everything scores
         produce_more(3000)
-        first = wait_for_offsets(dev, produced)
+        first = wait_for_sensor_offsets(dev, produced)
         assert [r["jobName"] for r in first] == ["ingest_and_train_job"]
         ends = end_offsets(bootstrap)
         assert_lakehouse_accounts_for(lake, ends)
 
         # 2. more events: only the new offsets, in a run that does not retrain
         produce_more(2000)
-        second = wait_for_offsets(dev, produced)
+        second = wait_for_sensor_offsets(dev, produced)
         new = [r for r in second if r["runId"] not in {f["runId"] for f in first}]
         assert new and {r["jobName"] for r in new} == {"ingest_job"}
         assert sum(int(r["tags"]["anomaly_assets/offsets"]) for r in new) == 2000
@@ -118,7 +93,7 @@ def test_sensor_runs_every_batch_exactly_once_across_a_restart(kafka_broker, tmp
         assert not group_members(pgid)
         produce_more(1500)
         dev.start()
-        third = wait_for_offsets(dev, produced)
+        third = wait_for_sensor_offsets(dev, produced)
         assert all(r["status"] == "SUCCESS" for r in third)
         assert sum(int(r["tags"]["anomaly_assets/offsets"]) for r in third) == produced
         assert len({r["tags"]["anomaly_assets/batch_id"] for r in third}) == len(third)

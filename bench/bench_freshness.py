@@ -22,30 +22,18 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
-from anomaly_assets.devtools.dagster_dev import ROOT, TERMINAL, DagsterDev, runs
+from anomaly_assets.devtools.dagster_dev import (
+    ROOT,
+    DagsterDev,
+    wait_for_sensor_offsets,
+)
 from anomaly_assets.devtools.generator import EventGenerator, produce
 
 TOPIC = "bench-freshness"
-SENSOR = {"dagster/sensor_name": "kafka_offsets_sensor"}
 TICKS = """{ sensorOrError(sensorSelector: {repositoryLocationName: "anomaly_assets",
   repositoryName: "__repository__", sensorName: "kafka_offsets_sensor"}) {
   ... on Sensor { sensorState { ticks(limit: 500) { status timestamp endTimestamp } } } } }"""
 RUN_TIMES = """query($id: ID!) { runOrError(runId: $id) { ... on Run { startTime endTime } } }"""
-
-
-def wait_for(dev: DagsterDev, total: int, timeout_s: float = 900) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = runs(dev, SENSOR)
-        covered = sum(int(r["tags"]["anomaly_assets/offsets"]) for r in found)
-        if covered >= total and all(r["status"] in TERMINAL for r in found):
-            bad = [r["runId"] for r in found if r["status"] != "SUCCESS"]
-            if bad:
-                sys.exit(f"sensor runs failed: {bad}; see {dev.log_path}")
-            return found
-        if time.monotonic() > deadline:
-            sys.exit(f"only {covered} of {total} offsets after {timeout_s} s")
-        time.sleep(0.5)
 
 
 def validate_seconds(home: Path, repeats: int = 3) -> list[float]:
@@ -98,7 +86,7 @@ def main() -> None:
             quiet = {"log": lambda *_: None}
             t0 = time.time()
             produce(broker.bootstrap_servers, TOPIC, 3000, gen, labels, 2, **quiet)
-            done = wait_for(dev, 3000)
+            done = wait_for_sensor_offsets(dev, 3000)
             print(
                 f"cold start (3,000 events, trains the model): {time.time() - t0:.1f} s"
             )
@@ -115,7 +103,11 @@ def main() -> None:
                     **quiet,
                 )
                 total += args.events
-                new = [r for r in wait_for(dev, total) if r["runId"] not in seen]
+                new = [
+                    r
+                    for r in wait_for_sensor_offsets(dev, total)
+                    if r["runId"] not in seen
+                ]
                 seen |= {r["runId"] for r in new}
                 end = max(
                     dev.gql(RUN_TIMES, {"id": r["runId"]})["runOrError"]["endTime"]

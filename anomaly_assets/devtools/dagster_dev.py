@@ -148,3 +148,34 @@ def wait_for_run(dev: DagsterDev, run_id: str, timeout_s: float) -> str:
             return status
         assert time.monotonic() < deadline, f"run {run_id} still {status}"
         time.sleep(3)
+
+
+SENSOR_RUNS = {"dagster/sensor_name": "kafka_offsets_sensor"}
+
+
+def wait_for_sensor_offsets(
+    dev: DagsterDev, total: int, timeout_s: float = 600, poll_s: float = 1.0
+) -> list[dict]:
+    """The offsets sensor's runs once they cover ``total`` offsets and have all finished.
+
+    A failed or cancelled run raises at once with its step errors."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = runs(dev, SENSOR_RUNS)
+        failed = [r for r in found if r["status"] in ("FAILURE", "CANCELED")]
+        if failed:
+            raise RuntimeError(
+                "; ".join(
+                    f"{r['jobName']} {r['runId']}: {failure_messages(dev, r['runId'])}"
+                    for r in failed
+                )
+            )
+        covered = sum(int(r["tags"]["anomaly_assets/offsets"]) for r in found)
+        if covered >= total and all(r["status"] in TERMINAL for r in found):
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{covered} of {total} offsets in {len(found)} runs after {timeout_s} s\n"
+                + dev.log_tail()
+            )
+        time.sleep(poll_s)
