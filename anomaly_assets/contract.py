@@ -59,6 +59,29 @@ OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "duration_ms": int,
 }
 
+#: Fields an event type cannot do without (a purchase has an amount, and so on).
+REQUIRED_BY_EVENT_TYPE: dict[str, tuple[str, ...]] = {
+    "purchase": ("amount",),
+    "login": ("success",),
+    "file_download": ("bytes_transferred",),
+    "api_call": ("bytes_transferred",),
+}
+
+#: Integer fields and the bronze column type that must hold them (bits of a signed integer).
+INTEGER_BITS: dict[str, int] = {
+    "schema_version": 32,
+    "items": 32,
+    "duration_ms": 32,
+    "bytes_transferred": 64,
+}
+
+#: Numeric fields that cannot be negative.
+NON_NEGATIVE_FIELDS = ("amount", "items", "bytes_transferred", "duration_ms")
+
 #: Longest accepted text value and message, in bytes; larger ones are quarantined as oversized.
 MAX_FIELD_CHARS = 2048
 MAX_MESSAGE_BYTES = 64 * 1024
+#: Deepest nesting of JSON objects / arrays accepted (the event itself is depth 1).
+MAX_JSON_DEPTH = 16
+#: Longest integer literal accepted, in digits (int64 has 19).
+MAX_INTEGER_DIGITS = 40

@@ -104,11 +104,19 @@ def quarantine_ratio_check(
     )
 
 
+def not_finite(column: str):
+    """True where a numeric column is null, NaN or ±Infinity."""
+    from pyspark.sql import functions as F
+
+    c = F.col(column)
+    return c.isNull() | F.isnan(c) | (F.abs(c) == F.lit(float("inf")))
+
+
 @asset_check(
     asset=AssetKey("silver_events"),
     blocking=True,
     description="Silver has every required and feature column, with no nulls in "
-    "required columns or features.",
+    "required columns and no null, NaN or infinite feature.",
 )
 def silver_schema_not_null(lakehouse: LakehouseResource) -> AssetCheckResult:
     from pyspark.sql import functions as F
@@ -120,17 +128,15 @@ def silver_schema_not_null(lakehouse: LakehouseResource) -> AssetCheckResult:
     nulls = {}
     if not missing:
         row = silver.select(
-            *[
-                F.sum(F.col(c).isNull().cast("long")).alias(c)
-                for c in (*REQUIRED_COLUMNS, *FEATURE_COLUMNS)
-            ]
+            *[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in REQUIRED_COLUMNS],
+            *[F.sum(not_finite(c).cast("long")).alias(c) for c in FEATURE_COLUMNS],
         ).first()
         nulls = {c: row[c] for c in row.asDict() if row[c]}
     return AssetCheckResult(
         passed=not missing and not nulls,
         metadata={
             "missing_columns": MetadataValue.json(missing),
-            "null_counts": MetadataValue.json(nulls),
+            "null_or_non_finite_counts": MetadataValue.json(nulls),
         },
     )
 

@@ -7,7 +7,14 @@ import json
 from datetime import UTC, datetime
 
 from anomaly_assets.lib.offsets import OffsetRange
-from anomaly_assets.lib.validation import PARSED_COLUMNS, classify, encode_raw, preview
+from anomaly_assets.lib.validation import (
+    DEFAULT_POLICY,
+    PARSED_COLUMNS,
+    ValidationPolicy,
+    classify,
+    encode_raw,
+    preview,
+)
 
 #: (column, Spark type) of the validated frame: reader columns, the contract's parsed columns,
 #: then raw bytes and the verdict. The Arrow schema of mapInArrow is derived from it.
@@ -108,49 +115,92 @@ def read_ranges(spark, client_config: dict, topic: str, ranges: list[OffsetRange
     )
 
 
-def _validate_batches(batches):
-    """mapInArrow body: one output row per input message, valid or not."""
+def _validated_row(value, key, topic, partition, offset, ts, policy) -> dict:
+    kafka_ts = ts if ts is None or ts.tzinfo else ts.replace(tzinfo=UTC)
+    event, reason, detail = classify(value, kafka_ts, policy)
+    row = dict.fromkeys(PARSED_COLUMNS) if event is None else {**event}
+    row.update(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        kafka_ts=kafka_ts,
+        key=None if key is None else key.decode("utf-8", errors="replace"),
+        raw_value=None if event is None else value.decode("utf-8"),
+        raw_value_b64=None if event is not None else encode_raw(value),
+        raw_preview=None if event is not None else preview(value),
+        raw_size=None if value is None else len(value),
+        reason=reason,
+        reason_detail=detail,
+    )
+    return row
+
+
+def _to_batch(rows: list[dict], schema):
+    """Rows as one Arrow batch. Should a row still not fit the schema (a validator bug), it
+    becomes a quarantine row with ``unencodable_row`` rather than failing the whole batch."""
     import pyarrow as pa
 
-    schema = _arrow_schema()
-    names = schema.names
-    for batch in batches:
-        cols = {n: [] for n in names}
-        data = batch.to_pydict()
-        for i, value in enumerate(data["value"]):
-            event, reason, detail = classify(value)
-            key = data["key"][i]
-            cols["topic"].append(data["topic"][i])
-            cols["partition"].append(data["partition"][i])
-            cols["offset"].append(data["offset"][i])
-            ts = data["timestamp"][i]
-            cols["kafka_ts"].append(
-                ts if ts is None or ts.tzinfo else ts.replace(tzinfo=UTC)
-            )
-            cols["key"].append(
-                None if key is None else key.decode("utf-8", errors="replace")
-            )
-            for name in PARSED_COLUMNS:
-                cols[name].append(None if event is None else event[name])
-            cols["raw_value"].append(None if event is None else value.decode("utf-8"))
-            cols["raw_value_b64"].append(
-                None if event is not None else encode_raw(value)
-            )
-            cols["raw_preview"].append(None if event is not None else preview(value))
-            cols["raw_size"].append(None if value is None else len(value))
-            cols["reason"].append(reason)
-            cols["reason_detail"].append(detail)
-        yield pa.RecordBatch.from_pydict(cols, schema=schema)
+    try:
+        return pa.RecordBatch.from_pylist(rows, schema=schema)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        pass
+    fixed = []
+    for row in rows:
+        try:
+            pa.RecordBatch.from_pylist([row], schema=schema)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            text = row["raw_value"]
+            raw = text.encode("utf-8", "surrogatepass") if text is not None else None
+            row = {
+                **dict.fromkeys(schema.names),
+                **{n: row[n] for n in ("topic", "partition", "offset", "kafka_ts")},
+                "raw_value_b64": row["raw_value_b64"] or encode_raw(raw),
+                "raw_preview": row["raw_preview"] or preview(raw),
+                "raw_size": row["raw_size"],
+                "reason": "unencodable_row",
+                "reason_detail": f"{type(exc).__name__}: {exc}"[:300],
+            }
+        fixed.append(row)
+    return pa.RecordBatch.from_pylist(fixed, schema=schema)
 
 
-def validate(raw_df, batch_id: str, ingested_at: datetime | None = None):
+def _validator(policy: ValidationPolicy):
+    """mapInArrow body: one output row per input message, valid or not."""
+
+    def validate_batches(batches):
+        schema = _arrow_schema()
+        for batch in batches:
+            data = batch.to_pydict()
+            rows = [
+                _validated_row(*fields, policy)
+                for fields in zip(
+                    data["value"],
+                    data["key"],
+                    data["topic"],
+                    data["partition"],
+                    data["offset"],
+                    data["timestamp"],
+                    strict=True,
+                )
+            ]
+            yield _to_batch(rows, schema)
+
+    return validate_batches
+
+
+def validate(
+    raw_df,
+    batch_id: str,
+    ingested_at: datetime | None = None,
+    policy: ValidationPolicy = DEFAULT_POLICY,
+):
     """Every Kafka row classified: contract columns for valid events, a reason for the rest."""
     from pyspark.sql import functions as F
 
     ingested_at = ingested_at or datetime.now(UTC)
     return (
         raw_df.select("key", "value", "topic", "partition", "offset", "timestamp")
-        .mapInArrow(_validate_batches, VALIDATED_SCHEMA)
+        .mapInArrow(_validator(policy), VALIDATED_SCHEMA)
         .withColumn("batch_id", F.lit(batch_id))
         .withColumn("ingested_at", F.lit(ingested_at).cast("timestamp"))
     )

@@ -21,11 +21,11 @@ FEATURES: dict[str, str] = {
     "hour_of_day": "hour of the event in UTC",
     "hour_deviation": "circular distance in hours from the user's usual hour (0 without history)",
     "amount_vs_user_mean": "purchase amount / the user's mean earlier purchase (1 if none; "
-    "0 for other events)",
+    "0 for other events; capped at 1e6)",
     "amount_log": "log1p of the purchase amount (0 for other events)",
     "bytes_log": "log1p of bytes transferred (0 when the event moves no data)",
     "bytes_vs_user_mean": "bytes transferred / the user's mean earlier transfer (1 if none; "
-    "0 when no data)",
+    "0 when no data; capped at 1e6)",
     "duration_ms_log": "log1p of the event's duration in milliseconds",
     "is_failed_login": "1 for a login with success = false",
 }
@@ -75,6 +75,8 @@ GOLD_EVENT_COLUMNS = (
     "batch_id",
 )
 MAX_GAP_S = 7 * 24 * 3600
+#: Cap of the ratio features: a huge amount over a tiny mean stays finite.
+MAX_RATIO = 1e6
 
 
 def dedupe_new(new, history):
@@ -171,7 +173,7 @@ def with_features(events):
             "amount_vs_user_mean",
             F.when(F.col("event_type") != "purchase", F.lit(0.0))
             .when(prior_amount.isNull() | (prior_amount == 0), F.lit(1.0))
-            .otherwise(F.col("amount") / prior_amount),
+            .otherwise(F.least(F.col("amount") / prior_amount, F.lit(MAX_RATIO))),
         )
         .withColumn(
             "amount_log",
@@ -185,7 +187,9 @@ def with_features(events):
             "bytes_vs_user_mean",
             F.when(F.col("bytes_transferred").isNull(), F.lit(0.0))
             .when(prior_bytes.isNull() | (prior_bytes == 0), F.lit(1.0))
-            .otherwise(F.col("bytes_transferred") / prior_bytes),
+            .otherwise(
+                F.least(F.col("bytes_transferred") / prior_bytes, F.lit(MAX_RATIO))
+            ),
         )
         .withColumn("duration_ms_log", F.log1p(F.coalesce("duration_ms", F.lit(0))))
         .withColumn("is_failed_login", failed.cast("int"))
