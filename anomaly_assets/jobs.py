@@ -7,6 +7,7 @@ INGESTION_TAGS = {"anomaly_assets/lane": "ingestion"}
 INGESTION_ASSETS = (
     "bronze_events",
     "bronze_quarantine",
+    "bronze_offset_ledger",
     "silver_events",
     "gold_anomaly_predictions",
     "gold_batch_drift",

@@ -1,17 +1,25 @@
 """The Kafka offsets sensor: new offsets in the topic become bounded, exactly-once batches.
 
-Each tick reads the per-partition end offsets (no consuming), plans batches of at most
-``max_batch_events`` from the cursor, and requests one run per batch. The run_key is the exact
-range, so Dagster never launches the same range twice, and the cursor moves only over ranges
-it requested. An unreachable broker skips the tick and leaves the cursor alone.
+Each tick reads the topic's id and per-partition end offsets (the last stable offset under
+read_committed; no consuming), plans batches of at most ``max_batch_events`` from the cursor,
+and requests one run per batch. The run_key is the exact range, so Dagster never launches the
+same range twice. The cursor remembers every requested batch until its run succeeds; a failed
+or cancelled run is requested again under a fresh run key after an exponential backoff
+(``lib/sensor_state.py``), so a failure never leaves a hole behind the cursor. An unreachable
+broker skips the tick and leaves the cursor alone. A topic deleted and created again (new
+topic id), or a new topic name in the configuration, starts from that topic's log start and
+says so in the tick log and as an observation on bronze_events.
 
 Cold start: while ``anomaly_model`` has not produced a champion (and no run is already
 training it), the tick's first batch goes to ``ingest_and_train_job``, which trains the model
 on the silver rows before scoring them, so a fresh deployment needs no manual step.
 """
 
+import time
+
 from dagster import (
     AssetKey,
+    AssetObservation,
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -30,15 +38,22 @@ from anomaly_assets.lib.offsets import (
     advance,
     batch_id,
     batch_key,
-    decode_cursor,
-    encode_cursor,
-    fetch_offsets,
+    fetch_topic_state,
     plan_batches,
     ranges_to_config,
 )
+from anomaly_assets.lib.sensor_state import (
+    FAILED,
+    IN_FLIGHT,
+    SUCCEEDED,
+    UNKNOWN,
+    PendingBatch,
+    SensorCursor,
+    decide,
+)
 from anomaly_assets.resources.kafka import KafkaResource
 
-_IN_FLIGHT = [
+IN_FLIGHT_STATUSES = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
     DagsterRunStatus.STARTING,
@@ -58,28 +73,77 @@ def needs_model(instance: DagsterInstance) -> bool:
         if champion is not None and champion.value != "none":
             return False
     training = instance.get_runs(
-        RunsFilter(job_name=ingest_and_train_job.name, statuses=_IN_FLIGHT), limit=1
+        RunsFilter(job_name=ingest_and_train_job.name, statuses=IN_FLIGHT_STATUSES),
+        limit=1,
     )
     return not training
 
 
-def run_request(topic: str, ranges, train: bool = False) -> RunRequest:
-    bid = batch_id(topic, ranges)
+BATCH_TAG = "anomaly_assets/batch_id"
+ATTEMPT_TAG = "anomaly_assets/attempt"
+_FINISHED = {
+    DagsterRunStatus.SUCCESS: SUCCEEDED,
+    DagsterRunStatus.FAILURE: FAILED,
+    DagsterRunStatus.CANCELED: FAILED,
+}
+
+
+def run_request(topic: str, batch: PendingBatch, train: bool = False) -> RunRequest:
+    ranges = list(batch.ranges)
+    key = batch_key(topic, ranges)
     return RunRequest(
         job_name=(ingest_and_train_job if train else ingest_job).name,
-        run_key=batch_key(topic, ranges),
+        run_key=key if batch.attempt == 1 else f"{key}|attempt={batch.attempt}",
         run_config={
             "ops": {
                 "bronze": {
-                    "config": {"batch_id": bid, "ranges": ranges_to_config(ranges)}
+                    "config": {
+                        "batch_id": batch.batch_id,
+                        "topic_id": batch.topic_id,
+                        "ranges": ranges_to_config(ranges),
+                    }
                 }
             }
         },
         tags={
-            "anomaly_assets/batch_id": bid,
+            BATCH_TAG: batch.batch_id,
+            ATTEMPT_TAG: str(batch.attempt),
             "anomaly_assets/topic": topic,
             "anomaly_assets/offsets": str(sum(r.count for r in ranges)),
         },
+    )
+
+
+def run_outcomes(instance: DagsterInstance, batch_ids: list[str]) -> dict[str, str]:
+    """batch id -> outcome of its latest run (UNKNOWN when it has none yet)."""
+    outcomes: dict[str, str] = {}
+    if batch_ids:
+        for run in instance.get_runs(RunsFilter(tags={BATCH_TAG: batch_ids})):
+            bid = run.tags.get(BATCH_TAG)
+            if bid not in outcomes:  # newest first
+                outcomes[bid] = _FINISHED.get(run.status, IN_FLIGHT)
+    return {b: outcomes.get(b, UNKNOWN) for b in batch_ids}
+
+
+def _restart_topic(cursor: SensorCursor, state, log) -> AssetObservation | None:
+    """A new topic name or a recreated topic starts from its log start; says so."""
+    if cursor.topic == state.topic and cursor.topic_id in ("", state.topic_id):
+        cursor.topic_id = state.topic_id
+        return None
+    if cursor.topic != state.topic:
+        what = f"topic changed from {cursor.topic!r} to {state.topic!r}"
+    else:
+        what = (
+            f"topic {state.topic!r} was deleted and created again (id "
+            f"{cursor.topic_id} -> {state.topic_id})"
+        )
+    message = f"Kafka {what}: ingesting it from its log start {state.starts}."
+    log.warning(message)
+    cursor.topic, cursor.topic_id, cursor.offsets = state.topic, state.topic_id, {}
+    return AssetObservation(
+        asset_key="bronze_events",
+        description=message,
+        metadata={"topic": state.topic, "topic_id": state.topic_id},
     )
 
 
@@ -89,32 +153,74 @@ def run_request(topic: str, ranges, train: bool = False) -> RunRequest:
     default_status=DefaultSensorStatus.RUNNING
     if settings.SENSOR_RUNNING
     else DefaultSensorStatus.STOPPED,
-    description="Starts an ingestion run for each bounded batch of new Kafka offsets.",
+    description="Starts an ingestion run for each bounded batch of new Kafka offsets, and "
+    "requests a failed batch again with backoff.",
 )
 def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
     try:
-        starts, ends = fetch_offsets(
-            kafka.client_config(), kafka.topic, kafka.request_timeout_s
+        state = fetch_topic_state(
+            kafka.client_config(),
+            kafka.topic,
+            kafka.request_timeout_s,
+            kafka.read_committed,
         )
     except KafkaUnavailable as exc:
         return SkipReason(f"Kafka unavailable, cursor unchanged: {exc}")
-    cursor = decode_cursor(context.cursor)
-    batches = plan_batches(
-        cursor,
-        ends,
-        kafka.max_batch_events,
-        kafka.max_runs_per_tick,
-        start_offsets=starts,
+    cursor = SensorCursor.decode(context.cursor, kafka.topic)
+    observation = _restart_topic(cursor, state, context.log)
+    now = time.time()
+    policy = kafka.retry_policy()
+
+    retries: list[PendingBatch] = []
+    outcomes = run_outcomes(context.instance, list(cursor.pending))
+    for bid, outcome in outcomes.items():
+        decision = decide(cursor.pending[bid], outcome, now, policy)
+        if decision.message:
+            log = (
+                context.log.error
+                if decision.action == "give_up"
+                else context.log.warning
+            )
+            log(decision.message)
+        if decision.action in ("done", "give_up"):
+            del cursor.pending[bid]
+        else:
+            cursor.pending[bid] = decision.batch
+            if decision.action == "retry":
+                retries.append(decision.batch)
+
+    room = max(0, kafka.max_pending_batches - len(cursor.pending))
+    batches = (
+        plan_batches(
+            cursor.offsets,
+            state.ends,
+            kafka.max_batch_events,
+            min(kafka.max_runs_per_tick, room),
+            start_offsets=state.starts,
+        )
+        if room
+        else []
     )
-    if not batches:
-        return SkipReason(
-            f"No new offsets in {kafka.topic} (cursor {encode_cursor(cursor)})."
+    new = [
+        PendingBatch(batch_id(kafka.topic, b), state.topic_id, tuple(b), 1, now)
+        for b in batches
+    ]
+    cursor.offsets = advance(cursor.offsets, batches)
+    cursor.pending.update({b.batch_id: b for b in new})
+    if not new and not retries:
+        waiting = len(cursor.pending)
+        return SensorResult(
+            skip_reason=f"No new offsets in {kafka.topic} "
+            f"({waiting} batch(es) in flight or waiting to retry).",
+            cursor=cursor.encode(),
+            asset_events=[observation] if observation else [],
         )
     train_first = needs_model(context.instance)
     return SensorResult(
         run_requests=[
             run_request(kafka.topic, b, train=train_first and i == 0)
-            for i, b in enumerate(batches)
+            for i, b in enumerate([*retries, *new])
         ],
-        cursor=encode_cursor(advance(cursor, batches)),
+        cursor=cursor.encode(),
+        asset_events=[observation] if observation else [],
     )

@@ -1,40 +1,49 @@
-"""bronze_events and bronze_quarantine: every Kafka offset of a batch lands in exactly one.
+"""bronze_events, bronze_quarantine and bronze_offset_ledger: every Kafka offset of a batch
+lands in exactly one place, and the ledger says where.
 
 Exactly once: both tables are written with a Delta MERGE that inserts only offsets whose
-(topic, partition, offset) is not stored yet. A retry after a crash, a re-run of the same
-batch or a manual run overlapping a sensor batch therefore adds nothing twice, and each
-write is one Delta transaction, so a crash never leaves half a batch. Offsets come from
-the run config (the sensor's exact ranges) or, for a manual run, from the tables' own
-high-water marks up to the topic's current end.
+(topic, topic_id, partition, offset) is not stored yet, and a run reads only the offsets of
+its ranges that have no ledger row. The ledger row is written last, so it is the batch's
+commit record: a crash before it leaves offsets that the retry (or a catch-up run) reads
+again, and the MERGEs add nothing twice. Offsets come from the run config (the sensor's
+exact ranges) or, for a manual run, from the ledger: its holes first, then new offsets.
 """
 
 from dagster import (
     AssetExecutionContext,
     AssetOut,
+    Backoff,
     Config,
+    Jitter,
     MetadataValue,
     Output,
+    RetryPolicy,
     multi_asset,
 )
 from pydantic import Field
-from pyspark.sql import functions as F
 
 from anomaly_assets.lib import bronze as lib
-from anomaly_assets.lib.offsets import (
-    OffsetRange,
-    batch_id,
-    fetch_offsets,
-    plan_batches,
+from anomaly_assets.lib.ledger import (
+    LEDGER_SCHEMA,
+    catch_up_ranges,
+    landed_intervals,
+    subtract,
 )
+from anomaly_assets.lib.offsets import OffsetRange, batch_id, fetch_topic_state
 from anomaly_assets.resources import KafkaResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
-OFFSET_KEYS = ["topic", "partition", "offset"]
+OFFSET_KEYS = ["topic", "topic_id", "partition", "offset"]
 _DELTA_MERGE = {
     "delta/write_mode": "merge_insert",
     "delta/merge_keys": OFFSET_KEYS,
     "delta/merge_range_column": "offset",
 }
+
+#: A broker restart or a network blip mid-read: retried in the run, with backoff.
+KAFKA_RETRY = RetryPolicy(
+    max_retries=3, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
 
 
 class OffsetRangeConfig(Config):
@@ -47,41 +56,29 @@ class BronzeConfig(Config):
     """Set by the Kafka offsets sensor; leave empty in the launchpad to catch up."""
 
     batch_id: str = Field(default="", description="Derived from the ranges when empty.")
+    topic_id: str = Field(
+        default="",
+        description="Kafka topic id the ranges were planned on; empty = the current one.",
+    )
     ranges: list[OffsetRangeConfig] = Field(
         default_factory=list,
-        description="Exact per-partition offset ranges; empty = from the tables' high-water "
-        "marks to the topic's end.",
+        description="Exact per-partition offset ranges; empty = the ledger's holes, then "
+        "everything after its high-water marks up to the topic's end.",
     )
     max_events: int = Field(
         default=200_000, description="Cap for a catch-up run without ranges."
     )
 
 
-def resolve_ranges(
-    config: BronzeConfig, kafka: KafkaResource, lakehouse: LakehouseResource
-):
-    """The run's offset ranges: from config, or everything new since the stored offsets."""
-    if config.ranges:
-        return [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
-    marks = lib.high_water_marks(
-        kafka.topic,
-        lakehouse.read("bronze_events"),
-        lakehouse.read("bronze_quarantine"),
-    )
-    starts, ends = fetch_offsets(
-        kafka.client_config(), kafka.topic, kafka.request_timeout_s
-    )
-    batches = plan_batches(
-        marks, ends, config.max_events, max_batches=1, start_offsets=starts
-    )
-    return batches[0] if batches else []
+def _range_text(ranges: list[OffsetRange]) -> str:
+    return ", ".join(f"p{r.partition}:[{r.start},{r.end})" for r in ranges) or "none"
 
 
 @multi_asset(
     outs={
         "bronze_events": AssetOut(
-            description="Every valid Kafka message once: raw JSON, key, offsets, Kafka "
-            "timestamp, batch id, ingestion time and the contract's parsed columns.",
+            description="Every valid Kafka message once: raw JSON, key, topic id, offsets, "
+            "Kafka timestamp, batch id, ingestion time and the contract's parsed columns.",
             group_name="bronze",
             kinds={"spark", "delta", "kafka"},
             metadata=_DELTA_MERGE,
@@ -97,8 +94,23 @@ def resolve_ranges(
             tags={"layer": "bronze"},
             owners=["team:data-platform"],
         ),
+        "bronze_offset_ledger": AssetOut(
+            description="One row per landed offset range: how many offsets went to bronze, "
+            "to quarantine and to skips (retention, transaction markers, aborted records, "
+            "compaction, deleted topic), so every offset is accounted for.",
+            group_name="bronze",
+            kinds={"spark", "delta", "kafka"},
+            metadata={
+                "delta/write_mode": "merge_insert",
+                "delta/merge_keys": ["topic", "topic_id", "partition", "start_offset"],
+            },
+            tags={"layer": "bronze"},
+            owners=["team:data-platform"],
+        ),
     },
     name="bronze",
+    pool="anomaly_assets/bronze",
+    retry_policy=KAFKA_RETRY,
 )
 def bronze(
     context: AssetExecutionContext,
@@ -106,48 +118,94 @@ def bronze(
     kafka: KafkaResource,
     lakehouse: LakehouseResource,
 ):
-    ranges = resolve_ranges(config, kafka, lakehouse)
-    bid = config.batch_id or batch_id(kafka.topic, ranges)
-    total = sum(r.count for r in ranges)
-    range_text = (
-        ", ".join(f"p{r.partition}:[{r.start},{r.end})" for r in ranges) or "none"
-    )
-    context.log.info(f"Batch {bid}: {total:,} offsets of {kafka.topic} ({range_text})")
     spark = lakehouse.spark_session
-    if ranges:
-        raw = lib.read_ranges(spark, kafka.client_config(), kafka.topic, ranges)
-        validated = lib.validate(raw, bid).persist()
-    else:  # nothing new: an empty write keeps both tables and their metadata current
-        validated = spark.createDataFrame([], lib.VALIDATED_SCHEMA).withColumns(
-            {"batch_id": F.lit(bid), "ingested_at": F.current_timestamp()}
-        )
-    reasons = {
-        row["reason"]: row["count"]
-        for row in validated.groupBy("reason").count().collect()
-    }
-    n_valid = reasons.pop(None, 0)
-    n_quarantined = sum(reasons.values())
-    if n_valid + n_quarantined != total:
-        raise RuntimeError(
-            f"Read {n_valid + n_quarantined} messages for {total} offsets in batch {bid}; "
-            "refusing to write a partial batch."
-        )
-    context.log.info(
-        f"Batch {bid}: {n_valid:,} valid, {n_quarantined:,} quarantined {reasons or ''}"
+    state = fetch_topic_state(
+        kafka.client_config(),
+        kafka.topic,
+        kafka.request_timeout_s,
+        kafka.read_committed,
     )
+    topic_id = config.topic_id or state.topic_id
+    ledger = lakehouse.read("bronze_offset_ledger")
+    if config.ranges:
+        requested = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
+    else:
+        requested = catch_up_ranges(
+            landed_intervals(ledger, kafka.topic, topic_id),
+            state.starts,
+            state.ends,
+            config.max_events,
+        )
+    pieces = subtract(
+        requested, landed_intervals(ledger, kafka.topic, topic_id, requested)
+    )
+    bid = config.batch_id or batch_id(kafka.topic, requested)
+    context.log.info(
+        f"Batch {bid}: {kafka.topic} (id {topic_id}) requested {_range_text(requested)}; "
+        f"not landed yet: {_range_text(pieces)}"
+    )
+    if topic_id != state.topic_id:
+        context.log.warning(
+            f"Topic {kafka.topic} now has id {state.topic_id}, not {topic_id}: it was "
+            "deleted and created again; this batch's offsets are recorded as topic_deleted."
+        )
+    batch = lib.prepare_batch(
+        spark,
+        kafka.client_config(),
+        state,
+        topic_id,
+        pieces,
+        bid,
+        kafka.read_committed,
+        kafka.request_timeout_s,
+    )
+    skipped: dict[str, int] = {}
+    for s in batch.skips:
+        skipped[s.reason] = skipped.get(s.reason, 0) + s.count
+    reasons = {
+        r["reason"]: r["count"]
+        for r in batch.validated.filter("reason IS NOT NULL")
+        .groupBy("reason")
+        .count()
+        .collect()
+    }
+    context.log.info(
+        f"Batch {bid}: {batch.n_valid:,} valid, {batch.n_quarantined:,} quarantined "
+        f"{reasons or ''}, {sum(skipped.values()):,} skipped {skipped or ''}"
+    )
+    if skipped.get("retention"):
+        context.log.warning(
+            f"{skipped['retention']:,} offsets of {kafka.topic} were deleted by retention "
+            "before they were read."
+        )
     batch_meta = {
         "batch_id": bid,
-        "offset_ranges": MetadataValue.json([r.__dict__ for r in ranges]),
-        "offsets_in_batch": total,
+        "topic_id": topic_id,
+        "offset_ranges": MetadataValue.json([r.__dict__ for r in requested]),
+        "offsets_in_batch": sum(r.count for r in requested),
+        "offsets_read_now": sum(r.count for r in pieces),
     }
-    valid, invalid = lib.split(validated)
-    yield Output(valid, "bronze_events", metadata={**batch_meta, "valid": n_valid})
+    valid, invalid = lib.split(batch.validated)
+    yield Output(
+        valid, "bronze_events", metadata={**batch_meta, "valid": batch.n_valid}
+    )
     yield Output(
         invalid,
         "bronze_quarantine",
         metadata={
             **batch_meta,
-            "quarantined": n_quarantined,
+            "quarantined": batch.n_quarantined,
             "reasons": MetadataValue.json(reasons),
         },
     )
+    yield Output(
+        spark.createDataFrame(batch.ledger, LEDGER_SCHEMA),
+        "bronze_offset_ledger",
+        metadata={
+            **batch_meta,
+            "skipped": sum(skipped.values()),
+            "skipped_by_reason": MetadataValue.json(skipped),
+            "skipped_retention": skipped.get("retention", 0),
+        },
+    )
+    batch.validated.unpersist()

@@ -139,6 +139,7 @@ def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
         ),
     },
     name="enrichment",
+    pool="anomaly_assets/enrichment",
 )
 def enrichment(
     context: AssetExecutionContext,

@@ -223,6 +223,7 @@ def _evaluation_rows(
     },
     tags={"layer": "ai"},
     owners=["team:ml-platform"],
+    pool="anomaly_assets/ai_enrichment_eval_metrics",
 )
 def ai_enrichment_eval_metrics(
     context: AssetExecutionContext,

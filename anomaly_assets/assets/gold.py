@@ -54,7 +54,9 @@ def load_champion(mlflow_settings: MlflowResource):
         )
     import mlflow  # champion_version() above already pointed it at the registry
 
-    uri = f"models:/{mlflow_settings.registered_model_name}@{CHAMPION}"
+    # The alias is resolved once, above; loading by that version keeps the model, its
+    # thresholds and the version stamped on every row together if the alias moves meanwhile.
+    uri = f"models:/{mlflow_settings.registered_model_name}/{version.version}"
     model = mlflow.sklearn.load_model(uri)
     metadata = mlflow.models.get_model_info(uri).metadata
     return model, metadata, version
@@ -129,6 +131,7 @@ DRIFT_SCHEMA = (
         ),
     },
     name="gold",
+    pool="anomaly_assets/gold",
 )
 def gold(
     context: AssetExecutionContext,

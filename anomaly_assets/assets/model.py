@@ -100,6 +100,7 @@ def sample_features(silver, sample_size: int, seed: int):
     kinds={"mlflow", "sklearn", "spark"},
     tags={"layer": "model"},
     owners=["team:ml-platform"],
+    pool="anomaly_assets/anomaly_model",
 )
 def anomaly_model(
     context: AssetExecutionContext,

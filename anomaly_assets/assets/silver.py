@@ -30,6 +30,7 @@ LINEAGE = column_lineage(
     metadata={"delta/write_mode": "merge_insert", "delta/merge_keys": ["event_id"]},
     tags={"layer": "silver"},
     owners=["team:data-platform"],
+    pool="anomaly_assets/silver_events",
 )
 def silver_events(
     context: AssetExecutionContext, bronze_events, lakehouse: LakehouseResource

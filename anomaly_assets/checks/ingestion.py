@@ -1,4 +1,5 @@
-"""Asset checks on bronze and silver: offsets accounted for, quarantine share, silver shape."""
+"""Asset checks on bronze and silver: every offset accounted for, no ledger holes, quarantine
+share, silver shape."""
 
 from dagster import (
     AssetCheckResult,
@@ -6,49 +7,190 @@ from dagster import (
     AssetKey,
     Config,
     MetadataValue,
+    RunsFilter,
     asset_check,
 )
 from pydantic import Field
 
 from anomaly_assets.lib.features import FEATURE_COLUMNS, REQUIRED_COLUMNS
+from anomaly_assets.lib.ledger import scan_ledger, verify_batch
+from anomaly_assets.lib.offsets import OffsetRange
+from anomaly_assets.resources.kafka import KafkaResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.sensors import IN_FLIGHT_STATUSES
 
 
-def offset_gaps(bronze, quarantine):
-    """Per (batch, topic, partition) in bronze ∪ quarantine: rows, distinct offsets, span.
+def _latest_batch(instance) -> dict | None:
+    """The offset ranges and topic id of the ledger's latest write (this run's batch)."""
+    event = instance.get_latest_materialization_event(AssetKey("bronze_offset_ledger"))
+    if event is None or event.asset_materialization is None:
+        return None
+    meta = event.asset_materialization.metadata
+    return {
+        "batch_id": meta["batch_id"].value,
+        "topic_id": meta["topic_id"].value,
+        "ranges": [OffsetRange(**r) for r in meta["offset_ranges"].value],
+    }
 
-    Contiguous means rows == distinct == max - min + 1 for every group.
-    """
+
+def _overlapping(df, ranges, start_col: str, end_col: str | None = None):
+    """Rows of ``df`` inside ``ranges`` (by partition and offsets): Delta skips other files."""
     from pyspark.sql import functions as F
 
-    cols = ["batch_id", "topic", "partition", "offset"]
-    both = bronze.select(*cols)
-    if quarantine is not None:
-        both = both.unionByName(quarantine.select(*cols))
-    return (
-        both.groupBy("batch_id", "topic", "partition")
-        .agg(
-            F.count("*").alias("rows"),
-            F.countDistinct("offset").alias("distinct_offsets"),
-            (F.max("offset") - F.min("offset") + 1).alias("span"),
-        )
-        .filter("rows != span OR distinct_offsets != rows")
-    )
+    cond = None
+    for r in ranges:
+        if end_col is None:
+            one = F.col(start_col).between(r.start, r.end - 1)
+        else:
+            one = (F.col(start_col) < r.end) & (F.col(end_col) > r.start)
+        one = (F.col("partition") == r.partition) & one
+        cond = one if cond is None else cond | one
+    return df.filter(cond)
 
 
 @asset_check(
     asset=AssetKey("bronze_events"),
+    additional_deps=[AssetKey("bronze_quarantine"), AssetKey("bronze_offset_ledger")],
     blocking=True,
-    description="Within every batch and partition, bronze and quarantine together hold "
-    "each offset once with no gap.",
+    description="Every offset of the batch just written is in exactly one place: "
+    "bronze_events, bronze_quarantine or a ledger skip with a reason. Reads only the "
+    "batch's offsets.",
 )
-def bronze_offsets_contiguous(lakehouse: LakehouseResource) -> AssetCheckResult:
-    bad = offset_gaps(
-        lakehouse.read("bronze_events"), lakehouse.read("bronze_quarantine")
-    )
-    rows = [r.asDict() for r in bad.limit(20).collect()]
+def bronze_batch_accounted(context, lakehouse: LakehouseResource) -> AssetCheckResult:
+    from pyspark.sql import functions as F
+
+    batch = _latest_batch(context.instance)
+    if batch is None or not batch["ranges"]:
+        return AssetCheckResult(passed=True, metadata={"batch_id": "none"})
+    ranges, topic_id = batch["ranges"], batch["topic_id"]
+    ledger = lakehouse.read("bronze_offset_ledger")
+    rows = [
+        tuple(r)
+        for r in _overlapping(
+            ledger.filter(F.col("topic_id") == topic_id),
+            ranges,
+            "start_offset",
+            "end_offset",
+        )
+        .select(
+            "partition",
+            "start_offset",
+            "end_offset",
+            "bronze_rows",
+            "quarantine_rows",
+            "skipped",
+        )
+        .collect()
+    ]
+    spans = [OffsetRange(p, s, e) for p, s, e, *_ in rows] or ranges
+    stored_rows = None
+    for name in ("bronze_events", "bronze_quarantine"):
+        table = lakehouse.read(name)
+        if table is not None:
+            part = _overlapping(
+                table.filter(F.col("topic_id") == topic_id), spans, "offset"
+            ).select("partition", "offset")
+            stored_rows = part if stored_rows is None else stored_rows.unionByName(part)
+    stored = {
+        r["partition"]: (r["n"], r["d"])
+        for r in stored_rows.groupBy("partition")
+        .agg(F.count("*").alias("n"), F.countDistinct("offset").alias("d"))
+        .collect()
+    }
+    problems = verify_batch(ranges, rows, stored)
     return AssetCheckResult(
-        passed=not rows, metadata={"bad_groups": MetadataValue.json(rows)}
+        passed=not problems,
+        metadata={
+            "batch_id": batch["batch_id"],
+            "offsets_checked": sum(r.count for r in ranges),
+            "problems": MetadataValue.json(problems[:20]),
+        },
+    )
+
+
+def _previous_marks(instance, check_key) -> dict:
+    """contiguous_through of this check's last evaluation ({} when there is none)."""
+    try:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            check_key, limit=1
+        )
+        meta = history[0].event.dagster_event.event_specific_data.metadata
+        return meta["contiguous_through"].value
+    except (IndexError, AttributeError, KeyError, TypeError):
+        return {}
+
+
+def _in_flight_ranges(instance, topic: str) -> list[OffsetRange]:
+    """Offset ranges of ingestion runs queued or running for ``topic``."""
+    runs = instance.get_runs(
+        RunsFilter(tags={"anomaly_assets/topic": topic}, statuses=IN_FLIGHT_STATUSES)
+    )
+    out = []
+    for run in runs:
+        config = (
+            (run.run_config or {}).get("ops", {}).get("bronze", {}).get("config", {})
+        )
+        out += [OffsetRange(**r) for r in config.get("ranges", [])]
+    return out
+
+
+@asset_check(
+    asset=AssetKey("bronze_offset_ledger"),
+    description="No hole in the offset ledger: per partition, every offset from the first "
+    "landed one to the highest is in bronze, quarantine or a recorded skip. Reads only "
+    "ledger rows past the last proven-contiguous offset. A hole means a batch failed: the "
+    "sensor retries it with backoff, and a catch-up run (Materialize without config) "
+    "fills it now.",
+)
+def offset_ledger_no_holes(
+    context, kafka: KafkaResource, lakehouse: LakehouseResource
+) -> AssetCheckResult:
+    from pyspark.sql import functions as F
+
+    batch = _latest_batch(context.instance)
+    ledger = lakehouse.read("bronze_offset_ledger")
+    if batch is None or ledger is None:
+        return AssetCheckResult(passed=True, metadata={"holes": 0})
+    topic_id = batch["topic_id"]
+    previous = _previous_marks(context.instance, context.check_specs[0].key)
+    marks = {int(p): o for p, o in previous.get(topic_id, {}).items()}
+    rows = ledger.filter(
+        (F.col("topic") == kafka.topic) & (F.col("topic_id") == topic_id)
+    )
+    for p, mark in marks.items():
+        rows = rows.filter((F.col("partition") != p) | (F.col("end_offset") > mark))
+    landed: dict[int, list[tuple[int, int]]] = {}
+    for r in rows.select("partition", "start_offset", "end_offset").collect():
+        landed.setdefault(r[0], []).append((r[1], r[2]))
+    new_marks, holes = scan_ledger(landed, marks)
+    flying = _in_flight_ranges(context.instance, kafka.topic)
+    described = [
+        {
+            "partition": h.partition,
+            "start": h.start,
+            "end": h.end,
+            "run_in_flight": any(
+                f.partition == h.partition and f.start < h.end and f.end > h.start
+                for f in flying
+            ),
+        }
+        for h in holes
+    ]
+    return AssetCheckResult(
+        passed=not holes,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "holes": len(holes),
+            "missing_offsets": sum(h.count for h in holes),
+            "hole_ranges": MetadataValue.json(described[:50]),
+            "ledger_rows_read": sum(len(v) for v in landed.values()),
+            "contiguous_through": MetadataValue.json(
+                {
+                    **previous,
+                    topic_id: {str(p): o for p, o in {**marks, **new_marks}.items()},
+                }
+            ),
+        },
     )
 
 
@@ -158,7 +300,8 @@ def silver_unique_event_id(lakehouse: LakehouseResource) -> AssetCheckResult:
 
 
 INGESTION_CHECKS = [
-    bronze_offsets_contiguous,
+    bronze_batch_accounted,
+    offset_ledger_no_holes,
     quarantine_ratio_check,
     silver_schema_not_null,
     silver_unique_event_id,

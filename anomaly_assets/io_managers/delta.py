@@ -117,6 +117,7 @@ def write_delta(
                 df.alias("s"), merge_condition(merge_keys, merge_range_column, bounds)
             )
             .whenNotMatchedInsertAll()
+            .withSchemaEvolution()
             .execute()
         )
     else:

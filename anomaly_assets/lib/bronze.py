@@ -4,9 +4,18 @@ Kept apart from the asset so it can be run on any SparkSession without Dagster.
 """
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from anomaly_assets.lib.offsets import OffsetRange
+from anomaly_assets.lib.ledger import (
+    Skip,
+    classify_gaps,
+    ledger_rows,
+    missing,
+    split_unreadable,
+    uncommitted_offsets,
+)
+from anomaly_assets.lib.offsets import OffsetRange, TopicState, is_compacted
 from anomaly_assets.lib.validation import (
     DEFAULT_POLICY,
     PARSED_COLUMNS,
@@ -67,6 +76,7 @@ def _arrow_schema():
 
 BRONZE_COLUMNS = (
     "topic",
+    "topic_id",
     "partition",
     "offset",
     "kafka_ts",
@@ -78,6 +88,7 @@ BRONZE_COLUMNS = (
 )
 QUARANTINE_COLUMNS = (
     "topic",
+    "topic_id",
     "partition",
     "offset",
     "kafka_ts",
@@ -92,27 +103,52 @@ QUARANTINE_COLUMNS = (
 )
 
 
-def read_ranges(spark, client_config: dict, topic: str, ranges: list[OffsetRange]):
-    """Exactly the messages in ``ranges`` (half-open), as Spark's Kafka source rows."""
-    partitions = [r.partition for r in ranges]
-    if len(set(partitions)) != len(partitions):
-        raise ValueError(f"one range per partition expected, got {ranges}")
+def read_ranges(
+    spark,
+    client_config: dict,
+    topic: str,
+    ranges: list[OffsetRange],
+    read_committed: bool = True,
+):
+    """Exactly the messages in ``ranges`` (half-open), as Spark's Kafka source rows.
+
+    Under read_committed, transaction markers and aborted records are not returned; the
+    ledger records them as skips. ``failOnDataLoss`` stays on: an offset deleted between
+    planning and reading fails the read, and the retry records it as a retention skip.
+    """
     reader = spark.read.format("kafka")
     for key, value in client_config.items():
         reader = reader.option(f"kafka.{key}", value)
-    return (
-        reader.option("assign", json.dumps({topic: partitions}))
+    layers: list[list[OffsetRange]] = []  # the source takes one range per partition
+    for r in sorted(ranges):
+        layer = next(
+            (lr for lr in layers if r.partition not in {x.partition for x in lr}), None
+        )
+        if layer is None:
+            layers.append(layer := [])
+        layer.append(r)
+    frames = [
+        reader.option(
+            "kafka.isolation.level",
+            "read_committed" if read_committed else "read_uncommitted",
+        )
+        .option("assign", json.dumps({topic: [r.partition for r in layer]}))
         .option(
             "startingOffsets",
-            json.dumps({topic: {str(r.partition): r.start for r in ranges}}),
+            json.dumps({topic: {str(r.partition): r.start for r in layer}}),
         )
         .option(
             "endingOffsets",
-            json.dumps({topic: {str(r.partition): r.end for r in ranges}}),
+            json.dumps({topic: {str(r.partition): r.end for r in layer}}),
         )
         .option("failOnDataLoss", "true")
         .load()
-    )
+        for layer in layers
+    ]
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out
 
 
 def _validated_row(value, key, topic, partition, offset, ts, policy) -> dict:
@@ -213,19 +249,103 @@ def split(validated):
     return valid, invalid
 
 
-def high_water_marks(topic: str, *tables) -> dict[int, int]:
-    """Next offset per partition of ``topic`` after the highest one stored in ``tables``."""
+def returned_runs(validated) -> list[tuple[int, int, int, int]]:
+    """(partition, start, end, valid rows) of each contiguous run of returned offsets: one
+    small aggregation, whatever the batch size. Refuses a read with a repeated offset."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    marks: dict[int, int] = {}
-    for table in tables:
-        if table is None:
-            continue
-        for row in (
-            table.filter(F.col("topic") == topic)
-            .groupBy("partition")
-            .agg(F.max("offset").alias("m"))
-            .collect()
-        ):
-            marks[row["partition"]] = max(marks.get(row["partition"], 0), row["m"] + 1)
-    return marks
+    order = Window.partitionBy("partition").orderBy("offset")
+    rows = (
+        validated.select("partition", "offset", "reason")
+        .withColumn("_run", F.col("offset") - F.row_number().over(order))
+        .groupBy("partition", "_run")
+        .agg(
+            F.min("offset").alias("start"),
+            (F.max("offset") + 1).alias("end"),
+            F.count("*").alias("n"),
+            F.sum(F.col("reason").isNull().cast("long")).alias("valid"),
+        )
+        .collect()
+    )
+    for row in rows:
+        if row["n"] != row["end"] - row["start"]:
+            raise RuntimeError(
+                f"Kafka returned an offset twice in partition {row['partition']} "
+                f"[{row['start']}, {row['end']}); refusing to write the batch."
+            )
+    return sorted((r["partition"], r["start"], r["end"], r["valid"]) for r in rows)
+
+
+@dataclass
+class PreparedBatch:
+    """A batch read and validated, with its ledger rows, ready to be written."""
+
+    validated: object  # DataFrame, persisted
+    ledger: list[tuple]
+    skips: list[Skip]
+    n_valid: int
+    n_quarantined: int
+
+
+def prepare_batch(
+    spark,
+    client_config: dict,
+    state: TopicState,
+    topic_id: str,
+    pieces: list[OffsetRange],
+    bid: str,
+    read_committed: bool = True,
+    timeout: float = 10.0,
+    policy: ValidationPolicy = DEFAULT_POLICY,
+) -> PreparedBatch:
+    """Read ``pieces`` (the batch's offsets not landed yet), validate every message and
+    account for every offset: returned ones by row, the rest as skips with a reason."""
+    from pyspark.sql import functions as F
+
+    now = datetime.now(UTC)
+    if topic_id != state.topic_id:  # planned on a topic that has since been deleted
+        readable, skips = (
+            [],
+            [Skip(p.partition, p.start, p.end, "topic_deleted") for p in pieces],
+        )
+    else:
+        readable, skips = split_unreadable(pieces, state.starts, state.ends)
+    if readable:
+        raw = read_ranges(spark, client_config, state.topic, readable, read_committed)
+        validated = validate(raw, bid, now, policy)
+    else:
+        validated = spark.createDataFrame([], VALIDATED_SCHEMA).withColumns(
+            {"batch_id": F.lit(bid), "ingested_at": F.lit(now).cast("timestamp")}
+        )
+    validated = validated.withColumn("topic_id", F.lit(topic_id)).persist()
+    runs = returned_runs(validated)
+    compacted = None
+    counts: dict[tuple[int, int], tuple[int, int]] = {}
+    for part in readable:  # at most one readable part per piece, inside it
+        inside = [
+            (s, e, v)
+            for p, s, e, v in runs
+            if p == part.partition and part.start <= s < part.end
+        ]
+        gaps = missing(part, [(s, e) for s, e, _ in inside])
+        if gaps:
+            aborted = (
+                uncommitted_offsets(
+                    client_config, state.topic, part.partition, gaps, timeout
+                )
+                if read_committed
+                else set()
+            )
+            if compacted is None:
+                compacted = is_compacted(client_config, state.topic, timeout)
+            skips += classify_gaps(part.partition, gaps, aborted, compacted)
+        valid = sum(v for _, _, v in inside)
+        counts[(part.partition, part.start)] = (
+            valid,
+            sum(e - s for s, e, _ in inside) - valid,
+        )
+    ledger = ledger_rows(state.topic, topic_id, bid, pieces, counts, skips, now)
+    n_valid = sum(row[6] for row in ledger)
+    n_quarantined = sum(row[7] for row in ledger)
+    return PreparedBatch(validated, ledger, sorted(skips), n_valid, n_quarantined)

@@ -4,6 +4,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from anomaly_assets import settings
+from anomaly_assets.lib.sensor_state import RetryPolicy
 
 
 class KafkaResource(ConfigurableResource):
@@ -21,10 +22,32 @@ class KafkaResource(ConfigurableResource):
         default=10,
         description="Most runs one sensor tick requests; the rest waits a tick.",
     )
+    max_pending_batches: int = Field(
+        default=20,
+        description="Most batches in flight or waiting to retry; the sensor plans no new "
+        "batch beyond this (backpressure when runs fail or queue up).",
+    )
+    max_attempts: int = Field(
+        default=5, description="Runs per batch before the sensor gives up on it."
+    )
+    retry_base_delay_s: float = Field(
+        default=60.0,
+        description="Backoff before the 2nd attempt; doubles per attempt up to an hour.",
+    )
+    read_committed: bool = Field(
+        default=True,
+        description="Read only committed transactions (the sensor's end offsets are then "
+        "the last stable offset); aborted records and markers become ledger skips.",
+    )
     extra_config: dict[str, str] = Field(
         default_factory=dict,
         description="librdkafka / Spark kafka.* client settings (e.g. security.protocol).",
     )
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts, base_delay_s=self.retry_base_delay_s
+        )
 
     def client_config(self) -> dict[str, str]:
         return {"bootstrap.servers": self.bootstrap_servers, **self.extra_config}
