@@ -28,6 +28,12 @@ def kafka_broker(tmp_path_factory):
         port=free_port(),
         controller_port=free_port(),
         data_dir=tmp_path_factory.mktemp("kafka"),
+        # Retention and compaction happen within seconds, so tests can watch them.
+        extra_props={
+            "log.retention.check.interval.ms": "1000",
+            "log.cleaner.backoff.ms": "500",
+            "log.initial.task.delay.ms": "0",
+        },
     )
     broker.start()
     yield broker

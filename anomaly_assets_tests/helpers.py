@@ -1,5 +1,6 @@
 """Small helpers shared by tests."""
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer, TopicPartition
@@ -108,3 +109,55 @@ def hand_made_batch(batch, n_stuffing, n_exfil, start=0):
             )
         )
     return gold, silver
+
+
+def delta_rows(lakehouse, name: str) -> list[dict]:
+    """A table's rows read with the deltalake package (an independent Delta reader)."""
+    import deltalake
+
+    return deltalake.DeltaTable(lakehouse.path(name)).to_pyarrow_table().to_pylist()
+
+
+def assert_ledger_complete(
+    lakehouse, topic: str, topic_id: str, spans: dict[int, tuple[int, int]]
+) -> dict[str, int]:
+    """The ledger invariant for one topic id, read with deltalake: per partition the ledger
+    covers exactly ``spans[p] = (first, end)`` with no gap or overlap; each row's counts add
+    up; the offsets in bronze ∪ quarantine are the landed ones, each once, and none of them is
+    also a skip. Returns skipped offsets per reason."""
+    ledger = [
+        r
+        for r in delta_rows(lakehouse, "bronze_offset_ledger")
+        if r["topic"] == topic and r["topic_id"] == topic_id
+    ]
+    stored = [
+        (r["partition"], r["offset"])
+        for name in ("bronze_events", "bronze_quarantine")
+        for r in delta_rows(lakehouse, name)
+        if r["topic"] == topic and r["topic_id"] == topic_id
+    ]
+    assert len(stored) == len(set(stored)), "an offset is stored twice"
+    skipped: dict[str, int] = {}
+    assert {r["partition"] for r in ledger} == set(spans)
+    for partition, (first, end) in spans.items():
+        rows = sorted(
+            (r for r in ledger if r["partition"] == partition),
+            key=lambda r: r["start_offset"],
+        )
+        assert rows[0]["start_offset"] == first and rows[-1]["end_offset"] == end
+        skip_offsets: set[int] = set()
+        for a, b in itertools.pairwise(rows):
+            assert a["end_offset"] == b["start_offset"], f"hole or overlap at {a}"
+        for r in rows:
+            size = r["end_offset"] - r["start_offset"]
+            assert r["bronze_rows"] + r["quarantine_rows"] + r["skipped"] == size
+            for s in r["skips"]:
+                skipped[s["reason"]] = (
+                    skipped.get(s["reason"], 0) + s["end"] - s["start"]
+                )
+                skip_offsets |= set(range(s["start"], s["end"]))
+        landed = {o for p, o in stored if p == partition}
+        assert not landed & skip_offsets, "an offset is both stored and skipped"
+        assert landed | skip_offsets == set(range(first, end)), "an offset is nowhere"
+        assert len(landed) == sum(r["bronze_rows"] + r["quarantine_rows"] for r in rows)
+    return skipped

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from anomaly_assets.lib.features import FEATURE_COLUMNS, REQUIRED_COLUMNS
 from anomaly_assets.lib.ledger import scan_ledger, verify_batch
-from anomaly_assets.lib.offsets import OffsetRange
+from anomaly_assets.lib.offsets import KafkaUnavailable, OffsetRange, fetch_topic_state
 from anomaly_assets.resources.kafka import KafkaResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.sensors import IN_FLIGHT_STATUSES
@@ -162,7 +162,13 @@ def offset_ledger_no_holes(
     landed: dict[int, list[tuple[int, int]]] = {}
     for r in rows.select("partition", "start_offset", "end_offset").collect():
         landed.setdefault(r[0], []).append((r[1], r[2]))
-    new_marks, holes = scan_ledger(landed, marks)
+    try:
+        log_starts = fetch_topic_state(
+            kafka.client_config(), kafka.topic, kafka.request_timeout_s
+        ).starts
+    except KafkaUnavailable:
+        log_starts = {}
+    new_marks, holes = scan_ledger(landed, marks, log_starts)
     flying = _in_flight_ranges(context.instance, kafka.topic)
     described = [
         {
@@ -191,6 +197,31 @@ def offset_ledger_no_holes(
                 }
             ),
         },
+    )
+
+
+@asset_check(
+    asset=AssetKey("bronze_offset_ledger"),
+    description="No offset was deleted by retention before it was read (warns): the "
+    "batch's retention skips, from the ledger write's own metadata.",
+)
+def no_offsets_lost_to_retention(context) -> AssetCheckResult:
+    event = context.instance.get_latest_materialization_event(
+        AssetKey("bronze_offset_ledger")
+    )
+    meta = event.asset_materialization.metadata if event else {}
+    lost = meta["skipped_retention"].value if "skipped_retention" in meta else 0
+    return AssetCheckResult(
+        passed=lost == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "skipped_retention": lost,
+            "batch_id": meta["batch_id"].value if "batch_id" in meta else "",
+        },
+        description=None
+        if lost == 0
+        else f"{lost} offsets were deleted by retention before they were read: raise the "
+        "topic's retention or ingest more often.",
     )
 
 
@@ -302,6 +333,7 @@ def silver_unique_event_id(lakehouse: LakehouseResource) -> AssetCheckResult:
 INGESTION_CHECKS = [
     bronze_batch_accounted,
     offset_ledger_no_holes,
+    no_offsets_lost_to_retention,
     quarantine_ratio_check,
     silver_schema_not_null,
     silver_unique_event_id,

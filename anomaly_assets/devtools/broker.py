@@ -85,6 +85,8 @@ class LocalKafkaBroker:
     cluster_id: str | None = (
         None  # base64 of a random UUID when formatting, unless given
     )
+    #: More server.properties (tests shorten the retention and log cleaner intervals).
+    extra_props: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -133,6 +135,7 @@ class LocalKafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "message.max.bytes": str(2 * 1024 * 1024),
+            **self.extra_props,
         }
         config = self.data_dir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))

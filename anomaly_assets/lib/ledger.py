@@ -307,8 +307,14 @@ def catch_up_ranges(
     max_events: int,
 ) -> list[OffsetRange]:
     """What a run without configured ranges reads: the holes below each partition's
-    high-water mark first, then new offsets up to the end; at most ``max_events`` offsets."""
+    high-water mark first (from the log start: a first batch that failed is a hole too),
+    then new offsets up to the end; at most ``max_events`` offsets."""
     wanted = holes(landed)
+    for partition, intervals in landed.items():
+        first = min(s for s, _ in intervals)
+        if starts.get(partition, first) < first:
+            wanted.append(OffsetRange(partition, starts[partition], first))
+    wanted.sort()
     for partition, end in sorted(ends.items()):
         mark = max((e for _, e in landed.get(partition, [])), default=None)
         begin = starts.get(partition, 0) if mark is None else mark
@@ -363,15 +369,19 @@ def verify_batch(
 
 
 def scan_ledger(
-    landed: dict[int, list[tuple[int, int]]], marks: dict[int, int]
+    landed: dict[int, list[tuple[int, int]]],
+    marks: dict[int, int],
+    log_starts: dict[int, int] | None = None,
 ) -> tuple[dict[int, int], list[OffsetRange]]:
     """(new marks, holes). A mark is where the partition's hole-free prefix ends; ``landed``
     need only hold the pieces ending after the previous ``marks``, which keeps the check's
-    cost to the part of the ledger not yet proven contiguous."""
+    cost to the part of the ledger not yet proven contiguous. Without a mark, a partition's
+    prefix starts at its log start when that is lower than the first landed offset."""
     new_marks, found = {}, []
     for partition, intervals in landed.items():
         merged = _merge(intervals)
-        mark = marks.get(partition, merged[0][0])
+        first = min(merged[0][0], (log_starts or {}).get(partition, merged[0][0]))
+        mark = marks.get(partition, first)
         contiguous = True
         for start, end in merged:
             if end <= mark:
@@ -382,5 +392,5 @@ def scan_ledger(
             mark = max(mark, end)
             if contiguous:
                 new_marks[partition] = mark
-        new_marks.setdefault(partition, marks.get(partition, merged[0][0]))
+        new_marks.setdefault(partition, marks.get(partition, first))
     return new_marks, sorted(found)
