@@ -37,6 +37,12 @@ KAFKA_TOPIC = os.environ.get("ANOMALY_KAFKA_TOPIC", "user-activity")
 #: Seconds between Kafka offsets sensor ticks.
 SENSOR_INTERVAL_S = int(os.environ.get("ANOMALY_SENSOR_INTERVAL_S", "30"))
 
+#: Most offsets one ingestion run reads (KafkaResource.max_batch_events).
+MAX_BATCH_EVENTS = int(os.environ.get("ANOMALY_MAX_BATCH_EVENTS", "100000"))
+
+#: Seconds the sensor waits before requesting a failed batch again (doubles per attempt).
+RETRY_BASE_DELAY_S = float(os.environ.get("ANOMALY_RETRY_BASE_DELAY_S", "60"))
+
 #: Whether the Kafka offsets sensor starts switched on in a new Dagster instance.
 SENSOR_RUNNING = (
     os.environ.get("ANOMALY_SENSOR_DEFAULT", "running").lower() == "running"

@@ -55,3 +55,19 @@ def test_loading_definitions_starts_no_jvm():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "NO_JVM" in proc.stdout
+
+
+def test_readme_documents_every_reason_and_skip_reason():
+    from pathlib import Path
+
+    from anomaly_assets.lib.ledger import SKIP_REASONS
+    from anomaly_assets.lib.validation import REASONS
+
+    readme = Path(__file__).parents[1].joinpath("README.md").read_text()
+    rows = {
+        line.split("|")[1].strip()
+        for line in readme.splitlines()
+        if line.startswith("| `")
+    }
+    missing = [code for code in (*REASONS, *SKIP_REASONS) if f"`{code}`" not in rows]
+    assert not missing, f"README tables lack {missing}"

@@ -24,7 +24,7 @@ from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
 
 ROOT = Path(__file__).resolve().parents[1]
-TO_GOLD = "bronze_events,bronze_quarantine,silver_events,gold_anomaly_predictions,gold_batch_drift"
+TO_GOLD = "bronze_events,bronze_quarantine,bronze_offset_ledger,silver_events,gold_anomaly_predictions,gold_batch_drift"
 
 
 def rows(lake: Path, name: str, columns: list[str]) -> list[tuple]:

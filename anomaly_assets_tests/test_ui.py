@@ -4,12 +4,16 @@ workspace.yaml and dagster.yaml, driven over GraphQL like the UI, and seen by a 
 import itertools
 import shutil
 import subprocess
+import time
 
 import pytest
 
 from anomaly_assets.devtools.dagster_dev import (
+    SENSOR_RUNS,
+    TERMINAL,
     DagsterDev,
     failure_messages,
+    runs,
     wait_for_run,
 )
 from anomaly_assets.devtools.generator import EventGenerator, produce
@@ -33,7 +37,8 @@ def dagster_dev(kafka_broker, tmp_path_factory):
         "ANOMALY_LOCAL_DIR": str(base / "local"),
         "ANOMALY_KAFKA_BOOTSTRAP": kafka_broker.bootstrap_servers,
         "ANOMALY_KAFKA_TOPIC": topic,
-        "ANOMALY_SENSOR_DEFAULT": "stopped",  # this module drives runs itself
+        "ANOMALY_SENSOR_DEFAULT": "stopped",  # started by the race test
+        "ANOMALY_MAX_BATCH_EVENTS": "2500",
     }
     dev = DagsterDev(base / "dagster_home", env, base / "dagster_dev.log").start()
     yield {"client": dev, "topic": topic, "base": base, "broker": kafka_broker}
@@ -158,11 +163,108 @@ def test_materialize_all_then_metadata_and_checks(dagster_dev):
         for c in n["assetChecksOrError"].get("checks", [])
     }
     failed = {name: s for name, s in checks.items() if s != "SUCCEEDED"}
-    assert len(checks) == 12 and not failed, failed
+    assert len(checks) == 14 and not failed, failed
+
+
+STEP_STATS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status
+  stepStats { stepKey startTime endTime } } } }"""
+START_SENSOR = """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+  __typename ... on Sensor { name } ... on PythonError { message } } }"""
+
+
+def launch(client, pipeline: str, asset_keys=None) -> str:
+    selector = {
+        "repositoryLocationName": "anomaly_assets",
+        "repositoryName": "__repository__",
+        "pipelineName": pipeline,
+    }
+    if asset_keys is not None:
+        selector["assetSelection"] = asset_keys
+    params = {
+        "selector": selector,
+        "mode": "default",
+        "executionMetadata": {"tags": []},
+    }
+    launched = client.gql(LAUNCH, {"p": params})["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
+
+
+def test_materialize_all_and_training_race_queued_sensor_runs(dagster_dev):
+    """Materialize all and train_model_job launched while the sensor queues ingestion runs:
+    all succeed, no two steps write one table at once (pools), every offset lands once."""
+    from anomaly_assets.lib.offsets import fetch_topic_state
+    from anomaly_assets_tests.helpers import assert_ledger_complete
+
+    client, broker, topic = (
+        dagster_dev["client"],
+        dagster_dev["broker"],
+        dagster_dev["topic"],
+    )
+    produce(
+        broker.bootstrap_servers,
+        topic,
+        2000,
+        EventGenerator(seed=32, n_users=120, anomaly_rate=0.03),
+        None,
+        partitions=2,
+    )
+    sensor = client.gql(
+        START_SENSOR,
+        {
+            "s": {
+                "repositoryLocationName": "anomaly_assets",
+                "repositoryName": "__repository__",
+                "sensorName": "kafka_offsets_sensor",
+            }
+        },
+    )["startSensor"]
+    assert sensor["__typename"] == "Sensor", sensor
+    keys = [
+        n["assetKey"]
+        for n in client.gql("{ assetNodes { assetKey { path } } }")["assetNodes"]
+    ]
+    manual = [launch(client, "__ASSET_JOB", keys), launch(client, "train_model_job")]
+    deadline = time.monotonic() + 900
+    while True:  # until the sensor's runs cover every offset and all runs are done
+        sensor_runs = runs(client, SENSOR_RUNS)
+        covered = sum(int(r["tags"]["anomaly_assets/offsets"]) for r in sensor_runs)
+        statuses = {r["runId"]: r["status"] for r in runs(client)}
+        if covered >= 5000 and all(s in TERMINAL for s in statuses.values()):
+            break
+        assert time.monotonic() < deadline, statuses
+        time.sleep(3)
+    assert sensor_runs and all(statuses[r] == "SUCCESS" for r in manual), statuses
+    failed = {
+        i: failure_messages(client, i) for i, s in statuses.items() if s != "SUCCESS"
+    }
+    assert not failed, failed
+
+    steps: dict[str, list[tuple[float, float]]] = {}
+    for run_id in statuses:
+        stats = client.gql(STEP_STATS, {"id": run_id})["runOrError"]["stepStats"]
+        for s in stats:
+            steps.setdefault(s["stepKey"], []).append((s["startTime"], s["endTime"]))
+    for key in ("bronze", "silver_events", "gold", "anomaly_model"):
+        spans = sorted(steps.get(key, []))
+        for (_, a_end), (b_start, _) in itertools.pairwise(spans):
+            assert b_start >= a_end, f"two {key} steps overlapped: {spans}"
+    assert len(steps["bronze"]) >= 2 and len(steps["anomaly_model"]) >= 2
+
+    class Lake:
+        def path(self, name):
+            return str(dagster_dev["base"] / "lake" / name)
+
+    state = fetch_topic_state(
+        {"bootstrap.servers": broker.bootstrap_servers}, topic, 10
+    )
+    spans = {p: (0, end) for p, end in state.ends.items()}
+    assert sum(state.ends.values()) == 5000
+    assert assert_ledger_complete(Lake(), topic, state.topic_id, spans) == {}
 
 
 GROUPS = {
-    "bronze": ["bronze_events", "bronze_quarantine"],
+    "bronze": ["bronze_events", "bronze_quarantine", "bronze_offset_ledger"],
     "silver": ["silver_events"],
     "gold": ["anomaly_model", "gold_anomaly_predictions", "gold_batch_drift"],
     "ai": [

@@ -93,6 +93,7 @@ def main() -> None:
                     selection=[
                         AssetKey("bronze_events"),
                         AssetKey("bronze_quarantine"),
+                        AssetKey("bronze_offset_ledger"),
                     ],
                 ).success
                 bronze_s = time.perf_counter() - t0

@@ -106,6 +106,7 @@ def bench_events(tmp: Path, n_events: int, instance):
             selection=[
                 AssetKey("bronze_events"),
                 AssetKey("bronze_quarantine"),
+                AssetKey("bronze_offset_ledger"),
                 AssetKey("silver_events"),
             ],
         ).success

@@ -179,3 +179,29 @@ def wait_for_sensor_offsets(
                 + dev.log_tail()
             )
         time.sleep(poll_s)
+
+
+def wait_for_batches(
+    dev: DagsterDev, total: int, timeout_s: float = 900, poll_s: float = 2.0
+) -> tuple[list[dict], list[dict]]:
+    """(latest run of each batch, every run) once the sensor's batches cover ``total``
+    offsets and each batch's latest run succeeded. Failed attempts that were retried are
+    allowed; nothing may still be running."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = runs(dev, SENSOR_RUNS)
+        latest: dict[str, dict] = {}
+        for r in found:  # newest first
+            latest.setdefault(r["tags"]["anomaly_assets/batch_id"], r)
+        covered = sum(int(r["tags"]["anomaly_assets/offsets"]) for r in latest.values())
+        settled = all(r["status"] in TERMINAL for r in found)
+        succeeded = all(r["status"] == "SUCCESS" for r in latest.values())
+        if covered >= total and settled and succeeded:
+            return list(latest.values()), found
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{covered} of {total} offsets; latest runs "
+                f"{[(r['runId'][:8], r['status']) for r in latest.values()]}\n"
+                + dev.log_tail()
+            )
+        time.sleep(poll_s)

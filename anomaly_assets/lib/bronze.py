@@ -58,6 +58,11 @@ VALIDATED_COLUMNS = (
     ("reason_detail", "string"),
 )
 VALIDATED_SCHEMA = ", ".join(f"`{n}` {t}" for n, t in VALIDATED_COLUMNS)
+#: The columns of Spark's Kafka source that validation reads.
+KAFKA_SOURCE_SCHEMA = (
+    "key binary, value binary, topic string, partition int, offset bigint, "
+    "timestamp timestamp"
+)
 
 
 def _arrow_schema():
@@ -227,6 +232,7 @@ def _validator(policy: ValidationPolicy):
 def validate(
     raw_df,
     batch_id: str,
+    topic_id: str = "",
     ingested_at: datetime | None = None,
     policy: ValidationPolicy = DEFAULT_POLICY,
 ):
@@ -237,8 +243,13 @@ def validate(
     return (
         raw_df.select("key", "value", "topic", "partition", "offset", "timestamp")
         .mapInArrow(_validator(policy), VALIDATED_SCHEMA)
-        .withColumn("batch_id", F.lit(batch_id))
-        .withColumn("ingested_at", F.lit(ingested_at).cast("timestamp"))
+        .withColumns(
+            {
+                "topic_id": F.lit(topic_id),
+                "batch_id": F.lit(batch_id),
+                "ingested_at": F.lit(ingested_at).cast("timestamp"),
+            }
+        )
     )
 
 
@@ -301,8 +312,6 @@ def prepare_batch(
 ) -> PreparedBatch:
     """Read ``pieces`` (the batch's offsets not landed yet), validate every message and
     account for every offset: returned ones by row, the rest as skips with a reason."""
-    from pyspark.sql import functions as F
-
     now = datetime.now(UTC)
     if topic_id != state.topic_id:  # planned on a topic that has since been deleted
         readable, skips = (
@@ -313,12 +322,9 @@ def prepare_batch(
         readable, skips = split_unreadable(pieces, state.starts, state.ends)
     if readable:
         raw = read_ranges(spark, client_config, state.topic, readable, read_committed)
-        validated = validate(raw, bid, now, policy)
     else:
-        validated = spark.createDataFrame([], VALIDATED_SCHEMA).withColumns(
-            {"batch_id": F.lit(bid), "ingested_at": F.lit(now).cast("timestamp")}
-        )
-    validated = validated.withColumn("topic_id", F.lit(topic_id)).persist()
+        raw = spark.createDataFrame([], KAFKA_SOURCE_SCHEMA)
+    validated = validate(raw, bid, topic_id, now, policy).persist()
     runs = returned_runs(validated)
     compacted = None
     counts: dict[tuple[int, int], tuple[int, int]] = {}

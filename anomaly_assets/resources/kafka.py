@@ -16,7 +16,8 @@ class KafkaResource(ConfigurableResource):
         default=3.0, description="Metadata and offset look-ups give up after this long."
     )
     max_batch_events: int = Field(
-        default=100_000, description="Most offsets one ingestion run reads."
+        default=settings.MAX_BATCH_EVENTS,
+        description="Most offsets one ingestion run reads (env ANOMALY_MAX_BATCH_EVENTS).",
     )
     max_runs_per_tick: int = Field(
         default=10,
@@ -31,8 +32,9 @@ class KafkaResource(ConfigurableResource):
         default=5, description="Runs per batch before the sensor gives up on it."
     )
     retry_base_delay_s: float = Field(
-        default=60.0,
-        description="Backoff before the 2nd attempt; doubles per attempt up to an hour.",
+        default=settings.RETRY_BASE_DELAY_S,
+        description="Backoff before the 2nd attempt; doubles per attempt up to an hour "
+        "(env ANOMALY_RETRY_BASE_DELAY_S).",
     )
     read_committed: bool = Field(
         default=True,

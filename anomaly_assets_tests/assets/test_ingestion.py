@@ -7,7 +7,13 @@ import json
 import deltalake
 import pytest
 from confluent_kafka import Producer
-from dagster import AssetKey, DagsterInstance, build_sensor_context, materialize
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Failure,
+    build_sensor_context,
+    materialize,
+)
 
 from anomaly_assets.assets.bronze import bronze
 from anomaly_assets.assets.silver import silver_events
@@ -143,7 +149,8 @@ class CrashAfterBronzeIOManager(DeltaIOManager):
 
     def handle_output(self, context, obj):
         if context.asset_key.path[-1] == "bronze_quarantine":
-            raise RuntimeError("simulated crash after the bronze write")
+            # like a killed process: no in-run retry
+            raise Failure("simulated crash after the bronze write", allow_retries=False)
         super().handle_output(context, obj)
 
 

@@ -20,6 +20,7 @@ ASSETS = [bronze, silver_events, anomaly_model, gold, *GOLD_CHECKS]
 INGEST = [
     AssetKey("bronze_events"),
     AssetKey("bronze_quarantine"),
+    AssetKey("bronze_offset_ledger"),
     AssetKey("silver_events"),
 ]
 GOLD = [AssetKey("gold_anomaly_predictions"), AssetKey("gold_batch_drift")]

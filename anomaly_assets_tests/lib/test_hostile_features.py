@@ -14,7 +14,6 @@ from anomaly_assets.lib.features import FEATURE_COLUMNS, silver_rows
 from anomaly_assets_tests.lib.test_validation import mutated_events
 
 KAFKA_TS = datetime(2026, 11, 1, 12, tzinfo=UTC)
-RAW_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
 
 
 @st.composite
@@ -64,7 +63,7 @@ def test_accepted_events_fit_bronze_and_give_finite_features(spark, valid, hosti
             (b"k", v, "t", 0, i, KAFKA_TS.replace(tzinfo=None))
             for i, v in enumerate(values)
         ],
-        RAW_SCHEMA,
+        lib.KAFKA_SOURCE_SCHEMA,
     )
     validated = lib.validate(raw, "b1").persist()
     good, bad = lib.split(validated)

@@ -114,6 +114,16 @@ def test_holes_and_catch_up_read_gaps_first_then_new_offsets():
     landed = {0: [(0, 10), (20, 30), (30, 40)], 1: [(5, 8)]}
     assert holes(landed) == [OffsetRange(0, 10, 20)]
     got = catch_up_ranges(landed, {0: 0, 1: 0, 2: 3}, {0: 50, 1: 8, 2: 9}, 100)
-    assert got == [OffsetRange(0, 10, 20), OffsetRange(0, 40, 50), OffsetRange(2, 3, 9)]
-    capped = catch_up_ranges(landed, {0: 0, 1: 0, 2: 3}, {0: 50, 1: 8, 2: 9}, 15)
-    assert capped == [OffsetRange(0, 10, 20), OffsetRange(0, 40, 45)]
+    # partition 1 landed from 5 but its log starts at 0: a first batch that failed
+    assert got == [
+        OffsetRange(0, 10, 20),
+        OffsetRange(1, 0, 5),
+        OffsetRange(0, 40, 50),
+        OffsetRange(2, 3, 9),
+    ]
+    capped = catch_up_ranges(landed, {0: 0, 1: 0, 2: 3}, {0: 50, 1: 8, 2: 9}, 17)
+    assert capped == [
+        OffsetRange(0, 10, 20),
+        OffsetRange(1, 0, 5),
+        OffsetRange(0, 40, 42),
+    ]

@@ -1,0 +1,105 @@
+"""A hostile batch then a clean one, through the sensor's jobs end to end (bronze → gold →
+enrichment → evaluation): both runs succeed, every hostile message is quarantined with the
+classifier's reason, the clean events reach gold, and no feature or score is NaN."""
+
+import base64
+import math
+
+from confluent_kafka import Producer
+from dagster import DagsterInstance, build_sensor_context
+
+from anomaly_assets.definitions import build_resources, make_definitions
+from anomaly_assets.devtools.generator import EventGenerator
+from anomaly_assets.lib.features import FEATURE_COLUMNS
+from anomaly_assets.lib.offsets import fetch_topic_state
+from anomaly_assets.lib.validation import classify
+from anomaly_assets.resources import KafkaResource
+from anomaly_assets.sensors import kafka_offsets_sensor
+from anomaly_assets_tests.helpers import assert_ledger_complete, delta_rows
+from anomaly_assets_tests.lib.test_validation import HOSTILE, enc
+
+TRAIN = {
+    "anomaly_model": {"config": {"n_estimators": 50, "labels_path": "/nonexistent"}}
+}
+
+
+def _send(bootstrap, topic, messages):
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key, value in messages:
+        producer.produce(topic, value, key, partition=0)
+    assert producer.flush(30) == 0
+
+
+def _valid(n, seed):
+    gen = EventGenerator(seed=seed, n_users=40, anomaly_rate=0.02)
+    return [
+        (m.key, m.value) for m in gen if m.label is None or m.label.kind == "anomaly"
+    ][:n]
+
+
+def _run(defs, kafka, instance, cursor, extra_ops=None):
+    result = kafka_offsets_sensor(
+        build_sensor_context(
+            instance=instance, cursor=cursor, resources={"kafka": kafka}
+        )
+    )
+    (request,) = result.run_requests
+    run_config = {"ops": {**request.run_config["ops"], **(extra_ops or {})}}
+    run = defs.resolve_job_def(request.job_name).execute_in_process(
+        run_config=run_config,
+        instance=instance,
+        tags=request.tags,
+        raise_on_error=False,
+    )
+    assert run.success, [e.message for e in run.all_events if e.is_failure]
+    return result.cursor, request
+
+
+def test_hostile_batch_then_clean_batch(
+    kafka_broker, topic, spark_resource, lakehouse, mlflow_settings
+):
+    bs = kafka_broker.bootstrap_servers
+    valid = _valid(1000, seed=31)
+    hostile = [(b"h", v if not isinstance(v, dict) else enc(v)) for v, _, _ in HOSTILE]
+    mixed = valid[:500] + hostile + valid[500:]
+    _send(bs, topic, mixed)
+    kafka = KafkaResource(bootstrap_servers=bs, topic=topic, max_batch_events=5000)
+    defs = make_definitions(
+        build_resources(
+            spark_resource,
+            kafka=kafka,
+            lakehouse=lakehouse,
+            mlflow_settings=mlflow_settings,
+        )
+    )
+    with DagsterInstance.ephemeral() as instance:
+        # cold start: the first batch also trains the model
+        cursor, first = _run(defs, kafka, instance, None, TRAIN)
+        assert first.job_name == "ingest_and_train_job"
+        _send(bs, topic, _valid(400, seed=32))
+        cursor, second = _run(defs, kafka, instance, cursor)
+        assert second.job_name == "ingest_job"
+
+    quarantine = delta_rows(lakehouse, "bronze_quarantine")
+    bronze = delta_rows(lakehouse, "bronze_events")
+    assert len(quarantine) == len(hostile) and len(bronze) == 1400
+    for row in quarantine:
+        raw = base64.b64decode(row["raw_value_b64"]) if row["raw_value_b64"] else None
+        _, reason, _ = classify(raw, row["kafka_ts"])
+        assert row["reason"] == reason, row
+    expected = {reason for _, reason, _ in HOSTILE} - {"timestamp_out_of_range"}
+    assert expected <= {r["reason"] for r in quarantine}
+
+    silver = delta_rows(lakehouse, "silver_events")
+    assert {r["event_id"] for r in silver} == {r["event_id"] for r in bronze}
+    for row in silver:
+        assert all(math.isfinite(row[f]) for f in FEATURE_COLUMNS), row
+    gold = delta_rows(lakehouse, "gold_anomaly_predictions")
+    assert {r["event_id"] for r in gold} == {r["event_id"] for r in silver}
+    assert all(math.isfinite(r["anomaly_score"]) for r in gold)
+    clean_batch = second.tags["anomaly_assets/batch_id"]
+    assert sum(r["batch_id"] == clean_batch for r in gold) == 400
+
+    topic_id = fetch_topic_state({"bootstrap.servers": bs}, topic, 5).topic_id
+    n = len(mixed) + 400
+    assert assert_ledger_complete(lakehouse, topic, topic_id, {0: (0, n)}) == {}
