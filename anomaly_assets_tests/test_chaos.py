@@ -13,6 +13,7 @@ from anomaly_assets.devtools.dagster_dev import (
     DagsterDev,
     group_members,
     runs,
+    sandbox_env,
     wait_for_batches,
 )
 from anomaly_assets.devtools.generator import EventGenerator, produce
@@ -63,16 +64,9 @@ def started_steps(dev: DagsterDev, run_id: str) -> list[tuple[str, str]]:
 def test_killed_run_and_broker_outage_converge(kafka_broker, tmp_path):
     bootstrap = kafka_broker.bootstrap_servers
     lake = tmp_path / "lake"
-    env = {
-        "ANOMALY_LAKEHOUSE_ROOT": str(lake),
-        "ANOMALY_LOCAL_DIR": str(tmp_path / "local"),
-        "ANOMALY_KAFKA_BOOTSTRAP": bootstrap,
-        "ANOMALY_KAFKA_TOPIC": TOPIC,
-        "ANOMALY_SENSOR_DEFAULT": "running",
-        "ANOMALY_SENSOR_INTERVAL_S": "5",
-        "ANOMALY_MAX_BATCH_EVENTS": "1000",
-        "ANOMALY_RETRY_BASE_DELAY_S": "5",
-    }
+    env = sandbox_env(
+        tmp_path, bootstrap, TOPIC, max_batch_events="1000", retry_base_delay_s="5"
+    )
     generator = EventGenerator(
         seed=41, n_users=80, anomaly_rate=0.03, malformed_rate=0.01
     )

@@ -9,6 +9,7 @@ from anomaly_assets.devtools.broker import create_topic
 from anomaly_assets.devtools.dagster_dev import (
     DagsterDev,
     group_members,
+    sandbox_env,
     wait_for_sensor_offsets,
 )
 from anomaly_assets.devtools.generator import EventGenerator, produce
@@ -48,14 +49,7 @@ def assert_lakehouse_accounts_for(lake: Path, ends: dict[int, int]) -> None:
 def test_sensor_runs_every_batch_exactly_once_across_a_restart(kafka_broker, tmp_path):
     bootstrap = kafka_broker.bootstrap_servers
     lake = tmp_path / "lake"
-    env = {
-        "ANOMALY_LAKEHOUSE_ROOT": str(lake),
-        "ANOMALY_LOCAL_DIR": str(tmp_path / "local"),
-        "ANOMALY_KAFKA_BOOTSTRAP": bootstrap,
-        "ANOMALY_KAFKA_TOPIC": TOPIC,
-        "ANOMALY_SENSOR_DEFAULT": "running",
-        "ANOMALY_SENSOR_INTERVAL_S": "5",
-    }
+    env = sandbox_env(tmp_path, bootstrap, TOPIC)
     labels = tmp_path / "local" / "labels.csv"
     generator = EventGenerator(
         seed=31, n_users=120, anomaly_rate=0.03, malformed_rate=0.01

@@ -20,6 +20,22 @@ from anomaly_assets.devtools.broker import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def sandbox_env(
+    base: Path, bootstrap: str, topic: str, **settings: str
+) -> dict[str, str]:
+    """Environment for a `dagster dev` on its own lakehouse, local folder and topic, the
+    sensor on and ticking every 5 s; ``settings`` adds or overrides ANOMALY_* values."""
+    return {
+        "ANOMALY_LAKEHOUSE_ROOT": str(base / "lake"),
+        "ANOMALY_LOCAL_DIR": str(base / "local"),
+        "ANOMALY_KAFKA_BOOTSTRAP": bootstrap,
+        "ANOMALY_KAFKA_TOPIC": topic,
+        "ANOMALY_SENSOR_DEFAULT": "running",
+        "ANOMALY_SENSOR_INTERVAL_S": "5",
+        **{f"ANOMALY_{k.upper()}": v for k, v in settings.items()},
+    }
+
+
 class DagsterDev:
     def __init__(self, home: Path, env: dict[str, str], log: Path) -> None:
         self.home, self.env, self.log_path = home, env, log
