@@ -131,7 +131,12 @@ def _restart_topic(cursor: SensorCursor, state, log) -> AssetObservation | None:
         cursor.topic_id = state.topic_id
         return None
     if cursor.topic != state.topic:
-        what = f"topic changed from {cursor.topic!r} to {state.topic!r}"
+        # batches of the old topic cannot be read through the new configuration
+        what = (
+            f"topic changed from {cursor.topic!r} to {state.topic!r} (not retrying "
+            f"{len(cursor.pending)} batch(es) of the old topic)"
+        )
+        cursor.pending = {}
     else:
         what = (
             f"topic {state.topic!r} was deleted and created again (id "

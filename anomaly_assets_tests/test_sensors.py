@@ -160,3 +160,17 @@ def test_cold_start_trains_the_model_once_with_the_first_batch(kafka_broker, top
         )
         jobs = [r.job_name for r in _tick(kafka, instance=instance).run_requests]
         assert jobs == ["ingest_job"] * 3
+
+
+def test_a_new_topic_name_starts_from_its_log_start(kafka_broker, topic):
+    bs = kafka_broker.bootstrap_servers
+    create_topic(bs, topic, 1)
+    _produce(bs, topic, 5)
+    old = SensorCursor("old-topic", "some-id", {0: 900}, {}).encode()
+    kafka = KafkaResource(bootstrap_servers=bs, topic=topic)
+    result = _tick(kafka, old)
+    assert [_ranges(r)[1] for r in result.run_requests] == [[(0, 0, 5)]]
+    (observation,) = result.asset_events
+    assert "topic changed from 'old-topic'" in observation.description
+    cursor = SensorCursor.decode(result.cursor, topic)
+    assert (cursor.topic, cursor.offsets) == (topic, {0: 5}) and cursor.topic_id
