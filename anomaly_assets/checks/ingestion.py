@@ -109,10 +109,15 @@ def bronze_batch_accounted(context, lakehouse: LakehouseResource) -> AssetCheckR
 
 
 def _previous_marks(instance, check_key) -> dict:
-    """contiguous_through of this check's last evaluation ({} when there is none)."""
+    """contiguous_through of this check's last finished evaluation ({} when none; the
+    current evaluation is already on record as planned, so finished ones only)."""
+    from dagster._core.storage.asset_check_execution_record import (
+        COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+    )
+
     try:
         history = instance.event_log_storage.get_asset_check_execution_history(
-            check_key, limit=1
+            check_key, limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
         )
         meta = history[0].event.dagster_event.event_specific_data.metadata
         return meta["contiguous_through"].value

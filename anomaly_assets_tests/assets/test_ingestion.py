@@ -22,7 +22,7 @@ from anomaly_assets.devtools.generator import EventGenerator, produce
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.resources import KafkaResource
 from anomaly_assets.sensors import kafka_offsets_sensor
-from anomaly_assets_tests.helpers import consume_all
+from anomaly_assets_tests.helpers import consume_all, delta_rows
 
 EXPECTED_REASON = {
     "not_json": "invalid_json",
@@ -134,6 +134,14 @@ def test_every_offset_lands_once_and_reruns_change_nothing(
         "silver_unique_event_id",
     }
     assert all(c.passed for c in checks), [c for c in checks if not c.passed]
+    # the holes check reads only ledger rows past what it already proved contiguous
+    read = [
+        c.metadata["ledger_rows_read"].value
+        for c in checks
+        if c.check_name == "offset_ledger_no_holes"
+    ]
+    ledger_rows = len(delta_rows(lakehouse, "bronze_offset_ledger"))
+    assert len(read) == 3 and read[-1] < ledger_rows, (read, ledger_rows)
 
     before = {
         name: table(lakehouse, name)
