@@ -127,18 +127,13 @@ def bronze(
     )
     topic_id = config.topic_id or state.topic_id
     ledger = lakehouse.read("bronze_offset_ledger")
-    if config.ranges:
+    if config.ranges:  # the ledger rows overlapping the ranges are enough
         requested = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
+        landed = landed_intervals(ledger, kafka.topic, topic_id, requested)
     else:
-        requested = catch_up_ranges(
-            landed_intervals(ledger, kafka.topic, topic_id),
-            state.starts,
-            state.ends,
-            config.max_events,
-        )
-    pieces = subtract(
-        requested, landed_intervals(ledger, kafka.topic, topic_id, requested)
-    )
+        landed = landed_intervals(ledger, kafka.topic, topic_id)
+        requested = catch_up_ranges(landed, state.starts, state.ends, config.max_events)
+    pieces = subtract(requested, landed)
     bid = config.batch_id or batch_id(kafka.topic, requested)
     context.log.info(
         f"Batch {bid}: {kafka.topic} (id {topic_id}) requested {_range_text(requested)}; "
