@@ -1,4 +1,4 @@
-"""The event contract (DESIGN.md): the JSON value of each Kafka message, keyed by user_id.
+"""The event contract (README, "Event contract"): the JSON value of each Kafka message, keyed by user_id.
 
 One place for the field list, so the generator that writes events and the bronze layer that
 validates them cannot drift apart.
@@ -50,7 +50,7 @@ REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,
 }
 
-#: Fields present only for some event types (see DESIGN.md), with their JSON types.
+#: Fields present only for some event types (REQUIRED_BY_EVENT_TYPE says which need them).
 OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "success": bool,
     "amount": (int, float),

@@ -1,7 +1,7 @@
 """Realistic user-activity events for the local topic, with labelled anomalies and faults.
 
 Users have stable habits (home country, devices, IPs, active hours, typical spend and download
-sizes); sessions follow them. Anomaly episodes of the six DESIGN.md types and malformed messages
+sizes); sessions follow them. Anomaly episodes of the six contract.ANOMALY_TYPES and malformed messages
 are injected at given rates. Ground truth never enters the payload: it goes to a CSV side file
 with the Kafka partition and offset of every labelled message.
 

@@ -72,15 +72,15 @@ def score_frame(model, spec: ScoringSpec, pdf: pd.DataFrame) -> pd.DataFrame:
 
 
 def score_spark(df, model, spec: ScoringSpec):
-    """Score a Spark DataFrame of silver rows on the executors; the model is broadcast once
-    and unpickled once per Python worker."""
+    """Score a Spark DataFrame of silver rows on the executors. The pickled model travels in
+    the function's closure (no SparkContext broadcast, so it also runs over Spark Connect)
+    and is unpickled once per Python worker."""
     import hashlib
 
     import cloudpickle
 
     blob = cloudpickle.dumps(model)
     key = hashlib.sha256(blob).hexdigest()
-    payload = df.sparkSession.sparkContext.broadcast(blob)
 
     def score_batches(batches):
         import pickle
@@ -90,7 +90,7 @@ def score_spark(df, model, spec: ScoringSpec):
 
         loaded = MODELS.get(key)
         if loaded is None:
-            loaded = MODELS[key] = pickle.loads(payload.value)
+            loaded = MODELS[key] = pickle.loads(blob)
         for pdf in batches:
             yield score_frame(loaded, spec, pdf)
 

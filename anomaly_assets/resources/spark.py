@@ -1,6 +1,6 @@
 """The Spark resource: a SparkSession configured for Delta, started on first use only.
 
-Loading the definitions never starts a JVM (DESIGN.md invariant 4): the session is built the
+Loading the definitions never starts a JVM (cheap imports for the UI and daemon): the session is built the
 first time an asset or IO manager asks for ``spark_session`` inside a run.
 """
 
@@ -110,7 +110,8 @@ class SparkResource(ConfigurableResource):
     _session: Any = PrivateAttr(default=None)
 
     def spark_conf(self) -> dict[str, str]:
-        return build_spark_conf(
+        # spark.log.level: the log level at start-up, without the SparkContext
+        return {"spark.log.level": self.log_level} | build_spark_conf(
             self.master,
             self.app_name,
             self.driver_memory,
@@ -130,5 +131,4 @@ class SparkResource(ConfigurableResource):
             # Python workers must run the interpreter that has this project's packages.
             os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
             self._session = spark_session_from_config(conf)
-            self._session.sparkContext.setLogLevel(self.log_level)
         return self._session
