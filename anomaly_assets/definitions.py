@@ -7,7 +7,7 @@ from anomaly_assets.assets.enrichment import enrichment
 from anomaly_assets.assets.evaluation import ai_enrichment_eval_metrics
 from anomaly_assets.assets.gold import gold
 from anomaly_assets.assets.model import anomaly_model
-from anomaly_assets.assets.silver import silver_events
+from anomaly_assets.assets.silver import silver
 from anomaly_assets.checks.enrichment import ENRICHMENT_CHECKS
 from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
 from anomaly_assets.checks.gold import GOLD_CHECKS
@@ -47,7 +47,7 @@ def make_definitions(resources: dict) -> Definitions:
     return Definitions(
         assets=[
             bronze,
-            silver_events,
+            silver,
             anomaly_model,
             gold,
             enrichment,

@@ -9,6 +9,7 @@ INGESTION_ASSETS = (
     "bronze_quarantine",
     "bronze_offset_ledger",
     "silver_events",
+    "silver_user_profile",
     "gold_anomaly_predictions",
     "gold_batch_drift",
     "gold_events_enriched",

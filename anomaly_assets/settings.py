@@ -40,6 +40,9 @@ SENSOR_INTERVAL_S = int(os.environ.get("ANOMALY_SENSOR_INTERVAL_S", "30"))
 #: Most offsets one ingestion run reads (KafkaResource.max_batch_events).
 MAX_BATCH_EVENTS = int(os.environ.get("ANOMALY_MAX_BATCH_EVENTS", "100000"))
 
+#: How late (behind the newest event time) an event may arrive and still be placed exactly.
+ALLOWED_LATENESS_S = int(os.environ.get("ANOMALY_ALLOWED_LATENESS_S", "3600"))
+
 #: Seconds the sensor waits before requesting a failed batch again (doubles per attempt).
 RETRY_BASE_DELAY_S = float(os.environ.get("ANOMALY_RETRY_BASE_DELAY_S", "60"))
 

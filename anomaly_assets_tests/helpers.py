@@ -41,7 +41,7 @@ GOLD_SCHEMA = (
     "top_features array<string>"
 )
 SILVER_SCHEMA = (
-    "event_id string, session_id string, ip_address string, country string, "
+    "event_id string, event_time timestamp, session_id string, ip_address string, country string, "
     "device_type string, user_agent string, success boolean, amount double, items int, "
     "bytes_transferred long, duration_ms int, batch_id string"
 )
@@ -95,6 +95,7 @@ def hand_made_batch(batch, n_stuffing, n_exfil, start=0):
         silver.append(
             (
                 eid,
+                T0 + timedelta(seconds=i),
                 f"sess-{i}",
                 f"23.9.8.{i % 250}",
                 "US",

@@ -1,7 +1,8 @@
 """gold_events_enriched (+ llm_explanation_cache): every anomaly with an LLM explanation.
 
-Anomalies of the gold batches not enriched yet are grouped by (segment, top-2 contributing
-features); one call explains a group, within a budget of groups per run; explanations are
+The gold rows inserted or re-scored since the enrichment's cursor (Change Data Feed) are
+read; those that are anomalies are (re-)enriched and upserted, those that stopped being
+anomalies leave the table. Anomalies are grouped by (segment, top-2 contributing features); one call explains a group, within a budget of groups per run; explanations are
 cached in Delta by (prompt version, model, group key) and reused in later batches. The LLM
 runs in the driver: groups are few, and a thread pool keeps several requests in flight.
 """
@@ -11,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetExecutionContext,
-    AssetIn,
     AssetOut,
     Config,
     MetadataValue,
@@ -21,8 +21,9 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets.assets.lineage import column_lineage
-from anomaly_assets.lib.batches import pending_batch_ids
+from anomaly_assets.lib import cursors
 from anomaly_assets.lib.features import EVENT_COLUMNS, GOLD_EVENT_COLUMNS
+from anomaly_assets.lib.pruning import days_predicate, event_days
 from anomaly_assets.llm.grouping import EXAMPLE_FIELDS
 from anomaly_assets.llm.prompts import DEFAULT_PROMPT
 from anomaly_assets.resources.lakehouse import LakehouseResource
@@ -84,10 +85,15 @@ class EnrichmentConfig(Config):
     )
 
 
-def load_anomalies(gold, silver, batches):
-    """The anomalies of ``batches`` with the silver fields the prompt examples use, as pandas."""
-    anomalies = gold.filter(gold.is_anomaly & gold.batch_id.isin(batches))
-    return anomalies.join(silver.select(*SILVER_FIELDS), "event_id", "left").toPandas()
+CONSUMER = "gold_events_enriched"
+
+
+def load_anomalies(anomalies, silver):
+    """``anomalies`` (gold rows) with the silver fields the prompt examples use, as pandas;
+    silver is read for the anomalies' days only."""
+    days = event_days(anomalies)
+    fields = silver.filter(days_predicate("event_time", days)).select(*SILVER_FIELDS)
+    return anomalies.join(fields, "event_id", "left").toPandas()
 
 
 def enriched_rows_frame(rows: list[dict], step_seconds: float):
@@ -111,8 +117,7 @@ def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
 
 
 @multi_asset(
-    ins={"gold_anomaly_predictions": AssetIn(), "silver_events": AssetIn()},
-    deps=["gold_batch_drift"],
+    deps=["gold_anomaly_predictions", "silver_events", "gold_batch_drift"],
     outs={
         "gold_events_enriched": AssetOut(
             description="Every anomaly with its group's Pydantic-validated LLM explanation "
@@ -122,8 +127,15 @@ def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
             group_name="ai",
             kinds={"spark", "delta", "openai"},
             metadata={
-                "delta/write_mode": "merge_insert",
+                "delta/write_mode": "merge_upsert",
                 "delta/merge_keys": ["event_id"],
+                "delta/compare_columns": [
+                    "anomaly_status",
+                    "anomaly_score",
+                    "call_id",
+                    "enrichment_status",
+                ],
+                "delta/prune_days_column": "event_time",
             },
             tags={"layer": "ai"},
             owners=["team:ml-platform"],
@@ -144,8 +156,6 @@ def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
 def enrichment(
     context: AssetExecutionContext,
     config: EnrichmentConfig,
-    gold_anomaly_predictions,
-    silver_events,
     lakehouse: LakehouseResource,
     llm: LLMResource,
 ):
@@ -155,11 +165,26 @@ def enrichment(
     t0 = time.perf_counter()
     prompt = load_prompt(config.prompt)
     explainer = llm.explainer()
-    batches = pending_batch_ids(
-        gold_anomaly_predictions.filter("is_anomaly"),
-        lakehouse.read("gold_events_enriched"),
+    spark = lakehouse.spark_session
+    cursor = cursors.read_cursor(
+        spark, lakehouse.root, CONSUMER, "gold_anomaly_predictions"
     )
-    anomalies = load_anomalies(gold_anomaly_predictions, silver_events, batches)
+    through = cursors.table_version(spark, lakehouse.path("gold_anomaly_predictions"))
+    changes = cursors.read_changes(
+        spark, lakehouse.path("gold_anomaly_predictions"), cursor.version, through
+    )
+    if changes is None:
+        context.log.info(f"Enrichment: no gold commit after version {through}.")
+        yield Output(None, "gold_events_enriched", metadata={"gold_version": through})
+        yield Output(None, "llm_explanation_cache", metadata={"gold_version": through})
+        return
+    changes = cursors.latest_per_key(changes, ["event_id"]).persist()
+    revoked = [
+        r[0] for r in changes.filter("NOT is_anomaly").select("event_id").collect()
+    ]
+    flagged = changes.filter("is_anomaly")
+    batches = sorted(r[0] for r in flagged.select("batch_id").distinct().collect())
+    anomalies = load_anomalies(flagged, lakehouse.read("silver_events"))
     cache_table = lakehouse.read("llm_explanation_cache")
     cache = {}
     if cache_table is not None:
@@ -193,9 +218,9 @@ def enrichment(
         f"Enriched {stats['anomalies']:,} anomalies of {len(batches)} batch(es) "
         f"with {explainer.provider}/{explainer.model}: {stats['status_counts']}"
     )
-    spark = lakehouse.spark_session
     meta = {
         "batches": MetadataValue.json(batches),
+        "gold_version": through,
         "provider": explainer.provider,
         "model": explainer.model,
         "prompt_version": prompt.version,
@@ -222,4 +247,33 @@ def enrichment(
             "new_entries": len(outcome.cache_entries),
             "prompt_version": prompt.version,
         },
+    )
+    if revoked:
+        drop_revoked(lakehouse, revoked)
+        context.log.info(
+            f"{len(revoked):,} re-scored events are no longer anomalies: their enriched "
+            "rows, if any, were removed."
+        )
+    changes.unpersist()
+    cursors.write_cursor(
+        spark,
+        lakehouse.root,
+        cursors.Cursor(CONSUMER, "gold_anomaly_predictions", through),
+    )
+
+
+def drop_revoked(lakehouse: LakehouseResource, event_ids: list[str]) -> None:
+    """Delete the enriched rows of events a corrected score no longer flags."""
+    from delta.tables import DeltaTable
+
+    if not lakehouse.exists("gold_events_enriched"):
+        return
+    spark = lakehouse.spark_session
+    table = DeltaTable.forPath(spark, lakehouse.path("gold_events_enriched"))
+    ids = spark.createDataFrame([(e,) for e in event_ids], "event_id string")
+    (
+        table.alias("t")
+        .merge(ids.alias("s"), "t.event_id = s.event_id")
+        .whenMatchedDelete()
+        .execute()
     )

@@ -14,11 +14,15 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Outpu
 from pydantic import Field
 
 from anomaly_assets import settings
+from anomaly_assets.lib import cursors
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
 from anomaly_assets.resources.mlflow import MlflowResource
 
 EVAL_EXPERIMENT = "ai_enrichment_eval"
+CONSUMER = "ai_enrichment_eval_metrics"
+#: Evaluations drawn in the history chart (the newest ones).
+HISTORY_POINTS = 200
 #: Columns of the table, in order, with their Spark types.
 EVAL_COLUMNS = (
     ("batch_id", "string"),
@@ -172,7 +176,12 @@ def _evaluation_rows(
         if table is None
         else [
             r.asDict()
-            for r in table.filter("NOT is_comparison").orderBy("evaluated_at").collect()
+            for r in reversed(
+                table.filter("NOT is_comparison")
+                .orderBy(table.evaluated_at.desc())
+                .limit(HISTORY_POINTS)
+                .collect()
+            )
         ]
     )
     prices = {k: tuple(v) for k, v in config.prices.items()}
@@ -233,9 +242,8 @@ def ai_enrichment_eval_metrics(
     lakehouse: LakehouseResource,
     mlflow_settings: MlflowResource,
     llm: LLMResource,
-) -> Output:
+):
     from anomaly_assets.assets.model import load_labels
-    from anomaly_assets.lib.batches import pending_batch_ids
 
     labels = load_labels(config.labels_path)
     spark = lakehouse.spark_session
@@ -245,11 +253,11 @@ def ai_enrichment_eval_metrics(
         )
         batches = sorted({b for b, _ in batches_rows.values()})
     else:
-        existing = lakehouse.read("ai_enrichment_eval_metrics")
-        batches = pending_batch_ids(
-            gold_events_enriched,
-            None if existing is None else existing.filter("NOT is_comparison"),
+        cursor = cursors.read_cursor(
+            spark, lakehouse.root, CONSUMER, "gold_events_enriched"
         )
+        through = cursors.table_version(spark, lakehouse.path("gold_events_enriched"))
+        batches = _new_batches(lakehouse, cursor.version, through)
         frame = gold_events_enriched.filter(gold_events_enriched.batch_id.isin(batches))
         pdf = frame.toPandas()
         batches_rows = {f"batch:{b}": (b, rows) for b, rows in pdf.groupby("batch_id")}
@@ -274,7 +282,7 @@ def ai_enrichment_eval_metrics(
     df = spark.createDataFrame(
         [tuple(r.get(n) for n, _ in EVAL_COLUMNS) for r in rows], EVAL_SCHEMA
     )
-    return Output(
+    yield Output(
         df,
         metadata={
             "evaluations": MetadataValue.json([r["evaluation_id"] for r in rows]),
@@ -283,6 +291,30 @@ def ai_enrichment_eval_metrics(
             "summary": MetadataValue.md(_summary_table(rows)),
         },
     )
+    if not config.compare_prompts:
+        cursors.write_cursor(
+            spark,
+            lakehouse.root,
+            cursors.Cursor(CONSUMER, "gold_events_enriched", through),
+        )
+
+
+def _new_batches(lakehouse: LakehouseResource, after, through) -> list[str]:
+    """Batches with enriched rows committed after ``after`` and no evaluation yet."""
+    spark = lakehouse.spark_session
+    changes = cursors.read_changes(
+        spark, lakehouse.path("gold_events_enriched"), after, through
+    )
+    if changes is None:
+        return []
+    touched = {r[0] for r in changes.select("batch_id").distinct().collect()}
+    existing = lakehouse.read("ai_enrichment_eval_metrics")
+    if existing is not None and touched:
+        done = existing.filter(
+            existing.batch_id.isin(sorted(touched)) & ~existing.is_comparison
+        )
+        touched -= {r[0] for r in done.select("batch_id").distinct().collect()}
+    return sorted(touched)
 
 
 def _summary_table(rows: list[dict]) -> str:
@@ -310,8 +342,9 @@ def _comparison_rows(context, config, enriched, silver_events, lakehouse, llm) -
     if latest is None:
         return {}
     batch = latest[0]
+    gold = lakehouse.read("gold_anomaly_predictions")
     anomalies = load_anomalies(
-        lakehouse.read("gold_anomaly_predictions"), silver_events, [batch]
+        gold.filter(gold.is_anomaly & (gold.batch_id == batch)), silver_events
     )
     explainer = llm.explainer()
     out = {}

@@ -1,16 +1,17 @@
-"""gold_anomaly_predictions (+ gold_batch_drift): silver batches scored by the champion model.
+"""gold_anomaly_predictions (+ gold_batch_drift): silver rows scored by the champion model.
 
-Scoring runs on the executors (``mapInPandas``, model broadcast once). Incremental like silver:
-the silver batches gold has not scored yet, MERGEd insert-only on event_id, so re-scoring a
-batch changes nothing. Each batch's feature drift against the training baseline is stored in
-gold_batch_drift for monitoring and for the enrichment prompt.
+Scoring runs on the executors (``mapInPandas``, the model shipped once per worker).
+Incremental by commit: gold reads the silver rows inserted or corrected since its cursor
+(Change Data Feed) and upserts their scores on event_id, so a corrected silver row gets a
+corrected score and re-scoring an unchanged row writes nothing. Each batch's feature drift
+against the training baseline is stored in gold_batch_drift for monitoring and for the
+enrichment prompt.
 """
 
 import time
 
 from dagster import (
     AssetExecutionContext,
-    AssetIn,
     AssetOut,
     Config,
     Failure,
@@ -21,7 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets.assets.lineage import column_lineage
-from anomaly_assets.lib.batches import pending_batch_ids
+from anomaly_assets.lib import cursors
 from anomaly_assets.lib.features import FEATURE_COLUMNS, GOLD_EVENT_COLUMNS
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource
@@ -94,6 +95,7 @@ LINEAGE = column_lineage(
     },
 )
 
+CONSUMER = "gold_anomaly_predictions"
 DRIFT_SCHEMA = (
     "batch_id string, feature string, batch_mean double, train_mean double, "
     "mean_shift_std double, std_ratio double, drifted boolean, model_version string"
@@ -101,8 +103,7 @@ DRIFT_SCHEMA = (
 
 
 @multi_asset(
-    ins={"silver_events": AssetIn()},
-    deps=["anomaly_model"],
+    deps=["silver_events", "anomaly_model"],
     outs={
         "gold_anomaly_predictions": AssetOut(
             description="Every silver event scored by the champion Isolation Forest: score, "
@@ -111,8 +112,15 @@ DRIFT_SCHEMA = (
             group_name="gold",
             kinds={"spark", "delta", "mlflow"},
             metadata={
-                "delta/write_mode": "merge_insert",
+                "delta/write_mode": "merge_upsert",
                 "delta/merge_keys": ["event_id"],
+                "delta/compare_columns": [
+                    "anomaly_score",
+                    "status",
+                    "model_version",
+                    "severity_percentile",
+                ],
+                "delta/prune_days_column": "event_time",
             },
             tags={"layer": "gold"},
             owners=["team:ml-platform"],
@@ -136,7 +144,6 @@ DRIFT_SCHEMA = (
 def gold(
     context: AssetExecutionContext,
     config: ScoringConfig,
-    silver_events,
     lakehouse: LakehouseResource,
     mlflow_settings: MlflowResource,
 ):
@@ -155,15 +162,26 @@ def gold(
         model_version=str(version.version),
         n_permutations=config.n_permutations,
     )
-    batches = pending_batch_ids(
-        silver_events, lakehouse.read("gold_anomaly_predictions")
+    spark = lakehouse.spark_session
+    cursor = cursors.read_cursor(spark, lakehouse.root, CONSUMER, "silver_events")
+    through = cursors.table_version(spark, lakehouse.path("silver_events"))
+    changes = cursors.read_changes(
+        spark, lakehouse.path("silver_events"), cursor.version, through
     )
-    context.log.info(
-        f"Scoring {len(batches)} silver batch(es) with {spec.model_name} "
-        f"v{spec.model_version}: {batches[:10]}"
-    )
+    if changes is None:
+        context.log.info(f"Gold: no silver commit after version {through}.")
+        yield Output(
+            None, "gold_anomaly_predictions", metadata={"silver_version": through}
+        )
+        yield Output(None, "gold_batch_drift", metadata={"silver_version": through})
+        return
     # Scoring and the drift statistics both read these rows: read silver once.
-    rows = silver_events.filter(silver_events.batch_id.isin(batches)).persist()
+    rows = cursors.latest_per_key(changes, ["event_id"]).persist()
+    batches = sorted(r[0] for r in rows.select("batch_id").distinct().collect())
+    context.log.info(
+        f"Scoring silver versions {cursor.version} → {through} ({len(batches)} batch(es)) "
+        f"with {spec.model_name} v{spec.model_version}: {batches[:10]}"
+    )
     t0 = time.perf_counter()
     scored = score_spark(rows, model, spec).persist()
     summary = monitoring_summary(scored)
@@ -173,7 +191,6 @@ def gold(
         f"{summary['anomalies']}"
     )
 
-    spark = lakehouse.spark_session
     drift_rows, flagged = [], {}
     for batch, stats in batch_feature_stats(rows, spec.features).items():
         drift = drift_summary(stats, meta["feature_baseline"], config.drift_threshold)
@@ -193,6 +210,7 @@ def gold(
         ]
     monitor = {
         "batches": MetadataValue.json(batches),
+        "silver_version": through,
         "model_name": spec.model_name,
         "model_version": spec.model_version,
         "rows_scored": summary["rows_scored"],
@@ -212,6 +230,11 @@ def gold(
             "batches": MetadataValue.json(batches),
             "drifted_features": MetadataValue.json(flagged),
         },
+    )
+    rows.unpersist()
+    scored.unpersist()
+    cursors.write_cursor(
+        spark, lakehouse.root, cursors.Cursor(CONSUMER, "silver_events", through)
     )
 
 

@@ -1,16 +1,33 @@
-"""silver_events: typed, deduplicated events with per-user behaviour features.
+"""silver_events and silver_user_profile: features from bounded state, corrected when events
+arrive out of order.
 
-Incremental by batch: each run takes the bronze batches silver has not seen yet and
-MERGEs their rows on event_id (insert only), so an event delivered again in a later
-batch stays out and a re-run adds nothing.
+Each run reads only the bronze commits silver has not consumed (Delta Change Data Feed from
+its cursor), the profiles of the batch's users and the silver rows of the days its windows
+need. It upserts the new rows and the rows an earlier-arriving event corrects, then folds
+every event older than the new watermark (newest event time - allowed lateness) into the
+users' profiles. Events older than the watermark on arrival are processed against the
+current profile and flagged ``late``.
 """
 
-from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
+from datetime import datetime
 
+from dagster import (
+    AssetExecutionContext,
+    AssetOut,
+    Config,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
+from pydantic import Field
+
+from anomaly_assets import settings
 from anomaly_assets.assets.lineage import column_lineage
-from anomaly_assets.lib.batches import pending_batch_ids
+from anomaly_assets.lib import cursors
 from anomaly_assets.lib.bronze import BRONZE_COLUMNS
-from anomaly_assets.lib.features import EVENT_COLUMNS, FEATURES, silver_rows
+from anomaly_assets.lib.features import EVENT_COLUMNS, FEATURE_COLUMNS, FEATURES
+from anomaly_assets.lib.profile import SET_CAPS, fold
+from anomaly_assets.lib.silver import plan, to_fold
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 #: Carried columns keep their bronze name, except event_time (parsed from event_ts).
@@ -19,34 +36,128 @@ LINEAGE = column_lineage(
     [c for c in EVENT_COLUMNS if c in BRONZE_COLUMNS],
     {"event_time": ["event_ts"]},
 )
+CONSUMER = "silver_events"
 
 
-@asset(
-    ins={"bronze_events": AssetIn()},
-    description="Typed events deduplicated by event_id, timestamps in UTC, and the model's "
-    "per-user behaviour features over event-time windows that span batches.",
-    group_name="silver",
-    kinds={"spark", "delta"},
-    metadata={"delta/write_mode": "merge_insert", "delta/merge_keys": ["event_id"]},
-    tags={"layer": "silver"},
-    owners=["team:data-platform"],
+class SilverConfig(Config):
+    allowed_lateness_s: int = Field(
+        default=settings.ALLOWED_LATENESS_S,
+        description="How far behind the newest event an event may arrive and still be "
+        "placed exactly (correcting the rows after it); older arrivals are flagged late. "
+        "Env ANOMALY_ALLOWED_LATENESS_S.",
+    )
+
+
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@multi_asset(
+    deps=["bronze_events"],
+    outs={
+        "silver_events": AssetOut(
+            description="Typed events deduplicated by event_id, timestamps in UTC, the "
+            "model's per-user behaviour features over event-time windows that span "
+            "batches, and whether the event arrived later than the allowed lateness.",
+            group_name="silver",
+            kinds={"spark", "delta"},
+            metadata={
+                "delta/write_mode": "merge_upsert",
+                "delta/merge_keys": ["event_id"],
+                "delta/compare_columns": ["late", *FEATURE_COLUMNS],
+                "delta/prune_days_column": "event_time",
+            },
+            tags={"layer": "silver"},
+            owners=["team:data-platform"],
+        ),
+        "silver_user_profile": AssetOut(
+            description="One row per user: every event before the watermark folded into "
+            "counts, exact sums, circular hour sums and capped sets of known countries, "
+            "devices and IPs (first / last seen, count).",
+            group_name="silver",
+            kinds={"spark", "delta"},
+            metadata={
+                "delta/write_mode": "merge_upsert",
+                "delta/merge_keys": ["user_id"],
+                "delta/compare_columns": ["events", "through"],
+                "set_caps": MetadataValue.json(SET_CAPS),
+            },
+            tags={"layer": "silver"},
+            owners=["team:data-platform"],
+        ),
+    },
+    name="silver",
     pool="anomaly_assets/silver_events",
 )
-def silver_events(
-    context: AssetExecutionContext, bronze_events, lakehouse: LakehouseResource
-) -> Output:
-    history = lakehouse.read("silver_events")
-    batches = pending_batch_ids(bronze_events, history)
-    context.log.info(f"Silver: {len(batches)} new bronze batch(es): {batches[:10]}")
-    new = bronze_events.filter(bronze_events.batch_id.isin(batches))
-    rows = silver_rows(new, history)
-    return Output(
-        rows,
+def silver(
+    context: AssetExecutionContext, config: SilverConfig, lakehouse: LakehouseResource
+):
+    spark = lakehouse.spark_session
+    cursor = cursors.read_cursor(spark, lakehouse.root, CONSUMER, "bronze_events")
+    through = cursors.table_version(spark, lakehouse.path("bronze_events"))
+    if through is None:
+        raise FileNotFoundError(
+            "bronze_events does not exist yet: materialise it first."
+        )
+    profile_version = cursor.state.get("profile_version")
+    profile = None
+    if profile_version is not None:  # as of the last finished step, even on a retry
+        profile = (
+            spark.read.format("delta")
+            .option("versionAsOf", profile_version)
+            .load(lakehouse.path("silver_user_profile"))
+        )
+    new = cursors.read_changes(
+        spark, lakehouse.path("bronze_events"), cursor.version, through
+    )
+    if new is None:
+        context.log.info(f"Silver: no bronze commit after version {through}.")
+        yield Output(None, "silver_events", metadata={"bronze_version": through})
+        yield Output(None, "silver_user_profile", metadata={"bronze_version": through})
+        return
+    step = plan(
+        new,
+        lakehouse.read("silver_events"),
+        profile,
+        _when(cursor.state.get("watermark")),
+        config.allowed_lateness_s,
+    )
+    context.log.info(
+        f"Silver: bronze versions {cursor.version} → {through}, batches {step.batches[:10]}, "
+        f"watermark {step.watermark} → {step.next_watermark}, {step.late:,} late"
+    )
+    common = {
+        "batches": MetadataValue.json(step.batches),
+        "bronze_version": through,
+        "watermark": str(step.next_watermark),
+    }
+    yield Output(
+        step.rows,
+        "silver_events",
         metadata={
-            "batches": MetadataValue.json(batches),
+            **common,
+            "late_events": step.late,
+            "allowed_lateness_s": config.allowed_lateness_s,
             "features": MetadataValue.md(
                 "\n".join(f"- `{name}`: {doc}" for name, doc in FEATURES.items())
             ),
             **LINEAGE,
         },
+    )
+    folding = to_fold(step, lakehouse.read("silver_events"))
+    folded = None if folding is None else fold(profile, folding, step.next_watermark)
+    yield Output(folded, "silver_user_profile", metadata=common)
+    step.new.unpersist()
+    state = {
+        "watermark": None
+        if step.next_watermark is None
+        else step.next_watermark.isoformat(),
+        "profile_version": cursors.table_version(
+            spark, lakehouse.path("silver_user_profile")
+        ),
+    }
+    cursors.write_cursor(
+        spark,
+        lakehouse.root,
+        cursors.Cursor(CONSUMER, "bronze_events", through, state),
     )

@@ -2,9 +2,13 @@
 
 An asset picks its write mode with definition metadata:
 
-- ``delta/write_mode``: ``overwrite`` (default), ``append``, ``replace_batch`` or
+- ``delta/write_mode``: ``overwrite`` (default), ``append``, ``replace_batch``,
   ``merge_insert`` (insert rows whose ``delta/merge_keys`` are new; optional
-  ``delta/merge_range_column`` bounds the target scan for file skipping).
+  ``delta/merge_range_column`` bounds the target scan for file skipping) or
+  ``merge_upsert`` (insert new keys, update matched rows whose ``delta/compare_columns``
+  differ: a corrected row is rewritten, an unchanged one is not).
+- ``delta/prune_days_column``: a timestamp column; MERGEs then touch only the target files of
+  the days present in the output (the cost of a MERGE follows the batch, not the table).
 - ``delta/batch_column``: column naming the batch (default ``batch_id``) for ``replace_batch``.
 - ``delta/partition_by``: list of partition columns, used when the table is created.
 
@@ -28,7 +32,7 @@ from dagster import (
 
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
-WRITE_MODES = ("overwrite", "append", "replace_batch", "merge_insert")
+WRITE_MODES = ("overwrite", "append", "replace_batch", "merge_insert", "merge_upsert")
 
 
 def spark_schema_to_table_schema(schema) -> TableSchema:
@@ -82,6 +86,8 @@ def write_delta(
     partition_by: list[str] | None = None,
     merge_keys: list[str] | None = None,
     merge_range_column: str | None = None,
+    compare_columns: list[str] | None = None,
+    prune_days_column: str | None = None,
 ) -> None:
     """Write ``df`` to the Delta table at ``path`` in one transaction.
 
@@ -101,25 +107,30 @@ def write_delta(
         writer.mode("overwrite").option("overwriteSchema", "true").save(path)
     elif mode == "append" or not exists:
         writer.mode("append").option("mergeSchema", "true").save(path)
-    elif mode == "merge_insert":
+    elif mode in ("merge_insert", "merge_upsert"):
         if not merge_keys:
-            raise ValueError("merge_insert needs delta/merge_keys")
+            raise ValueError(f"{mode} needs delta/merge_keys")
         bounds = None
         if merge_range_column:
             from pyspark.sql import functions as F
 
             row = df.agg(F.min(merge_range_column), F.max(merge_range_column)).first()
             bounds = (row[0], row[1])
-        (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(
-                df.alias("s"), merge_condition(merge_keys, merge_range_column, bounds)
-            )
-            .whenNotMatchedInsertAll()
-            .withSchemaEvolution()
-            .execute()
+        condition = merge_condition(merge_keys, merge_range_column, bounds)
+        if prune_days_column:
+            from anomaly_assets.lib.pruning import days_predicate, event_days
+
+            days = event_days(df, prune_days_column)
+            condition += f" AND ({days_predicate(f't.`{prune_days_column}`', days)})"
+        merge = (
+            DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
         )
+        if mode == "merge_upsert":
+            if not compare_columns:
+                raise ValueError("merge_upsert needs delta/compare_columns")
+            changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare_columns)
+            merge = merge.whenMatchedUpdateAll(condition=changed)
+        merge.whenNotMatchedInsertAll().withSchemaEvolution().execute()
     else:
         if batch_ids is None:
             batch_ids = [r[0] for r in df.select(batch_column).distinct().collect()]
@@ -169,6 +180,7 @@ def delta_table_metadata(spark, path: str) -> dict[str, Any]:
         "rows_written": int(
             metrics.get("numOutputRows", metrics.get("numTargetRowsInserted", 0)) or 0
         ),
+        "rows_updated": int(metrics.get("numTargetRowsUpdated", 0) or 0),
         "rows_removed": int(
             metrics.get("numDeletedRows", metrics.get("numRemovedRows", 0)) or 0
         ),
@@ -202,6 +214,8 @@ class DeltaIOManager(ConfigurableIOManager):
             partition_by=_plain(meta.get("delta/partition_by")),
             merge_keys=_plain(meta.get("delta/merge_keys")),
             merge_range_column=_plain(meta.get("delta/merge_range_column")),
+            compare_columns=_plain(meta.get("delta/compare_columns")),
+            prune_days_column=_plain(meta.get("delta/prune_days_column")),
         )
         context.add_output_metadata(
             delta_table_metadata(self.lakehouse.spark_session, path)

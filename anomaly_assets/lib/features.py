@@ -1,8 +1,16 @@
 """Silver: typed events plus per-user behaviour features that reach back into earlier batches.
 
-``silver_rows(new, history)`` computes features for the ``new`` bronze rows over the union with
-the same users' ``history`` (earlier silver rows), then keeps only the new rows. Windows are
-on event time, per user, so a batch boundary changes no value.
+``featurize(new, context, profile, watermark)`` computes features for the ``new`` bronze rows
+from bounded state: each user's profile (every event before the ``watermark``, folded into
+counts, sums and capped sets; see ``lib/profile.py``) plus the ``context`` silver rows the
+windows need (the last 24 hours before the batch and everything after the watermark). It
+also returns the context rows a new, earlier event changes, so an out-of-order event
+corrects the rows after it. Windows are on event time, per user: how the stream was cut
+into batches changes no value, as long as no event is later than the allowed lateness.
+
+Sums that feed a mean are exact (decimals and integers, circular hours as fixed-point
+sin/cos sums), so the profile's part and the recent part add up to the same value whatever
+the split.
 """
 
 import math
@@ -79,26 +87,102 @@ MAX_GAP_S = 7 * 24 * 3600
 MAX_RATIO = 1e6
 
 
-def dedupe_new(new, history):
-    """New rows with one row per event_id (the earliest offset), minus ids already in silver."""
+#: The longest window a feature looks back over (distinct_countries_24h).
+LONGEST_WINDOW_S = 24 * 3600
+#: Silver's columns, in order.
+SILVER_COLUMNS = (*EVENT_COLUMNS, "late", *FEATURE_COLUMNS, "silver_processed_at")
+
+
+def device_expr():
+    from pyspark.sql import functions as F
+
+    return F.concat_ws("|", "device_type", "user_agent")
+
+
+def dedupe_within(new):
+    """One row per event_id: the earliest offset (a message delivered twice in a batch)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     first = Window.partitionBy("event_id").orderBy("topic", "partition", "offset")
-    new = (
+    return (
         new.withColumn("_rn", F.row_number().over(first)).filter("_rn = 1").drop("_rn")
     )
-    if history is not None:
-        new = new.join(history.select("event_id"), "event_id", "left_anti")
-    return new
 
 
-def with_features(events):
-    """Add FEATURE_COLUMNS to ``events`` (which must hold every user's relevant history)."""
+_PROFILE_FIELDS = (
+    "events",
+    "last_event_time",
+    "purchases",
+    "amount_sum",
+    "transfers",
+    "bytes_sum",
+    "hour_sin_e9",
+    "hour_cos_e9",
+)
+
+
+def _with_profile(events, profile):
+    """``events`` with the user's profile as ``p_*`` columns (zeros / empty without one)."""
+    from pyspark.sql import functions as F
+
+    sets = ("countries", "devices", "ips")
+    if profile is None:
+        return events.select(
+            "*",
+            *[F.lit(None).alias(f"p_{c}") for c in _PROFILE_FIELDS],
+            *[F.array().cast("array<string>").alias(f"p_{s}") for s in sets],
+        )
+    p = profile.select(
+        "user_id",
+        *[F.col(c).alias(f"p_{c}") for c in _PROFILE_FIELDS],
+        *[F.col(f"{s}.value").alias(f"p_{s}") for s in sets],
+    )
+    return events.join(p, "user_id", "left").select(
+        *events.columns,
+        *[F.col(f"p_{c}") for c in _PROFILE_FIELDS],
+        *[
+            F.coalesce(f"p_{s}", F.array().cast("array<string>")).alias(f"p_{s}")
+            for s in sets
+        ],
+    )
+
+
+def featurize(new, context=None, profile=None, watermark=None):
+    """Silver rows to upsert: every ``new`` row, plus the ``context`` rows it corrects.
+
+    ``new``: deduplicated bronze-shaped rows (EVENT_COLUMNS) not in silver yet.
+    ``context``: silver rows of the same users that the windows and the out-of-order
+    correction need (at least the 24 hours before each new event and every row at or
+    after ``watermark``). ``profile``: the users' profiles, folded through ``watermark``.
+    A new row older than ``watermark`` is ``late``: its features use the current profile
+    and it corrects nothing.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    ts = F.col("event_time").cast("double")
+    from anomaly_assets.lib.profile import HOUR_SCALE, amount_term, hour_terms
+
+    late = (
+        F.lit(False)
+        if watermark is None
+        else F.col("event_time") < F.lit(watermark).cast("timestamp")
+    )
+    events = new.select(*EVENT_COLUMNS).withColumn("late", late)
+    events = events.withColumn("_new", F.lit(True))
+    if context is not None:
+        events = events.unionByName(
+            context.select(*EVENT_COLUMNS, "late").withColumn("_new", F.lit(False))
+        )
+    # Rows before the watermark are in the profile already: the "prior" sums skip them.
+    tail = (
+        F.lit(True)
+        if watermark is None
+        else F.col("event_time") >= F.lit(watermark).cast("timestamp")
+    )
+    events = _with_profile(events, profile).withColumn("_tail", tail)
+
+    ts = F.col("_ts")
     by_user = Window.partitionBy("user_id")
     ordered = by_user.orderBy("_ts", "topic", "partition", "offset")
     prior = ordered.rowsBetween(Window.unboundedPreceding, -1)
@@ -106,23 +190,59 @@ def with_features(events):
     def last(seconds):
         return by_user.orderBy("_ts").rangeBetween(-seconds, 0)
 
+    def tail_only(expr):
+        return F.when(F.col("_tail"), expr)
+
+    def known(value, profile_set):
+        return F.array_contains(profile_set, value) | F.coalesce(
+            F.array_contains(F.collect_set(tail_only(value)).over(prior), value),
+            F.lit(False),
+        )
+
     failed = (F.col("event_type") == "login") & (F.col("success") == F.lit(False))
-    device = F.concat_ws("|", "device_type", "user_agent")
-    angle = F.col("hour_of_day") * (2 * math.pi / 24)
+    sin, cos = hour_terms()
+    sin_sum = F.coalesce("p_hour_sin_e9", F.lit(0)) + F.coalesce(
+        F.sum(tail_only(sin)).over(prior), F.lit(0)
+    )
+    cos_sum = F.coalesce("p_hour_cos_e9", F.lit(0)) + F.coalesce(
+        F.sum(tail_only(cos)).over(prior), F.lit(0)
+    )
+    prior_events = F.coalesce("p_events", F.lit(0)) + F.count(tail_only(F.lit(1))).over(
+        prior
+    )
+    has_history = prior_events > 0
     mean_hour = (
-        F.atan2(F.avg(F.sin(angle)).over(prior), F.avg(F.cos(angle)).over(prior))
-        * (24 / (2 * math.pi))
-        + 24
+        F.atan2(sin_sum / HOUR_SCALE, cos_sum / HOUR_SCALE) * (24 / (2 * math.pi)) + 24
     ) % 24
     hour_gap = F.abs(F.col("hour_of_day") - mean_hour)
-    prior_amount = F.avg(
-        F.when(F.col("event_type") == "purchase", F.col("amount"))
-    ).over(prior)
-    prior_bytes = F.avg("bytes_transferred").over(prior)
-    has_history = F.count(F.lit(1)).over(prior) > 0
+    amount = amount_term()
+    amount_n = F.coalesce("p_purchases", F.lit(0)) + F.count(tail_only(amount)).over(
+        prior
+    )
+    amount_sum = F.coalesce("p_amount_sum", F.lit(0)) + F.coalesce(
+        F.sum(tail_only(amount)).over(prior), F.lit(0)
+    )
+    prior_amount = F.when(amount_n > 0, amount_sum.cast("double") / amount_n)
+    nbytes = F.col("bytes_transferred").cast("decimal(38,0)")
+    bytes_n = F.coalesce("p_transfers", F.lit(0)) + F.count(tail_only(nbytes)).over(
+        prior
+    )
+    bytes_sum = F.coalesce("p_bytes_sum", F.lit(0)) + F.coalesce(
+        F.sum(tail_only(nbytes)).over(prior), F.lit(0)
+    )
+    prior_bytes = F.when(bytes_n > 0, bytes_sum.cast("double") / bytes_n)
+    # The previous event: in the rows at hand, else the profile's last (if before this one).
+    profile_last = F.when(
+        F.col("p_last_event_time") <= F.col("event_time"),
+        F.col("p_last_event_time").cast("double"),
+    )
+    previous = F.coalesce(F.lag("_ts").over(ordered), profile_last)
+    # The earliest new, on-time event of the user: rows after it may change.
+    first_new = F.min(F.when(F.col("_new") & ~F.col("late"), ts)).over(by_user)
 
-    return (
-        events.withColumn("_ts", ts)
+    featured = (
+        events.withColumn("_ts", F.col("event_time").cast("double"))
+        .withColumn("_device", device_expr())
         .withColumn("hour_of_day", F.hour("event_time"))
         .withColumn("events_1m", F.count(F.lit(1)).over(last(60)))
         .withColumn("events_5m", F.count(F.lit(1)).over(last(300)))
@@ -131,43 +251,32 @@ def with_features(events):
             "distinct_ips_1h", F.size(F.collect_set("ip_address").over(last(3600)))
         )
         .withColumn(
-            "distinct_countries_24h", F.size(F.collect_set("country").over(last(86400)))
+            "distinct_countries_24h",
+            F.size(F.collect_set("country").over(last(LONGEST_WINDOW_S))),
         )
         .withColumn(
             "seconds_since_prev",
-            F.least(
-                F.coalesce(F.col("_ts") - F.lag("_ts").over(ordered), F.lit(MAX_GAP_S)),
-                F.lit(MAX_GAP_S),
-            ).cast("double"),
+            F.least(F.coalesce(ts - previous, F.lit(MAX_GAP_S)), F.lit(MAX_GAP_S)).cast(
+                "double"
+            ),
         )
         .withColumn(
             "is_new_country",
-            (
-                has_history
-                & ~F.array_contains(
-                    F.collect_set("country").over(prior), F.col("country")
-                )
-            ).cast("int"),
+            (has_history & ~known(F.col("country"), F.col("p_countries"))).cast("int"),
         )
         .withColumn(
             "is_new_device",
-            (
-                has_history
-                & ~F.array_contains(F.collect_set(device).over(prior), device)
-            ).cast("int"),
+            (has_history & ~known(F.col("_device"), F.col("p_devices"))).cast("int"),
         )
         .withColumn(
             "is_new_ip",
-            (
-                has_history
-                & ~F.array_contains(
-                    F.collect_set("ip_address").over(prior), F.col("ip_address")
-                )
-            ).cast("int"),
+            (has_history & ~known(F.col("ip_address"), F.col("p_ips"))).cast("int"),
         )
         .withColumn(
             "hour_deviation",
-            F.coalesce(F.least(hour_gap, 24 - hour_gap), F.lit(0.0)).cast("double"),
+            F.when(has_history, F.least(hour_gap, 24 - hour_gap))
+            .otherwise(F.lit(0.0))
+            .cast("double"),
         )
         .withColumn(
             "amount_vs_user_mean",
@@ -193,26 +302,20 @@ def with_features(events):
         )
         .withColumn("duration_ms_log", F.log1p(F.coalesce("duration_ms", F.lit(0))))
         .withColumn("is_failed_login", failed.cast("int"))
-        .drop("_ts")
+        .withColumn("_first_new", first_new)
     )
-
-
-def silver_rows(new, history):
-    """Feature rows for the ``new`` bronze rows not yet in silver, using ``history``."""
-    from pyspark.sql import functions as F
-
-    new = dedupe_new(new.select(*EVENT_COLUMNS), history)
-    events = new.withColumn("_new", F.lit(True))
-    if history is not None:
-        users = new.select("user_id").distinct()
-        past = history.join(F.broadcast(users), "user_id").select(*EVENT_COLUMNS)
-        events = events.unionByName(past.withColumn("_new", F.lit(False)))
-    featured = with_features(events).filter("_new").drop("_new")
-    return featured.select(
+    corrected = ~F.col("_new") & F.col("_tail") & (ts >= F.col("_first_new"))
+    return featured.filter(F.col("_new") | corrected).select(
         *EVENT_COLUMNS,
+        "late",
         *[
             F.col(c).cast("double").alias(c, metadata={"comment": FEATURES[c]})
             for c in FEATURE_COLUMNS
         ],
         F.current_timestamp().alias("silver_processed_at"),
     )
+
+
+def silver_rows(new):
+    """Silver rows for ``new`` bronze rows on an empty lakehouse (no state yet)."""
+    return featurize(dedupe_within(new.select(*EVENT_COLUMNS)))

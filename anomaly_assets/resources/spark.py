@@ -56,6 +56,10 @@ def build_spark_conf(
         "spark.ui.showConsoleProgress": "false",
         "spark.pyspark.python": sys.executable,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Downstream steps read only the commits they have not consumed (lib/cursors.py).
+        "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
+        # Batch-sized writes leave small files; compact them as they pile up.
+        "spark.databricks.delta.autoCompact.enabled": "true",
     }
     if packages:
         conf["spark.jars.packages"] = ",".join(packages)

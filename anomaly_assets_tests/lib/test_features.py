@@ -105,9 +105,9 @@ def _by_id(df):
 
 
 def test_features_match_hand_computed_values(bronze_like):
-    got = _by_id(silver_rows(bronze_like, None))
-    assert list(EVENT_COLUMNS) + list(FEATURE_COLUMNS) == [
-        c for c in silver_rows(bronze_like, None).columns if c != "silver_processed_at"
+    got = _by_id(silver_rows(bronze_like))
+    assert [*EVENT_COLUMNS, "late", *FEATURE_COLUMNS] == [
+        c for c in silver_rows(bronze_like).columns if c != "silver_processed_at"
     ]
     for name, values in EXPECTED.items():
         actual = [got[f"u1-{i}"][name] for i in range(len(U1))]
@@ -119,7 +119,7 @@ def test_features_match_hand_computed_values(bronze_like):
 
 
 def test_batch_boundary_changes_no_value(bronze_like):
-    whole = _by_id(silver_rows(bronze_like, None))
+    whole = _by_id(silver_rows(bronze_like))
     first_ids = [f"u1-{i}" for i in range(4)] + ["u2-0"]
     first = bronze_like.filter(bronze_like.event_id.isin(first_ids))
     rest = bronze_like.filter(~bronze_like.event_id.isin(first_ids))
@@ -137,5 +137,5 @@ def test_duplicates_within_and_across_batches(bronze_like, spark):
     )
     rows = _by_id(silver_rows(bronze_like.unionByName(dup), None))
     assert len(rows) == 11 and rows["u1-3"]["offset"] == 3
-    history = silver_rows(bronze_like, None).localCheckpoint()
+    history = silver_rows(bronze_like).localCheckpoint()
     assert silver_rows(dup, history).count() == 0

@@ -1,0 +1,175 @@
+"""silver_user_profile: each user's history folded into one row of bounded size.
+
+Everything the "ever seen before" features need, for all of a user's events before the
+profile's ``through`` time (the silver watermark when it was folded): event count, first and
+last event time, purchase count and exact amount sum, transfer count and exact byte sum,
+fixed-point sums of sin / cos of the active hours (a circular mean without float drift), and
+the known countries, devices and IP addresses, each with first / last seen and a count.
+
+Sets are capped (``SET_CAPS``): past the cap the values seen longest ago are forgotten, so a
+user with more than 256 IP addresses may see an old one counted as new again. Folding is a
+pure function of (old profile, events): a retry that folds the same events into the same
+old profile writes the same row.
+"""
+
+import math
+
+from anomaly_assets.lib.features import device_expr
+
+#: Most values kept per set; the least recently seen go first.
+SET_CAPS = {"countries": 64, "devices": 64, "ips": 256}
+#: Hours are summed as round(sin * 1e9), so sums are exact integers.
+HOUR_SCALE = 1_000_000_000
+#: Amounts are summed as DECIMAL(38, 6), capped here so the sum cannot overflow.
+AMOUNT_CAP = 1e15
+AMOUNT_TYPE = "decimal(38,6)"
+SET_TYPE = (
+    "array<struct<value:string,first_seen:timestamp,last_seen:timestamp,count:bigint>>"
+)
+PROFILE_SCHEMA = (
+    "user_id string, events bigint, first_event_time timestamp, "
+    "last_event_time timestamp, purchases bigint, amount_sum decimal(38,6), "
+    "transfers bigint, bytes_sum decimal(38,0), hour_sin_e9 bigint, hour_cos_e9 bigint, "
+    f"countries {SET_TYPE}, devices {SET_TYPE}, ips {SET_TYPE}, "
+    "through timestamp, updated_at timestamp"
+)
+PROFILE_COLUMNS = tuple(c.split()[0] for c in PROFILE_SCHEMA.split(", "))
+#: Set name -> the event column (expression) it collects.
+SET_SOURCES = {"countries": "country", "devices": "_device", "ips": "ip_address"}
+
+
+def hour_terms():
+    """(sin, cos) of the event's hour as fixed-point integers."""
+    from pyspark.sql import functions as F
+
+    angle = F.hour("event_time") * (2 * math.pi / 24)
+    return (
+        F.round(F.sin(angle) * HOUR_SCALE).cast("long"),
+        F.round(F.cos(angle) * HOUR_SCALE).cast("long"),
+    )
+
+
+def amount_term():
+    """The purchase amount as an exact decimal (None for other events)."""
+    from pyspark.sql import functions as F
+
+    return F.when(
+        F.col("event_type") == "purchase",
+        F.least(F.col("amount"), F.lit(AMOUNT_CAP)).cast(AMOUNT_TYPE),
+    )
+
+
+def _event_totals(events):
+    from pyspark.sql import functions as F
+
+    sin, cos = hour_terms()
+    amount = amount_term()
+    return events.groupBy("user_id").agg(
+        F.count(F.lit(1)).alias("events"),
+        F.min("event_time").alias("first_event_time"),
+        F.max("event_time").alias("last_event_time"),
+        F.count(amount).alias("purchases"),
+        F.sum(amount).alias("amount_sum"),
+        F.count("bytes_transferred").alias("transfers"),
+        F.sum(F.col("bytes_transferred").cast("decimal(38,0)")).alias("bytes_sum"),
+        F.sum(sin).alias("hour_sin_e9"),
+        F.sum(cos).alias("hour_cos_e9"),
+    )
+
+
+def _merged_set(name: str, events, old):
+    """user_id, <name>: the old set plus the events' values, capped, newest first."""
+    from pyspark.sql import functions as F
+
+    seen = events.groupBy("user_id", F.col(SET_SOURCES[name]).alias("value")).agg(
+        F.min("event_time").alias("first_seen"),
+        F.max("event_time").alias("last_seen"),
+        F.count(F.lit(1)).alias("count"),
+    )
+    if old is not None:
+        kept = old.select("user_id", F.explode(name).alias("e")).select(
+            "user_id", "e.value", "e.first_seen", "e.last_seen", "e.count"
+        )
+        seen = (
+            seen.unionByName(kept)
+            .groupBy("user_id", "value")
+            .agg(
+                F.min("first_seen").alias("first_seen"),
+                F.max("last_seen").alias("last_seen"),
+                F.sum("count").alias("count"),
+            )
+        )
+    # Newest first; ties broken by value so the cap keeps the same values on every run.
+    ordered = F.sort_array(
+        F.collect_list(
+            F.struct(
+                F.col("last_seen"),
+                F.col("value"),
+                F.col("first_seen"),
+                F.col("count"),
+            )
+        ),
+        asc=False,
+    )
+    return seen.groupBy("user_id").agg(
+        F.transform(
+            F.slice(ordered, 1, SET_CAPS[name]),
+            lambda e: F.struct(
+                e["value"].alias("value"),
+                e["first_seen"].alias("first_seen"),
+                e["last_seen"].alias("last_seen"),
+                e["count"].alias("count"),
+            ),
+        )
+        .cast(SET_TYPE)
+        .alias(name)
+    )
+
+
+def fold(old, events, through):
+    """Profiles of the users in ``events`` after folding those events into ``old``
+    (None = no profile yet). ``through`` (a datetime) is stamped on every row."""
+    from pyspark.sql import functions as F
+
+    events = events.withColumn("_device", device_expr())
+    totals = _event_totals(events)
+    if old is not None:
+        users = totals.select("user_id")
+        old = old.join(users, "user_id")  # only the users being folded
+        added = totals.alias("n").join(old.alias("o"), "user_id", "left")
+
+        def plus(c):
+            return F.coalesce(F.col(f"o.{c}"), F.lit(0)) + F.col(f"n.{c}")
+
+        def plus_sum(c):  # sums are NULL for users without such events
+            return F.coalesce(F.col(f"o.{c}"), F.lit(0)) + F.coalesce(
+                F.col(f"n.{c}"), F.lit(0)
+            )
+
+        totals = added.select(
+            "user_id",
+            *[plus(c).alias(c) for c in ("events", "purchases", "transfers")],
+            *[
+                plus_sum(c).alias(c)
+                for c in ("amount_sum", "bytes_sum", "hour_sin_e9", "hour_cos_e9")
+            ],
+            F.least("o.first_event_time", "n.first_event_time").alias(
+                "first_event_time"
+            ),
+            F.greatest("o.last_event_time", "n.last_event_time").alias(
+                "last_event_time"
+            ),
+        )
+    out = totals
+    for name in SET_CAPS:
+        out = out.join(_merged_set(name, events, old), "user_id", "left")
+    return out.select(
+        *[F.col(c) for c in PROFILE_COLUMNS if c not in ("through", "updated_at")],
+        F.lit(through).cast("timestamp").alias("through"),
+        F.current_timestamp().alias("updated_at"),
+    ).select(*[F.col(c).cast(t) for c, t in _types()])
+
+
+def _types():
+    # SET_TYPE has no ", " inside, so the schema splits on it.
+    return [tuple(c.split(maxsplit=1)) for c in PROFILE_SCHEMA.split(", ")]

@@ -1,0 +1,116 @@
+"""One silver step from bounded state: the new bronze rows, the users' profiles and the few
+silver rows the windows need, never the whole history.
+
+``plan(...)`` decides what to write; the asset writes it (silver rows first, the profile
+second) and records the watermark and profile version in its cursor. A retry reads the
+profile as of the recorded version (Delta time travel), so redoing a step that had already
+written part of its output computes the same rows again.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from anomaly_assets.lib.features import (
+    EVENT_COLUMNS,
+    LONGEST_WINDOW_S,
+    dedupe_within,
+    featurize,
+)
+from anomaly_assets.lib.pruning import days_between, days_predicate, event_days
+
+
+@dataclass
+class SilverPlan:
+    new: object  # deduplicated new rows (EVENT_COLUMNS)
+    rows: object  # silver rows to upsert: the new ones and the ones they correct
+    batches: list[str]
+    days: set[date]  # event days of the new rows
+    watermark: datetime | None  # before this step
+    next_watermark: datetime | None
+    late: int  # new rows older than the watermark
+
+
+def _late_count(new, watermark) -> int:
+    if watermark is None:
+        return 0
+    return new.filter(new.event_time < watermark).count()
+
+
+def drop_delivered(new, silver, days, batches):
+    """``new`` minus events silver already holds from another batch (a redelivery keeps its
+    event time, so only the new rows' days are looked up)."""
+    if silver is None:
+        return new
+    seen = (
+        silver.filter(days_predicate("event_time", days))
+        .filter(~silver.batch_id.isin(batches))
+        .select("event_id")
+    )
+    return new.join(seen, "event_id", "left_anti")
+
+
+def context_days(days, watermark, lateness_s) -> set[date]:
+    """Days of silver rows the features need: the day before each new day (24 h windows) and
+    every day from the watermark to the newest row silver can hold (watermark + lateness)."""
+    back = -(-LONGEST_WINDOW_S // 86400)  # whole days the longest window reaches back
+    out = {d - timedelta(days=i) for d in days for i in range(back + 1)}
+    if watermark is not None:
+        newest = watermark + timedelta(seconds=lateness_s)
+        out |= set(days_between(watermark.date(), newest.date()))
+    return out
+
+
+def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
+    from pyspark.sql import functions as F
+
+    new = dedupe_within(new_bronze.select(*EVENT_COLUMNS))
+    batches = sorted(r[0] for r in new.select("batch_id").distinct().collect())
+    days = event_days(new)
+    new = drop_delivered(new, silver, days, batches).persist()
+    context = None
+    if silver is not None:
+        users = new.select("user_id").distinct()
+        context = (
+            silver.filter(
+                days_predicate("event_time", context_days(days, watermark, lateness_s))
+            )
+            .join(F.broadcast(users), "user_id")
+            .join(new.select("event_id"), "event_id", "left_anti")
+        )
+    newest = new.agg(F.max(F.col("event_time").cast("double"))).first()[0]
+    next_watermark = watermark
+    if newest is not None:
+        candidate = datetime.fromtimestamp(newest, UTC) - timedelta(seconds=lateness_s)
+        if watermark is None or candidate > watermark:
+            next_watermark = candidate
+    return SilverPlan(
+        new=new,
+        rows=featurize(new, context, profile, watermark),
+        batches=batches,
+        days=days,
+        watermark=watermark,
+        next_watermark=next_watermark,
+        late=_late_count(new, watermark),
+    )
+
+
+def to_fold(plan_: SilverPlan, silver):
+    """Events the profile takes in this step: silver rows from the old watermark up to the
+    new one (this step's rows are in silver by now) and the step's late rows."""
+    lo, hi = plan_.watermark, plan_.next_watermark
+    late = (
+        plan_.new.filter(plan_.new.event_time < lo).select(*EVENT_COLUMNS)
+        if lo is not None
+        else None
+    )
+    if hi is None or (lo is not None and hi <= lo):
+        return late
+    first_day = lo.date() if lo is not None else min(plan_.days)
+    window = silver.filter(
+        days_predicate("event_time", days_between(first_day, hi.date()))
+    )
+    window = window.filter(window.event_time < hi)
+    if lo is not None:
+        window = window.filter(window.event_time >= lo)
+    window = window.select(*EVENT_COLUMNS)
+    return window if late is None else window.unionByName(late)

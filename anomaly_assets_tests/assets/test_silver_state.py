@@ -1,0 +1,155 @@
+"""silver from bounded state, through the real asset: bronze commits in, silver_events and
+silver_user_profile out, as the sensor's runs would see them.
+
+The hand-made sequence of lib/test_features.py arrives cut into batches in different ways and
+in a different order (within the allowed lateness): every cut gives the features of the
+whole sequence computed at once. An event later than the allowed lateness is flagged and
+folded; a step redone after a crash (its cursor lost) rewrites nothing.
+"""
+
+import pytest
+from dagster import materialize
+
+from anomaly_assets.assets.silver import silver
+from anomaly_assets.io_managers.delta import DeltaIOManager
+from anomaly_assets.lib import cursors
+from anomaly_assets.lib.features import FEATURE_COLUMNS, silver_rows
+from anomaly_assets_tests.helpers import delta_rows
+from anomaly_assets_tests.lib.test_features import SCHEMA, U1, _rows
+
+DESK = ("desktop", "UA1")
+U2 = [(s + 1, "login", False, None, None, "FR", "Z", DESK, None) for s in (0, 30, 90)]
+
+
+def _events(spark):
+    rows = _rows("u1", U1) + _rows("u2", U2, 100)
+    return spark.createDataFrame(rows, SCHEMA)
+
+
+def _land(spark, lakehouse, events, ids):
+    """One bronze commit holding ``ids`` (as the bronze step appends a batch)."""
+    from pyspark.sql import functions as F
+
+    batch = events.filter(events.event_id.isin(list(ids)))
+    batch = batch.withColumn("batch_id", F.lit("b-" + "-".join(ids)))
+    batch.write.format("delta").mode("append").save(lakehouse.path("bronze_events"))
+
+
+def _silver(lakehouse, lateness=3600):
+    result = materialize(
+        [silver],
+        resources={"lakehouse": lakehouse, "io_manager": DeltaIOManager(lakehouse=lakehouse)},
+        run_config={"ops": {"silver": {"config": {"allowed_lateness_s": lateness}}}},
+    )
+    assert result.success
+    return result
+
+
+def _features(lakehouse):
+    return {
+        r["event_id"]: {c: r[c] for c in (*FEATURE_COLUMNS, "late")}
+        for r in delta_rows(lakehouse, "silver_events")
+    }
+
+
+def _ids(*indexes):
+    return tuple(f"u1-{i}" for i in indexes)
+
+
+# Arrival orders: each is a list of batches; events within a batch and across batches
+# arrive out of event-time order, but never more than an hour after a newer event.
+CUTS = {
+    "one_batch": [_ids(*range(8)) + ("u2-0", "u2-1", "u2-2")],
+    "in_order_pairs": [
+        _ids(0, 1) + ("u2-0",),
+        _ids(2, 3) + ("u2-1", "u2-2"),
+        _ids(4, 5),
+        _ids(6, 7),
+    ],
+    "out_of_order": [
+        _ids(1, 3) + ("u2-2",),
+        _ids(0) + ("u2-0",),
+        _ids(4, 2) + ("u2-1",),
+        _ids(7),
+        _ids(5, 6),
+    ],
+}
+
+
+@pytest.mark.parametrize("cut", sorted(CUTS))
+def test_any_cut_within_lateness_gives_the_whole_sequence_features(
+    spark, lakehouse, cut
+):
+    events = _events(spark)
+    expected = {
+        r["event_id"]: {c: r[c] for c in (*FEATURE_COLUMNS, "late")}
+        for r in silver_rows(events).collect()
+    }
+    for ids in CUTS[cut]:
+        _land(spark, lakehouse, events, ids)
+        _silver(lakehouse)
+    got = _features(lakehouse)
+    assert set(got) == set(expected)
+    for event_id, row in expected.items():
+        assert got[event_id] == pytest.approx(row), event_id
+    profiles = {r["user_id"]: r for r in delta_rows(lakehouse, "silver_user_profile")}
+    # u1's newest event is at 7260 s: everything before 7260 - 3600 s is folded.
+    assert profiles["u1"]["events"] == 5
+    assert {c["value"] for c in profiles["u1"]["countries"]} == {"US", "DE"}
+
+
+def test_later_than_the_lateness_is_flagged_folded_and_corrects_nothing(
+    spark, lakehouse
+):
+    events = _events(spark)
+    _land(spark, lakehouse, events, _ids(*range(1, 8)))
+    _silver(lakehouse, lateness=600)
+    before = _features(lakehouse)
+    _land(spark, lakehouse, events, _ids(0))  # 7260 s behind the newest event
+    result = _silver(lakehouse, lateness=600)
+    after = _features(lakehouse)
+    assert after["u1-0"]["late"] == 1
+    assert {k: v for k, v in after.items() if k != "u1-0"} == before
+    meta = result.asset_materializations_for_node("silver")[0].metadata
+    assert meta["late_events"].value == 1
+    profile = {r["user_id"]: r for r in delta_rows(lakehouse, "silver_user_profile")}
+    # Folded: the events before 7260 - 600 s (60, 120, 240, 1200 s) and the late one.
+    assert profile["u1"]["events"] == 5
+
+
+def test_a_step_redone_after_losing_its_cursor_changes_nothing(spark, lakehouse):
+    events = _events(spark)
+    _land(spark, lakehouse, events, _ids(0, 1, 2, 3, 4))
+    _silver(lakehouse)
+    spark_ = lakehouse.spark_session
+    kept = cursors.read_cursor(spark_, lakehouse.root, "silver_events", "bronze_events")
+    _land(spark, lakehouse, events, _ids(5, 6, 7) + ("u2-0", "u2-1", "u2-2"))
+    _silver(lakehouse)
+    silver_after, profile_after = (
+        _features(lakehouse),
+        delta_rows(lakehouse, "silver_user_profile"),
+    )
+    versions = {
+        t: cursors.table_version(spark_, lakehouse.path(t))
+        for t in ("silver_events", "silver_user_profile")
+    }
+    # The crash: outputs written, cursor not. The retry reads the same commits again.
+    cursors.write_cursor(spark_, lakehouse.root, kept)
+    _silver(lakehouse)
+    assert _features(lakehouse) == silver_after
+
+    def strip(rows):
+        return sorted(
+            ({k: v for k, v in r.items() if k != "updated_at"} for r in rows),
+            key=lambda r: r["user_id"],
+        )
+
+    assert strip(delta_rows(lakehouse, "silver_user_profile")) == strip(profile_after)
+    # Nothing changed, so the silver MERGE rewrote no row.
+    history = (
+        spark_.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", versions["silver_events"] + 1)
+        .load(lakehouse.path("silver_events"))
+    )
+    assert history.count() == 0
