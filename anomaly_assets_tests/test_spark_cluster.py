@@ -14,7 +14,7 @@ from deltalake import DeltaTable
 from anomaly_assets.assets.bronze import bronze
 from anomaly_assets.assets.gold import gold
 from anomaly_assets.assets.model import anomaly_model
-from anomaly_assets.assets.silver import silver_events
+from anomaly_assets.assets.silver import silver
 from anomaly_assets.definitions import build_resources
 from anomaly_assets.devtools.generator import EventGenerator, produce
 from anomaly_assets.devtools.spark_cluster import LocalSparkCluster
@@ -24,7 +24,7 @@ from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
 
 ROOT = Path(__file__).resolve().parents[1]
-TO_GOLD = "bronze_events,bronze_quarantine,bronze_offset_ledger,silver_events,gold_anomaly_predictions,gold_batch_drift"
+TO_GOLD = "bronze_events,bronze_quarantine,bronze_offset_ledger,silver_events,silver_user_profile,gold_anomaly_predictions,gold_batch_drift"
 
 
 def rows(lake: Path, name: str, columns: list[str]) -> list[tuple]:
@@ -61,7 +61,7 @@ def test_bronze_to_gold_on_a_standalone_cluster_matches_local_mode(
     )
     config = {"ops": {"anomaly_model": {"config": {"labels_path": str(labels)}}}}
     local = materialize(
-        [bronze, silver_events, anomaly_model, gold],
+        [bronze, silver, anomaly_model, gold],
         resources=resources,
         run_config=config,
     )

@@ -265,7 +265,7 @@ def test_materialize_all_and_training_race_queued_sensor_runs(dagster_dev):
 
 GROUPS = {
     "bronze": ["bronze_events", "bronze_quarantine", "bronze_offset_ledger"],
-    "silver": ["silver_events"],
+    "silver": ["silver_events", "silver_user_profile"],
     "gold": ["anomaly_model", "gold_anomaly_predictions", "gold_batch_drift"],
     "ai": [
         "gold_events_enriched",

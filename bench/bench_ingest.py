@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from dagster import AssetKey, DagsterInstance, materialize
 
 from anomaly_assets.assets.bronze import bronze
-from anomaly_assets.assets.silver import silver_events
+from anomaly_assets.assets.silver import silver
 from anomaly_assets.definitions import build_resources
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
 from anomaly_assets.devtools.generator import EventGenerator, produce
@@ -86,7 +86,7 @@ def main() -> None:
             with PeakMemory() as mem:
                 t0 = time.perf_counter()
                 assert materialize(
-                    [bronze, silver_events],
+                    [bronze, silver],
                     resources=resources,
                     instance=instance,
                     run_config=config,
@@ -101,10 +101,10 @@ def main() -> None:
                 mem.reset()
                 t0 = time.perf_counter()
                 assert materialize(
-                    [bronze, silver_events],
+                    [bronze, silver],
                     resources=resources,
                     instance=instance,
-                    selection=[AssetKey("silver_events")],
+                    selection=[AssetKey("silver_events"), AssetKey("silver_user_profile")],
                 ).success
                 silver_s = time.perf_counter() - t0
                 silver_mem = (mem.peak_total, mem.peak_java)

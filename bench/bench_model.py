@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from anomaly_assets.assets.bronze import bronze
 from anomaly_assets.assets.model import anomaly_model
-from anomaly_assets.assets.silver import silver_events
+from anomaly_assets.assets.silver import silver
 from anomaly_assets.definitions import build_resources
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
 from anomaly_assets.devtools.generator import EventGenerator, produce
@@ -97,7 +97,7 @@ def bench_events(tmp: Path, n_events: int, instance):
                 bootstrap_servers=broker.bootstrap_servers, topic="bench-model"
             ),
         )
-        assets = [bronze, silver_events, anomaly_model]
+        assets = [bronze, silver, anomaly_model]
         assert materialize(
             assets,
             resources=resources,
@@ -108,6 +108,7 @@ def bench_events(tmp: Path, n_events: int, instance):
                 AssetKey("bronze_quarantine"),
                 AssetKey("bronze_offset_ledger"),
                 AssetKey("silver_events"),
+                AssetKey("silver_user_profile"),
             ],
         ).success
         trained = materialize(

@@ -1,4 +1,5 @@
-"""Asset checks on gold_events_enriched: validity, CRITICAL coverage, groundedness."""
+"""Asset checks on gold_events_enriched: validity, CRITICAL coverage, groundedness; each on
+the rows the latest enrichment wrote (see checks/scope.py)."""
 
 from dagster import (
     AssetCheckResult,
@@ -10,6 +11,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from anomaly_assets.checks.scope import NOTHING, written_rows
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 ENRICHED = AssetKey("gold_events_enriched")
@@ -29,12 +31,11 @@ class ValidityConfig(Config):
     description="Share of the latest run's anomalies (budget skips aside) whose "
     "explanation passed Pydantic validation is at least min_validity.",
 )
-def enrichment_validity(config: ValidityConfig, lakehouse: LakehouseResource):
-    df = lakehouse.read("gold_events_enriched")
-    run_time = df.agg({"enriched_at": "max"}).first()[0]
-    latest = df.filter(df.enriched_at == run_time).filter(
-        "enrichment_status != 'skipped_budget'"
-    )
+def enrichment_validity(context, config: ValidityConfig, lakehouse: LakehouseResource):
+    df = written_rows(context, lakehouse, "gold_events_enriched")
+    if df is None:
+        return NOTHING
+    latest = df.filter("enrichment_status != 'skipped_budget'")
     counts = {
         r["enrichment_status"]: r["count"]
         for r in latest.groupBy("enrichment_status").count().collect()
@@ -57,8 +58,10 @@ def enrichment_validity(config: ValidityConfig, lakehouse: LakehouseResource):
     blocking=True,
     description="Every CRITICAL anomaly is explained, or carries the reason it is not.",
 )
-def critical_anomalies_explained(lakehouse: LakehouseResource):
-    df = lakehouse.read("gold_events_enriched")
+def critical_anomalies_explained(context, lakehouse: LakehouseResource):
+    df = written_rows(context, lakehouse, "gold_events_enriched")
+    if df is None:
+        return NOTHING
     bad = df.filter(
         "anomaly_status = 'CRITICAL' AND enrichment_status NOT IN ('ok', 'cached') "
         "AND (error IS NULL OR error = '')"
@@ -88,12 +91,15 @@ class GroundednessConfig(Config):
     description="Explanations name only features that really drove "
     "the row's score (warns).",
 )
-def explanations_grounded(config: GroundednessConfig, lakehouse: LakehouseResource):
+def explanations_grounded(
+    context, config: GroundednessConfig, lakehouse: LakehouseResource
+):
     from pyspark.sql import functions as F
 
-    df = lakehouse.read("gold_events_enriched").filter(
-        F.col("enrichment_status").isin(*EXPLAINED)
-    )
+    df = written_rows(context, lakehouse, "gold_events_enriched")
+    if df is None:
+        return NOTHING
+    df = df.filter(F.col("enrichment_status").isin(*EXPLAINED))
     grounded = F.size(F.array_except("top_factors", "top_features")) == 0
     row = df.agg(
         F.count("*").alias("n"), F.sum(grounded.cast("int")).alias("g")

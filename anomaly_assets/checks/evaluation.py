@@ -10,6 +10,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from anomaly_assets.checks.scope import NOTHING, written_rows
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 EVAL = AssetKey("ai_enrichment_eval_metrics")
@@ -51,19 +52,17 @@ def eval_no_regression(config: RegressionConfig, lakehouse: LakehouseResource):
 @asset_check(
     asset=EVAL,
     blocking=True,
-    description="Every batch of gold_events_enriched has its evaluation row.",
+    description="Every batch the latest enrichment wrote has its evaluation row.",
 )
-def eval_covers_every_batch(lakehouse: LakehouseResource):
-    enriched = {
-        r[0]
-        for r in lakehouse.read("gold_events_enriched")
-        .select("batch_id")
-        .distinct()
-        .collect()
-    }
+def eval_covers_every_batch(context, lakehouse: LakehouseResource):
+    written = written_rows(context, lakehouse, "gold_events_enriched")
+    if written is None:
+        return NOTHING
+    enriched = {r[0] for r in written.select("batch_id").distinct().collect()}
+    table = lakehouse.read("ai_enrichment_eval_metrics")
     evaluated = {
         r[0]
-        for r in lakehouse.read("ai_enrichment_eval_metrics")
+        for r in table.filter(table.batch_id.isin(sorted(enriched)))
         .filter("NOT is_comparison")
         .select("batch_id")
         .distinct()

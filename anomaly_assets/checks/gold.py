@@ -1,4 +1,6 @@
-"""Asset checks on gold_anomaly_predictions: ranges, model versions, anomaly rate, contributions."""
+"""Asset checks on gold_anomaly_predictions: ranges, model versions, anomaly rate, contributions.
+
+Each evaluates the rows the latest gold write inserted or re-scored (see checks/scope.py)."""
 
 from dagster import (
     AssetCheckResult,
@@ -10,13 +12,14 @@ from dagster import (
 )
 from pydantic import Field
 
+from anomaly_assets.checks.scope import NOTHING, written_rows
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 GOLD = AssetKey("gold_anomaly_predictions")
 
 
-def _gold(lakehouse: LakehouseResource):
-    return lakehouse.read("gold_anomaly_predictions")
+def _gold(context, lakehouse: LakehouseResource):
+    return written_rows(context, lakehouse, "gold_anomaly_predictions")
 
 
 @asset_check(
@@ -25,10 +28,12 @@ def _gold(lakehouse: LakehouseResource):
     description="anomaly_score in (0, 1], severity_percentile in [0, 100], and every "
     "row carries a model name and version.",
 )
-def gold_scores_in_range(lakehouse: LakehouseResource) -> AssetCheckResult:
+def gold_scores_in_range(context, lakehouse: LakehouseResource) -> AssetCheckResult:
     from pyspark.sql import functions as F
 
-    gold = _gold(lakehouse)
+    gold = _gold(context, lakehouse)
+    if gold is None:
+        return NOTHING
     bad = gold.filter(
         ~F.col("anomaly_score").between(1e-12, 1.0)
         | ~F.col("severity_percentile").between(0.0, 100.0)
@@ -55,15 +60,17 @@ class AnomalyRateConfig(Config):
 
 @asset_check(
     asset=GOLD,
-    description="Every batch's anomaly rate stays inside a band (warns): far outside it, "
-    "the data or the model moved.",
+    description="The anomaly rate of every batch in the latest write stays inside a band "
+    "(warns): far outside it, the data or the model moved.",
 )
 def gold_anomaly_rate_in_band(
-    config: AnomalyRateConfig, lakehouse: LakehouseResource
+    context, config: AnomalyRateConfig, lakehouse: LakehouseResource
 ) -> AssetCheckResult:
     from pyspark.sql import functions as F
 
-    gold = _gold(lakehouse)
+    gold = _gold(context, lakehouse)
+    if gold is None:
+        return NOTHING
     by_batch = (
         gold.groupBy("batch_id")
         .agg(F.count("*").alias("n"), F.sum(F.col("is_anomaly").cast("int")).alias("a"))
@@ -89,10 +96,14 @@ def gold_anomaly_rate_in_band(
     blocking=True,
     description="Every anomalous row has feature contributions and top features.",
 )
-def gold_anomalies_have_contributions(lakehouse: LakehouseResource) -> AssetCheckResult:
+def gold_anomalies_have_contributions(
+    context, lakehouse: LakehouseResource
+) -> AssetCheckResult:
     from pyspark.sql import functions as F
 
-    gold = _gold(lakehouse)
+    gold = _gold(context, lakehouse)
+    if gold is None:
+        return NOTHING
     missing = gold.filter(
         F.col("is_anomaly")
         & (F.col("feature_contributions").isNull() | (F.size("top_features") < 1))

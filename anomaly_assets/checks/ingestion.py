@@ -12,9 +12,11 @@ from dagster import (
 )
 from pydantic import Field
 
+from anomaly_assets.checks.scope import NOTHING, written_rows
 from anomaly_assets.lib.features import FEATURE_COLUMNS, REQUIRED_COLUMNS
 from anomaly_assets.lib.ledger import scan_ledger, verify_batch
 from anomaly_assets.lib.offsets import KafkaUnavailable, OffsetRange, fetch_topic_state
+from anomaly_assets.lib.pruning import days_predicate, event_days
 from anomaly_assets.resources.kafka import KafkaResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.sensors import IN_FLIGHT_STATUSES
@@ -236,38 +238,28 @@ class QuarantineRatioConfig(Config):
     )
 
 
-def quarantine_ratio(
-    bronze, quarantine, batch_id: str | None = None
-) -> tuple[int, int]:
-    """(quarantined, total) for one batch, or for all batches."""
-
-    def n(df):
-        if df is None:
-            return 0
-        return (df if batch_id is None else df.filter(df.batch_id == batch_id)).count()
-
-    bad = n(quarantine)
-    return bad, bad + n(bronze)
-
-
 @asset_check(
     asset=AssetKey("bronze_quarantine"),
     description="Share of messages quarantined in the latest batch stays under a "
-    "threshold (warns).",
+    "threshold (warns); read from the batch's ledger rows.",
 )
 def quarantine_ratio_check(
     context, config: QuarantineRatioConfig, lakehouse: LakehouseResource
 ) -> AssetCheckResult:
     from pyspark.sql import functions as F
 
-    quarantine = lakehouse.read("bronze_quarantine")
-    bronze = lakehouse.read("bronze_events")
-    stamps = bronze.select("batch_id", "ingested_at")
-    if quarantine is not None:
-        stamps = stamps.unionByName(quarantine.select("batch_id", "ingested_at"))
-    latest = stamps.orderBy(F.col("ingested_at").desc()).select("batch_id").first()
-    batch = latest[0] if latest else None
-    bad, total = quarantine_ratio(bronze, quarantine, batch)
+    latest = _latest_batch(context.instance)
+    batch = latest["batch_id"] if latest else None
+    bad = total = 0
+    if batch is not None:  # the batch's ledger rows hold its counts
+        ledger = lakehouse.read("bronze_offset_ledger")
+        row = (
+            ledger.filter(ledger.batch_id == batch)
+            .agg(F.sum("quarantine_rows"), F.sum("bronze_rows"))
+            .first()
+        )
+        bad = row[0] or 0
+        total = bad + (row[1] or 0)
     ratio = bad / total if total else 0.0
     return AssetCheckResult(
         passed=ratio <= config.max_ratio,
@@ -293,18 +285,18 @@ def not_finite(column: str):
 @asset_check(
     asset=AssetKey("silver_events"),
     blocking=True,
-    description="Silver has every required and feature column, with no nulls in "
-    "required columns and no null, NaN or infinite feature.",
+    description="Silver has every required and feature column; the rows the latest write "
+    "inserted or corrected have no null in required columns and no null, NaN or infinite "
+    "feature.",
 )
-def silver_schema_not_null(lakehouse: LakehouseResource) -> AssetCheckResult:
+def silver_schema_not_null(context, lakehouse: LakehouseResource) -> AssetCheckResult:
     from pyspark.sql import functions as F
 
-    silver = lakehouse.read("silver_events")
-    missing = [
-        c for c in (*REQUIRED_COLUMNS, *FEATURE_COLUMNS) if c not in silver.columns
-    ]
+    columns = lakehouse.read("silver_events").columns
+    missing = [c for c in (*REQUIRED_COLUMNS, *FEATURE_COLUMNS) if c not in columns]
+    silver = written_rows(context, lakehouse, "silver_events")
     nulls = {}
-    if not missing:
+    if not missing and silver is not None:
         row = silver.select(
             *[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in REQUIRED_COLUMNS],
             *[F.sum(not_finite(c).cast("long")).alias(c) for c in FEATURE_COLUMNS],
@@ -322,11 +314,21 @@ def silver_schema_not_null(lakehouse: LakehouseResource) -> AssetCheckResult:
 @asset_check(
     asset=AssetKey("silver_events"),
     blocking=True,
-    description="No event_id appears twice in silver.",
+    description="No event_id the latest write inserted appears twice in silver (looked up "
+    "on the written rows' event days: a redelivered event keeps its event time).",
 )
-def silver_unique_event_id(lakehouse: LakehouseResource) -> AssetCheckResult:
+def silver_unique_event_id(context, lakehouse: LakehouseResource) -> AssetCheckResult:
+    written = written_rows(context, lakehouse, "silver_events")
+    if written is None:
+        return NOTHING
     silver = lakehouse.read("silver_events")
-    dupes = silver.groupBy("event_id").count().filter("count > 1")
+    same_days = silver.filter(days_predicate("event_time", event_days(written)))
+    dupes = (
+        same_days.join(written.select("event_id").distinct(), "event_id")
+        .groupBy("event_id")
+        .count()
+        .filter("count > 1")
+    )
     n = dupes.count()
     sample = [r[0] for r in dupes.limit(10).collect()]
     return AssetCheckResult(

@@ -30,6 +30,7 @@ from dagster import (
     TableSchema,
 )
 
+from anomaly_assets.lib.cursors import table_version
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 WRITE_MODES = ("overwrite", "append", "replace_batch", "merge_insert", "merge_upsert")
@@ -163,20 +164,32 @@ def markdown_preview(rows: list[dict], max_cols: int = 12, max_chars: int = 40) 
     return "\n".join(lines)
 
 
-def delta_table_metadata(spark, path: str) -> dict[str, Any]:
-    """What a user looks for after a write: version, operation, rows, schema, location."""
+def delta_table_metadata(
+    spark, path: str, version_before: int | None
+) -> dict[str, Any]:
+    """What a user looks for after a write: version, operation, rows, schema, location.
+
+    The row count comes from the Delta log (Delta answers ``count()`` from file statistics),
+    the written / updated / removed rows from the commit's own metrics. A write that had
+    nothing to commit (an empty MERGE source) reports zeros, not the previous commit's.
+    ``delta_version_written`` is set only when this write made a commit: checks read that
+    commit's changes to evaluate exactly what was written.
+    """
     from delta.tables import DeltaTable
 
     table = DeltaTable.forPath(spark, path)
     last = table.history(1).collect()[0]
-    metrics = last["operationMetrics"] or {}
+    committed = last["version"] != version_before
+    metrics = (last["operationMetrics"] or {}) if committed else {}
     df = table.toDF()
-    return {
+    meta = {
         "dagster/uri": MetadataValue.path(path),
         "dagster/row_count": df.count(),
         "dagster/column_schema": spark_schema_to_table_schema(df.schema),
         "delta_version": last["version"],
-        "delta_operation": last["operation"],
+        "delta_operation": last["operation"]
+        if committed
+        else "none (nothing to write)",
         "rows_written": int(
             metrics.get("numOutputRows", metrics.get("numTargetRowsInserted", 0)) or 0
         ),
@@ -188,6 +201,9 @@ def delta_table_metadata(spark, path: str) -> dict[str, Any]:
             markdown_preview([r.asDict() for r in df.limit(5).collect()])
         ),
     }
+    if committed:
+        meta["delta_version_written"] = last["version"]
+    return meta
 
 
 class DeltaIOManager(ConfigurableIOManager):
@@ -205,6 +221,8 @@ class DeltaIOManager(ConfigurableIOManager):
         runtime = context.output_metadata or {}
         batch_id = _plain(runtime.get("batch_id"))
         path = self._path(context)
+        spark = self.lakehouse.spark_session
+        before = table_version(spark, path)
         write_delta(
             obj,
             path,
@@ -217,9 +235,7 @@ class DeltaIOManager(ConfigurableIOManager):
             compare_columns=_plain(meta.get("delta/compare_columns")),
             prune_days_column=_plain(meta.get("delta/prune_days_column")),
         )
-        context.add_output_metadata(
-            delta_table_metadata(self.lakehouse.spark_session, path)
-        )
+        context.add_output_metadata(delta_table_metadata(spark, path, before))
 
     def load_input(self, context: InputContext):
         from delta.tables import DeltaTable

@@ -2,8 +2,8 @@
 
 A step (silver, gold, enrichment, evaluation) records, per upstream Delta table, the last
 table version it consumed, plus any state it needs to redo its work exactly (silver keeps
-its watermark and the profile version it folded into). The records live in the Delta table
-``pipeline_cursors``, one partition per consumer, so steps never conflict with each other.
+its watermark and the profile version it folded into). Each consumer's record is a one-row
+Delta table under ``pipeline_cursors/<consumer>``, so steps never conflict with each other.
 
 The next run reads the upstream's Change Data Feed from that version + 1 to the version it
 sees at start: its cost follows the batch, never the table. The cursor is written after
@@ -43,26 +43,24 @@ def table_version(spark, path: str) -> int | None:
     return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
 
 
+def cursor_path(root_path: str, consumer: str) -> str:
+    return f"{root_path.rstrip('/')}/{CURSOR_TABLE}/{consumer}"
+
+
 def read_cursor(spark, root_path: str, consumer: str, upstream: str) -> Cursor:
     from delta.tables import DeltaTable
 
-    path = f"{root_path.rstrip('/')}/{CURSOR_TABLE}"
+    path = cursor_path(root_path, consumer)
     if not DeltaTable.isDeltaTable(spark, path):
         return Cursor(consumer, upstream)
-    row = (
-        spark.read.format("delta")
-        .load(path)
-        .filter(f"consumer = '{consumer}' AND upstream = '{upstream}'")
-        .first()
-    )
-    if row is None:
+    row = spark.read.format("delta").load(path).first()
+    if row is None or row["upstream"] != upstream:
         return Cursor(consumer, upstream)
     return Cursor(consumer, upstream, row["upstream_version"], json.loads(row["state"]))
 
 
 def write_cursor(spark, root_path: str, cursor: Cursor) -> None:
-    """Replace the consumer's partition: concurrent consumers touch disjoint partitions."""
-    path = f"{root_path.rstrip('/')}/{CURSOR_TABLE}"
+    """Replace the consumer's one-row table."""
     row = (
         cursor.consumer,
         cursor.upstream,
@@ -74,9 +72,7 @@ def write_cursor(spark, root_path: str, cursor: Cursor) -> None:
         spark.createDataFrame([row], CURSOR_SCHEMA)
         .write.format("delta")
         .mode("overwrite")
-        .partitionBy("consumer")
-        .option("replaceWhere", f"consumer = '{cursor.consumer}'")
-        .save(path)
+        .save(cursor_path(root_path, cursor.consumer))
     )
 
 

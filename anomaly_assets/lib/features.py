@@ -240,69 +240,57 @@ def featurize(new, context=None, profile=None, watermark=None):
     # The earliest new, on-time event of the user: rows after it may change.
     first_new = F.min(F.when(F.col("_new") & ~F.col("late"), ts)).over(by_user)
 
-    featured = (
-        events.withColumn("_ts", F.col("event_time").cast("double"))
-        .withColumn("_device", device_expr())
-        .withColumn("hour_of_day", F.hour("event_time"))
-        .withColumn("events_1m", F.count(F.lit(1)).over(last(60)))
-        .withColumn("events_5m", F.count(F.lit(1)).over(last(300)))
-        .withColumn("failed_logins_10m", F.sum(failed.cast("int")).over(last(600)))
-        .withColumn(
-            "distinct_ips_1h", F.size(F.collect_set("ip_address").over(last(3600)))
-        )
-        .withColumn(
-            "distinct_countries_24h",
-            F.size(F.collect_set("country").over(last(LONGEST_WINDOW_S))),
-        )
-        .withColumn(
-            "seconds_since_prev",
-            F.least(F.coalesce(ts - previous, F.lit(MAX_GAP_S)), F.lit(MAX_GAP_S)).cast(
-                "double"
+    # Two projections, not a withColumn each: Spark analyses a plan once per call.
+    base = events.withColumns(
+        {
+            "_ts": F.col("event_time").cast("double"),
+            "_device": device_expr(),
+            "hour_of_day": F.hour("event_time"),
+        }
+    )
+    featured = base.withColumns(
+        {
+            "events_1m": F.count(F.lit(1)).over(last(60)),
+            "events_5m": F.count(F.lit(1)).over(last(300)),
+            "failed_logins_10m": F.sum(failed.cast("int")).over(last(600)),
+            "distinct_ips_1h": F.size(F.collect_set("ip_address").over(last(3600))),
+            "distinct_countries_24h": F.size(
+                F.collect_set("country").over(last(LONGEST_WINDOW_S))
             ),
-        )
-        .withColumn(
-            "is_new_country",
-            (has_history & ~known(F.col("country"), F.col("p_countries"))).cast("int"),
-        )
-        .withColumn(
-            "is_new_device",
-            (has_history & ~known(F.col("_device"), F.col("p_devices"))).cast("int"),
-        )
-        .withColumn(
-            "is_new_ip",
-            (has_history & ~known(F.col("ip_address"), F.col("p_ips"))).cast("int"),
-        )
-        .withColumn(
-            "hour_deviation",
-            F.when(has_history, F.least(hour_gap, 24 - hour_gap))
+            "seconds_since_prev": F.least(
+                F.coalesce(ts - previous, F.lit(MAX_GAP_S)), F.lit(MAX_GAP_S)
+            ).cast("double"),
+            "is_new_country": (
+                has_history & ~known(F.col("country"), F.col("p_countries"))
+            ).cast("int"),
+            "is_new_device": (
+                has_history & ~known(F.col("_device"), F.col("p_devices"))
+            ).cast("int"),
+            "is_new_ip": (
+                has_history & ~known(F.col("ip_address"), F.col("p_ips"))
+            ).cast("int"),
+            "hour_deviation": F.when(has_history, F.least(hour_gap, 24 - hour_gap))
             .otherwise(F.lit(0.0))
             .cast("double"),
-        )
-        .withColumn(
-            "amount_vs_user_mean",
-            F.when(F.col("event_type") != "purchase", F.lit(0.0))
+            "amount_vs_user_mean": F.when(F.col("event_type") != "purchase", F.lit(0.0))
             .when(prior_amount.isNull() | (prior_amount == 0), F.lit(1.0))
             .otherwise(F.least(F.col("amount") / prior_amount, F.lit(MAX_RATIO))),
-        )
-        .withColumn(
-            "amount_log",
-            F.when(
+            "amount_log": F.when(
                 F.col("event_type") == "purchase",
                 F.log1p(F.coalesce("amount", F.lit(0.0))),
             ).otherwise(F.lit(0.0)),
-        )
-        .withColumn("bytes_log", F.log1p(F.coalesce("bytes_transferred", F.lit(0))))
-        .withColumn(
-            "bytes_vs_user_mean",
-            F.when(F.col("bytes_transferred").isNull(), F.lit(0.0))
+            "bytes_log": F.log1p(F.coalesce("bytes_transferred", F.lit(0))),
+            "bytes_vs_user_mean": F.when(
+                F.col("bytes_transferred").isNull(), F.lit(0.0)
+            )
             .when(prior_bytes.isNull() | (prior_bytes == 0), F.lit(1.0))
             .otherwise(
                 F.least(F.col("bytes_transferred") / prior_bytes, F.lit(MAX_RATIO))
             ),
-        )
-        .withColumn("duration_ms_log", F.log1p(F.coalesce("duration_ms", F.lit(0))))
-        .withColumn("is_failed_login", failed.cast("int"))
-        .withColumn("_first_new", first_new)
+            "duration_ms_log": F.log1p(F.coalesce("duration_ms", F.lit(0))),
+            "is_failed_login": failed.cast("int"),
+            "_first_new": first_new,
+        }
     )
     corrected = ~F.col("_new") & F.col("_tail") & (ts >= F.col("_first_new"))
     return featured.filter(F.col("_new") | corrected).select(

@@ -16,7 +16,7 @@ from anomaly_assets.lib.features import (
     dedupe_within,
     featurize,
 )
-from anomaly_assets.lib.pruning import days_between, days_predicate, event_days
+from anomaly_assets.lib.pruning import days_between, days_predicate
 
 
 @dataclass
@@ -28,12 +28,6 @@ class SilverPlan:
     watermark: datetime | None  # before this step
     next_watermark: datetime | None
     late: int  # new rows older than the watermark
-
-
-def _late_count(new, watermark) -> int:
-    if watermark is None:
-        return 0
-    return new.filter(new.event_time < watermark).count()
 
 
 def drop_delivered(new, silver, days, batches):
@@ -64,8 +58,10 @@ def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
     from pyspark.sql import functions as F
 
     new = dedupe_within(new_bronze.select(*EVENT_COLUMNS))
-    batches = sorted(r[0] for r in new.select("batch_id").distinct().collect())
-    days = event_days(new)
+    keys = new.select("batch_id", F.to_date("event_time").alias("day")).distinct()
+    keys = keys.collect()
+    batches = sorted({r["batch_id"] for r in keys})
+    days = {r["day"] for r in keys}
     new = drop_delivered(new, silver, days, batches).persist()
     context = None
     if silver is not None:
@@ -77,7 +73,12 @@ def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
             .join(F.broadcast(users), "user_id")
             .join(new.select("event_id"), "event_id", "left_anti")
         )
-    newest = new.agg(F.max(F.col("event_time").cast("double"))).first()[0]
+    late = (
+        F.lit(0)
+        if watermark is None
+        else F.sum((F.col("event_time") < F.lit(watermark)).cast("int"))
+    )
+    newest, n_late = new.agg(F.max(F.col("event_time").cast("double")), late).first()
     next_watermark = watermark
     if newest is not None:
         candidate = datetime.fromtimestamp(newest, UTC) - timedelta(seconds=lateness_s)
@@ -90,7 +91,7 @@ def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
         days=days,
         watermark=watermark,
         next_watermark=next_watermark,
-        late=_late_count(new, watermark),
+        late=n_late or 0,
     )
 
 

@@ -38,7 +38,7 @@ def _valid(n, seed):
     return [(m.key, m.value) for m in itertools.islice(gen, n)]
 
 
-def _run(defs, kafka, instance, cursor, extra_ops=None):
+def _run(defs, kafka, instance, cursor, extra_ops=None, asset_selection=None):
     result = kafka_offsets_sensor(
         build_sensor_context(
             instance=instance, cursor=cursor, resources={"kafka": kafka}
@@ -51,6 +51,7 @@ def _run(defs, kafka, instance, cursor, extra_ops=None):
         instance=instance,
         tags=request.tags,
         raise_on_error=False,
+        asset_selection=asset_selection,
     )
     assert run.success, [e.message for e in run.all_events if e.is_failure]
     return result.cursor, request

@@ -16,7 +16,7 @@ from dagster import (
 )
 
 from anomaly_assets.assets.bronze import bronze
-from anomaly_assets.assets.silver import silver_events
+from anomaly_assets.assets.silver import silver
 from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.devtools.generator import EventGenerator, produce
 from anomaly_assets.io_managers import DeltaIOManager
@@ -60,6 +60,7 @@ INGESTION = [
     AssetKey("bronze_quarantine"),
     AssetKey("bronze_offset_ledger"),
     AssetKey("silver_events"),
+    AssetKey("silver_user_profile"),
 ]
 
 
@@ -209,9 +210,7 @@ def test_duplicate_event_in_a_later_batch_stays_out_of_silver_and_manual_catch_u
     kafka = KafkaResource(bootstrap_servers=bs, topic=topic)
     resources = build_resources(spark_resource, kafka=kafka, lakehouse=lakehouse)
     # A manual "Materialize" without config catches up from the ledger's high-water marks.
-    assert materialize(
-        [bronze, silver_events], resources=resources, instance=instance
-    ).success
+    assert materialize([bronze, silver], resources=resources, instance=instance).success
     first = table(lakehouse, "silver_events")
     assert len(first) == 200
 
@@ -225,7 +224,7 @@ def test_duplicate_event_in_a_later_batch_stays_out_of_silver_and_manual_catch_u
 
     bronze_rows = table(lakehouse, "bronze_events")
     assert len(bronze_rows) == 201
-    silver = table(lakehouse, "silver_events")
-    assert len(silver) == 200, "the re-delivered event_id stays out of silver"
+    silver_rows = table(lakehouse, "silver_events")
+    assert len(silver_rows) == 200, "the re-delivered event_id stays out of silver"
     dup_id = json.loads(value)["event_id"]
-    assert [r["offset"] for r in silver if r["event_id"] == dup_id] == [17]
+    assert [r["offset"] for r in silver_rows if r["event_id"] == dup_id] == [17]

@@ -9,19 +9,20 @@ from dagster import AssetKey, DagsterInstance, materialize
 from anomaly_assets.assets.bronze import bronze
 from anomaly_assets.assets.gold import gold
 from anomaly_assets.assets.model import anomaly_model
-from anomaly_assets.assets.silver import silver_events
+from anomaly_assets.assets.silver import silver
 from anomaly_assets.checks.gold import GOLD_CHECKS
 from anomaly_assets.definitions import build_resources
 from anomaly_assets.devtools.generator import EventGenerator, produce
 from anomaly_assets.lib.features import FEATURE_COLUMNS
 from anomaly_assets.resources import KafkaResource
 
-ASSETS = [bronze, silver_events, anomaly_model, gold, *GOLD_CHECKS]
+ASSETS = [bronze, silver, anomaly_model, gold, *GOLD_CHECKS]
 INGEST = [
     AssetKey("bronze_events"),
     AssetKey("bronze_quarantine"),
     AssetKey("bronze_offset_ledger"),
     AssetKey("silver_events"),
+    AssetKey("silver_user_profile"),
 ]
 GOLD = [AssetKey("gold_anomaly_predictions"), AssetKey("gold_batch_drift")]
 

@@ -38,7 +38,10 @@ def _land(spark, lakehouse, events, ids):
 def _silver(lakehouse, lateness=3600):
     result = materialize(
         [silver],
-        resources={"lakehouse": lakehouse, "io_manager": DeltaIOManager(lakehouse=lakehouse)},
+        resources={
+            "lakehouse": lakehouse,
+            "io_manager": DeltaIOManager(lakehouse=lakehouse),
+        },
         run_config={"ops": {"silver": {"config": {"allowed_lateness_s": lateness}}}},
     )
     assert result.success

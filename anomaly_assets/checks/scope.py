@@ -1,0 +1,29 @@
+"""What a check reads: the rows the checked asset's latest materialisation wrote.
+
+A check after a write evaluates that write (its Delta commit's change feed: rows inserted or
+updated), never the whole table, so its cost follows the batch. The commit is the one the
+IO manager recorded as ``delta_version_written``; a materialisation that wrote nothing
+leaves nothing to check.
+"""
+
+from dagster import AssetCheckResult, AssetKey
+
+from anomaly_assets.lib.cursors import read_changes
+
+#: The result when the latest materialisation wrote no row.
+NOTHING = AssetCheckResult(passed=True, metadata={"rows_checked": 0})
+
+
+def written_rows(context, lakehouse, asset: str):
+    """Rows the latest materialisation of ``asset`` inserted or updated, or None."""
+    event = context.instance.get_latest_materialization_event(AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return None
+    version = event.asset_materialization.metadata.get("delta_version_written")
+    if version is None:
+        return None
+    spark = lakehouse.spark_session
+    changes = read_changes(
+        spark, lakehouse.path(asset), version.value - 1, version.value
+    )
+    return changes.drop("_commit_version")
