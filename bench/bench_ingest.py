@@ -104,7 +104,10 @@ def main() -> None:
                     [bronze, silver],
                     resources=resources,
                     instance=instance,
-                    selection=[AssetKey("silver_events"), AssetKey("silver_user_profile")],
+                    selection=[
+                        AssetKey("silver_events"),
+                        AssetKey("silver_user_profile"),
+                    ],
                 ).success
                 silver_s = time.perf_counter() - t0
                 silver_mem = (mem.peak_total, mem.peak_java)

@@ -43,15 +43,34 @@ def drop_delivered(new, silver, days, batches):
     return new.join(seen, "event_id", "left_anti")
 
 
-def context_days(days, watermark, lateness_s) -> set[date]:
-    """Days of silver rows the features need: the day before each new day (24 h windows) and
-    every day from the watermark to the newest row silver can hold (watermark + lateness)."""
-    back = -(-LONGEST_WINDOW_S // 86400)  # whole days the longest window reaches back
-    out = {d - timedelta(days=i) for d in days for i in range(back + 1)}
+def context_predicate(days, watermark, first_on_time) -> str:
+    """SQL selecting the silver rows the features need.
+
+    On-time rows need every row from 24 hours (the longest window) before the earliest of
+    them, and every row at or after the watermark (the "prior" part not yet in the profile,
+    and the rows a new event may correct). Late rows need the 24 hours before each of them:
+    their days and the day before, listed, so a replay from long ago reads a few old days
+    and not the years in between.
+    """
+    parts = []
+    if first_on_time is not None:
+        lo = first_on_time - timedelta(seconds=LONGEST_WINDOW_S)
+        if watermark is not None:
+            lo = min(lo, watermark)
+        parts.append(f"event_time >= TIMESTAMP'{lo.isoformat()}'")
     if watermark is not None:
-        newest = watermark + timedelta(seconds=lateness_s)
-        out |= set(days_between(watermark.date(), newest.date()))
-    return out
+        back = -(
+            -LONGEST_WINDOW_S // 86400
+        )  # whole days the longest window reaches back
+        late_days = {
+            d - timedelta(days=i)
+            for d in days
+            if d <= watermark.date()
+            for i in range(back + 1)
+        }
+        if late_days:
+            parts.append(days_predicate("event_time", late_days))
+    return " OR ".join(f"({p})" for p in parts) or "FALSE"
 
 
 def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
@@ -63,22 +82,26 @@ def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
     batches = sorted({r["batch_id"] for r in keys})
     days = {r["day"] for r in keys}
     new = drop_delivered(new, silver, days, batches).persist()
+    ts = F.col("event_time").cast("double")
+    on_time = (
+        F.lit(True) if watermark is None else F.col("event_time") >= F.lit(watermark)
+    )
+    newest, first_on_time, n_late = new.agg(
+        F.max(ts), F.min(F.when(on_time, ts)), F.sum((~on_time).cast("int"))
+    ).first()
     context = None
     if silver is not None:
         users = new.select("user_id").distinct()
+        first = (
+            None
+            if first_on_time is None
+            else datetime.fromtimestamp(first_on_time, UTC)
+        )
         context = (
-            silver.filter(
-                days_predicate("event_time", context_days(days, watermark, lateness_s))
-            )
+            silver.filter(context_predicate(days, watermark, first))
             .join(F.broadcast(users), "user_id")
             .join(new.select("event_id"), "event_id", "left_anti")
         )
-    late = (
-        F.lit(0)
-        if watermark is None
-        else F.sum((F.col("event_time") < F.lit(watermark)).cast("int"))
-    )
-    newest, n_late = new.agg(F.max(F.col("event_time").cast("double")), late).first()
     next_watermark = watermark
     if newest is not None:
         candidate = datetime.fromtimestamp(newest, UTC) - timedelta(seconds=lateness_s)
