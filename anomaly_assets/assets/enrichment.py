@@ -179,10 +179,14 @@ def enrichment(
         yield Output(None, "llm_explanation_cache", metadata={"gold_version": through})
         return
     changes = cursors.latest_per_key(changes, ["event_id"]).persist()
+    # A re-scored row that is no longer an anomaly leaves the enriched table.
     revoked = [
-        r[0] for r in changes.filter("NOT is_anomaly").select("event_id").collect()
+        r[0]
+        for r in changes.filter("NOT is_anomaly AND _change_type = 'update_postimage'")
+        .select("event_id")
+        .collect()
     ]
-    flagged = changes.filter("is_anomaly")
+    flagged = changes.filter("is_anomaly").drop("_change_type")
     batches = sorted(r[0] for r in flagged.select("batch_id").distinct().collect())
     anomalies = load_anomalies(flagged, lakehouse.read("silver_events"))
     cache_table = lakehouse.read("llm_explanation_cache")

@@ -26,4 +26,4 @@ def written_rows(context, lakehouse, asset: str):
     changes = read_changes(
         spark, lakehouse.path(asset), version.value - 1, version.value
     )
-    return changes.drop("_commit_version")
+    return changes.drop("_commit_version", "_change_type")

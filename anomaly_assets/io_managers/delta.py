@@ -178,8 +178,10 @@ def delta_table_metadata(
     from delta.tables import DeltaTable
 
     table = DeltaTable.forPath(spark, path)
-    last = table.history(1).collect()[0]
-    committed = last["version"] != version_before
+    # Auto-compaction may have committed an OPTIMIZE right after the write: skip it.
+    recent = table.history(4).collect()
+    last = next((c for c in recent if c["operation"] != "OPTIMIZE"), recent[0])
+    committed = version_before is None or last["version"] > version_before
     metrics = (last["operationMetrics"] or {}) if committed else {}
     df = table.toDF()
     meta = {

@@ -20,7 +20,6 @@ CURSOR_SCHEMA = (
     "consumer string, upstream string, upstream_version long, state string, "
     "updated_at timestamp"
 )
-CHANGE_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,8 @@ def write_cursor(spark, root_path: str, cursor: Cursor) -> None:
 
 def read_changes(spark, path: str, after: int | None, through: int):
     """Rows inserted or updated in ``path`` by commits after ``after`` up to ``through``
-    (``_commit_version`` kept, see ``latest_per_key``); None when there is no such commit.
+    (``_change_type`` and ``_commit_version`` kept, see ``latest_per_key``); None when there
+    is no such commit.
     Needs the table's Change Data Feed (on by default for tables this project creates)."""
     from pyspark.sql import functions as F
 
@@ -94,7 +94,7 @@ def read_changes(spark, path: str, after: int | None, through: int):
     )
     return changes.filter(
         F.col("_change_type").isin("insert", "update_postimage")
-    ).drop("_change_type", "_commit_timestamp")
+    ).drop("_commit_timestamp")
 
 
 def latest_per_key(changes, keys: list[str]):
