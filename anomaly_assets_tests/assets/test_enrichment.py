@@ -9,7 +9,7 @@ from anomaly_assets.checks.enrichment import ENRICHMENT_CHECKS
 from anomaly_assets.devtools.broker import free_port
 from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
 from anomaly_assets.io_managers import DeltaIOManager
-from anomaly_assets.resources.llm import AzureOpenAIResource
+from anomaly_assets.resources.llm import AzureOpenAIResource, OfflineExplainerResource
 
 KEY = "sk-secret-9d1e"
 
@@ -143,3 +143,40 @@ def test_unreachable_endpoint_completes_with_statuses_and_fails_validity(
     assert all("unreachable" in r["error"] for r in rows)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["enrichment_validity"] is False
+
+
+def test_a_re_scored_row_follows_its_new_status(lakehouse, lake, spark):
+    """gold corrects two scores (an out-of-order event arrived): the anomaly that is no
+    longer one leaves the enriched table, the new anomaly is explained; nothing else is
+    read or rewritten."""
+    from delta.tables import DeltaTable
+
+    lake("b1", n_stuffing=4, n_exfil=0)
+    with DagsterInstance.ephemeral() as instance:
+        llm = OfflineExplainerResource()
+        assert _run(lakehouse, llm, instance).success
+        assert set(_rows(lakehouse)) == {f"b1-{i}" for i in range(4)}
+        gold = DeltaTable.forPath(spark, lakehouse.path("gold_anomaly_predictions"))
+        gold.update(
+            "event_id = 'b1-0'",
+            {"is_anomaly": "false", "status": "'NORMAL'", "anomaly_score": "0.4"},
+        )
+        gold.update(
+            "event_id = 'b1-5'",
+            {
+                "is_anomaly": "true",
+                "status": "'WARNING'",
+                "anomaly_score": "0.66",
+                "top_features": "array('failed_logins_10m')",
+                "feature_contributions": "map('failed_logins_10m', 0.1D)",
+            },
+        )
+        before = {k: v["enriched_at"] for k, v in _rows(lakehouse).items()}
+        assert _run(lakehouse, llm, instance).success
+        after = _rows(lakehouse)
+        assert set(after) == {"b1-1", "b1-2", "b1-3", "b1-5"}
+        assert after["b1-5"]["anomaly_status"] == "WARNING"
+        # rows whose score did not change were not enriched again
+        assert all(
+            after[k]["enriched_at"] == before[k] for k in ("b1-1", "b1-2", "b1-3")
+        )
