@@ -20,6 +20,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from anomaly_assets.assets.incremental import nothing_new
 from anomaly_assets.assets.lineage import column_lineage
 from anomaly_assets.lib import cursors
 from anomaly_assets.lib.features import EVENT_COLUMNS, GOLD_EVENT_COLUMNS
@@ -86,6 +87,7 @@ class EnrichmentConfig(Config):
 
 
 CONSUMER = "gold_events_enriched"
+OUTPUTS = ("gold_events_enriched", "llm_explanation_cache")
 
 
 def load_anomalies(anomalies, silver):
@@ -166,19 +168,12 @@ def enrichment(
     prompt = load_prompt(config.prompt)
     explainer = llm.explainer()
     spark = lakehouse.spark_session
-    cursor = cursors.read_cursor(
-        spark, lakehouse.root, CONSUMER, "gold_anomaly_predictions"
-    )
-    through = cursors.table_version(spark, lakehouse.path("gold_anomaly_predictions"))
-    changes = cursors.read_changes(
-        spark, lakehouse.path("gold_anomaly_predictions"), cursor.version, through
-    )
-    if changes is None:
-        context.log.info(f"Enrichment: no gold commit after version {through}.")
-        yield Output(None, "gold_events_enriched", metadata={"gold_version": through})
-        yield Output(None, "llm_explanation_cache", metadata={"gold_version": through})
+    pending = lakehouse.pending_changes(CONSUMER, "gold_anomaly_predictions")
+    through = pending.through
+    if pending.changes is None:
+        yield from nothing_new(context, "gold_anomaly_predictions", through, OUTPUTS)
         return
-    changes = cursors.latest_per_key(changes, ["event_id"]).persist()
+    changes = cursors.latest_per_key(pending.changes, ["event_id"]).persist()
     # A re-scored row that is no longer an anomaly leaves the enriched table.
     revoked = [
         r[0]
@@ -259,11 +254,7 @@ def enrichment(
             "rows, if any, were removed."
         )
     changes.unpersist()
-    cursors.write_cursor(
-        spark,
-        lakehouse.root,
-        cursors.Cursor(CONSUMER, "gold_anomaly_predictions", through),
-    )
+    lakehouse.save_cursor(CONSUMER, "gold_anomaly_predictions", through)
 
 
 def drop_revoked(lakehouse: LakehouseResource, event_ids: list[str]) -> None:

@@ -14,7 +14,6 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Outpu
 from pydantic import Field
 
 from anomaly_assets import settings
-from anomaly_assets.lib import cursors
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
 from anomaly_assets.resources.mlflow import MlflowResource
@@ -253,11 +252,8 @@ def ai_enrichment_eval_metrics(
         )
         batches = sorted({b for b, _ in batches_rows.values()})
     else:
-        cursor = cursors.read_cursor(
-            spark, lakehouse.root, CONSUMER, "gold_events_enriched"
-        )
-        through = cursors.table_version(spark, lakehouse.path("gold_events_enriched"))
-        batches = _new_batches(lakehouse, cursor.version, through)
+        pending = lakehouse.pending_changes(CONSUMER, "gold_events_enriched")
+        batches = _new_batches(lakehouse, pending.changes)
         frame = gold_events_enriched.filter(gold_events_enriched.batch_id.isin(batches))
         pdf = frame.toPandas()
         batches_rows = {f"batch:{b}": (b, rows) for b, rows in pdf.groupby("batch_id")}
@@ -292,19 +288,11 @@ def ai_enrichment_eval_metrics(
         },
     )
     if not config.compare_prompts:
-        cursors.write_cursor(
-            spark,
-            lakehouse.root,
-            cursors.Cursor(CONSUMER, "gold_events_enriched", through),
-        )
+        lakehouse.save_cursor(CONSUMER, "gold_events_enriched", pending.through)
 
 
-def _new_batches(lakehouse: LakehouseResource, after, through) -> list[str]:
-    """Batches with enriched rows committed after ``after`` and no evaluation yet."""
-    spark = lakehouse.spark_session
-    changes = cursors.read_changes(
-        spark, lakehouse.path("gold_events_enriched"), after, through
-    )
+def _new_batches(lakehouse: LakehouseResource, changes) -> list[str]:
+    """Batches with enriched rows among ``changes`` and no evaluation yet."""
     if changes is None:
         return []
     touched = {r[0] for r in changes.select("batch_id").distinct().collect()}

@@ -21,6 +21,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from anomaly_assets.assets.incremental import nothing_new
 from anomaly_assets.assets.lineage import column_lineage
 from anomaly_assets.lib import cursors
 from anomaly_assets.lib.features import FEATURE_COLUMNS, GOLD_EVENT_COLUMNS
@@ -96,6 +97,7 @@ LINEAGE = column_lineage(
 )
 
 CONSUMER = "gold_anomaly_predictions"
+OUTPUTS = ("gold_anomaly_predictions", "gold_batch_drift")
 DRIFT_SCHEMA = (
     "batch_id string, feature string, batch_mean double, train_mean double, "
     "mean_shift_std double, std_ratio double, drifted boolean, model_version string"
@@ -163,20 +165,13 @@ def gold(
         n_permutations=config.n_permutations,
     )
     spark = lakehouse.spark_session
-    cursor = cursors.read_cursor(spark, lakehouse.root, CONSUMER, "silver_events")
-    through = cursors.table_version(spark, lakehouse.path("silver_events"))
-    changes = cursors.read_changes(
-        spark, lakehouse.path("silver_events"), cursor.version, through
-    )
-    if changes is None:
-        context.log.info(f"Gold: no silver commit after version {through}.")
-        yield Output(
-            None, "gold_anomaly_predictions", metadata={"silver_version": through}
-        )
-        yield Output(None, "gold_batch_drift", metadata={"silver_version": through})
+    pending = lakehouse.pending_changes(CONSUMER, "silver_events")
+    cursor, through = pending.cursor, pending.through
+    if pending.changes is None:
+        yield from nothing_new(context, "silver_events", through, OUTPUTS)
         return
     # Scoring and the drift statistics both read these rows: read silver once.
-    rows = cursors.latest_per_key(changes, ["event_id"]).persist()
+    rows = cursors.latest_per_key(pending.changes, ["event_id"]).persist()
     batches = sorted(r[0] for r in rows.select("batch_id").distinct().collect())
     context.log.info(
         f"Scoring silver versions {cursor.version} → {through} ({len(batches)} batch(es)) "
@@ -233,9 +228,7 @@ def gold(
     )
     rows.unpersist()
     scored.unpersist()
-    cursors.write_cursor(
-        spark, lakehouse.root, cursors.Cursor(CONSUMER, "silver_events", through)
-    )
+    lakehouse.save_cursor(CONSUMER, "silver_events", through)
 
 
 def monitoring_summary(scored) -> dict:

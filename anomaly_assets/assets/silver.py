@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets import settings
+from anomaly_assets.assets.incremental import nothing_new
 from anomaly_assets.assets.lineage import column_lineage
 from anomaly_assets.lib import cursors
 from anomaly_assets.lib.bronze import BRONZE_COLUMNS
@@ -37,6 +38,7 @@ LINEAGE = column_lineage(
     {"event_time": ["event_ts"]},
 )
 CONSUMER = "silver_events"
+OUTPUTS = ("silver_events", "silver_user_profile")
 
 
 class SilverConfig(Config):
@@ -93,12 +95,15 @@ def silver(
     context: AssetExecutionContext, config: SilverConfig, lakehouse: LakehouseResource
 ):
     spark = lakehouse.spark_session
-    cursor = cursors.read_cursor(spark, lakehouse.root, CONSUMER, "bronze_events")
-    through = cursors.table_version(spark, lakehouse.path("bronze_events"))
+    pending = lakehouse.pending_changes(CONSUMER, "bronze_events")
+    cursor, through, new = pending.cursor, pending.through, pending.changes
     if through is None:
         raise FileNotFoundError(
             "bronze_events does not exist yet: materialise it first."
         )
+    if new is None:
+        yield from nothing_new(context, "bronze_events", through, OUTPUTS)
+        return
     profile_version = cursor.state.get("profile_version")
     profile = None
     if profile_version is not None:  # as of the last finished step, even on a retry
@@ -107,14 +112,6 @@ def silver(
             .option("versionAsOf", profile_version)
             .load(lakehouse.path("silver_user_profile"))
         )
-    new = cursors.read_changes(
-        spark, lakehouse.path("bronze_events"), cursor.version, through
-    )
-    if new is None:
-        context.log.info(f"Silver: no bronze commit after version {through}.")
-        yield Output(None, "silver_events", metadata={"bronze_version": through})
-        yield Output(None, "silver_user_profile", metadata={"bronze_version": through})
-        return
     step = plan(
         new,
         lakehouse.read("silver_events"),
@@ -156,8 +153,4 @@ def silver(
             spark, lakehouse.path("silver_user_profile")
         ),
     }
-    cursors.write_cursor(
-        spark,
-        lakehouse.root,
-        cursors.Cursor(CONSUMER, "bronze_events", through, state),
-    )
+    lakehouse.save_cursor(CONSUMER, "bronze_events", through, state)

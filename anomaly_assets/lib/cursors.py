@@ -97,6 +97,29 @@ def read_changes(spark, path: str, after: int | None, through: int):
     ).drop("_commit_timestamp")
 
 
+@dataclass(frozen=True)
+class Pending:
+    """What a consumer has not consumed yet: upstream commits after ``cursor.version`` up to
+    ``through``, as ``changes`` (None when there is none)."""
+
+    cursor: Cursor
+    through: int | None
+    changes: object | None
+
+
+def pending_changes(
+    spark, root_path: str, consumer: str, upstream: str, upstream_path: str
+) -> Pending:
+    cursor = read_cursor(spark, root_path, consumer, upstream)
+    through = table_version(spark, upstream_path)
+    changes = (
+        None
+        if through is None
+        else read_changes(spark, upstream_path, cursor.version, through)
+    )
+    return Pending(cursor, through, changes)
+
+
 def latest_per_key(changes, keys: list[str]):
     """One row per key: the image from the newest commit (a row updated twice in the range)."""
     from pyspark.sql import Window

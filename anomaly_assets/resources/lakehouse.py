@@ -34,6 +34,26 @@ class LakehouseResource(ConfigurableResource):
 
         return DeltaTable.isDeltaTable(self.spark_session, self.path(*key_path))
 
+    def pending_changes(self, consumer: str, upstream: str):
+        """The ``upstream`` table's commits ``consumer`` has not consumed (lib/cursors.py)."""
+        from anomaly_assets.lib import cursors
+
+        return cursors.pending_changes(
+            self.spark_session, self.root, consumer, upstream, self.path(upstream)
+        )
+
+    def save_cursor(
+        self, consumer: str, upstream: str, version: int, state: dict | None = None
+    ) -> None:
+        """Record that ``consumer`` consumed ``upstream`` through ``version``."""
+        from anomaly_assets.lib import cursors
+
+        cursors.write_cursor(
+            self.spark_session,
+            self.root,
+            cursors.Cursor(consumer, upstream, version, state or {}),
+        )
+
     def read(self, *key_path: str):
         """The table as a DataFrame, or None if it was never written."""
         if not self.exists(*key_path):
