@@ -58,8 +58,6 @@ def build_spark_conf(
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Downstream steps read only the commits they have not consumed (lib/cursors.py).
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
-        # Batch-sized writes leave small files; compact them as they pile up.
-        "spark.databricks.delta.autoCompact.enabled": "true",
     }
     if packages:
         conf["spark.jars.packages"] = ",".join(packages)

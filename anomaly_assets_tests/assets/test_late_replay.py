@@ -94,10 +94,10 @@ def _by_event(lakehouse, table, columns):
 def test_replay_in_small_and_large_batches_gives_identical_results(
     kafka_broker, topic, spark_resource, spark, tmp_path, mlflow_settings
 ):
-    stream = _shuffled_stream(600, seed=5)
+    stream = _shuffled_stream(400, seed=5)
     event_ts = [json.loads(v)["event_ts"] for _, v in stream]
     out_of_order = sum(b < a for a, b in itertools.pairwise(event_ts))
-    assert out_of_order > 100  # the shuffle really reorders
+    assert out_of_order > 60  # the shuffle really reorders
 
     lakes = {}
     with DagsterInstance.ephemeral() as instance:

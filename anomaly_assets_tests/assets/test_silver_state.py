@@ -63,12 +63,6 @@ def _ids(*indexes):
 # arrive out of event-time order, but never more than an hour after a newer event.
 CUTS = {
     "one_batch": [_ids(*range(8)) + ("u2-0", "u2-1", "u2-2")],
-    "in_order_pairs": [
-        _ids(0, 1) + ("u2-0",),
-        _ids(2, 3) + ("u2-1", "u2-2"),
-        _ids(4, 5),
-        _ids(6, 7),
-    ],
     "out_of_order": [
         _ids(1, 3) + ("u2-2",),
         _ids(0) + ("u2-0",),

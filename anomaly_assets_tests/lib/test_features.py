@@ -118,24 +118,63 @@ def test_features_match_hand_computed_values(bronze_like):
     assert [got[f"u2-{i}"]["failed_logins_10m"] for i in range(3)] == [1, 2, 3]
 
 
-def test_batch_boundary_changes_no_value(bronze_like):
+def test_profile_plus_recent_rows_give_the_whole_history_features(bronze_like):
+    """Split at a watermark: rows before it folded into profiles, the rest featurized from
+    the profile plus the stored rows (as silver reads them: the 24 hours the windows need,
+    whose rows before the watermark count in windows only); every value equals the
+    all-at-once one."""
+    from datetime import UTC, datetime
+
+    from anomaly_assets.lib.features import featurize
+    from anomaly_assets.lib.profile import fold
+
     whole = _by_id(silver_rows(bronze_like))
-    first_ids = [f"u1-{i}" for i in range(4)] + ["u2-0"]
+    first_ids = [f"u1-{i}" for i in range(5)] + ["u2-0", "u2-1", "u2-2"]
     first = bronze_like.filter(bronze_like.event_id.isin(first_ids))
     rest = bronze_like.filter(~bronze_like.event_id.isin(first_ids))
-    history = silver_rows(first, None).localCheckpoint()
-    later = _by_id(silver_rows(rest, history))
+    earlier = silver_rows(first).localCheckpoint()
+    watermark = datetime(
+        2026, 11, 1, 0, 10, tzinfo=UTC
+    )  # after u1-3 (240 s), before u1-4
+    profile = fold(None, earlier.filter(earlier.event_time < watermark), watermark)
+    context = earlier
+    later = _by_id(featurize(rest, context, profile.localCheckpoint(), watermark))
     assert set(later) == set(whole) - set(first_ids)
     for event_id, row in later.items():
         for name in FEATURE_COLUMNS:
             assert row[name] == pytest.approx(whole[event_id][name]), (event_id, name)
+        assert not row["late"]
 
 
-def test_duplicates_within_and_across_batches(bronze_like, spark):
+def test_an_earlier_event_corrects_the_rows_after_it(bronze_like):
+    """u1-1 arrives after u1-2 .. u1-7: it is placed exactly and the later rows it changes
+    (window counts, seconds since previous) are returned corrected."""
+    from anomaly_assets.lib.features import featurize
+
+    whole = _by_id(silver_rows(bronze_like))
+    without = bronze_like.filter("event_id != 'u1-1'")
+    earlier = silver_rows(without).localCheckpoint()
+    late = bronze_like.filter("event_id = 'u1-1'")
+    out = _by_id(featurize(late, earlier, None, None))
+    assert "u1-1" in out and "u2-0" not in out, "only u1's rows are touched"
+    assert out["u1-2"]["events_1m"] == whole["u1-2"]["events_1m"] == 2
+    assert earlier.filter("event_id = 'u1-2'").first()["events_1m"] == 1
+    for event_id, row in out.items():
+        for name in FEATURE_COLUMNS:
+            assert row[name] == pytest.approx(whole[event_id][name]), (event_id, name)
+
+
+def test_duplicates_within_a_batch_and_redeliveries(bronze_like):
+    from anomaly_assets.lib.pruning import event_days
+    from anomaly_assets.lib.silver import drop_delivered
+
     dup = bronze_like.filter("event_id = 'u1-3'").withColumn(
         "offset", bronze_like["offset"] + 50
     )
-    rows = _by_id(silver_rows(bronze_like.unionByName(dup), None))
+    rows = _by_id(silver_rows(bronze_like.unionByName(dup)))
     assert len(rows) == 11 and rows["u1-3"]["offset"] == 3
-    history = silver_rows(bronze_like).localCheckpoint()
-    assert silver_rows(dup, history).count() == 0
+    stored = silver_rows(bronze_like).localCheckpoint()
+    redelivered = dup.withColumn("batch_id", dup.batch_id.substr(0, 0))
+    assert drop_delivered(redelivered, stored, event_days(dup), [""]).count() == 0
+    # ...but a retry of the batch that stored it keeps it (its own earlier attempt)
+    assert drop_delivered(dup, stored, event_days(dup), ["b1"]).count() == 1

@@ -75,7 +75,7 @@ def test_accepted_events_fit_bronze_and_give_finite_features(spark, valid, hosti
     reasons = {r[0] for r in bad.select("reason").distinct().collect()}
     assert "validator_error" not in reasons and "unencodable_row" not in reasons
 
-    rows = silver_rows(good, None).collect()
+    rows = silver_rows(good).collect()
     assert len(rows) == good.select("event_id").distinct().count()
     for row in rows:
         for name in FEATURE_COLUMNS:
