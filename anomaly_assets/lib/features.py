@@ -89,8 +89,6 @@ MAX_RATIO = 1e6
 
 #: The longest window a feature looks back over (distinct_countries_24h).
 LONGEST_WINDOW_S = 24 * 3600
-#: Silver's columns, in order.
-SILVER_COLUMNS = (*EVENT_COLUMNS, "late", *FEATURE_COLUMNS, "silver_processed_at")
 
 
 def device_expr():
