@@ -34,6 +34,19 @@ N_USERS = 400
 SESSIONS_PER_MINUTE = 60
 
 
+def busy_stream(seed: int, n_events: int) -> EventGenerator:
+    """The benches' stream: N_USERS users at SESSIONS_PER_MINUTE, its clock started so that
+    ``n_events`` end before now (~4 events a session, with margin)."""
+    span = timedelta(minutes=n_events / 4 / SESSIONS_PER_MINUTE * 1.5)
+    return EventGenerator(
+        seed=seed,
+        n_users=N_USERS,
+        anomaly_rate=0.01,
+        start=datetime.now(UTC) - span - timedelta(days=1),
+        sessions_per_minute=SESSIONS_PER_MINUTE,
+    )
+
+
 def _ranges(ends: dict[int, int], starts: dict[int, int]) -> list[dict]:
     return [
         {"partition": p, "start": starts.get(p, 0), "end": e}
@@ -80,14 +93,15 @@ def main() -> None:
         )
         try:
             # The champion, trained once on its own topic (same stream shape).
-            gen = EventGenerator(
-                seed=1,
-                n_users=N_USERS,
-                anomaly_rate=0.01,
-                start=datetime.now(UTC) - timedelta(days=2),
-                sessions_per_minute=SESSIONS_PER_MINUTE,
+            produce(
+                bs,
+                "train",
+                50_000,
+                busy_stream(1, 50_000),
+                None,
+                3,
+                log=lambda *_: None,
             )
-            produce(bs, "train", 50_000, gen, None, 3, log=lambda *_: None)
             kafka = KafkaResource(bootstrap_servers=bs, topic="train")
             lake = LakehouseResource(root=str(tmp / "train"), spark=spark)
             defs = make_definitions(
@@ -105,16 +119,7 @@ def main() -> None:
             )
             for history in sizes:
                 topic = f"history-{history}"
-                total = history + args.batch
-                # ~4 events a session: start early enough that the last event is in the past.
-                span = timedelta(minutes=total / 4 / SESSIONS_PER_MINUTE * 1.5)
-                gen = EventGenerator(
-                    seed=7,
-                    n_users=N_USERS,
-                    anomaly_rate=0.01,
-                    start=datetime.now(UTC) - span - timedelta(days=1),
-                    sessions_per_minute=SESSIONS_PER_MINUTE,
-                )
+                gen = busy_stream(7, history + args.batch)
                 kafka = KafkaResource(
                     bootstrap_servers=bs,
                     topic=topic,

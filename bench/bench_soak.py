@@ -11,16 +11,15 @@ import argparse
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from _common import PeakMemory
-from bench_history import N_USERS, SESSIONS_PER_MINUTE, _ranges, _run
+from bench_history import _ranges, _run, busy_stream
 from dagster import DagsterInstance
 
 from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
-from anomaly_assets.devtools.generator import EventGenerator, produce
+from anomaly_assets.devtools.generator import produce
 from anomaly_assets.lib.offsets import fetch_offsets
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
@@ -41,15 +40,7 @@ def main() -> None:
         ).start()
         bs = broker.bootstrap_servers
         try:
-            total = args.batches * args.batch
-            span = timedelta(minutes=total / 4 / SESSIONS_PER_MINUTE * 1.5)
-            gen = EventGenerator(
-                seed=11,
-                n_users=N_USERS,
-                anomaly_rate=0.01,
-                start=datetime.now(UTC) - span - timedelta(days=1),
-                sessions_per_minute=SESSIONS_PER_MINUTE,
-            )
+            gen = busy_stream(11, args.batches * args.batch)
             kafka = KafkaResource(bootstrap_servers=bs, topic="soak")
             lake = LakehouseResource(root=str(tmp / "lake"), spark=spark)
             mlflow = MlflowResource(

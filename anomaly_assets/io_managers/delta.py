@@ -78,6 +78,39 @@ def merge_condition(
     return cond
 
 
+def _merge(
+    table,
+    source,
+    mode: str,
+    merge_keys: list[str],
+    merge_range_column: str | None,
+    compare_columns: list[str] | None,
+    prune_days_column: str | None,
+) -> None:
+    """MERGE ``source`` into ``table``: insert new keys; with ``merge_upsert`` also update
+    matched rows whose ``compare_columns`` differ. The range / days bounds let Delta skip
+    the target's other files."""
+    bounds = None
+    if merge_range_column:
+        from pyspark.sql import functions as F
+
+        row = source.agg(F.min(merge_range_column), F.max(merge_range_column)).first()
+        bounds = (row[0], row[1])
+    condition = merge_condition(merge_keys, merge_range_column, bounds)
+    if prune_days_column:
+        from anomaly_assets.lib.pruning import days_predicate, event_days
+
+        days = event_days(source, prune_days_column)
+        condition += f" AND ({days_predicate(f't.`{prune_days_column}`', days)})"
+    merge = table.alias("t").merge(source.alias("s"), condition)
+    if mode == "merge_upsert":
+        if not compare_columns:
+            raise ValueError("merge_upsert needs delta/compare_columns")
+        changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare_columns)
+        merge = merge.whenMatchedUpdateAll(condition=changed)
+    merge.whenNotMatchedInsertAll().withSchemaEvolution().execute()
+
+
 def write_delta(
     df,
     path: str,
@@ -111,27 +144,22 @@ def write_delta(
     elif mode in ("merge_insert", "merge_upsert"):
         if not merge_keys:
             raise ValueError(f"{mode} needs delta/merge_keys")
-        bounds = None
-        if merge_range_column:
-            from pyspark.sql import functions as F
-
-            row = df.agg(F.min(merge_range_column), F.max(merge_range_column)).first()
-            bounds = (row[0], row[1])
-        condition = merge_condition(merge_keys, merge_range_column, bounds)
-        if prune_days_column:
-            from anomaly_assets.lib.pruning import days_predicate, event_days
-
-            days = event_days(df, prune_days_column)
-            condition += f" AND ({days_predicate(f't.`{prune_days_column}`', days)})"
-        merge = (
-            DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
-        )
-        if mode == "merge_upsert":
-            if not compare_columns:
-                raise ValueError("merge_upsert needs delta/compare_columns")
-            changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare_columns)
-            merge = merge.whenMatchedUpdateAll(condition=changed)
-        merge.whenNotMatchedInsertAll().withSchemaEvolution().execute()
+        # The bounds are computed from the source, then the MERGE reads it again: keep it
+        # so the features (or the Kafka read) behind it run once.
+        pinned = df.persist() if merge_range_column or prune_days_column else df
+        try:
+            _merge(
+                DeltaTable.forPath(spark, path),
+                pinned,
+                mode,
+                merge_keys,
+                merge_range_column,
+                compare_columns,
+                prune_days_column,
+            )
+        finally:
+            if pinned is not df:
+                pinned.unpersist()
     else:
         if batch_ids is None:
             batch_ids = [r[0] for r in df.select(batch_column).distinct().collect()]

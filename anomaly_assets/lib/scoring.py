@@ -73,7 +73,7 @@ def score_frame(model, spec: ScoringSpec, pdf: pd.DataFrame) -> pd.DataFrame:
 
 def score_spark(df, model, spec: ScoringSpec):
     """Score a Spark DataFrame of silver rows on the executors. The pickled model travels in
-    the function's closure (no SparkContext broadcast, so it also runs over Spark Connect)
+    the function's closure (plain DataFrame API, so it also runs over Spark Connect)
     and is unpickled once per Python worker."""
     import hashlib
 

@@ -112,7 +112,7 @@ class SparkResource(ConfigurableResource):
     _session: Any = PrivateAttr(default=None)
 
     def spark_conf(self) -> dict[str, str]:
-        # spark.log.level: the log level at start-up, without the SparkContext
+        # spark.log.level: the log level set at start-up, through configuration only
         return {"spark.log.level": self.log_level} | build_spark_conf(
             self.master,
             self.app_name,
