@@ -236,13 +236,38 @@ def validate(
     ingested_at: datetime | None = None,
     policy: ValidationPolicy = DEFAULT_POLICY,
 ):
-    """Every Kafka row classified: contract columns for valid events, a reason for the rest."""
+    """Every Kafka row classified: contract columns for valid events, a reason for the rest.
+
+    Plainly valid messages are typed in the JVM (lib/jvm_validation.py); only the others pay
+    for Python's ``classify``. ``validated_in`` says which path a row took. The caller
+    persists the result: the staged frame is scanned once per path.
+    """
     from pyspark.sql import functions as F
 
+    from anomaly_assets.lib.jvm_validation import plainly_valid
+
     ingested_at = ingested_at or datetime.now(UTC)
-    return (
-        raw_df.select("key", "value", "topic", "partition", "offset", "timestamp")
+    condition, typed = plainly_valid(policy)
+    source = ("key", "value", "topic", "partition", "offset", "timestamp")
+    staged = raw_df.select(*source).withColumn("_plain", condition)
+    reader = {
+        "topic": F.col("topic"),
+        "partition": F.col("partition"),
+        "offset": F.col("offset"),
+        "kafka_ts": F.col("timestamp"),
+        "key": F.col("key").cast("string"),
+    }
+    plain = staged.filter("_plain").select(
+        *[({**reader, **typed}[n]).cast(t).alias(n) for n, t in VALIDATED_COLUMNS]
+    )
+    other = (
+        staged.filter("NOT _plain")
+        .select(*source)
         .mapInArrow(_validator(policy), VALIDATED_SCHEMA)
+    )
+    return (
+        plain.withColumn("validated_in", F.lit("jvm"))
+        .unionByName(other.withColumn("validated_in", F.lit("python")))
         .withColumns(
             {
                 "topic_id": F.lit(topic_id),
