@@ -59,6 +59,7 @@ VALIDATED_COLUMNS = (
 )
 VALIDATED_SCHEMA = ", ".join(f"`{n}` {t}" for n, t in VALIDATED_COLUMNS)
 #: The columns of Spark's Kafka source that validation reads.
+SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
 KAFKA_SOURCE_SCHEMA = (
     "key binary, value binary, topic string, partition int, offset bigint, "
     "timestamp timestamp"
@@ -229,40 +230,55 @@ def _validator(policy: ValidationPolicy):
     return validate_batches
 
 
+def stage(raw_df, policy: ValidationPolicy = DEFAULT_POLICY):
+    """Kafka rows with ``_plain``: whether the JVM types the message itself, and if so its
+    values (lib/jvm_validation.py). Persist it before ``validate``: the parse then runs once
+    per message, and Kafka is read once for both paths."""
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.lib.jvm_validation import typed_in_jvm
+
+    typed = typed_in_jvm(raw_df.select(*SOURCE_COLUMNS), policy)
+    plain = F.col("_plain")
+    return typed.select(
+        *SOURCE_COLUMNS,
+        plain,
+        F.when(plain, F.col("_v")).alias("_v"),
+        F.when(plain, F.col("_time")).alias("_time"),
+    )
+
+
 def validate(
-    raw_df,
+    staged,
     batch_id: str,
     topic_id: str = "",
     ingested_at: datetime | None = None,
     policy: ValidationPolicy = DEFAULT_POLICY,
 ):
-    """Every Kafka row classified: contract columns for valid events, a reason for the rest.
-
-    Plainly valid messages are typed in the JVM (lib/jvm_validation.py); only the others pay
-    for Python's ``classify``. ``validated_in`` says which path a row took. The caller
-    persists the result: the staged frame is scanned once per path.
-    """
+    """Every staged Kafka row classified: contract columns for valid events, a reason for
+    the rest. Plainly valid messages were typed in the JVM; only the others pay for Python's
+    ``classify``. ``validated_in`` says which path a row took."""
     from pyspark.sql import functions as F
 
-    from anomaly_assets.lib.jvm_validation import plainly_valid
+    from anomaly_assets.lib.jvm_validation import typed_columns
 
     ingested_at = ingested_at or datetime.now(UTC)
-    condition, typed = plainly_valid(policy)
-    source = ("key", "value", "topic", "partition", "offset", "timestamp")
-    staged = raw_df.select(*source).withColumn("_plain", condition)
-    reader = {
+    columns = {
         "topic": F.col("topic"),
         "partition": F.col("partition"),
         "offset": F.col("offset"),
         "kafka_ts": F.col("timestamp"),
         "key": F.col("key").cast("string"),
+        **typed_columns(),
     }
-    plain = staged.filter("_plain").select(
-        *[({**reader, **typed}[n]).cast(t).alias(n) for n, t in VALIDATED_COLUMNS]
+    plain = (
+        staged.filter("_plain")
+        .withColumn("_text", F.col("value").cast("string"))
+        .select(*[columns[n].cast(t).alias(n) for n, t in VALIDATED_COLUMNS])
     )
     other = (
         staged.filter("NOT _plain")
-        .select(*source)
+        .select(*SOURCE_COLUMNS)
         .mapInArrow(_validator(policy), VALIDATED_SCHEMA)
     )
     return (
@@ -349,8 +365,10 @@ def prepare_batch(
         raw = read_ranges(spark, client_config, state.topic, readable, read_committed)
     else:
         raw = spark.createDataFrame([], KAFKA_SOURCE_SCHEMA)
-    validated = validate(raw, bid, topic_id, now, policy).persist()
+    staged = stage(raw, policy).persist()  # one read of Kafka for both paths
+    validated = validate(staged, bid, topic_id, now, policy).persist()
     runs = returned_runs(validated)
+    staged.unpersist()
     compacted = None
     counts: dict[tuple[int, int], tuple[int, int]] = {}
     for part in readable:  # at most one readable part per piece, inside it

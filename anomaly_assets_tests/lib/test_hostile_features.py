@@ -65,7 +65,7 @@ def test_accepted_events_fit_bronze_and_give_finite_features(spark, valid, hosti
         ],
         lib.KAFKA_SOURCE_SCHEMA,
     )
-    validated = lib.validate(raw, "b1").persist()
+    validated = lib.validate(lib.stage(raw).persist(), "b1").persist()
     good, bad = lib.split(validated)
     n_good, n_bad = good.count(), bad.count()
     assert n_good + n_bad == len(values), "one verdict per message"

@@ -21,6 +21,7 @@ from anomaly_assets.lib.bronze import (
     KAFKA_SOURCE_SCHEMA,
     VALIDATED_COLUMNS,
     _validated_row,
+    stage,
     validate,
 )
 from anomaly_assets_tests.lib.test_validation import GOOD, KAFKA_TS, mutated_events
@@ -197,7 +198,7 @@ def _both_paths(spark, values: list[bytes | None], kafka_ts: list[datetime]):
         for offset, (value, ts) in enumerate(zip(values, kafka_ts, strict=True))
     ]
     frame = spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA)
-    got = {r["offset"]: r for r in validate(frame, "b1").collect()}
+    got = {r["offset"]: r for r in validate(stage(frame).persist(), "b1").collect()}
     assert sorted(got) == list(range(len(values))), "one row per message"
     for offset, (value, ts) in enumerate(zip(values, kafka_ts, strict=True)):
         want = _validated_row(
