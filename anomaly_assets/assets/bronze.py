@@ -203,4 +203,4 @@ def bronze(
             "skipped_retention": skipped.get("retention", 0),
         },
     )
-    batch.validated.unpersist()
+    batch.release()

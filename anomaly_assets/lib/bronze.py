@@ -148,6 +148,9 @@ def read_ranges(
             json.dumps({topic: {str(r.partition): r.end for r in layer}}),
         )
         .option("failOnDataLoss", "true")
+        # Split large offset ranges so every core validates: three Kafka partitions on two
+        # cores would otherwise leave one core idle for a third of the read.
+        .option("minPartitions", spark.conf.get("spark.sql.shuffle.partitions"))
         .load()
         for layer in layers
     ]
@@ -248,16 +251,27 @@ def stage(raw_df, policy: ValidationPolicy = DEFAULT_POLICY):
     )
 
 
+def classify_in_python(staged, policy: ValidationPolicy = DEFAULT_POLICY):
+    """The staged rows the JVM could not type, through Python's ``classify``."""
+    return (
+        staged.filter("NOT _plain")
+        .select(*SOURCE_COLUMNS)
+        .mapInArrow(_validator(policy), VALIDATED_SCHEMA)
+    )
+
+
 def validate(
     staged,
     batch_id: str,
     topic_id: str = "",
     ingested_at: datetime | None = None,
     policy: ValidationPolicy = DEFAULT_POLICY,
+    in_python=None,
 ):
     """Every staged Kafka row classified: contract columns for valid events, a reason for
     the rest. Plainly valid messages were typed in the JVM; only the others pay for Python's
-    ``classify``. ``validated_in`` says which path a row took."""
+    ``classify`` (``in_python``: that frame, if the caller persisted it). ``validated_in``
+    says which path a row took."""
     from pyspark.sql import functions as F
 
     from anomaly_assets.lib.jvm_validation import typed_columns
@@ -276,14 +290,11 @@ def validate(
         .withColumn("_text", F.col("value").cast("string"))
         .select(*[columns[n].cast(t).alias(n) for n, t in VALIDATED_COLUMNS])
     )
-    other = (
-        staged.filter("NOT _plain")
-        .select(*SOURCE_COLUMNS)
-        .mapInArrow(_validator(policy), VALIDATED_SCHEMA)
-    )
+    if in_python is None:
+        in_python = classify_in_python(staged, policy)
     return (
         plain.withColumn("validated_in", F.lit("jvm"))
-        .unionByName(other.withColumn("validated_in", F.lit("python")))
+        .unionByName(in_python.withColumn("validated_in", F.lit("python")))
         .withColumns(
             {
                 "topic_id": F.lit(topic_id),
@@ -333,11 +344,17 @@ def returned_runs(validated) -> list[tuple[int, int, int, int]]:
 class PreparedBatch:
     """A batch read and validated, with its ledger rows, ready to be written."""
 
-    validated: object  # DataFrame, persisted
+    validated: object  # DataFrame over the persisted frames in ``cached``
     ledger: list[tuple]
     skips: list[Skip]
     n_valid: int
     n_quarantined: int
+    cached: tuple = ()
+
+    def release(self) -> None:
+        """Free the cached frames once the batch is written."""
+        for frame in self.cached:
+            frame.unpersist()
 
 
 def prepare_batch(
@@ -365,10 +382,12 @@ def prepare_batch(
         raw = read_ranges(spark, client_config, state.topic, readable, read_committed)
     else:
         raw = spark.createDataFrame([], KAFKA_SOURCE_SCHEMA)
-    staged = stage(raw, policy).persist()  # one read of Kafka for both paths
-    validated = validate(staged, bid, topic_id, now, policy).persist()
+    # One read of Kafka and one parse per message; the JVM path's rows are a projection of
+    # ``staged``, so only the (usually few) Python verdicts are cached besides it.
+    staged = stage(raw, policy).persist()
+    in_python = classify_in_python(staged, policy).persist()
+    validated = validate(staged, bid, topic_id, now, policy, in_python)
     runs = returned_runs(validated)
-    staged.unpersist()
     compacted = None
     counts: dict[tuple[int, int], tuple[int, int]] = {}
     for part in readable:  # at most one readable part per piece, inside it
@@ -397,4 +416,6 @@ def prepare_batch(
     ledger = ledger_rows(state.topic, topic_id, bid, pieces, counts, skips, now)
     n_valid = sum(row[6] for row in ledger)
     n_quarantined = sum(row[7] for row in ledger)
-    return PreparedBatch(validated, ledger, sorted(skips), n_valid, n_quarantined)
+    return PreparedBatch(
+        validated, ledger, sorted(skips), n_valid, n_quarantined, (staged, in_python)
+    )

@@ -94,6 +94,11 @@ def score_spark(df, model, spec: ScoringSpec):
         for pdf in batches:
             yield score_frame(loaded, spec, pdf)
 
-    return df.select(*GOLD_EVENT_COLUMNS, *spec.features).mapInPandas(
-        score_batches, GOLD_SCHEMA
+    # Scoring is CPU-bound Python: spread the rows over every core whatever the file layout
+    # upstream (one large file is one partition, one core).
+    cores = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return (
+        df.select(*GOLD_EVENT_COLUMNS, *spec.features)
+        .repartition(cores)
+        .mapInPandas(score_batches, GOLD_SCHEMA)
     )
