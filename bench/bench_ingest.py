@@ -2,7 +2,9 @@
 
 Prints events/s and peak memory (process tree RSS, and its JVM part) for each stage, side by
 side with the raw read rate of the same topic by a plain confluent-kafka consumer, measured
-in the same run. ``python bench/bench_ingest.py [--events N]``
+in the same run; then validation alone on the same Kafka rows, with the JVM path and with
+every message through Python's ``classify`` (what bronze did before the JVM path).
+``python bench/bench_ingest.py [--events N]``
 """
 
 import argparse
@@ -44,6 +46,35 @@ def raw_consume(bootstrap: str, ends: dict[int, int]) -> float:
                 got += 1
     seconds = time.perf_counter() - t0
     consumer.close()
+    return seconds
+
+
+def validation_paths(spark, bootstrap: str, ends: dict[int, int]) -> dict[str, float]:
+    """Seconds to validate the topic's rows (read from Kafka, cached first) both ways."""
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.lib import bronze as lib
+    from anomaly_assets.lib.offsets import OffsetRange
+
+    ranges = [OffsetRange(p, 0, e) for p, e in sorted(ends.items())]
+    raw = lib.read_ranges(spark, {"bootstrap.servers": bootstrap}, TOPIC, ranges)
+    raw = raw.select(*lib.SOURCE_COLUMNS).persist()
+    raw.count()
+    seconds = {}
+    for name, force_python in (
+        ("JVM path (+ Python for the rest)", False),
+        ("Python classify for every message", True),
+    ):
+        t0 = time.perf_counter()
+        staged = lib.stage(raw)
+        if force_python:
+            staged = staged.withColumn("_plain", F.lit(False))
+        staged = staged.persist()
+        validated = lib.validate(staged, "bench")
+        validated.groupBy("validated_in", "reason").count().collect()
+        seconds[name] = time.perf_counter() - t0
+        staged.unpersist()
+    raw.unpersist()
     return seconds
 
 
@@ -112,6 +143,9 @@ def main() -> None:
                 silver_s = time.perf_counter() - t0
                 silver_mem = (mem.peak_total, mem.peak_java)
             rows = lakehouse.read("silver_events").count()
+            paths = validation_paths(
+                spark.spark_session, broker.bootstrap_servers, ends
+            )
         finally:
             broker.stop()
     print(
@@ -130,6 +164,9 @@ def main() -> None:
         f"{f'{silver_mem[0]:,.0f} ({silver_mem[1]:,.0f})':>18}"
     )
     print(f"bronze rate / raw read rate = {raw_s / bronze_s:.3f}; silver rows {rows:,}")
+    print("\nvalidation alone, same Kafka rows (cached), 2 cores")
+    for name, seconds in paths.items():
+        print(f"{name:<38}{seconds:>9.1f}{n / seconds:>12,.0f}")
 
 
 if __name__ == "__main__":

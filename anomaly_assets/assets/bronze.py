@@ -157,16 +157,16 @@ def bronze(
     skipped: dict[str, int] = {}
     for s in batch.skips:
         skipped[s.reason] = skipped.get(s.reason, 0) + s.count
-    reasons = {
-        r["reason"]: r["count"]
-        for r in batch.validated.filter("reason IS NOT NULL")
-        .groupBy("reason")
-        .count()
-        .collect()
-    }
+    verdicts = batch.validated.groupBy("validated_in", "reason").count().collect()
+    reasons: dict[str, int] = {}
+    for r in verdicts:
+        if r["reason"] is not None:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + r["count"]
+    in_python = sum(r["count"] for r in verdicts if r["validated_in"] == "python")
     context.log.info(
         f"Batch {bid}: {batch.n_valid:,} valid, {batch.n_quarantined:,} quarantined "
-        f"{reasons or ''}, {sum(skipped.values()):,} skipped {skipped or ''}"
+        f"{reasons or ''}, {sum(skipped.values()):,} skipped {skipped or ''}; "
+        f"{in_python:,} messages needed the Python validator"
     )
     if skipped.get("retention"):
         context.log.warning(
@@ -182,7 +182,13 @@ def bronze(
     }
     valid, invalid = lib.split(batch.validated)
     yield Output(
-        valid, "bronze_events", metadata={**batch_meta, "valid": batch.n_valid}
+        valid,
+        "bronze_events",
+        metadata={
+            **batch_meta,
+            "valid": batch.n_valid,
+            "validated_in_python": in_python,
+        },
     )
     yield Output(
         invalid,

@@ -121,6 +121,14 @@ def test_every_offset_lands_once_and_reruns_change_nothing(
     for r in bronze_rows:
         assert json.loads(r["raw_value"])["event_id"] == r["event_id"]
         assert r["key"] == r["user_id"]
+    # Well-formed generated events are typed in the JVM; only the malformed need Python.
+    in_python = sum(
+        m.metadata["validated_in_python"].value
+        for res in results
+        for m in res.asset_materializations_for_node("bronze")
+        if m.asset_key.path[-1] == "bronze_events"
+    )
+    assert in_python == len(malformed)
 
     silver = table(lakehouse, "silver_events")
     assert len(silver) == len(bronze_rows)
