@@ -34,10 +34,9 @@ from anomaly_assets.contract import (
     REQUIRED_FIELDS,
     SCHEMA_VERSION,
 )
-from anomaly_assets.lib.validation import ValidationPolicy
+from anomaly_assets.lib.validation import SURROGATE_ESCAPE, ValidationPolicy
 
 _WS = " \t\n\r"
-_SURROGATE_ESCAPE = r"\\u[dD][89a-fA-F]"
 _CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\z"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _CANONICAL_IPV4 = rf"^{_OCTET}(\.{_OCTET}){{3}}\z"
@@ -59,11 +58,13 @@ _TYPES = {
     "success": "BOOLEAN",
     "amount": r"BIGINT|DECIMAL\(([0-9]|1[0-5]),[0-9]+\)",
 }
-_VALUES = ", ".join(
-    f"{f} {'string' if t == 'STRING' else 'boolean' if t == 'BOOLEAN' else 'bigint'}"
-    for f, t in _TYPES.items()
-    if f != "amount"
-)
+#: The struct each object is cast to, once its types are checked (amount as a double).
+_VALUE_TYPES = {
+    **dict.fromkeys(_STRINGS, "string"),
+    **dict.fromkeys(INTEGER_BITS, "bigint"),
+    "success": "boolean",
+    "amount": "double",
+}
 
 
 def _schema_pattern() -> str:
@@ -90,7 +91,7 @@ def _one_flat_object(text: Column) -> Column:
 
 
 def _no_surrogate_escape(text: Column) -> Column:
-    return (F.instr(text, "\\u") == 0) | ~text.rlike(_SURROGATE_ESCAPE)
+    return (F.instr(text, "\\u") == 0) | ~text.rlike(SURROGATE_ESCAPE.pattern)
 
 
 def _event_time(text: Column) -> Column:
@@ -156,13 +157,14 @@ def typed_in_jvm(raw_df, policy: ValidationPolicy):
     accepts) and ``_v``, their values. Persist the result before filtering on ``_plain``:
     Spark pushes a filter below the projection that defines it, repeating the parse."""
     text = F.col("value").cast("string")
+    struct = ", ".join(f"{f} {t}" for f, t in _VALUE_TYPES.items())
     parsed = raw_df.withColumn("_text", text).withColumn(
         "_json", F.try_parse_json("_text")
     )
     values = parsed.withColumns(
         {
             "_schema": F.schema_of_variant("_json"),
-            "_v": F.try_variant_get("_json", "$", f"struct<{_VALUES}, amount double>"),
+            "_v": F.try_variant_get("_json", "$", f"struct<{struct}>"),
         }
     ).withColumn("_time", _event_time(F.col("_v.event_ts")))
     return values.withColumn("_plain", _plain_condition(policy))
@@ -171,11 +173,7 @@ def typed_in_jvm(raw_df, policy: ValidationPolicy):
 def typed_columns() -> dict[str, Column]:
     """The validated columns of a plainly valid row, over ``typed_in_jvm``'s frame."""
     return {
-        **{f: F.col(f"_v.{f}") for f in _STRINGS},
-        "schema_version": F.lit(SCHEMA_VERSION),
-        "success": F.col("_v.success"),
-        "amount": F.col("_v.amount"),
-        **{f: F.col(f"_v.{f}") for f in ("items", "bytes_transferred", "duration_ms")},
+        **{f: F.col(f"_v.{f}") for f in _VALUE_TYPES},
         "event_time": F.col("_time"),
         "extra_fields": F.lit(None),
         "raw_value": F.col("_text"),

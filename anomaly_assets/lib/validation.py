@@ -142,7 +142,7 @@ REASONS: dict[str, tuple[str, str]] = {
 
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 #: A JSON escape of a UTF-16 surrogate: only these can put a lone surrogate in a string.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _CONTRACT_FIELDS = set(REQUIRED_FIELDS) | set(OPTIONAL_FIELDS)
 
 
@@ -339,7 +339,7 @@ def validate_event(
         raise Invalid(
             "invalid_json", f"expected a JSON object, got {type(event).__name__}"
         )
-    _check_nesting(event, check_strings=bool(_SURROGATE_ESCAPE.search(text)))
+    _check_nesting(event, check_strings=bool(SURROGATE_ESCAPE.search(text)))
     _check_fields(event)
     _normalise_ids(event)
     ts = _check_ts(event["event_ts"], kafka_ts, policy)
