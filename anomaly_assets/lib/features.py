@@ -89,6 +89,9 @@ MAX_RATIO = 1e6
 
 #: The longest window a feature looks back over (distinct_countries_24h).
 LONGEST_WINDOW_S = 24 * 3600
+#: The longest of the other windows (distinct_ips_1h). Rows older than this before a batch
+#: are needed only by distinct_countries_24h, which needs no more of them than a summary.
+RAW_WINDOW_S = 3600
 
 
 def device_expr():
@@ -120,6 +123,25 @@ _PROFILE_FIELDS = (
 )
 
 
+def country_summary(rows):
+    """``rows`` (silver rows of the hours before those read in full) as distinct_countries_24h
+    needs them: per user, country and clock hour, only the last event time.
+
+    Exact: a country is in the 24 hours before an event at t if and only if one of its times
+    is in [t - 24 h, t]. Every summarised time is before t, so the hour's last one is in that
+    span whenever any of them is. An hour of a busy user, hundreds of rows, becomes one row
+    per country.
+    """
+    from pyspark.sql import functions as F
+
+    hour = F.floor(F.col("event_time").cast("long") / 3600).alias("_hour")
+    return (
+        rows.groupBy("user_id", "country", hour)
+        .agg(F.max("event_time").alias("event_time"))
+        .drop("_hour")
+    )
+
+
 def _with_profile(events, profile):
     """``events`` with the user's profile as ``p_*`` columns (zeros / empty without one)."""
     from pyspark.sql import functions as F
@@ -146,15 +168,17 @@ def _with_profile(events, profile):
     )
 
 
-def featurize(new, context=None, profile=None, watermark=None):
+def featurize(new, context=None, profile=None, watermark=None, summary=None):
     """Silver rows to upsert: every ``new`` row, plus the ``context`` rows it corrects.
 
     ``new``: deduplicated bronze-shaped rows (EVENT_COLUMNS) not in silver yet.
     ``context``: silver rows of the same users that the windows and the out-of-order
     correction need (at least the 24 hours before each new event and every row at or
-    after ``watermark``). ``profile``: the users' profiles, folded through ``watermark``.
-    A new row older than ``watermark`` is ``late``: its features use the current profile
-    and it corrects nothing.
+    after ``watermark``). ``summary``: optionally, the older part of those 24 hours as
+    ``country_summary`` rows instead of rows: all before ``watermark``, more than
+    RAW_WINDOW_S before every on-time new row, and not within 24 hours before a late one.
+    ``profile``: the users' profiles, folded through ``watermark``. A new row older than
+    ``watermark`` is ``late``: its features use the current profile and it corrects nothing.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -171,6 +195,19 @@ def featurize(new, context=None, profile=None, watermark=None):
     if context is not None:
         events = events.unionByName(
             context.select(*EVENT_COLUMNS, "late").withColumn("_new", F.lit(False))
+        )
+    if summary is not None:  # its times stand for events in windows and "previous" only
+        kept = ("user_id", "country", "event_time")
+        types = dict(events.dtypes)
+        events = events.unionByName(
+            summary.select(
+                *[
+                    F.col(c) if c in kept else F.lit(None).cast(types[c]).alias(c)
+                    for c in EVENT_COLUMNS
+                ],
+                F.lit(False).alias("late"),
+                F.lit(False).alias("_new"),
+            )
         )
     # Rows before the watermark are in the profile already: the "prior" sums skip them.
     tail = (

@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 from anomaly_assets.lib.features import (
     EVENT_COLUMNS,
     LONGEST_WINDOW_S,
+    RAW_WINDOW_S,
+    country_summary,
     dedupe_within,
     featurize,
 )
@@ -43,64 +45,74 @@ def drop_delivered(new, silver, days, batches):
     return new.join(seen, "event_id", "left_anti")
 
 
-def context_predicate(days, watermark, first_on_time) -> str:
-    """SQL selecting the silver rows the features need.
+def context_predicates(late_days, watermark, first_on_time) -> tuple[str, str]:
+    """SQL selecting the silver rows the features need: (read in full, read as a summary).
 
-    On-time rows need every row from 24 hours (the longest window) before the earliest of
-    them, and every row at or after the watermark (the "prior" part not yet in the profile,
-    and the rows a new event may correct). Late rows need the 24 hours before each of them:
-    their days and the day before, listed, so a replay from long ago reads a few old days
-    and not the years in between.
+    On-time rows need the hour (RAW_WINDOW_S) before the earliest of them and every row at
+    or after the watermark (the "prior" part not yet in the profile, and the rows a new
+    event may correct) in full; of the 23 hours before that, distinct_countries_24h needs
+    only a ``country_summary``. Late rows need the 24 hours before each of them in full:
+    the days holding late rows (``late_days``) and the day before, listed, so a replay from
+    long ago reads a few old days and not the years in between. Without a watermark (no
+    profile yet) everything is read in full.
     """
-    parts = []
+    full, summary = [], "FALSE"
+    back = -(-LONGEST_WINDOW_S // 86400)  # whole days the longest window reaches
+    late_days = {d - timedelta(days=i) for d in late_days for i in range(back + 1)}
     if first_on_time is not None:
-        lo = first_on_time - timedelta(seconds=LONGEST_WINDOW_S)
-        if watermark is not None:
-            lo = min(lo, watermark)
-        parts.append(f"event_time >= TIMESTAMP'{lo.isoformat()}'")
-    if watermark is not None:
-        back = -(
-            -LONGEST_WINDOW_S // 86400
-        )  # whole days the longest window reaches back
-        late_days = {
-            d - timedelta(days=i)
-            for d in days
-            if d <= watermark.date()
-            for i in range(back + 1)
-        }
-        if late_days:
-            parts.append(days_predicate("event_time", late_days))
-    return " OR ".join(f"({p})" for p in parts) or "FALSE"
+        longest = first_on_time - timedelta(seconds=LONGEST_WINDOW_S)
+        if watermark is None:
+            full.append(f"event_time >= TIMESTAMP'{longest.isoformat()}'")
+        else:
+            raw = min(first_on_time - timedelta(seconds=RAW_WINDOW_S), watermark)
+            full.append(f"event_time >= TIMESTAMP'{raw.isoformat()}'")
+            summary = (
+                f"event_time >= TIMESTAMP'{longest.isoformat()}' "
+                f"AND event_time < TIMESTAMP'{raw.isoformat()}' "
+                f"AND NOT ({days_predicate('event_time', late_days)})"
+            )
+    if late_days:
+        full.append(days_predicate("event_time", late_days))
+    return " OR ".join(f"({p})" for p in full) or "FALSE", summary
 
 
 def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
     from pyspark.sql import functions as F
 
     new = dedupe_within(new_bronze.select(*EVENT_COLUMNS))
-    keys = new.select("batch_id", F.to_date("event_time").alias("day")).distinct()
-    keys = keys.collect()
-    batches = sorted({r["batch_id"] for r in keys})
-    days = {r["day"] for r in keys}
-    new = drop_delivered(new, silver, days, batches).persist()
-    ts = F.col("event_time").cast("double")
     on_time = (
         F.lit(True) if watermark is None else F.col("event_time") >= F.lit(watermark)
     )
+    keys = new.select(
+        "batch_id", F.to_date("event_time").alias("day"), on_time.alias("on_time")
+    ).distinct()
+    keys = keys.collect()
+    batches = sorted({r["batch_id"] for r in keys})
+    days = {r["day"] for r in keys}
+    late_days = {r["day"] for r in keys if not r["on_time"]}
+    new = drop_delivered(new, silver, days, batches).persist()
+    ts = F.col("event_time").cast("double")
     newest, first_on_time, n_late = new.agg(
         F.max(ts), F.min(F.when(on_time, ts)), F.sum((~on_time).cast("int"))
     ).first()
-    context = None
+    context = summary = None
     if silver is not None:
-        users = new.select("user_id").distinct()
+        users = F.broadcast(new.select("user_id").distinct())
         first = (
             None
             if first_on_time is None
             else datetime.fromtimestamp(first_on_time, UTC)
         )
+        full, summarised = context_predicates(late_days, watermark, first)
         context = (
-            silver.filter(context_predicate(days, watermark, first))
-            .join(F.broadcast(users), "user_id")
+            silver.filter(full)
+            .join(users, "user_id")
             .join(new.select("event_id"), "event_id", "left_anti")
+        )
+        summary = country_summary(
+            silver.filter(summarised)
+            .select("user_id", "country", "event_time")
+            .join(users, "user_id")
         )
     next_watermark = watermark
     if newest is not None:
@@ -109,7 +121,7 @@ def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
             next_watermark = candidate
     return SilverPlan(
         new=new,
-        rows=featurize(new, context, profile, watermark),
+        rows=featurize(new, context, profile, watermark, summary),
         batches=batches,
         days=days,
         watermark=watermark,

@@ -15,7 +15,7 @@ from anomaly_assets.io_managers.delta import DeltaIOManager
 from anomaly_assets.lib import cursors
 from anomaly_assets.lib.features import FEATURE_COLUMNS, silver_rows
 from anomaly_assets_tests.helpers import delta_rows
-from anomaly_assets_tests.lib.test_features import SCHEMA, U1, _rows
+from anomaly_assets_tests.lib.test_features import SCHEMA, T0, U1, _rows
 
 DESK = ("desktop", "UA1")
 U2 = [(s + 1, "login", False, None, None, "FR", "Z", DESK, None) for s in (0, 30, 90)]
@@ -93,6 +93,64 @@ def test_any_cut_within_lateness_gives_the_whole_sequence_features(
     # u1's newest event is at 7260 s: everything before 7260 - 3600 s is folded.
     assert profiles["u1"]["events"] == 5
     assert {c["value"] for c in profiles["u1"]["countries"]} == {"US", "DE"}
+
+
+H = 3600
+# u3 travels over two days; the comments give distinct_countries_24h at each event. The DE
+# hour holds two events (2 H, 2 H + 10 s): at 26 H + 5 s only the second is in the window.
+TRAVEL = [
+    (0, "US"),
+    (30, "US"),
+    (2 * H, "DE"),
+    (2 * H + 10, "DE"),
+    (5 * H, "FR"),
+    (20 * H, "US"),  # US DE FR
+    (24 * H, "US"),  # 0 s is exactly 24 h back: US DE FR
+    (24 * H + 31, "JP"),  # US (20 H) DE FR JP
+    (26 * H + 5, "JP"),  # DE (2 H + 10 s) FR US JP
+    (26 * H + 11, "US"),  # FR US JP
+    (29 * H + 1, "BR"),  # US JP BR
+    (50 * H, "CA"),  # JP US BR CA; previous event 21 h before, long out of the raw hour
+]
+
+
+def _travel_events(spark):
+    """u3's TRAVEL plus u4, active every 20 minutes for 52 hours, who keeps the watermark
+    moving, so each batch reads u3's older hours only as a country summary."""
+    rows = _rows(
+        "u3", [(t, "login", True, None, None, c, "A", DESK, None) for t, c in TRAVEL]
+    )
+    u4 = [
+        (t, "page_view", None, None, None, ("US", "CA")[t // (7 * H) % 2], "B", DESK, 5)
+        for t in range(0, 52 * H, 1200)
+    ]
+    return spark.createDataFrame(rows + _rows("u4", u4, 1000), SCHEMA)
+
+
+def test_hours_read_as_a_country_summary_give_the_whole_sequence_features(
+    spark, lakehouse
+):
+    """Batches of 13 hours: every later batch reads the hours long before it as
+    ``country_summary`` rows; features equal the whole sequence computed at once."""
+    from pyspark.sql import functions as F
+
+    events = _travel_events(spark)
+    expected = {
+        r["event_id"]: {c: r[c] for c in (*FEATURE_COLUMNS, "late")}
+        for r in silver_rows(events).collect()
+    }
+    u3 = [expected[f"u3-{i}"]["distinct_countries_24h"] for i in range(len(TRAVEL))]
+    assert u3 == [1, 1, 2, 2, 3, 3, 3, 4, 4, 3, 3, 4]
+    assert expected["u3-11"]["seconds_since_prev"] == 50 * H - (29 * H + 1)
+    hours = F.floor((F.col("event_time").cast("long") - int(T0.timestamp())) / (13 * H))
+    for (k,) in events.select(hours.alias("k")).distinct().orderBy("k").collect():
+        ids = [r.event_id for r in events.filter(hours == k).collect()]
+        _land(spark, lakehouse, events, ids)
+        _silver(lakehouse)
+    got = _features(lakehouse)
+    assert set(got) == set(expected)
+    for event_id, row in expected.items():
+        assert got[event_id] == pytest.approx(row), event_id
 
 
 def test_later_than_the_lateness_is_flagged_folded_and_corrects_nothing(
