@@ -19,6 +19,7 @@ from anomaly_assets.jobs import (
     prompt_comparison_job,
     train_job,
 )
+from anomaly_assets.maintenance import optimize_tables_job, optimize_tables_schedule
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import llm_from_env
@@ -59,7 +60,14 @@ def make_definitions(resources: dict) -> Definitions:
             *ENRICHMENT_CHECKS,
             *EVALUATION_CHECKS,
         ],
-        jobs=[ingest_job, ingest_and_train_job, train_job, prompt_comparison_job],
+        jobs=[
+            ingest_job,
+            ingest_and_train_job,
+            train_job,
+            prompt_comparison_job,
+            optimize_tables_job,
+        ],
+        schedules=[optimize_tables_schedule],
         sensors=[kafka_offsets_sensor],
         resources=resources,
         executor=in_process_executor,

@@ -50,3 +50,6 @@ RETRY_BASE_DELAY_S = float(os.environ.get("ANOMALY_RETRY_BASE_DELAY_S", "60"))
 SENSOR_RUNNING = (
     os.environ.get("ANOMALY_SENSOR_DEFAULT", "running").lower() == "running"
 )
+
+#: When optimize_tables_job compacts the tables' small files (cron, UTC).
+OPTIMIZE_CRON = os.environ.get("ANOMALY_OPTIMIZE_CRON", "17 3 * * *")

@@ -75,16 +75,57 @@ def write_cursor(spark, root_path: str, cursor: Cursor) -> None:
     )
 
 
+class ChangeFeedMissing(RuntimeError):
+    """An upstream table without Delta's Change Data Feed: incremental steps cannot tell
+    which rows its commits changed."""
+
+
+def require_change_feed(spark, path: str) -> None:
+    """Fail with what to do when the table at ``path`` does not record its changes.
+
+    Checked before reading instead of left to Delta, whose error surfaces only at the first
+    action and, once a table has commits without change data, cannot be repaired in place.
+    """
+    from delta.tables import DeltaTable
+
+    properties = DeltaTable.forPath(spark, path).detail().first()["properties"]
+    if properties.get("delta.enableChangeDataFeed", "false").lower() != "true":
+        raise ChangeFeedMissing(
+            f"The Delta table at {path} has no Change Data Feed (its property "
+            "delta.enableChangeDataFeed is not true): it was created by an older version "
+            "of this project or by another writer. Each step reads only the commits it has "
+            "not consumed, through that feed. Enable it, then run again:\n"
+            f"  ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
+            "(delta.enableChangeDataFeed = true)\n"
+            "A step that has not consumed the table yet starts from its current snapshot."
+        )
+
+
 def read_changes(spark, path: str, after: int | None, through: int):
     """Rows inserted or updated in ``path`` by commits after ``after`` up to ``through``
     (``_change_type`` and ``_commit_version`` kept, see ``latest_per_key``); None when there
-    is no such commit.
+    is no such commit. With ``after`` None (nothing consumed yet) the table as of
+    ``through``, every row an insert: what ``latest_per_key`` would keep of the feed from
+    version 0, without reading every commit since.
     Needs the table's Change Data Feed (on by default for tables this project creates)."""
     from pyspark.sql import functions as F
 
     start = 0 if after is None else after + 1
     if start > through:
         return None
+    require_change_feed(spark, path)
+    if after is None:
+        return (
+            spark.read.format("delta")
+            .option("versionAsOf", through)
+            .load(path)
+            .withColumns(
+                {
+                    "_change_type": F.lit("insert"),
+                    "_commit_version": F.lit(through).cast("long"),
+                }
+            )
+        )
     changes = (
         spark.read.format("delta")
         .option("readChangeFeed", "true")
