@@ -1,20 +1,71 @@
-"""End to end through the daemon: the sensor alone carries produced events from Kafka to
-ai_enrichment_eval_metrics, exactly once, across productions and a restart of `dagster dev`."""
+"""The whole pipeline through the real daemon and sensor, with no manual step and one
+`dagster dev`: a cold start that trains the model; the run process killed right after the
+bronze write while the next batch is queued; the broker stopped during a bronze step and
+started again a minute later; `dagster dev` stopped while events arrive and started again.
+Each converges, every produced offset lands exactly once in every layer, and the offset
+ledger accounts for all of them."""
 
+import os
+import signal
+import time
 from pathlib import Path
 
 from deltalake import DeltaTable
 
 from anomaly_assets.devtools.broker import create_topic
 from anomaly_assets.devtools.dagster_dev import (
+    SENSOR_RUNS,
     DagsterDev,
     group_members,
+    runs,
     sandbox_env,
+    wait_for_batches,
     wait_for_sensor_offsets,
 )
 from anomaly_assets.devtools.generator import EventGenerator, produce
+from anomaly_assets.lib.offsets import fetch_topic_state
+from anomaly_assets_tests.helpers import assert_ledger_complete
 
 TOPIC = "daemon-events"
+PARTITIONS = 2
+STEPS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
+  __typename ... on ExecutionStepStartEvent { stepKey }
+  ... on ExecutionStepUpForRetryEvent { stepKey } } } } }"""
+
+
+class Lake:
+    """Just enough of LakehouseResource for the ledger helper: table paths."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, name: str) -> str:
+        return str(self.root / name)
+
+
+def delta_versions(lake: Path, table: str) -> int:
+    log = lake / table / "_delta_log"
+    return len(list(log.glob("*.json"))) if log.exists() else 0
+
+
+def run_worker(dev: DagsterDev) -> int | None:
+    """The pid of the Python process running a Spark job under ``dagster dev``: the parent
+    of the SparkSubmit JVM in dagster dev's process group."""
+    for member in group_members(dev.proc.pid):
+        pid = int(member.split()[0])
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if b"SparkSubmit" in cmdline:
+            return int(stat[stat.rindex(")") + 2 :].split()[1])
+    return None
+
+
+def started_steps(dev: DagsterDev, run_id: str) -> list[tuple[str, str]]:
+    events = dev.gql(STEPS, {"id": run_id})["logsForRun"]["events"]
+    return [(e["__typename"], e.get("stepKey")) for e in events if e.get("stepKey")]
 
 
 def table(lake: Path, name: str, columns: list[str]) -> list[dict]:
@@ -46,54 +97,109 @@ def assert_lakehouse_accounts_for(lake: Path, ends: dict[int, int]) -> None:
     )
 
 
-def test_sensor_runs_every_batch_exactly_once_across_a_restart(kafka_broker, tmp_path):
+def kill_run_after_bronze_commit(dev: DagsterDev, lake: Path, produce_more) -> None:
+    """Produce two batches' worth and SIGKILL the run process right after bronze_events'
+    commit of the first, while the second is queued behind it."""
+    before = delta_versions(lake, "bronze_events")
+    produce_more(2000)
+    deadline = time.monotonic() + 300
+    while delta_versions(lake, "bronze_events") == before:
+        assert time.monotonic() < deadline, dev.log_tail()
+        time.sleep(0.05)
+    victim = run_worker(dev)
+    assert victim is not None, "no run process found"
+    os.kill(victim, signal.SIGKILL)
+
+
+def stop_broker_during_bronze(dev: DagsterDev, broker, produce_more) -> str:
+    """Produce a batch, stop the broker once its run is in the bronze step, start it again
+    a minute later; returns that run's id."""
+    produce_more(1000)
+    deadline = time.monotonic() + 300
+    while True:
+        active = [r for r in runs(dev, SENSOR_RUNS) if r["status"] == "STARTED"]
+        if active and ("ExecutionStepStartEvent", "bronze") in started_steps(
+            dev, active[0]["runId"]
+        ):
+            break
+        assert time.monotonic() < deadline, dev.log_tail()
+        time.sleep(0.5)
+    broker.stop()
+    time.sleep(60)
+    broker.start()
+    return active[0]["runId"]
+
+
+def test_sensor_alone_converges_through_kill_outage_and_restart(kafka_broker, tmp_path):
     bootstrap = kafka_broker.bootstrap_servers
     lake = tmp_path / "lake"
-    env = sandbox_env(tmp_path, bootstrap, TOPIC)
+    env = sandbox_env(
+        tmp_path, bootstrap, TOPIC, max_batch_events="1000", retry_base_delay_s="5"
+    )
     labels = tmp_path / "local" / "labels.csv"
     generator = EventGenerator(
-        seed=31, n_users=120, anomaly_rate=0.03, malformed_rate=0.01
+        seed=31, n_users=100, anomaly_rate=0.03, malformed_rate=0.01
     )
-    create_topic(bootstrap, TOPIC, 2)
+    create_topic(bootstrap, TOPIC, PARTITIONS)
     dev = DagsterDev(tmp_path / "dagster_home", env, tmp_path / "dagster_dev.log")
     produced = 0
 
     def produce_more(n: int) -> None:
         nonlocal produced
-        report = produce(bootstrap, TOPIC, n, generator, labels, partitions=2)
+        report = produce(bootstrap, TOPIC, n, generator, labels, PARTITIONS)
         assert report.delivered == n
         produced += n
 
     try:
         dev.start()
         # 1. a cold start: the first batch also trains the model, then everything scores
-        produce_more(3000)
+        produce_more(1000)
         first = wait_for_sensor_offsets(dev, produced)
         assert [r["jobName"] for r in first] == ["ingest_and_train_job"]
-        ends = end_offsets(bootstrap)
-        assert_lakehouse_accounts_for(lake, ends)
-
-        # 2. more events: only the new offsets, in a run that does not retrain
-        produce_more(2000)
-        second = wait_for_sensor_offsets(dev, produced)
-        new = [r for r in second if r["runId"] not in {f["runId"] for f in first}]
-        assert new and {r["jobName"] for r in new} == {"ingest_job"}
-        assert sum(int(r["tags"]["anomaly_assets/offsets"]) for r in new) == 2000
         assert_lakehouse_accounts_for(lake, end_offsets(bootstrap))
 
-        # 3. stop everything, produce while it is down, start again on the same instance
+        # 2. the run process killed after its bronze commit; the batch is requested again
+        kill_run_after_bronze_commit(dev, lake, produce_more)
+        latest, every = wait_for_batches(dev, produced)
+        failed = [r for r in every if r["status"] == "FAILURE"]
+        assert failed, "the killed run must show as failed"
+        retried = {r["tags"]["anomaly_assets/batch_id"] for r in failed}
+        assert all(
+            r["tags"]["anomaly_assets/attempt"] != "1"
+            for r in latest
+            if r["tags"]["anomaly_assets/batch_id"] in retried
+        ), "the killed batch succeeded through a retry"
+        later = [r for r in every if r["runId"] != first[0]["runId"]]
+        assert {r["jobName"] for r in later} == {"ingest_job"}, "no retraining"
+        assert_lakehouse_accounts_for(lake, end_offsets(bootstrap))
+
+        # 3. the broker stops while a run is in its bronze step, back a minute later
+        outage_run = stop_broker_during_bronze(dev, kafka_broker, produce_more)
+        latest, every = wait_for_batches(dev, produced)
+        faults = started_steps(dev, outage_run)
+        assert ("ExecutionStepUpForRetryEvent", "bronze") in faults or any(
+            r["runId"] == outage_run and r["status"] == "FAILURE" for r in every
+        ), "the outage was felt: a step retry or a failed, retried run"
+
+        # 4. stop everything, produce while it is down, start again on the same instance
         pgid = dev.proc.pid
         dev.stop()
         assert not group_members(pgid)
         produce_more(1500)
         dev.start()
-        third = wait_for_sensor_offsets(dev, produced)
-        assert all(r["status"] == "SUCCESS" for r in third)
-        assert sum(int(r["tags"]["anomaly_assets/offsets"]) for r in third) == produced
-        assert len({r["tags"]["anomaly_assets/batch_id"] for r in third}) == len(third)
-        assert_lakehouse_accounts_for(lake, end_offsets(bootstrap))
+        latest, _ = wait_for_batches(dev, produced)
+        assert sum(int(r["tags"]["anomaly_assets/offsets"]) for r in latest) == produced
     finally:
         dev.stop()
+
+    ends = end_offsets(bootstrap)
+    assert sum(ends.values()) == produced
+    assert_lakehouse_accounts_for(lake, ends)
+    state = fetch_topic_state({"bootstrap.servers": bootstrap}, TOPIC, 10)
+    skipped = assert_ledger_complete(
+        Lake(lake), TOPIC, state.topic_id, {p: (0, end) for p, end in ends.items()}
+    )
+    assert skipped == {}
 
 
 def end_offsets(bootstrap: str) -> dict[int, int]:

@@ -78,8 +78,39 @@ def merge_condition(
     return cond
 
 
+def range_spans(source, keys: list[str], range_column: str) -> list[tuple]:
+    """Per value of the other ``keys`` (a Kafka partition, say), the ``range_column`` span the
+    source covers: ``[(group values..., low, high)]``."""
+    from pyspark.sql import functions as F
+
+    groups = [k for k in keys if k != range_column]
+    rows = source.groupBy(*groups).agg(F.min(range_column), F.max(range_column))
+    return [tuple(r) for r in rows.collect()]
+
+
+def spans_predicate(keys: list[str], range_column: str, spans: list[tuple]) -> str:
+    """SQL selecting the rows inside ``spans`` (see ``range_spans``); ``FALSE`` for none."""
+    groups = [k for k in keys if k != range_column]
+
+    def one(span) -> str:
+        equal = [
+            f"`{g}` IS NULL" if v is None else f"`{g}` = {_sql_literal(v)}"
+            for g, v in zip(groups, span, strict=False)
+        ]
+        low, high = span[-2:]
+        return " AND ".join(
+            [
+                *equal,
+                f"`{range_column}` BETWEEN {_sql_literal(low)} AND {_sql_literal(high)}",
+            ]
+        )
+
+    return " OR ".join(f"({one(s)})" for s in spans) or "FALSE"
+
+
 def _merge(
-    table,
+    spark,
+    path: str,
     source,
     mode: str,
     merge_keys: list[str],
@@ -87,15 +118,31 @@ def _merge(
     compare_columns: list[str] | None,
     prune_days_column: str | None,
 ) -> None:
-    """MERGE ``source`` into ``table``: insert new keys; with ``merge_upsert`` also update
+    """MERGE ``source`` into the table at ``path``: insert new keys; with ``merge_upsert`` also update
     matched rows whose ``compare_columns`` differ. The range / days bounds let Delta skip
-    the target's other files."""
+    the target's other files.
+
+    An insert-only write whose ranges hold no target row yet (a batch landing for the first
+    time) is a plain append instead: no join against the target, no second pass.
+    The check and the append are two steps, so two writers of one range must not run at
+    once (the project's writer pools see to that).
+    """
+    from delta.tables import DeltaTable
+
+    table = DeltaTable.forPath(spark, path)
     bounds = None
     if merge_range_column:
-        from pyspark.sql import functions as F
-
-        row = source.agg(F.min(merge_range_column), F.max(merge_range_column)).first()
-        bounds = (row[0], row[1])
+        spans = range_spans(source, merge_keys, merge_range_column)
+        if not spans:
+            return  # nothing to write
+        if mode == "merge_insert":
+            overlap = spans_predicate(merge_keys, merge_range_column, spans)
+            if not table.toDF().filter(overlap).limit(1).collect():
+                source.write.format("delta").mode("append").option(
+                    "mergeSchema", "true"
+                ).save(path)
+                return
+        bounds = (min(s[-2] for s in spans), max(s[-1] for s in spans))
     condition = merge_condition(merge_keys, merge_range_column, bounds)
     if prune_days_column:
         from anomaly_assets.lib.pruning import days_predicate, event_days
@@ -149,7 +196,8 @@ def write_delta(
         pinned = df.persist() if merge_range_column or prune_days_column else df
         try:
             _merge(
-                DeltaTable.forPath(spark, path),
+                spark,
+                path,
                 pinned,
                 mode,
                 merge_keys,

@@ -91,6 +91,40 @@ def test_append_and_merge_insert(spark, tmp_path):
     assert len(_table(spark, path)) == 6
 
 
+def test_merge_insert_appends_new_ranges_and_merges_overlapping_ones(spark, tmp_path):
+    """Per partition: a range with no stored row is appended (no MERGE); a retried range
+    that overlaps stored rows is merged, adding only the missing offsets."""
+    from delta.tables import DeltaTable
+
+    path = str(tmp_path / "offsets")
+    schema = "partition int, offset long, v string"
+
+    def write(rows):
+        df = spark.createDataFrame(rows, schema)
+        write_delta(
+            df,
+            path,
+            "merge_insert",
+            merge_keys=["partition", "offset"],
+            merge_range_column="offset",
+        )
+        return DeltaTable.forPath(spark, path).history(1).first()["operation"]
+
+    def rows(p, offsets, v="x"):
+        return [(p, o, v) for o in offsets]
+
+    write(rows(0, range(10)) + rows(1, range(10)))
+    # Partition 2 starts at offset 0 too: offsets alone would overlap, partitions do not.
+    assert write(rows(0, range(10, 15)) + rows(2, range(5))) == "WRITE"
+    assert write(rows(0, range(12, 18), v="retry")) == "MERGE"
+    stored = [(r[0], r[1], r[2]) for r in _table(spark, path)]
+    assert len(stored) == len({(p, o) for p, o, _ in stored}) == 10 + 18 + 5
+    assert {(p, o): v for p, o, v in stored}[(0, 12)] == "x", "stored rows are kept"
+    version = DeltaTable.forPath(spark, path).history(1).first()["version"]
+    write([])  # an empty source commits nothing
+    assert DeltaTable.forPath(spark, path).history(1).first()["version"] == version
+
+
 def test_batch_predicate_quotes_values():
     assert batch_predicate("batch_id", ["b2", "o'k"]) == "`batch_id` IN ('b2', 'o''k')"
     assert batch_predicate("n", [3, 1]) == "`n` IN (1, 3)"
