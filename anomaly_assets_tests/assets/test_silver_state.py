@@ -55,6 +55,21 @@ def _features(lakehouse):
     }
 
 
+def _whole_sequence(events) -> dict:
+    """Features of every event computed at once, by event id."""
+    return {
+        r["event_id"]: {c: r[c] for c in (*FEATURE_COLUMNS, "late")}
+        for r in silver_rows(events).collect()
+    }
+
+
+def _assert_features(lakehouse, expected: dict) -> None:
+    got = _features(lakehouse)
+    assert set(got) == set(expected)
+    for event_id, row in expected.items():
+        assert got[event_id] == pytest.approx(row), event_id
+
+
 def _ids(*indexes):
     return tuple(f"u1-{i}" for i in indexes)
 
@@ -78,17 +93,11 @@ def test_any_cut_within_lateness_gives_the_whole_sequence_features(
     spark, lakehouse, cut
 ):
     events = _events(spark)
-    expected = {
-        r["event_id"]: {c: r[c] for c in (*FEATURE_COLUMNS, "late")}
-        for r in silver_rows(events).collect()
-    }
+    expected = _whole_sequence(events)
     for ids in CUTS[cut]:
         _land(spark, lakehouse, events, ids)
         _silver(lakehouse)
-    got = _features(lakehouse)
-    assert set(got) == set(expected)
-    for event_id, row in expected.items():
-        assert got[event_id] == pytest.approx(row), event_id
+    _assert_features(lakehouse, expected)
     profiles = {r["user_id"]: r for r in delta_rows(lakehouse, "silver_user_profile")}
     # u1's newest event is at 7260 s: everything before 7260 - 3600 s is folded.
     assert profiles["u1"]["events"] == 5
@@ -135,10 +144,7 @@ def test_hours_read_as_a_country_summary_give_the_whole_sequence_features(
     from pyspark.sql import functions as F
 
     events = _travel_events(spark)
-    expected = {
-        r["event_id"]: {c: r[c] for c in (*FEATURE_COLUMNS, "late")}
-        for r in silver_rows(events).collect()
-    }
+    expected = _whole_sequence(events)
     u3 = [expected[f"u3-{i}"]["distinct_countries_24h"] for i in range(len(TRAVEL))]
     assert u3 == [1, 1, 2, 2, 3, 3, 3, 4, 4, 3, 3, 4]
     assert expected["u3-11"]["seconds_since_prev"] == 50 * H - (29 * H + 1)
@@ -147,10 +153,7 @@ def test_hours_read_as_a_country_summary_give_the_whole_sequence_features(
         ids = [r.event_id for r in events.filter(hours == k).collect()]
         _land(spark, lakehouse, events, ids)
         _silver(lakehouse)
-    got = _features(lakehouse)
-    assert set(got) == set(expected)
-    for event_id, row in expected.items():
-        assert got[event_id] == pytest.approx(row), event_id
+    _assert_features(lakehouse, expected)
 
 
 def test_later_than_the_lateness_is_flagged_folded_and_corrects_nothing(
