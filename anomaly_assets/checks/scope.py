@@ -1,9 +1,9 @@
 """What a check reads: the rows the checked asset's latest materialisation wrote.
 
-A check after a write evaluates that write (its Delta commit's change feed: rows inserted or
-updated), never the whole table, so its cost follows the batch. The commit is the one the
-IO manager recorded as ``delta_version_written``; a materialisation that wrote nothing
-leaves nothing to check.
+A check after a write evaluates that write (its Delta commits' change feed: rows inserted or
+updated), never the whole table, so its cost follows the batch. The commits are the ones the
+IO manager recorded (``delta_first_version_written`` .. ``delta_version_written``); a
+materialisation that wrote nothing leaves nothing to check.
 """
 
 from dagster import AssetCheckResult, AssetKey
@@ -19,11 +19,11 @@ def written_rows(context, lakehouse, asset: str):
     event = context.instance.get_latest_materialization_event(AssetKey(asset))
     if event is None or event.asset_materialization is None:
         return None
-    version = event.asset_materialization.metadata.get("delta_version_written")
-    if version is None:
+    meta = event.asset_materialization.metadata
+    last = meta.get("delta_version_written")
+    if last is None:
         return None
+    first = meta.get("delta_first_version_written", last)
     spark = lakehouse.spark_session
-    changes = read_changes(
-        spark, lakehouse.path(asset), version.value - 1, version.value
-    )
+    changes = read_changes(spark, lakehouse.path(asset), first.value - 1, last.value)
     return changes.drop("_commit_version", "_change_type")

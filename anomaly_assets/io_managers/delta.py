@@ -108,6 +108,41 @@ def spans_predicate(keys: list[str], range_column: str, spans: list[tuple]) -> s
     return " OR ".join(f"({one(s)})" for s in spans) or "FALSE"
 
 
+def split_stored_batches(spark, path: str, source, batch_column: str, days_column: str):
+    """(rows of batches the table holds no row of, rows of the other batches); None for an
+    empty side.
+
+    A row already stored carries its batch id and its event day, so a batch absent from the
+    table on the source's days has none of its rows stored: those rows can be appended.
+    Appending them, instead of merging them with the corrected rows, keeps each file to the
+    event-time span of one batch, so a later correction rewrites a few recent files; a MERGE
+    writes the copied and the inserted rows into the same files, which then span everything
+    before and every correction rewrites all of it.
+    """
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.lib.pruning import days_predicate, event_days
+
+    batches = {r[0] for r in source.select(batch_column).distinct().collect()}
+    if not batches:
+        return None, None
+    stored = {
+        r[0]
+        for r in spark.read.format("delta")
+        .load(path)
+        .filter(days_predicate(f"`{days_column}`", event_days(source, days_column)))
+        .filter(F.col(batch_column).isin(sorted(batches)))
+        .select(batch_column)
+        .distinct()
+        .collect()
+    }
+    fresh = F.col(batch_column).isin(sorted(batches - stored))
+    return (
+        source.filter(fresh) if batches - stored else None,
+        source.filter(~fresh) if stored else None,
+    )
+
+
 def _merge(
     spark,
     path: str,
@@ -195,16 +230,30 @@ def write_delta(
         # so the features (or the Kafka read) behind it run once.
         pinned = df.persist() if merge_range_column or prune_days_column else df
         try:
-            _merge(
-                spark,
-                path,
-                pinned,
-                mode,
-                merge_keys,
-                merge_range_column,
-                compare_columns,
-                prune_days_column,
-            )
+            rest = pinned
+            if (
+                mode == "merge_upsert"
+                and prune_days_column
+                and batch_column in df.columns
+            ):
+                fresh, rest = split_stored_batches(
+                    spark, path, pinned, batch_column, prune_days_column
+                )
+                if fresh is not None:
+                    fresh.write.format("delta").mode("append").option(
+                        "mergeSchema", "true"
+                    ).save(path)
+            if rest is not None:
+                _merge(
+                    spark,
+                    path,
+                    rest,
+                    mode,
+                    merge_keys,
+                    merge_range_column,
+                    compare_columns,
+                    prune_days_column,
+                )
         finally:
             if pinned is not df:
                 pinned.unpersist()
@@ -246,41 +295,54 @@ def delta_table_metadata(
     """What a user looks for after a write: version, operation, rows, schema, location.
 
     The row count comes from the Delta log (Delta answers ``count()`` from file statistics),
-    the written / updated / removed rows from the commit's own metrics. A write that had
-    nothing to commit (an empty MERGE source) reports zeros, not the previous commit's.
-    ``delta_version_written`` is set only when this write made a commit: checks read that
-    commit's changes to evaluate exactly what was written.
+    the inserted / updated / removed / copied rows from the write's own commits' metrics
+    (copied: unchanged rows a MERGE rewrote because their file held a changed one). A write
+    that had nothing to commit (an empty MERGE source) reports zeros, not the previous
+    commit's. ``delta_first_version_written`` .. ``delta_version_written`` are set only when
+    this write made commits: checks read those commits' changes to evaluate exactly what
+    was written.
     """
     from delta.tables import DeltaTable
 
     table = DeltaTable.forPath(spark, path)
-    # Auto-compaction may have committed an OPTIMIZE right after the write: skip it.
-    recent = table.history(4).collect()
-    last = next((c for c in recent if c["operation"] != "OPTIMIZE"), recent[0])
-    committed = version_before is None or last["version"] > version_before
-    metrics = (last["operationMetrics"] or {}) if committed else {}
+    # This write's commits (an append and a MERGE, say), newest first; an OPTIMIZE that
+    # auto-compaction committed after them is not one of them.
+    recent = table.history(6).collect()
+    last = recent[0]
+    written = [
+        c
+        for c in recent
+        if c["operation"] != "OPTIMIZE"
+        and (version_before is None or c["version"] > version_before)
+    ]
+
+    def total(*names: str) -> int:
+        """Sum over the write's commits of the first metric each commit has."""
+        out = 0
+        for c in written:
+            metrics = c["operationMetrics"] or {}
+            out += int(next((metrics[n] for n in names if n in metrics), 0) or 0)
+        return out
+
     df = table.toDF()
     meta = {
         "dagster/uri": MetadataValue.path(path),
         "dagster/row_count": df.count(),
         "dagster/column_schema": spark_schema_to_table_schema(df.schema),
         "delta_version": last["version"],
-        "delta_operation": last["operation"]
-        if committed
-        else "none (nothing to write)",
-        "rows_written": int(
-            metrics.get("numOutputRows", metrics.get("numTargetRowsInserted", 0)) or 0
-        ),
-        "rows_updated": int(metrics.get("numTargetRowsUpdated", 0) or 0),
-        "rows_removed": int(
-            metrics.get("numDeletedRows", metrics.get("numRemovedRows", 0)) or 0
-        ),
+        "delta_operation": " + ".join(c["operation"] for c in reversed(written))
+        or "none (nothing to write)",
+        "rows_written": total("numTargetRowsInserted", "numOutputRows"),
+        "rows_updated": total("numTargetRowsUpdated"),
+        "rows_removed": total("numTargetRowsDeleted", "numDeletedRows"),
+        "rows_copied": total("numTargetRowsCopied"),
         "preview": MetadataValue.md(
             markdown_preview([r.asDict() for r in df.limit(5).collect()])
         ),
     }
-    if committed:
-        meta["delta_version_written"] = last["version"]
+    if written:
+        meta["delta_version_written"] = written[0]["version"]
+        meta["delta_first_version_written"] = written[-1]["version"]
     return meta
 
 

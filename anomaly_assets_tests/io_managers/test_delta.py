@@ -1,5 +1,7 @@
 """The Delta IO manager round-trips Spark DataFrames, and a second Delta implementation agrees."""
 
+from datetime import datetime, timedelta
+
 import deltalake
 import pytest
 from dagster import AssetIn, asset, materialize
@@ -123,6 +125,57 @@ def test_merge_insert_appends_new_ranges_and_merges_overlapping_ones(spark, tmp_
     version = DeltaTable.forPath(spark, path).history(1).first()["version"]
     write([])  # an empty source commits nothing
     assert DeltaTable.forPath(spark, path).history(1).first()["version"] == version
+
+
+def test_merge_upsert_appends_new_batches_and_merges_corrections(spark, tmp_path):
+    """A new batch is appended in its own files; only the corrected rows of stored batches
+    are merged, so no file mixes batches. The metadata covers both commits; a retry of the
+    same rows is one MERGE that changes nothing."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable as ReadTable
+
+    from anomaly_assets.io_managers.delta import delta_table_metadata
+
+    path = str(tmp_path / "upsert")
+    schema = "event_id string, event_time timestamp, batch_id string, score double"
+    t0 = datetime(2026, 11, 1, 12)
+
+    def rows(batch, ids, score=0.0):
+        return [(f"e{i}", t0 + timedelta(minutes=i), batch, score) for i in ids]
+
+    def upsert(data):
+        before = DeltaTable.forPath(spark, path).history(1).first()["version"]
+        write_delta(
+            spark.createDataFrame(data, schema),
+            path,
+            "merge_upsert",
+            merge_keys=["event_id"],
+            compare_columns=["score"],
+            prune_days_column="event_time",
+        )
+        return before, delta_table_metadata(spark, path, before)
+
+    from delta.tables import DeltaTable
+
+    write_delta(spark.createDataFrame(rows("b1", range(10)), schema), path, "append")
+    correction = rows("b1", [8, 9], score=1.0) + rows("b2", range(10, 30))
+    before, meta = upsert(correction)
+    assert meta["delta_operation"] == "WRITE + MERGE"
+    assert meta["delta_first_version_written"] == before + 1
+    assert meta["delta_version_written"] == before + 2
+    assert meta["rows_written"] == 20 and meta["rows_updated"] == 2
+    table = ReadTable(path)
+    per_file = [
+        set(pq.read_table(uri.removeprefix("file://"))["batch_id"].to_pylist())
+        for uri in table.file_uris()
+    ]
+    assert all(len(batches) == 1 for batches in per_file), per_file
+    stored = {r["event_id"]: r["score"] for r in table.to_pyarrow_table().to_pylist()}
+    assert len(stored) == 30 and stored["e9"] == 1.0 and stored["e7"] == 0.0
+
+    _, again = upsert(correction)  # a retry: b2 is stored now, nothing changes
+    assert again["delta_operation"] == "MERGE"
+    assert again["rows_written"] == again["rows_updated"] == 0
 
 
 def test_batch_predicate_quotes_values():
