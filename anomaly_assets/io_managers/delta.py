@@ -4,11 +4,15 @@ An asset picks its write mode with definition metadata:
 
 - ``delta/write_mode``: ``overwrite`` (default), ``append``, ``replace_batch``,
   ``merge_insert`` (insert rows whose ``delta/merge_keys`` are new; optional
-  ``delta/merge_range_column`` bounds the target scan for file skipping) or
-  ``merge_upsert`` (insert new keys, update matched rows whose ``delta/compare_columns``
-  differ: a corrected row is rewritten, an unchanged one is not).
-- ``delta/prune_days_column``: a timestamp column; MERGEs then touch only the target files of
-  the days present in the output (the cost of a MERGE follows the batch, not the table).
+  ``delta/merge_range_column`` bounds the target scan for file skipping, and a source
+  whose ranges hold no stored row is appended instead) or ``merge_upsert`` (insert new
+  keys, update matched rows whose ``delta/compare_columns`` differ: a corrected row is
+  rewritten, an unchanged one is not).
+- ``delta/prune_days_column``: a timestamp column; MERGEs then touch only the target files
+  overlapping the output's span of it on each day (the cost of a MERGE follows the batch,
+  not the table).
+  With ``merge_upsert``, rows of batches the table holds no row of are appended and only
+  the rest is merged (``split_stored_batches``).
 - ``delta/batch_column``: column naming the batch (default ``batch_id``) for ``replace_batch``.
 - ``delta/partition_by``: list of partition columns, used when the table is created.
 
@@ -88,7 +92,9 @@ def range_spans(source, keys: list[str], range_column: str) -> list[tuple]:
     return [tuple(r) for r in rows.collect()]
 
 
-def spans_predicate(keys: list[str], range_column: str, spans: list[tuple]) -> str:
+def range_spans_predicate(
+    keys: list[str], range_column: str, spans: list[tuple]
+) -> str:
     """SQL selecting the rows inside ``spans`` (see ``range_spans``); ``FALSE`` for none."""
     groups = [k for k in keys if k != range_column]
 
@@ -108,12 +114,16 @@ def spans_predicate(keys: list[str], range_column: str, spans: list[tuple]) -> s
     return " OR ".join(f"({one(s)})" for s in spans) or "FALSE"
 
 
+def _append(df, path: str) -> None:
+    df.write.format("delta").mode("append").option("mergeSchema", "true").save(path)
+
+
 def split_stored_batches(spark, path: str, source, batch_column: str, days_column: str):
     """(rows of batches the table holds no row of, rows of the other batches); None for an
     empty side.
 
-    A row already stored carries its batch id and its event day, so a batch absent from the
-    table on the source's days has none of its rows stored: those rows can be appended.
+    A row already stored carries its batch id and its event time, so a batch absent from
+    the table within the source's event-time spans has none of its rows stored: those rows can be appended.
     Appending them, instead of merging them with the corrected rows, keeps each file to the
     event-time span of one batch, so a later correction rewrites a few recent files; a MERGE
     writes the copied and the inserted rows into the same files, which then span everything
@@ -121,7 +131,7 @@ def split_stored_batches(spark, path: str, source, batch_column: str, days_colum
     """
     from pyspark.sql import functions as F
 
-    from anomaly_assets.lib.pruning import days_predicate, event_days
+    from anomaly_assets.lib.pruning import event_spans, spans_predicate
 
     batches = {r[0] for r in source.select(batch_column).distinct().collect()}
     if not batches:
@@ -130,7 +140,7 @@ def split_stored_batches(spark, path: str, source, batch_column: str, days_colum
         r[0]
         for r in spark.read.format("delta")
         .load(path)
-        .filter(days_predicate(f"`{days_column}`", event_days(source, days_column)))
+        .filter(spans_predicate(f"`{days_column}`", event_spans(source, days_column)))
         .filter(F.col(batch_column).isin(sorted(batches)))
         .select(batch_column)
         .distinct()
@@ -171,19 +181,17 @@ def _merge(
         if not spans:
             return  # nothing to write
         if mode == "merge_insert":
-            overlap = spans_predicate(merge_keys, merge_range_column, spans)
+            overlap = range_spans_predicate(merge_keys, merge_range_column, spans)
             if not table.toDF().filter(overlap).limit(1).collect():
-                source.write.format("delta").mode("append").option(
-                    "mergeSchema", "true"
-                ).save(path)
+                _append(source, path)
                 return
         bounds = (min(s[-2] for s in spans), max(s[-1] for s in spans))
     condition = merge_condition(merge_keys, merge_range_column, bounds)
     if prune_days_column:
-        from anomaly_assets.lib.pruning import days_predicate, event_days
+        from anomaly_assets.lib.pruning import event_spans, spans_predicate
 
-        days = event_days(source, prune_days_column)
-        condition += f" AND ({days_predicate(f't.`{prune_days_column}`', days)})"
+        times = event_spans(source, prune_days_column)
+        condition += f" AND ({spans_predicate(f't.`{prune_days_column}`', times)})"
     merge = table.alias("t").merge(source.alias("s"), condition)
     if mode == "merge_upsert":
         if not compare_columns:
@@ -226,8 +234,8 @@ def write_delta(
     elif mode in ("merge_insert", "merge_upsert"):
         if not merge_keys:
             raise ValueError(f"{mode} needs delta/merge_keys")
-        # The bounds are computed from the source, then the MERGE reads it again: keep it
-        # so the features (or the Kafka read) behind it run once.
+        # The source is read for bounds, days or batches before it is written: keep it so
+        # the features (or the Kafka read) behind it run once.
         pinned = df.persist() if merge_range_column or prune_days_column else df
         try:
             rest = pinned
@@ -240,9 +248,7 @@ def write_delta(
                     spark, path, pinned, batch_column, prune_days_column
                 )
                 if fresh is not None:
-                    fresh.write.format("delta").mode("append").option(
-                        "mergeSchema", "true"
-                    ).save(path)
+                    _append(fresh, path)
             if rest is not None:
                 _merge(
                     spark,

@@ -42,3 +42,27 @@ def event_days(df, column: str = "event_time") -> set[date]:
     from pyspark.sql import functions as F
 
     return {r[0] for r in df.select(F.to_date(column).alias("d")).distinct().collect()}
+
+
+def event_spans(df, column: str = "event_time") -> list[tuple]:
+    """Per UTC day of ``column`` in ``df``, its first and last value: the narrowest ranges
+    holding every row, cut by day so that rows years apart do not make one range over the
+    years between (one small aggregation)."""
+    from pyspark.sql import functions as F
+
+    rows = df.groupBy(F.to_date(column)).agg(F.min(column), F.max(column)).collect()
+    return sorted((r[1], r[2]) for r in rows)
+
+
+def spans_predicate(column: str, spans) -> str:
+    """SQL selecting rows whose ``column`` falls in one of ``spans`` (bounds included);
+    ``FALSE`` for none. Files are written batch by batch, so a span of an hour skips every
+    file of other hours, where a whole day would read the day's files."""
+    return (
+        " OR ".join(
+            f"({column} >= TIMESTAMP'{lo.isoformat()}' AND "
+            f"{column} <= TIMESTAMP'{hi.isoformat()}')"
+            for lo, hi in spans
+        )
+        or "FALSE"
+    )

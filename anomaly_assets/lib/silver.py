@@ -18,7 +18,7 @@ from anomaly_assets.lib.features import (
     dedupe_within,
     featurize,
 )
-from anomaly_assets.lib.pruning import days_between, days_predicate
+from anomaly_assets.lib.pruning import days_between, days_predicate, spans_predicate
 
 
 @dataclass
@@ -32,13 +32,13 @@ class SilverPlan:
     late: int  # new rows older than the watermark
 
 
-def drop_delivered(new, silver, days, batches):
+def drop_delivered(new, silver, spans, batches):
     """``new`` minus events silver already holds from another batch (a redelivery keeps its
-    event time, so only the new rows' days are looked up)."""
+    event time, so only files overlapping the new rows' ``event_spans`` are looked up)."""
     if silver is None:
         return new
     seen = (
-        silver.filter(days_predicate("event_time", days))
+        silver.filter(spans_predicate("event_time", spans))
         .filter(~silver.batch_id.isin(batches))
         .select("event_id")
     )
@@ -83,14 +83,21 @@ def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
     on_time = (
         F.lit(True) if watermark is None else F.col("event_time") >= F.lit(watermark)
     )
-    keys = new.select(
+    keys = new.groupBy(
         "batch_id", F.to_date("event_time").alias("day"), on_time.alias("on_time")
-    ).distinct()
+    ).agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi"))
     keys = keys.collect()
     batches = sorted({r["batch_id"] for r in keys})
     days = {r["day"] for r in keys}
     late_days = {r["day"] for r in keys if not r["on_time"]}
-    new = drop_delivered(new, silver, days, batches).persist()
+    spans = [
+        (
+            min(r["lo"] for r in keys if r["day"] == d),
+            max(r["hi"] for r in keys if r["day"] == d),
+        )
+        for d in sorted(days)
+    ]
+    new = drop_delivered(new, silver, spans, batches).persist()
     ts = F.col("event_time").cast("double")
     newest, first_on_time, n_late = new.agg(
         F.max(ts), F.min(F.when(on_time, ts)), F.sum((~on_time).cast("int"))

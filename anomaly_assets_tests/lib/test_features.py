@@ -165,7 +165,7 @@ def test_an_earlier_event_corrects_the_rows_after_it(bronze_like):
 
 
 def test_duplicates_within_a_batch_and_redeliveries(bronze_like):
-    from anomaly_assets.lib.pruning import event_days
+    from anomaly_assets.lib.pruning import event_spans
     from anomaly_assets.lib.silver import drop_delivered
 
     dup = bronze_like.filter("event_id = 'u1-3'").withColumn(
@@ -175,6 +175,6 @@ def test_duplicates_within_a_batch_and_redeliveries(bronze_like):
     assert len(rows) == 11 and rows["u1-3"]["offset"] == 3
     stored = silver_rows(bronze_like).localCheckpoint()
     redelivered = dup.withColumn("batch_id", dup.batch_id.substr(0, 0))
-    assert drop_delivered(redelivered, stored, event_days(dup), [""]).count() == 0
+    assert drop_delivered(redelivered, stored, event_spans(dup), [""]).count() == 0
     # ...but a retry of the batch that stored it keeps it (its own earlier attempt)
-    assert drop_delivered(dup, stored, event_days(dup), ["b1"]).count() == 1
+    assert drop_delivered(dup, stored, event_spans(dup), ["b1"]).count() == 1
