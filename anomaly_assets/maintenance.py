@@ -3,9 +3,9 @@
 Each batch commits a few small files per table; left alone, months of them make every
 snapshot, file listing and data-skipping pass slower. ``optimize_tables_job`` bin-packs
 them (Delta's OPTIMIZE), one op per writer pool, so it never runs beside the step that
-writes the same tables. Only files under ``min_file_size_mb`` are candidates, so a run
-rewrites what arrived since the last one (plus at most one small remainder per table), not
-the table. Compaction commits change no data: change-feed readers skip them.
+writes the same tables. Only files under ``min_file_size_mb`` are candidates, and none
+grows past it, so a run rewrites what arrived since the last one (plus at most one small
+remainder per table), not the table. Compaction commits change no data: change-feed readers skip them.
 """
 
 from dagster import (
@@ -38,15 +38,17 @@ class OptimizeConfig(Config):
     min_file_size_mb: int = Field(
         default=128,
         description="Files at least this large are left as they are; smaller ones are "
-        "bin-packed into files of up to spark.databricks.delta.optimize.maxFileSize.",
+        "bin-packed into files of up to this size (so a later correction that rewrites a "
+        "compacted file rewrites at most this much).",
     )
 
 
 def optimize(spark, path: str, min_file_size_mb: int) -> dict:
-    """OPTIMIZE the table at ``path``: files removed / added, bytes after."""
-    spark.conf.set(
-        "spark.databricks.delta.optimize.minFileSize", str(min_file_size_mb << 20)
-    )
+    """OPTIMIZE the table at ``path``: files removed / added, bytes written."""
+    for bound in ("minFileSize", "maxFileSize"):
+        spark.conf.set(
+            f"spark.databricks.delta.optimize.{bound}", str(min_file_size_mb << 20)
+        )
     metrics = spark.sql(f"OPTIMIZE delta.`{path}`").first()["metrics"]
     return {
         "files_removed": metrics["numFilesRemoved"],
