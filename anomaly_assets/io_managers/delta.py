@@ -123,8 +123,8 @@ def split_stored_batches(spark, path: str, source, batch_column: str, days_colum
     empty side.
 
     A row already stored carries its batch id and its event time, so a batch absent from
-    the table within the source's event-time spans has none of its rows stored: those rows can be appended.
-    Appending them, instead of merging them with the corrected rows, keeps each file to the
+    the table within the source's event-time spans has none of its rows stored: those rows
+    can be appended. Appending them, instead of merging them with the corrected rows, keeps each file to the
     event-time span of one batch, so a later correction rewrites a few recent files; a MERGE
     writes the copied and the inserted rows into the same files, which then span everything
     before and every correction rewrites all of it.
@@ -163,9 +163,9 @@ def _merge(
     compare_columns: list[str] | None,
     prune_days_column: str | None,
 ) -> None:
-    """MERGE ``source`` into the table at ``path``: insert new keys; with ``merge_upsert`` also update
-    matched rows whose ``compare_columns`` differ. The range / days bounds let Delta skip
-    the target's other files.
+    """MERGE ``source`` into the table at ``path``: insert new keys; with ``merge_upsert``
+    also update matched rows whose ``compare_columns`` differ. The range / event-time
+    bounds let Delta skip the target's other files.
 
     An insert-only write whose ranges hold no target row yet (a batch landing for the first
     time) is a plain append instead: no join against the target, no second pass.
