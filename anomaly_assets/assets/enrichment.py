@@ -175,12 +175,9 @@ def enrichment(
         return
     changes = cursors.latest_per_key(pending.changes, ["event_id"]).persist()
     # A re-scored row that is no longer an anomaly leaves the enriched table.
-    revoked = [
-        r[0]
-        for r in changes.filter("NOT is_anomaly AND _change_type = 'update_postimage'")
-        .select("event_id")
-        .collect()
-    ]
+    revoked = changes.filter(
+        "NOT is_anomaly AND _change_type = 'update_postimage'"
+    ).select("event_id", "event_time")
     flagged = changes.filter("is_anomaly").drop("_change_type")
     batches = sorted(r[0] for r in flagged.select("batch_id").distinct().collect())
     anomalies = load_anomalies(flagged, lakehouse.read("silver_events"))
@@ -247,28 +244,37 @@ def enrichment(
             "prompt_version": prompt.version,
         },
     )
-    if revoked:
-        drop_revoked(lakehouse, revoked)
+    dropped = drop_revoked(lakehouse, revoked)
+    if dropped:
         context.log.info(
-            f"{len(revoked):,} re-scored events are no longer anomalies: their enriched "
+            f"{dropped:,} re-scored events are no longer anomalies: their enriched "
             "rows, if any, were removed."
         )
     changes.unpersist()
     lakehouse.save_cursor(CONSUMER, "gold_anomaly_predictions", through)
 
 
-def drop_revoked(lakehouse: LakehouseResource, event_ids: list[str]) -> None:
-    """Delete the enriched rows of events a corrected score no longer flags."""
+def drop_revoked(lakehouse: LakehouseResource, revoked) -> int:
+    """Delete the enriched rows of the ``revoked`` events (event_id, event_time), which a
+    corrected score no longer flags; returns how many events were revoked. Only the files
+    overlapping their event times are read."""
     from delta.tables import DeltaTable
 
-    if not lakehouse.exists("gold_events_enriched"):
-        return
+    from anomaly_assets.lib.pruning import event_spans, spans_predicate
+
+    spans = event_spans(revoked)
+    if not spans or not lakehouse.exists("gold_events_enriched"):
+        return 0
     spark = lakehouse.spark_session
     table = DeltaTable.forPath(spark, lakehouse.path("gold_events_enriched"))
-    ids = spark.createDataFrame([(e,) for e in event_ids], "event_id string")
+    ids = revoked.select("event_id")
     (
         table.alias("t")
-        .merge(ids.alias("s"), "t.event_id = s.event_id")
+        .merge(
+            ids.alias("s"),
+            f"t.event_id = s.event_id AND ({spans_predicate('t.event_time', spans)})",
+        )
         .whenMatchedDelete()
         .execute()
     )
+    return ids.count()

@@ -1,6 +1,7 @@
 """The Delta IO manager round-trips Spark DataFrames, and a second Delta implementation agrees."""
 
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import deltalake
 import pytest
@@ -173,9 +174,63 @@ def test_merge_upsert_appends_new_batches_and_merges_corrections(spark, tmp_path
     stored = {r["event_id"]: r["score"] for r in table.to_pyarrow_table().to_pylist()}
     assert len(stored) == 30 and stored["e9"] == 1.0 and stored["e7"] == 0.0
 
+    version = DeltaTable.forPath(spark, path).history(1).first()["version"]
     _, again = upsert(correction)  # a retry: b2 is stored now, nothing changes
-    assert again["delta_operation"] == "MERGE"
-    assert again["rows_written"] == again["rows_updated"] == 0
+    assert again["delta_operation"] == "none (nothing to write)"
+    assert again["rows_written"] == again["rows_updated"] == again["rows_copied"] == 0
+    assert DeltaTable.forPath(spark, path).history(1).first()["version"] == version
+
+    # Re-sending a stored row beside one changed row rewrites only the changed row's file.
+    _, meta = upsert(rows("b2", [10], score=2.0) + rows("b1", range(8)))
+    assert meta["rows_updated"] == 1 and meta["rows_written"] == 0
+    b2_rows = sum(1 for v in per_file if v == {"b2"})
+    assert meta["rows_copied"] <= 20 - 1 and b2_rows >= 1
+
+
+def test_appends_are_clustered_by_event_time_so_a_correction_rewrites_one_file(
+    spark, tmp_path, monkeypatch
+):
+    """A large batch lands in files over disjoint event-time spans, so correcting its last
+    rows rewrites the one file holding them, not every file of the batch."""
+    import random
+
+    import pyarrow as pa
+    from delta.tables import DeltaTable
+    from deltalake import DeltaTable as ReadTable
+
+    from anomaly_assets.io_managers import delta
+    from anomaly_assets.io_managers.delta import delta_table_metadata
+
+    monkeypatch.setattr(delta, "APPEND_FILE_ROWS", 100)
+    path = str(tmp_path / "clustered")
+    schema = "event_id string, event_time timestamp, batch_id string, score double"
+    t0 = datetime(2026, 11, 1, 12)
+    first = [(f"e{i}", t0 + timedelta(seconds=i), "b1", 0.0) for i in range(1000)]
+    random.Random(5).shuffle(first)  # arrival order is not event-time order
+
+    def upsert(data):
+        write_delta(
+            spark.createDataFrame(data, schema).repartition(4),
+            path,
+            "merge_upsert",
+            merge_keys=["event_id"],
+            compare_columns=["score"],
+            prune_days_column="event_time",
+        )
+
+    upsert(first)
+    stats = pa.table(ReadTable(path).get_add_actions(flatten=True)).to_pylist()
+    spans = sorted(
+        (s["min.event_time"], s["max.event_time"], s["num_records"]) for s in stats
+    )
+    assert len(spans) == 10 and all(n <= 150 for *_, n in spans), spans
+    assert all(a[1] < b[0] for a, b in pairwise(spans)), spans
+
+    before = DeltaTable.forPath(spark, path).history(1).first()["version"]
+    upsert([(f"e{i}", t0 + timedelta(seconds=i), "b1", 1.0) for i in (998, 999)])
+    meta = delta_table_metadata(spark, path, before)
+    assert meta["rows_updated"] == 2
+    assert meta["rows_copied"] == spans[-1][2] - 2
 
 
 def test_batch_predicate_quotes_values():
