@@ -10,9 +10,10 @@ An asset picks its write mode with definition metadata:
   rewritten, an unchanged one is not).
 - ``delta/prune_days_column``: a timestamp column; MERGEs then touch only the target files
   overlapping the output's span of it on each day (the cost of a MERGE follows the batch,
-  not the table).
-  With ``merge_upsert``, rows of batches the table holds no row of are appended and only
-  the rest is merged (``split_stored_batches``).
+  not the table), and a new table is partitioned by its UTC hour (``HOUR_COLUMN``).
+  With ``merge_upsert``, rows of batches the table holds no row of are appended (in files
+  clustered on the column) and only the rest is merged (``split_stored_batches``), less
+  the rows stored unchanged (``changed_rows``).
 - ``delta/batch_column``: column naming the batch (default ``batch_id``) for ``replace_batch``.
 - ``delta/partition_by``: list of partition columns, used when the table is created.
 
@@ -116,9 +117,13 @@ def range_spans_predicate(
 
 #: Most rows in one file of an append clustered by event time (``_append``).
 APPEND_FILE_ROWS = 50_000
+#: Partition column of the tables with an event-time column: its UTC hour, yyyy-MM-dd-HH.
+HOUR_COLUMN = "event_hour"
 
 
-def _append(df, path: str, cluster_column: str | None = None) -> None:
+def _append(
+    df, path: str, cluster_column: str | None = None, partition_by=None
+) -> None:
     """Append ``df``; with ``cluster_column``, range-partitioned on it into files of at most
     about APPEND_FILE_ROWS rows over disjoint spans of it. A later correction MERGE rewrites
     the files overlapping its rows' span: clustered, that is a file or two of the batch's
@@ -127,7 +132,22 @@ def _append(df, path: str, cluster_column: str | None = None) -> None:
         df = df.repartitionByRange(
             max(1, -(-df.count() // APPEND_FILE_ROWS)), cluster_column
         )
-    df.write.format("delta").mode("append").option("mergeSchema", "true").save(path)
+    writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(path)
+
+
+def partitioned_by_hour(spark, path: str, exists: bool) -> bool:
+    """Whether writes to ``path`` carry HOUR_COLUMN: a new table is partitioned by it; a
+    table created before hourly partitions keeps its layout (Delta cannot repartition in
+    place; recreate it to get the bound)."""
+    from delta.tables import DeltaTable
+
+    if not exists:
+        return True
+    detail = DeltaTable.forPath(spark, path).detail().first()
+    return HOUR_COLUMN in detail["partitionColumns"]
 
 
 def split_stored_batches(spark, path: str, source, batch_column: str, days_column: str):
@@ -266,14 +286,25 @@ def write_delta(
         raise ValueError(f"delta/write_mode must be one of {WRITE_MODES}, got {mode!r}")
     spark = df.sparkSession
     exists = DeltaTable.isDeltaTable(spark, path)
+    if prune_days_column and partitioned_by_hour(spark, path, exists):
+        # A MERGE rewrites whole files and writes the rows it copies with the rows it
+        # changes: without partitions a rewritten file that still holds recent rows is
+        # touched by the next correction too and grows with every batch shorter than the
+        # lateness. Within an hour's partition, a correction rewrites at most that hour.
+        from pyspark.sql import functions as F
+
+        df = df.withColumn(
+            HOUR_COLUMN, F.date_format(prune_days_column, "yyyy-MM-dd-HH")
+        )
+        partition_by = [HOUR_COLUMN]
     writer = df.write.format("delta")
     if partition_by and not exists:
         writer = writer.partitionBy(*partition_by)
     if mode == "overwrite":
         writer.mode("overwrite").option("overwriteSchema", "true").save(path)
-    elif not exists and prune_days_column and not partition_by:
+    elif not exists and prune_days_column:
         try:
-            _append(df.persist(), path, prune_days_column)
+            _append(df.persist(), path, prune_days_column, partition_by)
         finally:
             df.unpersist()
     elif mode == "append" or not exists:

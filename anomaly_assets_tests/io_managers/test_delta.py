@@ -233,6 +233,50 @@ def test_appends_are_clustered_by_event_time_so_a_correction_rewrites_one_file(
     assert meta["rows_copied"] == spans[-1][2] - 2
 
 
+def test_hour_partitions_bound_what_corrections_in_short_batches_rewrite(
+    spark, tmp_path
+):
+    """Batches shorter than the lateness (10 minutes), each correcting the 25 newest stored
+    rows. Unpartitioned, a rewritten file keeps the rows it copied and the next correction
+    rewrites it again with more: the copy grows with every batch. Partitioned by hour, a
+    correction copies at most the rows of the hours it touches."""
+    from deltalake import DeltaTable as ReadTable
+
+    from anomaly_assets.io_managers.delta import delta_table_metadata
+    from anomaly_assets.lib.cursors import table_version
+
+    path = str(tmp_path / "hourly")
+    schema = "event_id string, event_time timestamp, batch_id string, score double"
+    t0 = datetime(2026, 11, 1)
+
+    def row(i, score):
+        return (f"e{i:03d}", t0 + timedelta(minutes=i), f"b{i // 10}", score)
+
+    copied = []
+    for b in range(16):
+        new = [row(i, 0.0) for i in range(10 * b, 10 * b + 10)]
+        fixes = [row(i, float(b)) for i in range(max(0, 10 * b - 25), 10 * b)]
+        before = table_version(spark, path)
+        write_delta(
+            spark.createDataFrame(new + fixes, schema),
+            path,
+            "merge_upsert",
+            merge_keys=["event_id"],
+            compare_columns=["score"],
+            prune_days_column="event_time",
+        )
+        copied.append(delta_table_metadata(spark, path, before)["rows_copied"])
+    # Two hours at most (60 rows each), less the 25 rows updated.
+    assert max(copied) <= 2 * 60 - 25, copied
+    table = ReadTable(path)
+    assert table.metadata().partition_columns == ["event_hour"]
+    stored = {r["event_id"]: r for r in table.to_pyarrow_table().to_pylist()}
+    for i in range(160):
+        fixed_by = [b for b in range(16) if 10 * b - 25 <= i < 10 * b]
+        assert stored[f"e{i:03d}"]["score"] == float(max(fixed_by, default=0))
+        assert stored[f"e{i:03d}"]["event_hour"] == f"2026-11-01-{i // 60:02d}"
+
+
 def test_batch_predicate_quotes_values():
     assert batch_predicate("batch_id", ["b2", "o'k"]) == "`batch_id` IN ('b2', 'o''k')"
     assert batch_predicate("n", [3, 1]) == "`n` IN (1, 3)"
