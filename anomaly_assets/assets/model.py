@@ -81,15 +81,21 @@ def quality_gate(
 
 
 def sample_features(silver, sample_size: int, seed: int):
-    """A seeded sample of silver's event ids and features, as pandas."""
+    """A seeded sample of silver's event ids and features, as pandas, in event_id order.
+
+    Rows are picked by a hash of (event_id, seed) and sorted, not by Spark's ``sample``
+    (a draw per file): the same rows and seed give the same training set, whatever the
+    table's file layout, so a re-layout (compaction, partitions) cannot change the model.
+    """
+    from pyspark.sql import functions as F
+
     total = silver.count()
     if total == 0:
         raise ValueError("silver_events is empty: ingest events before training.")
     fraction = min(1.0, sample_size / total * 1.05)
-    sample = silver.select("event_id", *FEATURE_COLUMNS).sample(
-        fraction=fraction, seed=seed
-    )
-    return sample.limit(sample_size).toPandas()
+    draw = F.abs(F.xxhash64("event_id", F.lit(seed)) % 1_000_000) / 1_000_000
+    sample = silver.select("event_id", *FEATURE_COLUMNS).filter(draw < fraction)
+    return sample.orderBy("event_id").limit(sample_size).toPandas()
 
 
 @asset(

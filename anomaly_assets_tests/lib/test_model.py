@@ -137,3 +137,23 @@ def test_detection_quality_and_drift():
     )
     assert drift["a"]["mean_shift_std"] == pytest.approx(4 / np.std([0, 2, 4]))
     assert drift["a"]["drifted"] and not drift["b"]["drifted"]
+
+
+def test_training_sample_does_not_depend_on_the_file_layout(spark):
+    """The same silver rows in other files, in another order, give the same training set
+    (it once changed with a table's partitioning and the model's gate flipped)."""
+    from anomaly_assets.assets.model import sample_features
+    from anomaly_assets.lib.features import FEATURE_COLUMNS
+
+    rows = [(f"e{i:04d}", *[float(i % 7)] * len(FEATURE_COLUMNS)) for i in range(2000)]
+    schema = ", ".join(["event_id string", *[f"{c} double" for c in FEATURE_COLUMNS]])
+    df = spark.createDataFrame(rows, schema)
+    one = sample_features(df.repartition(1), 500, seed=3)
+    other = sample_features(df.orderBy(df.event_id.desc()).repartition(7), 500, seed=3)
+    assert one["event_id"].tolist() == other["event_id"].tolist()
+    assert one["event_id"].tolist() == sorted(one["event_id"])
+    assert 400 <= len(one) <= 500
+    assert (
+        sample_features(df, 500, seed=4)["event_id"].tolist()
+        != one["event_id"].tolist()
+    )
