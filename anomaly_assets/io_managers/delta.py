@@ -317,10 +317,11 @@ def write_delta(
         # target (silver's context) is checkpointed, not cached: after the append of its new
         # rows the MERGE re-analyses it against the newer table version, misses the cache
         # and computes the features again (measured: 8.8 of the MERGE's 10.2 s).
+        cached = bool(merge_range_column) and not prune_days_column
         if prune_days_column:
             pinned = df.localCheckpoint()
         else:
-            pinned = df.persist() if merge_range_column else df
+            pinned = df.persist() if cached else df
         try:
             rest = pinned
             if (
@@ -345,7 +346,7 @@ def write_delta(
                     prune_days_column,
                 )
         finally:
-            if merge_range_column and not prune_days_column:
+            if cached:
                 pinned.unpersist()
     else:
         if batch_ids is None:
