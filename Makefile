@@ -7,9 +7,11 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export ANOMALY_LAKEHOUSE_ROOT ?= $(CURDIR)/.lakehouse
 KAFKA_PORT ?= 9092
 export ANOMALY_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
+SPARK_CONNECT_PORT ?= 15002
 EVENTS ?= 20000
 
-.PHONY: install jars browser broker-start broker-stop broker-status demo dev test lint bench clean
+.PHONY: install jars browser broker-start broker-stop broker-status spark-start spark-stop \
+	spark-status demo dev dev-classic test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +36,23 @@ broker-stop:
 broker-status:
 	$(BIN)/anomaly-kafka status --port $(KAFKA_PORT)
 
+spark-start: jars  ## the warm local Spark Connect server (Delta, Kafka connector)
+	$(BIN)/anomaly-spark start --port $(SPARK_CONNECT_PORT)
+
+spark-stop:
+	$(BIN)/anomaly-spark stop --port $(SPARK_CONNECT_PORT)
+
+spark-status:
+	$(BIN)/anomaly-spark status --port $(SPARK_CONNECT_PORT)
+
 demo: jars $(DAGSTER_HOME)/dagster.yaml  ## broker, generated events, every asset materialised
 	$(BIN)/python -m anomaly_assets.devtools.demo --events $(EVENTS) --port $(KAFKA_PORT)
 
-dev: broker-start $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI + daemon on http://127.0.0.1:3000
+dev: broker-start spark-start $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI + daemon on http://127.0.0.1:3000, runs on the warm Spark
+	ANOMALY_SPARK_REMOTE=$${ANOMALY_SPARK_REMOTE:-sc://127.0.0.1:$(SPARK_CONNECT_PORT)} \
+		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+dev-classic: broker-start $(DAGSTER_HOME)/dagster.yaml  ## the same, each run starting its own Spark JVM
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 browser:  ## Debian's Chromium, for the UI screenshot test
@@ -57,5 +72,5 @@ bench: jars
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_freshness.py
 
-clean: broker-stop
+clean: broker-stop spark-stop
 	rm -rf .lakehouse .dagster_home

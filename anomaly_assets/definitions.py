@@ -1,6 +1,8 @@
 """The one place that builds the Definitions. Importing it starts no JVM, broker or MLflow."""
 
-from dagster import Definitions, in_process_executor
+import os
+
+from dagster import Definitions, EnvVar, in_process_executor
 
 from anomaly_assets.assets.bronze import bronze
 from anomaly_assets.assets.enrichment import enrichment
@@ -29,7 +31,12 @@ from anomaly_assets.sensors import kafka_offsets_sensor
 
 def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
     """Default resources; tests and benches swap pieces (a broker port, a lakehouse root)."""
-    spark = spark or SparkResource()
+    spark = spark or SparkResource(
+        # An EnvVar, so the token is read in the run and never shown as config in the UI.
+        connect_token=EnvVar("ANOMALY_SPARK_CONNECT_TOKEN")
+        if os.environ.get("ANOMALY_SPARK_CONNECT_TOKEN")
+        else None
+    )
     lakehouse = overrides.pop("lakehouse", None) or LakehouseResource(spark=spark)
     mlflow_settings = overrides.pop("mlflow_settings", None) or MlflowResource()
     return {

@@ -31,6 +31,10 @@ JAR_CACHE_DIR = Path(
 #: Spark master URL: local[*] here; spark://host:7077, k8s://https://..., yarn for a cluster.
 SPARK_MASTER = os.environ.get("ANOMALY_SPARK_MASTER", "local[*]")
 
+#: Spark Connect URL (sc://host:port): when set, runs attach to that server instead of
+#: starting a JVM each (``make dev`` sets it to the warm local server).
+SPARK_REMOTE = os.environ.get("ANOMALY_SPARK_REMOTE") or None
+
 KAFKA_BOOTSTRAP_SERVERS = os.environ.get("ANOMALY_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 KAFKA_TOPIC = os.environ.get("ANOMALY_KAFKA_TOPIC", "user-activity")
 

@@ -13,6 +13,7 @@ os.environ.setdefault("ANOMALY_SENSOR_INTERVAL_S", "5")
 import pytest
 
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
+from anomaly_assets.devtools.spark_connect import LocalSparkConnectServer
 from anomaly_assets.io_managers.delta import write_delta
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
@@ -51,6 +52,19 @@ def topic(kafka_broker, request) -> str:
 @pytest.fixture(scope="session")
 def spark_resource() -> SparkResource:
     return SparkResource(shuffle_partitions=2, driver_memory="2g", log_level="ERROR")
+
+
+@pytest.fixture(scope="session")
+def spark_connect_server(tmp_path_factory):
+    """The warm Spark Connect server ``make dev`` runs, on a free port."""
+    server = LocalSparkConnectServer(
+        port=free_port(),
+        work_dir=tmp_path_factory.mktemp("spark_connect"),
+        driver_memory="3g",
+        spark=SparkResource(shuffle_partitions=2, log_level="ERROR"),
+    )
+    with server:
+        yield server
 
 
 @pytest.fixture(scope="session")

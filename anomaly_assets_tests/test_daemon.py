@@ -1,11 +1,13 @@
 """The whole pipeline through the real daemon and sensor, with no manual step and one
-`dagster dev`: a cold start that trains the model; the run process killed right after the
-bronze write while the next batch is queued; the broker stopped during a bronze step and
+`dagster dev`, its runs attached to the warm Spark Connect server as ``make dev`` runs
+them: a cold start that trains the model; the run process killed right after the
+bronze write while the next batch is queued; the broker stopped as a run starts and
 started again a minute later; `dagster dev` stopped while events arrive and started again.
 Each converges, every produced offset lands exactly once in every layer, and the offset
 ledger accounts for all of them."""
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -48,18 +50,23 @@ def delta_versions(lake: Path, table: str) -> int:
     return len(list(log.glob("*.json"))) if log.exists() else 0
 
 
+ENGINE = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
+  __typename ... on EngineEvent { message } } } } }"""
+
+
 def run_worker(dev: DagsterDev) -> int | None:
-    """The pid of the Python process running a Spark job under ``dagster dev``: the parent
-    of the SparkSubmit JVM in dagster dev's process group."""
-    for member in group_members(dev.proc.pid):
-        pid = int(member.split()[0])
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
+    """The pid of the process executing the sensor's run in progress, from the run's own
+    "Started process for run (pid: N)" event."""
+    for run in runs(dev, SENSOR_RUNS):
+        if run["status"] != "STARTED":
             continue
-        if b"SparkSubmit" in cmdline:
-            return int(stat[stat.rindex(")") + 2 :].split()[1])
+        events = dev.gql(ENGINE, {"id": run["runId"]})["logsForRun"]["events"]
+        for e in events:
+            found = re.match(
+                r"Started process for run \(pid: (\d+)\)", e.get("message") or ""
+            )
+            if found:
+                return int(found.group(1))
     return None
 
 
@@ -111,30 +118,35 @@ def kill_run_after_bronze_commit(dev: DagsterDev, lake: Path, produce_more) -> N
     os.kill(victim, signal.SIGKILL)
 
 
-def stop_broker_during_bronze(dev: DagsterDev, broker, produce_more) -> str:
-    """Produce a batch, stop the broker once its run is in the bronze step, start it again
-    a minute later; returns that run's id."""
+def stop_broker_as_a_run_starts(dev: DagsterDev, broker, produce_more) -> str:
+    """Produce a batch, stop the broker as soon as the sensor's run for it exists (before
+    its bronze step reads: attached to a warm Spark, bronze reads within a second of
+    starting), start it again a minute later; returns that run's id."""
+    known = {r["runId"] for r in runs(dev, SENSOR_RUNS)}
     produce_more(1000)
     deadline = time.monotonic() + 300
-    while True:
-        active = [r for r in runs(dev, SENSOR_RUNS) if r["status"] == "STARTED"]
-        if active and ("ExecutionStepStartEvent", "bronze") in started_steps(
-            dev, active[0]["runId"]
-        ):
-            break
+    while not (new := [r for r in runs(dev, SENSOR_RUNS) if r["runId"] not in known]):
         assert time.monotonic() < deadline, dev.log_tail()
-        time.sleep(0.5)
+        time.sleep(0.2)
     broker.stop()
     time.sleep(60)
     broker.start()
-    return active[0]["runId"]
+    return new[-1]["runId"]
 
 
-def test_sensor_alone_converges_through_kill_outage_and_restart(kafka_broker, tmp_path):
+def test_sensor_alone_converges_through_kill_outage_and_restart(
+    kafka_broker, spark_connect_server, tmp_path
+):
     bootstrap = kafka_broker.bootstrap_servers
     lake = tmp_path / "lake"
+    # As `make dev` runs it: every run attaches to the warm Spark Connect server.
     env = sandbox_env(
-        tmp_path, bootstrap, TOPIC, max_batch_events="1000", retry_base_delay_s="5"
+        tmp_path,
+        bootstrap,
+        TOPIC,
+        max_batch_events="1000",
+        retry_base_delay_s="5",
+        spark_remote=spark_connect_server.url,
     )
     # No labels: with them, the quality gate may refuse a model trained on 1,000 events
     # and the sensor would retrain on a later batch (by design, but not this test's point).
@@ -174,8 +186,8 @@ def test_sensor_alone_converges_through_kill_outage_and_restart(kafka_broker, tm
         assert {r["jobName"] for r in later} == {"ingest_job"}, "no retraining"
         assert_lakehouse_accounts_for(lake, end_offsets(bootstrap))
 
-        # 3. the broker stops while a run is in its bronze step, back a minute later
-        outage_run = stop_broker_during_bronze(dev, kafka_broker, produce_more)
+        # 3. the broker stops as a run starts, back a minute later
+        outage_run = stop_broker_as_a_run_starts(dev, kafka_broker, produce_more)
         latest, every = wait_for_batches(dev, produced)
         faults = started_steps(dev, outage_run)
         assert ("ExecutionStepUpForRetryEvent", "bronze") in faults or any(

@@ -258,23 +258,19 @@ def drop_revoked(lakehouse: LakehouseResource, revoked) -> int:
     """Delete the enriched rows of the ``revoked`` events (event_id, event_time), which a
     corrected score no longer flags; returns how many events were revoked. Only the files
     overlapping their event times are read."""
-    from delta.tables import DeltaTable
-
+    from anomaly_assets.lib import delta_sql
     from anomaly_assets.lib.pruning import event_spans, spans_predicate
 
     spans = event_spans(revoked)
     if not spans or not lakehouse.exists("gold_events_enriched"):
         return 0
-    spark = lakehouse.spark_session
-    table = DeltaTable.forPath(spark, lakehouse.path("gold_events_enriched"))
     ids = revoked.select("event_id")
-    (
-        table.alias("t")
-        .merge(
-            ids.alias("s"),
-            f"t.event_id = s.event_id AND ({spans_predicate('t.event_time', spans)})",
-        )
-        .whenMatchedDelete()
-        .execute()
+    delta_sql.merge(
+        lakehouse.spark_session,
+        lakehouse.path("gold_events_enriched"),
+        ids,
+        f"t.event_id = s.event_id AND ({spans_predicate('t.event_time', spans)})",
+        insert=False,
+        delete=True,
     )
     return ids.count()

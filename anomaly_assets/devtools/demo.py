@@ -4,11 +4,22 @@ Runs go into the Dagster instance at $DAGSTER_HOME, so ``make dev`` shows them a
 """
 
 import argparse
+import os
+import sys
+import threading
 import time
+import uuid
+from pathlib import Path
+from typing import Self
+
+from dagster import DagsterEventType
 
 from anomaly_assets import settings
 from anomaly_assets.devtools.broker import LocalKafkaBroker
-from anomaly_assets.devtools.generator import EventGenerator, produce
+from anomaly_assets.devtools.generator import EventGenerator, continuing_start, produce
+
+#: The same users in every demo, as anomaly-generate's default: their history carries over.
+POPULATION_SEED = 42
 
 
 def _topic_size(bootstrap: str, topic: str) -> int:
@@ -35,6 +46,111 @@ def _table_summary(root: str, names: list[str]) -> list[str]:
         rows = table.to_pyarrow_dataset().count_rows()
         lines.append(f"  {name:<26} {rows:>9,} rows  v{table.version():<4} {path}")
     return lines
+
+
+class Progress:
+    """Follows a run in the instance's event log from a thread: a line when an asset step
+    starts, one when it ends (seconds, rows each of its tables got) and one per check,
+    with the whole event stream in a log file, so the terminal shows progress instead of
+    Dagster's DEBUG events."""
+
+    def __init__(
+        self, instance, log_path: Path, asset_steps: set[str], poll_s: float = 0.5
+    ) -> None:
+        self.instance, self.log_path, self.poll_s = instance, log_path, poll_s
+        self.asset_steps = asset_steps
+        self.run_id = str(uuid.uuid4())
+        self.started: dict[str, float] = {}
+        self.rows: dict[str, dict[str, int]] = {}
+        self.seconds: dict[str, float] = {}
+        self.failed: list[str] = []
+        self.checks = {"passed": 0, "failed": 0}
+        self._seen = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "a")
+        # Whatever else writes to stderr (Spark's JVM, library warnings) goes to the log too.
+        sys.stderr.flush()
+        self._stderr = os.dup(2)
+        os.dup2(self._log.fileno(), 2)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+        self._drain()
+        sys.stderr.flush()
+        os.dup2(self._stderr, 2)
+        os.close(self._stderr)
+        self._log.close()
+
+    def _follow(self) -> None:
+        while not self._done.wait(self.poll_s):
+            self._drain()
+
+    def _drain(self) -> None:
+        records = self.instance.all_logs(self.run_id)
+        for record in records[self._seen :]:
+            event = record.dagster_event
+            kind = event.event_type_value if event else "LOG"
+            self._log.write(f"{kind} {record.step_key or ''} {record.message}\n")
+            error = getattr(event and event.event_specific_data, "error", None)
+            if error is not None:
+                self._log.write(error.to_string() + "\n")
+            if event is not None:
+                self._show(event, record.timestamp)
+        self._seen = len(records)
+        self._log.flush()
+
+    def _show(self, event, at: float) -> None:
+        step, kind = event.step_key, event.event_type
+        if kind == DagsterEventType.STEP_START:
+            self.started[step] = at
+            if step in self.asset_steps:
+                print(f"  {step:<27} started", flush=True)
+        elif kind == DagsterEventType.ASSET_MATERIALIZATION:
+            done = event.step_materialization_data.materialization
+            rows = done.metadata.get("rows_written")
+            if rows is not None:
+                key = done.asset_key.to_user_string()
+                self.rows.setdefault(step, {})[key] = rows.value
+        elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
+            check = event.event_specific_data
+            state = "passed" if check.passed else "FAILED"
+            self.checks["passed" if check.passed else "failed"] += 1
+            print(f"    check {check.check_name:<35} {state}", flush=True)
+        elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            self.seconds[step] = at - self.started.get(step, at)
+            if kind == DagsterEventType.STEP_FAILURE:
+                self.failed.append(step)
+            if step in self.asset_steps or kind == DagsterEventType.STEP_FAILURE:
+                state = "done" if kind == DagsterEventType.STEP_SUCCESS else "FAILED"
+                rows = ", ".join(
+                    f"{key} {n:,} rows" for key, n in self.rows.get(step, {}).items()
+                )
+                print(
+                    f"  {step:<27} {state} in {self.seconds[step]:.1f}s"
+                    + (f": {rows}" if rows else ""),
+                    flush=True,
+                )
+
+    def summary(self) -> str:
+        steps = [s for s in self.seconds if s in self.asset_steps]
+        slowest = sorted(steps, key=self.seconds.get, reverse=True)[:3]
+        return (
+            f"Checks: {self.checks['passed']} passed, {self.checks['failed']} failed. "
+            + (
+                f"Failed steps: {', '.join(self.failed)} (details in {self.log_path}). "
+                if self.failed
+                else ""
+            )
+            + "Slowest steps: "
+            + ", ".join(f"{s} {self.seconds[s]:.0f}s" for s in slowest)
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=seed,
             anomaly_rate=args.anomaly_rate,
             malformed_rate=args.malformed_rate,
+            start=continuing_start(broker.bootstrap_servers, topic),
+            population_seed=POPULATION_SEED,
         ),
         labels_path=labels,
     )
@@ -82,8 +200,23 @@ def main(argv: list[str] | None = None) -> int:
 
     instance = DagsterInstance.get()
     job = defs.resolve_implicit_global_asset_job_def()
+    log_path = settings.LOCAL_DIR / "demo.log"
+    print(f"Materialising every asset; Dagster's full event log goes to {log_path}")
     t0 = time.monotonic()
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    asset_steps = {
+        a.node_def.name
+        for a in defs.resolve_asset_graph().assets_defs
+        if a.keys and a.is_executable
+    }
+    with Progress(instance, log_path, asset_steps) as progress:
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_id=progress.run_id,
+            # the event stream goes to the log file, not to the terminal
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        )
+    print(progress.summary())
     print(
         f"Materialised {len(job.asset_layer.executable_asset_keys)} assets in "
         f"{time.monotonic() - t0:.0f}s: {'success' if result.success else 'FAILED'} "

@@ -144,7 +144,10 @@ class EventGenerator:
         start: datetime | None = None,
         sessions_per_minute: float = 4.0,
         anomaly_types: tuple[str, ...] = ANOMALY_TYPES,
+        population_seed: int | None = None,
     ) -> None:
+        """``population_seed`` draws the users (default: ``seed``): a fixed population with
+        a fresh ``seed`` continues the same users' activity with new events."""
         if not 0 <= anomaly_rate < 1 or not 0 <= malformed_rate < 1:
             raise ValueError("anomaly_rate and malformed_rate must be in [0, 1)")
         unknown = set(anomaly_types) - set(ANOMALY_TYPES)
@@ -153,7 +156,10 @@ class EventGenerator:
                 f"unknown anomaly types {sorted(unknown)}; know {ANOMALY_TYPES}"
             )
         self.rng = random.Random(seed)
-        self.users = make_users(self.rng, n_users)
+        self.users = make_users(
+            self.rng if population_seed is None else random.Random(population_seed),
+            n_users,
+        )
         self.anomaly_rate = anomaly_rate
         self.malformed_rate = malformed_rate
         self.anomaly_types = anomaly_types
@@ -606,6 +612,70 @@ def produce(
     )
 
 
+def latest_event_time(
+    bootstrap_servers: str, topic: str, timeout: float = 10.0, tail: int = 50
+) -> datetime | None:
+    """The newest ``event_ts`` among the last ``tail`` messages of each partition of
+    ``topic``; None for a missing or empty topic. Messages that are not events are skipped."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from anomaly_assets.lib.offsets import KafkaUnavailable, fetch_offsets
+
+    try:
+        starts, ends = fetch_offsets(
+            {"bootstrap.servers": bootstrap_servers}, topic, timeout
+        )
+    except KafkaUnavailable:
+        return None
+    todo = {p: end for p, end in ends.items() if end > starts[p]}
+    if not todo:
+        return None
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"anomaly-generate-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.assign(
+        [
+            TopicPartition(topic, p, max(starts[p], end - tail))
+            for p, end in todo.items()
+        ]
+    )
+    newest = None
+    deadline = time.monotonic() + timeout
+    try:
+        while todo and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            if msg.offset() + 1 >= todo.get(msg.partition(), 0):
+                todo.pop(msg.partition(), None)
+            try:
+                ts = datetime.fromisoformat(json.loads(msg.value())["event_ts"])
+            except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+                continue
+            if ts.tzinfo is not None and (newest is None or ts > newest):
+                newest = ts
+    finally:
+        consumer.close()
+    return newest
+
+
+def continuing_start(bootstrap_servers: str, topic: str) -> datetime:
+    """Where new events start: a second after the topic's newest event, or now."""
+    latest = latest_event_time(bootstrap_servers, topic)
+    if latest is not None:
+        return latest + timedelta(seconds=1)
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def fresh_seed() -> int:
+    return random.SystemRandom().randrange(2**31)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="anomaly-generate",
@@ -620,7 +690,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--partitions", type=int, default=3, help="if the topic is created"
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the event stream (default: a fresh one, printed; give it to repeat)",
+    )
+    parser.add_argument(
+        "--population-seed",
+        type=int,
+        default=42,
+        help="seed of the users: the same users come back run after run",
+    )
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument(
         "--anomaly-rate",
@@ -638,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
         "--start",
         type=datetime.fromisoformat,
         default=None,
-        help="event time of the first event, ISO-8601 (default 2026-11-01Z)",
+        help="event time of the first event, ISO-8601 (default: a second after the "
+        "topic's newest event, or now for a new topic)",
     )
     parser.add_argument(
         "--labels",
@@ -647,11 +729,22 @@ def main(argv: list[str] | None = None) -> int:
         help="CSV of ground-truth labels with partition and offset",
     )
     args = parser.parse_args(argv)
-    start = args.start
-    if start is not None and start.tzinfo is None:
+    start = args.start or continuing_start(args.bootstrap, args.topic)
+    if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
+    seed = fresh_seed() if args.seed is None else args.seed
+    print(
+        f"Events from {start.isoformat()} with --seed {seed} "
+        f"(--population-seed {args.population_seed})",
+        file=sys.stderr,
+    )
     gen = EventGenerator(
-        args.seed, args.users, args.anomaly_rate, args.malformed_rate, start
+        seed,
+        args.users,
+        args.anomaly_rate,
+        args.malformed_rate,
+        start,
+        population_seed=args.population_seed,
     )
     report = produce(
         args.bootstrap,

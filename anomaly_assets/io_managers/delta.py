@@ -35,6 +35,7 @@ from dagster import (
     TableSchema,
 )
 
+from anomaly_assets.lib import delta_sql
 from anomaly_assets.lib.cursors import table_version
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
@@ -142,12 +143,9 @@ def partitioned_by_hour(spark, path: str, exists: bool) -> bool:
     """Whether writes to ``path`` carry HOUR_COLUMN: a new table is partitioned by it; a
     table created before hourly partitions keeps its layout (Delta cannot repartition in
     place; recreate it to get the bound)."""
-    from delta.tables import DeltaTable
-
     if not exists:
         return True
-    detail = DeltaTable.forPath(spark, path).detail().first()
-    return HOUR_COLUMN in detail["partitionColumns"]
+    return HOUR_COLUMN in delta_sql.detail(spark, path)["partitionColumns"]
 
 
 def split_stored_batches(spark, path: str, source, batch_column: str, days_column: str):
@@ -227,9 +225,7 @@ def _merge(
     The check and the append are two steps, so two writers of one range must not run at
     once (the project's writer pools see to that).
     """
-    from delta.tables import DeltaTable
-
-    table = DeltaTable.forPath(spark, path)
+    stored = spark.read.format("delta").load(path)
     bounds = None
     if merge_range_column:
         spans = range_spans(source, merge_keys, merge_range_column)
@@ -237,7 +233,7 @@ def _merge(
             return  # nothing to write
         if mode == "merge_insert":
             overlap = range_spans_predicate(merge_keys, merge_range_column, spans)
-            if not table.toDF().filter(overlap).limit(1).collect():
+            if not stored.filter(overlap).limit(1).collect():
                 _append(source, path)
                 return
         bounds = (min(s[-2] for s in spans), max(s[-1] for s in spans))
@@ -250,17 +246,16 @@ def _merge(
     if mode == "merge_upsert":
         if not compare_columns:
             raise ValueError("merge_upsert needs delta/compare_columns")
-        target = table.toDF()
+        target = stored
         if prune_days_column:
             target = target.filter(spans_predicate(f"`{prune_days_column}`", times))
         source = changed_rows(source, target, merge_keys, compare_columns)
         if source is None:
             return  # every row is stored as it is: nothing to commit
-    merge = table.alias("t").merge(source.alias("s"), condition)
+    changed = None
     if mode == "merge_upsert":
         changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare_columns)
-        merge = merge.whenMatchedUpdateAll(condition=changed)
-    merge.whenNotMatchedInsertAll().withSchemaEvolution().execute()
+    delta_sql.merge(spark, path, source, condition, update_when=changed)
 
 
 def write_delta(
@@ -280,12 +275,10 @@ def write_delta(
     ``merge_insert`` inserts only rows whose ``merge_keys`` are not in the table yet: a retry,
     a re-run or an overlapping batch adds nothing twice.
     """
-    from delta.tables import DeltaTable
-
     if mode not in WRITE_MODES:
         raise ValueError(f"delta/write_mode must be one of {WRITE_MODES}, got {mode!r}")
     spark = df.sparkSession
-    exists = DeltaTable.isDeltaTable(spark, path)
+    exists = delta_sql.exists(spark, path)
     if prune_days_column and partitioned_by_hour(spark, path, exists):
         # A MERGE rewrites whole files and writes the rows it copies with the rows it
         # changes: without partitions a rewritten file that still holds recent rows is
@@ -393,12 +386,9 @@ def delta_table_metadata(
     this write made commits: checks read those commits' changes to evaluate exactly what
     was written.
     """
-    from delta.tables import DeltaTable
-
-    table = DeltaTable.forPath(spark, path)
     # This write's commits (an append and a MERGE, say), newest first; an OPTIMIZE that
     # auto-compaction committed after them is not one of them.
-    recent = table.history(6).collect()
+    recent = delta_sql.history(spark, path, 6)
     last = recent[0]
     written = [
         c
@@ -415,7 +405,7 @@ def delta_table_metadata(
             out += int(next((metrics[n] for n in names if n in metrics), 0) or 0)
         return out
 
-    df = table.toDF()
+    df = spark.read.format("delta").load(path)
     meta = {
         "dagster/uri": MetadataValue.path(path),
         "dagster/row_count": df.count(),
@@ -469,11 +459,9 @@ class DeltaIOManager(ConfigurableIOManager):
         context.add_output_metadata(delta_table_metadata(spark, path, before))
 
     def load_input(self, context: InputContext):
-        from delta.tables import DeltaTable
-
         spark = self.lakehouse.spark_session
         path = self._path(context)
-        if not DeltaTable.isDeltaTable(spark, path):
+        if not delta_sql.exists(spark, path):
             raise FileNotFoundError(
                 f"No Delta table for asset {context.asset_key.to_user_string()} at {path}; "
                 f"materialise that asset first."

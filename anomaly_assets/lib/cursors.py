@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from anomaly_assets.lib import delta_sql
+
 CURSOR_TABLE = "pipeline_cursors"
 CURSOR_SCHEMA = (
     "consumer string, upstream string, upstream_version long, state string, "
@@ -35,11 +37,7 @@ class Cursor:
 
 def table_version(spark, path: str) -> int | None:
     """The Delta table's current version, or None if there is no table at ``path``."""
-    from delta.tables import DeltaTable
-
-    if not DeltaTable.isDeltaTable(spark, path):
-        return None
-    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+    return delta_sql.version(spark, path)
 
 
 def cursor_path(root_path: str, consumer: str) -> str:
@@ -47,10 +45,8 @@ def cursor_path(root_path: str, consumer: str) -> str:
 
 
 def read_cursor(spark, root_path: str, consumer: str, upstream: str) -> Cursor:
-    from delta.tables import DeltaTable
-
     path = cursor_path(root_path, consumer)
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not delta_sql.exists(spark, path):
         return Cursor(consumer, upstream)
     row = spark.read.format("delta").load(path).first()
     if row is None or row["upstream"] != upstream:
@@ -86,9 +82,7 @@ def require_change_feed(spark, path: str) -> None:
     Checked before reading instead of left to Delta, whose error surfaces only at the first
     action and, once a table has commits without change data, cannot be repaired in place.
     """
-    from delta.tables import DeltaTable
-
-    properties = DeltaTable.forPath(spark, path).detail().first()["properties"]
+    properties = delta_sql.detail(spark, path)["properties"]
     if properties.get("delta.enableChangeDataFeed", "false").lower() != "true":
         raise ChangeFeedMissing(
             f"The Delta table at {path} has no Change Data Feed (its property "

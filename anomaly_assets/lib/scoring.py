@@ -1,4 +1,4 @@
-"""Distributed scoring: the champion model, broadcast once, applied per Arrow batch.
+"""Distributed scoring: the champion model, shipped once per Python worker, applied per Arrow batch.
 
 ``score_frame`` works on a pandas frame (tests and single-process use); ``score_spark`` runs
 the same function on executors with ``mapInPandas``.
@@ -97,8 +97,24 @@ def score_spark(df, model, spec: ScoringSpec):
     # Scoring is CPU-bound Python: spread the rows over every core whatever the file layout
     # upstream (one large file is one partition, one core).
     cores = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-    return (
+    scored = (
         df.select(*GOLD_EVENT_COLUMNS, *spec.features)
         .repartition(cores)
         .mapInPandas(score_batches, GOLD_SCHEMA)
+    )
+    return plain_types(scored)
+
+
+def plain_types(df):
+    """``df`` with each column cast to its own type by name. Over Spark Connect a Python
+    function's declared string types arrive with an explicit UTF8_BINARY collation, which
+    Delta stores as ``string collate UTF8_BINARY`` and other Delta readers (the deltalake
+    package) refuse; the cast drops it. In classic Spark it changes nothing."""
+    from pyspark.sql import functions as F
+
+    return df.select(
+        *(
+            F.col(f.name).cast(f.dataType.simpleString()).alias(f.name)
+            for f in df.schema
+        )
     )

@@ -30,9 +30,9 @@ class LakehouseResource(ConfigurableResource):
         return table_uri(self.root, key_path)
 
     def exists(self, *key_path: str) -> bool:
-        from delta.tables import DeltaTable
+        from anomaly_assets.lib import delta_sql
 
-        return DeltaTable.isDeltaTable(self.spark_session, self.path(*key_path))
+        return delta_sql.exists(self.spark_session, self.path(*key_path))
 
     def pending_changes(self, consumer: str, upstream: str):
         """The ``upstream`` table's commits ``consumer`` has not consumed (lib/cursors.py)."""

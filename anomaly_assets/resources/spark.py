@@ -1,10 +1,13 @@
 """The Spark resource: a SparkSession configured for Delta, started on first use only.
 
 Loading the definitions never starts a JVM (cheap imports for the UI and daemon): the session is built the
-first time an asset or IO manager asks for ``spark_session`` inside a run.
+first time an asset or IO manager asks for ``spark_session`` inside a run. With ``remote``
+set, the session is a Spark Connect session on a running server (a warm local one, a
+shared cluster, Databricks) instead of a JVM of this process.
 """
 
 import importlib.metadata
+import logging
 import os
 import sys
 from typing import Any
@@ -29,6 +32,25 @@ def default_packages() -> list[str]:
     ]
 
 
+def session_conf(shuffle_partitions: int) -> dict[str, str]:
+    """Settings a session may change at run time: the ones a Spark Connect session sets on
+    the server it attaches to (the server's own settings cover the rest)."""
+    return {
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        # Delta rebuilds table state with 50 tasks by default: far too many for 2 cores.
+        "spark.databricks.delta.snapshotPartitions": str(shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Downstream steps read only the commits they have not consumed (lib/cursors.py).
+        "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
+    }
+
+
+#: Without these a run's results would differ (event hours in UTC), so a server that
+#: refuses them fails the run; the others are tuning and only warn.
+REQUIRED_SESSION_CONF = ("spark.sql.session.timeZone",)
+
+
 def build_spark_conf(
     master: str,
     app_name: str,
@@ -45,19 +67,13 @@ def build_spark_conf(
         "spark.master": master,
         "spark.app.name": app_name,
         "spark.driver.memory": driver_memory,
-        "spark.sql.shuffle.partitions": str(shuffle_partitions),
         "spark.default.parallelism": str(shuffle_partitions),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        # Delta rebuilds table state with 50 tasks by default: far too many for 2 cores.
-        "spark.databricks.delta.snapshotPartitions": str(shuffle_partitions),
-        "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": str(ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.pyspark.python": sys.executable,
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        # Downstream steps read only the commits they have not consumed (lib/cursors.py).
-        "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
+        **session_conf(shuffle_partitions),
     }
     if packages:
         conf["spark.jars.packages"] = ",".join(packages)
@@ -75,7 +91,27 @@ class SparkResource(ConfigurableResource):
 
     Defaults run on this machine (``local[*]``); point ``master`` at ``spark://host:7077``,
     ``k8s://...`` or a YARN cluster and set ``driver_host`` to an address the executors reach.
+    Set ``remote`` to a Spark Connect URL to attach to a running server instead: each
+    run (the project's jobs execute in one process) has its own server-side session, so
+    concurrent runs on one server do not share temporary views, caches or settings; the
+    session is released when the run ends.
     """
+
+    remote: str | None = Field(
+        default=settings.SPARK_REMOTE,
+        description=(
+            "Spark Connect URL, e.g. sc://127.0.0.1:15002 (env ANOMALY_SPARK_REMOTE). When "
+            "set, master, packages, memory and the other JVM settings are the server's; "
+            "keep secrets out of it (connect_token)."
+        ),
+    )
+    connect_token: str | None = Field(
+        default=None,
+        description=(
+            "Bearer token for the Spark Connect server (env ANOMALY_SPARK_CONNECT_TOKEN); "
+            "implies TLS unless the host is localhost."
+        ),
+    )
 
     master: str = Field(
         default=settings.SPARK_MASTER,
@@ -128,9 +164,48 @@ class SparkResource(ConfigurableResource):
     @property
     def spark_session(self):
         """The session, started on first access (reused if one is already active)."""
-        if self._session is None:
-            conf = self.spark_conf()
-            # Python workers must run the interpreter that has this project's packages.
-            os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
-            self._session = spark_session_from_config(conf)
+        if self._session is None or getattr(self._session, "is_stopped", False):
+            self._session = self._connect() if self.remote else self._start_classic()
         return self._session
+
+    def _start_classic(self):
+        conf = self.spark_conf()
+        # Python workers must run the interpreter that has this project's packages.
+        os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
+        return spark_session_from_config(conf)
+
+    def _connect(self):
+        """This process's Spark Connect session (one for every resource that shares the
+        URL: DataFrames of two sessions cannot be combined) with the run-time settings."""
+        from pyspark.errors import PySparkException
+        from pyspark.sql import SparkSession
+
+        url = self.remote
+        if self.connect_token:  # parameters follow "/;" and are separated by ";"
+            url += ";" if "/;" in url else "/;"
+            url += f"token={self.connect_token}"
+        session = SparkSession.builder.remote(url).getOrCreate()
+        for key, value in session_conf(self.shuffle_partitions).items():
+            try:
+                session.conf.set(key, value)
+            except PySparkException as exc:
+                if key in REQUIRED_SESSION_CONF:
+                    session.stop()
+                    raise RuntimeError(
+                        f"The Spark Connect server at {self.remote} refused {key}={value}, "
+                        "which this project needs; allow it on the server."
+                    ) from exc
+                logging.getLogger(__name__).warning(
+                    "Spark Connect server refused %s=%s (%s); using its default.",
+                    key,
+                    value,
+                    type(exc).__name__,
+                )
+        return session
+
+    def teardown_after_execution(self, context) -> None:
+        """Release a Connect session on the server (its views, caches, checkpoints); a
+        classic session stays for the process's next use."""
+        if self.remote and self._session is not None:
+            self._session.stop()
+            self._session = None

@@ -14,7 +14,7 @@ from anomaly_assets.devtools.broker import (
     create_topic,
     free_port,
 )
-from anomaly_assets.devtools.generator import EventGenerator, produce
+from anomaly_assets.devtools.generator import EventGenerator, main, produce
 from anomaly_assets.lib.validation import classify
 from anomaly_assets_tests.helpers import consume_all
 
@@ -77,6 +77,36 @@ def test_generator_is_seeded_and_users_keep_habits():
         countries.setdefault(e["user_id"], set()).add(e["country"])
     # Without anomalies every user stays in their home country.
     assert all(len(c) == 1 for c in countries.values())
+
+
+def test_anomaly_generate_twice_adds_new_events_that_continue_in_time(
+    kafka_broker, topic, tmp_path
+):
+    """As the README suggests with the UI open: the second run must bring new events (a
+    fresh seed) of the same users, after the first run's events (no late arrivals)."""
+    bootstrap = kafka_broker.bootstrap_servers
+
+    def generate():
+        before = set(consume_all(bootstrap, topic)) if runs else set()
+        argv = ["--events", "600", "--bootstrap", bootstrap, "--topic", topic]
+        assert main([*argv, "--labels", str(tmp_path / "labels.csv")]) == 0
+        new = consume_all(bootstrap, topic)
+        events = []
+        for key in set(new) - before:
+            event, reason, _ = classify(new[key][1])
+            if reason is None:
+                events.append(event)
+        runs.append(events)
+
+    runs: list[list[dict]] = []
+    generate()
+    generate()
+    first, second = runs
+    assert len(first) == len(second) == 600
+    assert not {e["event_id"] for e in first} & {e["event_id"] for e in second}
+    assert min(e["event_ts"] for e in second) > max(e["event_ts"] for e in first)
+    users = {e["user_id"] for e in first}
+    assert len({e["user_id"] for e in second} & users) > len(users) / 2
 
 
 def test_anomaly_rate_is_respected():

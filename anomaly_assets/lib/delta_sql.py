@@ -1,0 +1,97 @@
+"""Delta operations as SQL, so they run the same in classic Spark and over Spark Connect.
+
+delta-spark's Python ``DeltaTable`` needs, over Spark Connect, the Delta Connect plugin on
+the server; that plugin is not published for Spark 4.2. ``DESCRIBE DETAIL``, ``DESCRIBE
+HISTORY``, ``MERGE INTO`` and ``DELETE`` are plain SQL that any Spark with Delta's SQL
+extension (a local server, a cluster, Databricks) runs.
+"""
+
+import uuid
+
+#: Error conditions meaning "no Delta table at that path" (not "cannot read it").
+_NO_TABLE = (
+    "DELTA_MISSING_DELTA_TABLE",
+    "DELTA_TABLE_NOT_FOUND",
+    "DELTA_PATH_DOES_NOT_EXIST",
+    "PATH_NOT_FOUND",
+    "DELTA_EMPTY_DIRECTORY",
+)
+
+
+def ref(path: str) -> str:
+    """The SQL name of the path-based table at ``path``."""
+    return "delta.`" + path.replace("`", "``") + "`"
+
+
+def _absent(exc: Exception) -> bool:
+    from pyspark.errors import AnalysisException
+
+    if not isinstance(exc, AnalysisException):
+        return False
+    condition = exc.getCondition() or ""
+    return condition.startswith(_NO_TABLE) or "is not a Delta table" in str(exc)
+
+
+def history(spark, path: str, limit: int | None = None) -> list:
+    """The table's newest commits first (all of them without ``limit``); [] when there is
+    no Delta table at ``path``."""
+    query = f"DESCRIBE HISTORY {ref(path)}" + (f" LIMIT {int(limit)}" if limit else "")
+    try:
+        return spark.sql(query).collect()
+    except Exception as exc:
+        if _absent(exc):
+            return []
+        raise
+
+
+def version(spark, path: str) -> int | None:
+    """The table's current version, None if there is no Delta table at ``path``."""
+    last = history(spark, path, 1)
+    return last[0]["version"] if last else None
+
+
+def exists(spark, path: str) -> bool:
+    return version(spark, path) is not None
+
+
+def detail(spark, path: str):
+    """``DESCRIBE DETAIL``'s row: format, partition columns, files, size, properties."""
+    return spark.sql(f"DESCRIBE DETAIL {ref(path)}").first()
+
+
+def _view(spark, source) -> str:
+    """Register ``source`` under a fresh session-scoped name (dropped by the caller)."""
+    name = f"_anomaly_src_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(name)
+    return name
+
+
+def merge(
+    spark,
+    path: str,
+    source,
+    condition: str,
+    *,
+    update_when: str | None = None,
+    insert: bool = True,
+    delete: bool = False,
+) -> None:
+    """``MERGE INTO`` the table at ``path`` (alias ``t``) from ``source`` (alias ``s``):
+    update all columns of matched rows where ``update_when`` holds, delete matched rows
+    with ``delete``, insert unmatched rows with ``insert``. New source columns are added to
+    the table (schema evolution)."""
+    clauses = []
+    if update_when:
+        clauses.append(f"WHEN MATCHED AND ({update_when}) THEN UPDATE SET *")
+    if delete:
+        clauses.append("WHEN MATCHED THEN DELETE")
+    if insert:
+        clauses.append("WHEN NOT MATCHED THEN INSERT *")
+    view = _view(spark, source)
+    try:
+        spark.sql(
+            f"MERGE WITH SCHEMA EVOLUTION INTO {ref(path)} AS t USING {view} AS s "
+            f"ON {condition} " + " ".join(clauses)
+        )
+    finally:
+        spark.catalog.dropTempView(view)

@@ -1,0 +1,67 @@
+"""`make demo` prints progress per asset and a summary; Dagster's event stream and anything
+else on stderr go to the log file it names."""
+
+import os
+
+from dagster import (
+    AssetCheckResult,
+    DagsterInstance,
+    Definitions,
+    MaterializeResult,
+    asset,
+    asset_check,
+)
+
+from anomaly_assets.devtools.demo import Progress
+
+
+@asset
+def raw_events():
+    os.write(2, b"a JVM line on stderr\n")
+    return MaterializeResult(metadata={"rows_written": 1200})
+
+
+@asset(deps=[raw_events])
+def scored_events():
+    raise RuntimeError("the model is missing")
+
+
+@asset_check(asset=raw_events)
+def raw_events_not_empty():
+    return AssetCheckResult(passed=True)
+
+
+def test_progress_shows_steps_rows_checks_and_keeps_the_event_stream_in_a_file(
+    tmp_path, capfd
+):
+    defs = Definitions(
+        assets=[raw_events, scored_events], asset_checks=[raw_events_not_empty]
+    )
+    job = defs.resolve_implicit_global_asset_job_def()
+    log = tmp_path / "demo.log"
+    with DagsterInstance.ephemeral() as instance:
+        with Progress(instance, log, {"raw_events", "scored_events"}) as progress:
+            result = job.execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_id=progress.run_id,
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}
+                },
+            )
+        summary = progress.summary()
+    assert not result.success
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    assert any(line.split() == ["raw_events", "started"] for line in lines)
+    done = next(line for line in lines if line.split()[:2] == ["raw_events", "done"])
+    assert done.endswith(": raw_events 1,200 rows")
+    assert any(
+        line.split() == ["check", "raw_events_not_empty", "passed"] for line in lines
+    )
+    assert any(line.split()[:2] == ["scored_events", "FAILED"] for line in lines)
+    assert "STEP_START" not in out and "DEBUG" not in out and err == ""
+    assert "Checks: 1 passed, 0 failed. Failed steps: scored_events" in summary
+    text = log.read_text()
+    assert "a JVM line on stderr" in text
+    assert "the model is missing" in text and "STEP_FAILURE" in text
