@@ -24,10 +24,15 @@ from anomaly_assets.assets.silver import silver
 from anomaly_assets.definitions import build_resources
 from anomaly_assets.devtools.generator import EventGenerator, produce
 from anomaly_assets.devtools.spark_cluster import LocalSparkCluster
+from anomaly_assets.devtools.spark_connect import (
+    LocalSparkConnectServer,
+    SparkConnectError,
+)
 from anomaly_assets.lib.features import FEATURE_COLUMNS
 from anomaly_assets.resources import KafkaResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets.resources.spark import connect_url
 
 ROOT = Path(__file__).resolve().parents[1]
 TO_GOLD = "bronze_events,bronze_quarantine,bronze_offset_ledger,silver_events,silver_user_profile,gold_anomaly_predictions,gold_batch_drift"
@@ -255,3 +260,42 @@ seen = {
 resource.teardown_after_execution(None)
 print(json.dumps(seen | {"stopped_after_run": session.is_stopped}))
 """
+
+
+def test_connect_server_start_is_idempotent_and_a_taken_port_is_refused(
+    spark_connect_server, tmp_path
+):
+    pid = spark_connect_server.pid()
+    t0 = time.monotonic()
+    assert spark_connect_server.start() is spark_connect_server
+    assert time.monotonic() - t0 < 5 and spark_connect_server.pid() == pid
+    status = spark_connect_server.status()
+    assert status["running"] and status["reachable"] and status["pid"] == pid
+
+    port = spark_connect_server.port
+    other = LocalSparkConnectServer(port=port, work_dir=tmp_path / "other")
+    with pytest.raises(
+        SparkConnectError, match=f"Port {port} on 127.0.0.1 is already in use"
+    ):
+        other.start()
+    assert other.stop() is False and spark_connect_server.pid() == pid
+
+
+@pytest.mark.parametrize(
+    ("remote", "token", "url"),
+    [
+        ("sc://127.0.0.1:15002", None, "sc://127.0.0.1:15002"),
+        ("sc://host:443", "s3cret", "sc://host:443/;token=s3cret"),
+        (
+            "sc://host:443/;x-databricks-cluster-id=0123",
+            "s3cret",
+            "sc://host:443/;x-databricks-cluster-id=0123;token=s3cret",
+        ),
+    ],
+)
+def test_the_token_joins_the_connection_string_as_a_parameter(remote, token, url):
+    from pyspark.sql.connect.client import DefaultChannelBuilder
+
+    assert connect_url(remote, token) == url
+    channel = DefaultChannelBuilder(url)
+    assert channel.token == token and channel.secure == (token is not None)

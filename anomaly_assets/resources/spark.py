@@ -46,6 +46,14 @@ def session_conf(shuffle_partitions: int) -> dict[str, str]:
     }
 
 
+def connect_url(remote: str, token: str | None) -> str:
+    """``remote`` with the bearer token added as a parameter (parameters follow "/;" and
+    are separated by ";"), so the token stays out of the configured URL."""
+    if not token:
+        return remote
+    return f"{remote}{';' if '/;' in remote else '/;'}token={token}"
+
+
 #: Without these a run's results would differ (event hours in UTC), so a server that
 #: refuses them fails the run; the others are tuning and only warn.
 REQUIRED_SESSION_CONF = ("spark.sql.session.timeZone",)
@@ -180,10 +188,7 @@ class SparkResource(ConfigurableResource):
         from pyspark.errors import PySparkException
         from pyspark.sql import SparkSession
 
-        url = self.remote
-        if self.connect_token:  # parameters follow "/;" and are separated by ";"
-            url += ";" if "/;" in url else "/;"
-            url += f"token={self.connect_token}"
+        url = connect_url(self.remote, self.connect_token)
         session = SparkSession.builder.remote(url).getOrCreate()
         for key, value in session_conf(self.shuffle_partitions).items():
             try:
