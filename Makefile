@@ -53,7 +53,7 @@ dev: broker-start spark-start $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI + daem
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 dev-classic: broker-start $(DAGSTER_HOME)/dagster.yaml  ## the same, each run starting its own Spark JVM
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	ANOMALY_SPARK_REMOTE= $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 browser:  ## Debian's Chromium, for the UI screenshot test
 	command -v chromium >/dev/null || (apt-get update -qq && \

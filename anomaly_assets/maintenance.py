@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets import settings
+from anomaly_assets.lib import delta_sql
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 #: Writer pool -> the tables its steps write.
@@ -49,7 +50,7 @@ def optimize(spark, path: str, min_file_size_mb: int) -> dict:
         spark.conf.set(
             f"spark.databricks.delta.optimize.{bound}", str(min_file_size_mb << 20)
         )
-    metrics = spark.sql(f"OPTIMIZE delta.`{path}`").first()["metrics"]
+    metrics = spark.sql(f"OPTIMIZE {delta_sql.ref(path)}").first()["metrics"]
     return {
         "files_removed": metrics["numFilesRemoved"],
         "files_added": metrics["numFilesAdded"],

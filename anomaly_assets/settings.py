@@ -12,6 +12,9 @@ from pathlib import Path
 LAKEHOUSE_ROOT = os.environ.get(
     "ANOMALY_LAKEHOUSE_ROOT", str(Path.cwd() / ".lakehouse")
 )
+if "://" not in LAKEHOUSE_ROOT:
+    # absolute: a Spark Connect server resolves relative paths against its own directory
+    LAKEHOUSE_ROOT = str(Path(LAKEHOUSE_ROOT).resolve())
 
 #: Local working folder for services started on this machine (broker data, ivy cache).
 LOCAL_DIR = Path(

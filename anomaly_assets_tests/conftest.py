@@ -51,7 +51,9 @@ def topic(kafka_broker, request) -> str:
 
 @pytest.fixture(scope="session")
 def spark_resource() -> SparkResource:
-    return SparkResource(shuffle_partitions=2, driver_memory="2g", log_level="ERROR")
+    return SparkResource(
+        remote=None, shuffle_partitions=2, driver_memory="2g", log_level="ERROR"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -152,6 +152,7 @@ def test_bronze_to_gold_on_a_standalone_cluster_matches_local_mode(local_run, tm
             tmp_path / "dagster_home",
             TO_GOLD,
             ANOMALY_SPARK_MASTER=cluster.master_url,
+            ANOMALY_SPARK_REMOTE="",
         )
         deadline = (
             time.monotonic() + 30
@@ -286,11 +287,14 @@ def test_connect_server_start_is_idempotent_and_a_taken_port_is_refused(
     [
         ("sc://127.0.0.1:15002", None, "sc://127.0.0.1:15002"),
         ("sc://host:443", "s3cret", "sc://host:443/;token=s3cret"),
+        ("sc://host:443/", "s3cret", "sc://host:443/;token=s3cret"),
         (
             "sc://host:443/;x-databricks-cluster-id=0123",
             "s3cret",
             "sc://host:443/;x-databricks-cluster-id=0123;token=s3cret",
         ),
+        # a token with the separators of the connection string in it
+        ("sc://host:443", "a=b;c%d/", "sc://host:443/;token=a%3Db%3Bc%25d%2F"),
     ],
 )
 def test_the_token_joins_the_connection_string_as_a_parameter(remote, token, url):

@@ -156,7 +156,10 @@ def main() -> None:
             server.start()
             print(f"Spark Connect server started in {time.perf_counter() - t0:.1f} s")
             modes = {
-                "classic": {"ANOMALY_SPARK_MASTER": "local[*]"},
+                "classic": {
+                    "ANOMALY_SPARK_MASTER": "local[*]",
+                    "ANOMALY_SPARK_REMOTE": "",
+                },
                 "connect": {"ANOMALY_SPARK_REMOTE": server.url},
             }
             results = {}

@@ -7,8 +7,6 @@ so ``stop`` ends every process it started; its data and logs live under
 
 import argparse
 import base64
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +17,12 @@ from pathlib import Path
 
 from anomaly_assets import settings
 from anomaly_assets.devtools.jars import KAFKA_VERSION, kafka_broker_jars
+from anomaly_assets.devtools.services import (  # noqa: F401 - free_port: callers' import
+    free_port,
+    port_is_free,
+    running_pid,
+    stop_group,
+)
 
 _LOG4J2 = """\
 status = warn
@@ -38,38 +42,6 @@ logger.apache.level = WARN
 
 class BrokerError(RuntimeError):
     """The broker could not be started or reached; the message says what to fix."""
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A port the OS considers free right now (for tests and side-by-side brokers)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 @dataclass
@@ -106,11 +78,7 @@ class LocalKafkaBroker:
         return self.data_dir / "logs" / "server.log"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if _pid_alive(pid) else None
+        return running_pid(self.pid_file)
 
     def _write_config(self) -> Path:
         log_dirs = self.data_dir / "data"
@@ -241,23 +209,7 @@ class LocalKafkaBroker:
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker's whole process group. Returns whether one was running."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                time.sleep(0.1)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return stop_group(self.pid_file, timeout)
 
     def status(self) -> dict:
         pid = self.pid()

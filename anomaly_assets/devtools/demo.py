@@ -65,7 +65,7 @@ class Progress:
         self.seconds: dict[str, float] = {}
         self.failed: list[str] = []
         self.checks = {"passed": 0, "failed": 0}
-        self._seen = 0
+        self._cursor: str | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
@@ -93,18 +93,27 @@ class Progress:
             self._drain()
 
     def _drain(self) -> None:
-        records = self.instance.all_logs(self.run_id)
-        for record in records[self._seen :]:
-            event = record.dagster_event
-            kind = event.event_type_value if event else "LOG"
-            self._log.write(f"{kind} {record.step_key or ''} {record.message}\n")
-            error = getattr(event and event.event_specific_data, "error", None)
-            if error is not None:
-                self._log.write(error.to_string() + "\n")
-            if event is not None:
-                self._show(event, record.timestamp)
-        self._seen = len(records)
+        """Handle the records written since the last call (the instance's own cursor)."""
+        while True:
+            page = self.instance.get_records_for_run(
+                self.run_id, cursor=self._cursor, limit=500
+            )
+            for entry in page.records:
+                self._handle(entry.event_log_entry)
+            self._cursor = page.cursor
+            if not page.has_more:
+                break
         self._log.flush()
+
+    def _handle(self, record) -> None:
+        event = record.dagster_event
+        kind = event.event_type_value if event else "LOG"
+        self._log.write(f"{kind} {record.step_key or ''} {record.message}\n")
+        error = getattr(event and event.event_specific_data, "error", None)
+        if error is not None:
+            self._log.write(error.to_string() + "\n")
+        if event is not None:
+            self._show(event, record.timestamp)
 
     def _show(self, event, at: float) -> None:
         step, kind = event.step_key, event.event_type

@@ -9,7 +9,6 @@ idempotent; its logs live under ``<lakehouse>/_spark_connect``.
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Self
 
 from anomaly_assets import settings
-from anomaly_assets.devtools.broker import _pid_alive, port_is_free
+from anomaly_assets.devtools.services import port_is_free, running_pid, stop_group
 from anomaly_assets.devtools.spark_cluster import spark_home
 from anomaly_assets.resources.spark import SparkResource, build_spark_conf
 
@@ -58,11 +57,7 @@ class LocalSparkConnectServer:
         return self.work_dir / "server.log"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if _pid_alive(pid) else None
+        return running_pid(self.pid_file)
 
     def command(self) -> list[str]:
         """spark-submit of the Connect server with the project's Spark settings."""
@@ -96,8 +91,17 @@ class LocalSparkConnectServer:
 
     def start(self, timeout: float = 180.0) -> Self:
         """Start the server and wait until a session answers a query. Idempotent."""
-        if self.pid() is not None and self.is_reachable():
-            return self
+        deadline = time.monotonic() + timeout
+        if self.pid() is not None:
+            # running, or still starting (another `start`): wait for it, start no second one
+            while time.monotonic() < deadline and self.pid() is not None:
+                if self.is_reachable() and self._answers():
+                    return self
+                time.sleep(0.5)
+            raise SparkConnectError(
+                f"The Spark Connect server (pid {self.pid()}) does not answer at {self.url}; "
+                f"stop it (anomaly-spark stop) and start again. Last log lines:\n{self._tail()}"
+            )
         if not port_is_free(self.port):
             raise SparkConnectError(
                 f"Port {self.port} on 127.0.0.1 is already in use by another process, so "
@@ -125,7 +129,6 @@ class LocalSparkConnectServer:
                 start_new_session=True,  # its own process group: stop() ends all of it
             )
         self.pid_file.write_text(f"{proc.pid}\n")
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise SparkConnectError(
@@ -165,23 +168,7 @@ class LocalSparkConnectServer:
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the server's whole process group. Returns whether one was running."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                time.sleep(0.1)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return stop_group(self.pid_file, timeout)
 
     def status(self) -> dict:
         pid = self.pid()

@@ -89,7 +89,7 @@ def require_change_feed(spark, path: str) -> None:
             "delta.enableChangeDataFeed is not true): it was created by an older version "
             "of this project or by another writer. Each step reads only the commits it has "
             "not consumed, through that feed. Enable it, then run again:\n"
-            f"  ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
+            f"  ALTER TABLE {delta_sql.ref(path)} SET TBLPROPERTIES "
             "(delta.enableChangeDataFeed = true)\n"
             "A step that has not consumed the table yet starts from its current snapshot."
         )

@@ -2,8 +2,8 @@
 
 delta-spark's Python ``DeltaTable`` needs, over Spark Connect, the Delta Connect plugin on
 the server; that plugin is not published for Spark 4.2. ``DESCRIBE DETAIL``, ``DESCRIBE
-HISTORY``, ``MERGE INTO`` and ``DELETE`` are plain SQL that any Spark with Delta's SQL
-extension (a local server, a cluster, Databricks) runs.
+HISTORY`` and ``MERGE INTO`` (deletes too, as a MERGE clause) are plain SQL that any Spark
+with Delta's SQL extension (a local server, a cluster, Databricks) runs.
 """
 
 import uuid
@@ -80,6 +80,8 @@ def merge(
     update all columns of matched rows where ``update_when`` holds, delete matched rows
     with ``delete``, insert unmatched rows with ``insert``. New source columns are added to
     the table (schema evolution)."""
+    if not (update_when or insert or delete):
+        raise ValueError("a MERGE needs at least one of update_when, insert, delete")
     clauses = []
     if update_when:
         clauses.append(f"WHEN MATCHED AND ({update_when}) THEN UPDATE SET *")

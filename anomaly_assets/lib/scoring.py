@@ -114,7 +114,7 @@ def plain_types(df):
 
     return df.select(
         *(
-            F.col(f.name).cast(f.dataType.simpleString()).alias(f.name)
+            F.col(f"`{f.name}`").cast(f.dataType.simpleString()).alias(f.name)
             for f in df.schema
         )
     )

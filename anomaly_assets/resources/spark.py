@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from typing import Any
+from urllib.parse import quote
 
 from dagster import ConfigurableResource
 from dagster_pyspark.resources import spark_session_from_config
@@ -47,16 +48,22 @@ def session_conf(shuffle_partitions: int) -> dict[str, str]:
 
 
 def connect_url(remote: str, token: str | None) -> str:
-    """``remote`` with the bearer token added as a parameter (parameters follow "/;" and
-    are separated by ";"), so the token stays out of the configured URL."""
+    """``remote`` with the bearer token added as a parameter (parameters follow "/;", are
+    separated by ";" and URL-decoded by the client), so the token stays out of the
+    configured URL."""
     if not token:
         return remote
-    return f"{remote}{';' if '/;' in remote else '/;'}token={token}"
+    base = remote.rstrip("/;")
+    return f"{base}{';' if '/;' in base else '/;'}token={quote(token, safe='')}"
 
 
-#: Without these a run's results would differ (event hours in UTC), so a server that
+#: Without these a run's results would differ (event hours in UTC) or its tables could not
+#: be read incrementally (no Change Data Feed, not repairable in place), so a server that
 #: refuses them fails the run; the others are tuning and only warn.
-REQUIRED_SESSION_CONF = ("spark.sql.session.timeZone",)
+REQUIRED_SESSION_CONF = (
+    "spark.sql.session.timeZone",
+    "spark.databricks.delta.properties.defaults.enableChangeDataFeed",
+)
 
 
 def build_spark_conf(
@@ -183,8 +190,10 @@ class SparkResource(ConfigurableResource):
         return spark_session_from_config(conf)
 
     def _connect(self):
-        """This process's Spark Connect session (one for every resource that shares the
-        URL: DataFrames of two sessions cannot be combined) with the run-time settings."""
+        """This process's Spark Connect session, shared by every resource of the run
+        (DataFrames of two sessions cannot be combined), with the run-time settings.
+        pyspark then treats the process as a Connect client: a classic session cannot
+        start in it any more, which a run never needs."""
         from pyspark.errors import PySparkException
         from pyspark.sql import SparkSession
 

@@ -105,8 +105,19 @@ def test_anomaly_generate_twice_adds_new_events_that_continue_in_time(
     assert len(first) == len(second) == 600
     assert not {e["event_id"] for e in first} & {e["event_id"] for e in second}
     assert min(e["event_ts"] for e in second) > max(e["event_ts"] for e in first)
-    users = {e["user_id"] for e in first}
-    assert len({e["user_id"] for e in second} & users) > len(users) / 2
+
+    # the same people: a user's home country and devices carry over between the runs
+    def habits(events):
+        out = {}
+        for e in events:
+            out.setdefault(e["user_id"], set()).add((e["country"], e["user_agent"]))
+        return out
+
+    before, after = habits(first), habits(second)
+    shared = before.keys() & after.keys()
+    kept = sum(bool(before[u] & after[u]) for u in shared)
+    # (a fresh population shares few active users and almost no habits)
+    assert len(shared) >= 10 and kept > 0.7 * len(shared), (kept, len(shared))
 
 
 def test_anomaly_rate_is_respected():

@@ -52,14 +52,16 @@ def test_progress_shows_steps_rows_checks_and_keeps_the_event_stream_in_a_file(
         summary = progress.summary()
     assert not result.success
     out, err = capfd.readouterr()
-    lines = out.splitlines()
-    assert any(line.split() == ["raw_events", "started"] for line in lines)
-    done = next(line for line in lines if line.split()[:2] == ["raw_events", "done"])
-    assert done.endswith(": raw_events 1,200 rows")
-    assert any(
-        line.split() == ["check", "raw_events_not_empty", "passed"] for line in lines
-    )
-    assert any(line.split()[:2] == ["scored_events", "FAILED"] for line in lines)
+    words = [line.split() for line in out.splitlines()]
+    # one line each, in order: an event shown twice or missed would show here
+    assert [w[:2] for w in words] == [
+        ["raw_events", "started"],
+        ["raw_events", "done"],
+        ["check", "raw_events_not_empty"],
+        ["scored_events", "started"],
+        ["scored_events", "FAILED"],
+    ], out
+    assert words[1][-3:] == ["raw_events", "1,200", "rows"] and words[2][2] == "passed"
     assert "STEP_START" not in out and "DEBUG" not in out and err == ""
     assert "Checks: 1 passed, 0 failed. Failed steps: scored_events" in summary
     text = log.read_text()

@@ -306,3 +306,54 @@ def test_missing_table_error_names_the_asset(spark, lakehouse):
         "never_written" in str(failure.to_string())
         and "materialise" in failure.to_string()
     )
+
+
+def test_delta_sql_tells_a_missing_table_from_a_broken_one(spark, tmp_path):
+    """No table (nothing there, or files that are not Delta) reads as absent; a Delta
+    table it cannot read is an error, not "absent" (a write would otherwise start over)."""
+    from anomaly_assets.lib import delta_sql
+
+    assert delta_sql.history(spark, str(tmp_path / "nothing")) == []
+    spark.range(3).write.parquet(str(tmp_path / "parquet"))
+    assert not delta_sql.exists(spark, str(tmp_path / "parquet"))
+
+    odd = str(tmp_path / "a `quoted` name")  # the backticks are escaped in the SQL name
+    spark.range(3).selectExpr("id", "id AS v").write.format("delta").save(odd)
+    assert delta_sql.version(spark, odd) == 0
+    source = spark.range(2, 5).selectExpr("id", "id * 10 AS v", "'new' AS extra")
+    delta_sql.merge(spark, odd, source, "t.id = s.id", update_when="t.v <> s.v")
+    assert delta_sql.version(spark, odd) == 1
+    assert delta_sql.history(spark, odd, 1)[0]["operation"] == "MERGE"
+    stored = {
+        r["id"]: (r["v"], r["extra"])
+        for r in spark.read.format("delta").load(odd).collect()
+    }
+    assert stored == {
+        0: (0, None),
+        1: (1, None),
+        2: (20, "new"),
+        3: (30, "new"),
+        4: (40, "new"),
+    }
+    delta_sql.merge(
+        spark,
+        odd,
+        spark.range(1).selectExpr("id"),
+        "t.id = s.id",
+        insert=False,
+        delete=True,
+    )
+    assert sorted(r["id"] for r in spark.read.format("delta").load(odd).collect()) == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    with pytest.raises(ValueError, match="at least one"):
+        delta_sql.merge(spark, odd, source, "t.id = s.id", insert=False)
+
+    log = tmp_path / "a `quoted` name" / "_delta_log" / "00000000000000000000.json"
+    log.write_text("{not json")
+    with pytest.raises(Exception) as broken:
+        delta_sql.history(spark, odd)
+    assert not delta_sql._absent(broken.value)
