@@ -51,16 +51,13 @@ def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
     }
 
 
+#: Every asset of the pipeline, upstream first.
+ASSETS = [bronze, silver, anomaly_model, gold, enrichment, ai_enrichment_eval_metrics]
+
+
 def make_definitions(resources: dict) -> Definitions:
     return Definitions(
-        assets=[
-            bronze,
-            silver,
-            anomaly_model,
-            gold,
-            enrichment,
-            ai_enrichment_eval_metrics,
-        ],
+        assets=ASSETS,
         asset_checks=[
             *INGESTION_CHECKS,
             *GOLD_CHECKS,

@@ -15,13 +15,7 @@ import pytest
 from dagster import materialize
 from deltalake import DeltaTable
 
-from anomaly_assets.assets.bronze import bronze
-from anomaly_assets.assets.enrichment import enrichment
-from anomaly_assets.assets.evaluation import ai_enrichment_eval_metrics
-from anomaly_assets.assets.gold import gold
-from anomaly_assets.assets.model import anomaly_model
-from anomaly_assets.assets.silver import silver
-from anomaly_assets.definitions import build_resources
+from anomaly_assets.definitions import ASSETS, build_resources
 from anomaly_assets.devtools.generator import EventGenerator, produce
 from anomaly_assets.devtools.spark_cluster import LocalSparkCluster
 from anomaly_assets.devtools.spark_connect import (
@@ -79,15 +73,7 @@ def local_run(kafka_broker, spark_resource, tmp_path_factory):
             for name in ("anomaly_model", "ai_enrichment_eval_metrics")
         }
     }
-    assets = [
-        bronze,
-        silver,
-        anomaly_model,
-        gold,
-        enrichment,
-        ai_enrichment_eval_metrics,
-    ]
-    assert materialize(assets, resources=resources, run_config=config).success
+    assert materialize(ASSETS, resources=resources, run_config=config).success
     return {
         "lake": lake,
         "local_dir": local_dir,
@@ -185,24 +171,24 @@ def test_every_asset_over_spark_connect_matches_local_mode(
     )
     local_lake = local_run["lake"]
     assert_same_tables_to_gold(local_lake, connect_lake)
-    explained = [
-        "event_id",
-        "enrichment_status",
-        "risk_level",
-        "summary",
-        "top_factors",
-    ]
-    want = rows(local_lake, "gold_events_enriched", explained)
-    assert want and rows(connect_lake, "gold_events_enriched", explained) == want
-    evaluated = [
-        "batch_id",
-        "rows_enriched",
-        "status_ok",
-        "validity_pct",
-        "flagged_recall",
-    ]
-    want = rows(local_lake, "ai_enrichment_eval_metrics", evaluated)
-    assert want and rows(connect_lake, "ai_enrichment_eval_metrics", evaluated) == want
+    for name, columns in [
+        (
+            "gold_events_enriched",
+            ["event_id", "enrichment_status", "risk_level", "summary", "top_factors"],
+        ),
+        (
+            "ai_enrichment_eval_metrics",
+            [
+                "batch_id",
+                "rows_enriched",
+                "status_ok",
+                "validity_pct",
+                "flagged_recall",
+            ],
+        ),
+    ]:
+        want = rows(local_lake, name, columns)
+        assert want and rows(connect_lake, name, columns) == want, name
     # Spark writes no type that other Delta readers refuse (a DDL schema parsed by the
     # Connect server would carry "string collate UTF8_BINARY").
     for log in connect_lake.glob("**/_delta_log/*.json"):
