@@ -53,17 +53,14 @@ def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
 
 #: Every asset of the pipeline, upstream first.
 ASSETS = [bronze, silver, anomaly_model, gold, enrichment, ai_enrichment_eval_metrics]
+#: Every asset check, in the same order.
+CHECKS = [*INGESTION_CHECKS, *GOLD_CHECKS, *ENRICHMENT_CHECKS, *EVALUATION_CHECKS]
 
 
 def make_definitions(resources: dict) -> Definitions:
     return Definitions(
         assets=ASSETS,
-        asset_checks=[
-            *INGESTION_CHECKS,
-            *GOLD_CHECKS,
-            *ENRICHMENT_CHECKS,
-            *EVALUATION_CHECKS,
-        ],
+        asset_checks=CHECKS,
         jobs=[
             ingest_job,
             ingest_and_train_job,

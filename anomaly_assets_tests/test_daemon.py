@@ -14,6 +14,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
+from anomaly_assets.definitions import CHECKS
 from anomaly_assets.devtools.broker import create_topic
 from anomaly_assets.devtools.dagster_dev import (
     SENSOR_RUNS,
@@ -73,6 +74,18 @@ def run_worker(dev: DagsterDev) -> int | None:
 def started_steps(dev: DagsterDev, run_id: str) -> list[tuple[str, str]]:
     events = dev.gql(STEPS, {"id": run_id})["logsForRun"]["events"]
     return [(e["__typename"], e.get("stepKey")) for e in events if e.get("stepKey")]
+
+
+def assert_warnings_wait_for_the_assets(dev: DagsterDev, run_id: str) -> None:
+    """Non-blocking checks start only after the last asset step of the run started, so a
+    warning never delays the next table's rows; blocking checks run as soon as ready."""
+    order = [k for t, k in started_steps(dev, run_id) if t == "ExecutionStepStartEvent"]
+    every = {c.node_def.name for c in CHECKS}
+    deferred = {c.node_def.name for c in CHECKS if not c.check_specs[0].blocking}
+    assets = [k for k in order if k not in every]
+    checks = [k for k in order if k in deferred]
+    assert assets and checks and len(order) > len(assets) + len(checks)
+    assert max(order.index(k) for k in assets) < min(order.index(k) for k in checks)
 
 
 def table(lake: Path, name: str, columns: list[str]) -> list[dict]:
@@ -169,6 +182,7 @@ def test_sensor_alone_converges_through_kill_outage_and_restart(
         produce_more(1000)
         first = wait_for_sensor_offsets(dev, produced)
         assert [r["jobName"] for r in first] == ["ingest_and_train_job"]
+        assert_warnings_wait_for_the_assets(dev, first[0]["runId"])
         assert_lakehouse_accounts_for(lake, end_offsets(bootstrap))
 
         # 2. the run process killed after its bronze commit; the batch is requested again

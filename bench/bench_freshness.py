@@ -6,8 +6,10 @@ Starts a throwaway broker, a local Spark Connect server and, per mode, a `dagste
 lakehouse and topic: ``classic`` (each run starts its own Spark JVM, as `make dev-classic`)
 and ``connect`` (each run attaches to the server, as `make dev`). A warm-up production lets the
 sensor's cold start train the champion; then each round produces ``--events`` events and
-measures the seconds from the start of the produce to the end of the sensor run(s) that wrote
-their rows to gold_events_enriched (checked in the Delta table). Attach time is what a new run
+measures the seconds from the start of the produce to the moment their rows are in
+gold_events_enriched (the write's materialisation event; the batches are then checked in the
+Delta table), and to the end of the run (evaluation and the deferred non-blocking checks
+come after the rows), with where the seconds went (PHASES). Attach time is what a new run
 process pays from asking for its Spark session to the first result; tick durations come from
 the sensor's recorded ticks; the load time is `dagster definitions validate` wall time.
 
@@ -38,7 +40,13 @@ from anomaly_assets.devtools.spark_connect import LocalSparkConnectServer
 TICKS = """{ sensorOrError(sensorSelector: {repositoryLocationName: "anomaly_assets",
   repositoryName: "__repository__", sensorName: "kafka_offsets_sensor"}) {
   ... on Sensor { sensorState { ticks(limit: 500) { status timestamp endTimestamp } } } } }"""
-RUN_TIMES = """query($id: ID!) { runOrError(runId: $id) { ... on Run { startTime endTime } } }"""
+RUN_TIMES = """query($id: ID!) { runOrError(runId: $id) { ... on Run {
+  creationTime startTime endTime stepStats { stepKey startTime endTime } } }
+  logsForRun(runId: $id) { ... on EventConnection { events {
+    ... on MaterializationEvent { timestamp assetKey { path } } } } } }"""
+#: Where a round's seconds go, in order: produce -> sensor creates the run -> the daemon
+#: launches it -> its process starts the first step -> the asset steps -> rows committed.
+PHASES = ("sensor", "queue+launch", "process init", "steps", "to run end")
 ATTACH = """
 import json, time
 from anomaly_assets.resources import SparkResource
@@ -79,6 +87,15 @@ def attach_seconds(env: dict[str, str], repeats: int = 3) -> list[float]:
     return out
 
 
+def _phases(t0: float, times: dict, landed: float) -> dict[str, float]:
+    """Seconds of each of PHASES for one run (its steps: first start to last asset end)."""
+    run = times["runOrError"]
+    steps = [s for s in run["stepStats"] if s["startTime"]]
+    first = min(s["startTime"] for s in steps)
+    cuts = [t0, run["creationTime"], run["startTime"], first, landed, run["endTime"]]
+    return {p: b - a for p, a, b in zip(PHASES, cuts, cuts[1:], strict=True)}
+
+
 def freshness(mode: str, tmp: Path, bootstrap: str, env: dict, args) -> dict:
     """Cold start, then ``args.rounds`` rounds of produce -> rows in gold_events_enriched."""
     topic = f"bench-freshness-{mode}"
@@ -101,7 +118,8 @@ def freshness(mode: str, tmp: Path, bootstrap: str, env: dict, args) -> dict:
         done = wait_for_sensor_offsets(dev, 3000)
         cold = time.time() - t0
         print(f"{mode}: cold start (3,000 events, trains the model) {cold:.1f} s")
-        total, seen, fresh = 3000, {r["runId"] for r in done}, []
+        total, seen = 3000, {r["runId"] for r in done}
+        fresh, run_end, phases = [], [], []
         for i in range(args.rounds):
             t0 = time.time()
             produce(bootstrap, topic, args.events, gen, labels, 2, **quiet)
@@ -110,24 +128,39 @@ def freshness(mode: str, tmp: Path, bootstrap: str, env: dict, args) -> dict:
                 r for r in wait_for_sensor_offsets(dev, total) if r["runId"] not in seen
             ]
             seen |= {r["runId"] for r in new}
-            end = max(
-                dev.gql(RUN_TIMES, {"id": r["runId"]})["runOrError"]["endTime"]
-                for r in new
+            times = [dev.gql(RUN_TIMES, {"id": r["runId"]}) for r in new]
+            end = max(t["runOrError"]["endTime"] for t in times)
+            # Rows are in the table when the materialisation event of their write is logged.
+            landed = max(
+                int(e["timestamp"]) / 1000
+                for t in times
+                for e in t["logsForRun"]["events"]
+                if e and e.get("assetKey", {}).get("path") == ["gold_events_enriched"]
             )
+            phases.append(_phases(t0, times[-1], landed))
             enriched = DeltaTable(str(tmp / mode / "lake" / "gold_events_enriched"))
             batches = set(
                 enriched.to_pyarrow_table(columns=["batch_id"])["batch_id"].to_pylist()
             )
             missing = {r["tags"]["anomaly_assets/batch_id"] for r in new} - batches
             assert not missing, f"no enriched rows for {missing}"
-            fresh.append(end - t0)
+            fresh.append(landed - t0)
+            run_end.append(end - t0)
             print(
                 f"{mode}: round {i + 1}: {args.events:,} events -> gold_events_enriched "
-                f"in {fresh[-1]:.1f} s ({len(new)} run(s))"
+                f"in {fresh[-1]:.1f} s, run(s) finished after {run_end[-1]:.1f} s "
+                f"({len(new)} run(s)); last run: "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in phases[-1].items())
             )
         ticks = dev.gql(TICKS)["sensorOrError"]["sensorState"]["ticks"]
         spans = [t["endTimestamp"] - t["timestamp"] for t in ticks if t["endTimestamp"]]
-        return {"cold": cold, "fresh": fresh, "ticks": spans}
+        return {
+            "cold": cold,
+            "fresh": fresh,
+            "run_end": run_end,
+            "phases": phases,
+            "ticks": spans,
+        }
     finally:
         dev.stop()
 
@@ -188,6 +221,15 @@ def main() -> None:
         lambda r: f"{statistics.median(r['fresh']):.1f} s",
     )
     row("  rounds", lambda r: ", ".join(f"{s:.0f}" for s in r["fresh"]) + " s")
+    row(
+        "produce -> run(s) finished",
+        lambda r: f"{statistics.median(r['run_end']):.1f} s",
+    )
+    for phase in PHASES:
+        row(
+            f"  {phase}",
+            lambda r, p=phase: f"{statistics.median(x[p] for x in r['phases']):.1f} s",
+        )
     row("Spark attach per run", lambda r: f"{statistics.median(r['attach']):.2f} s")
     row("cold start with training", lambda r: f"{r['cold']:.1f} s")
     row(

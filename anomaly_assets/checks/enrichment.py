@@ -11,7 +11,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from anomaly_assets.checks.scope import NOTHING, written_rows
+from anomaly_assets.checks.scope import AFTER_ASSETS, NOTHING, written_rows
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 ENRICHED = AssetKey("gold_events_enriched")
@@ -87,6 +87,7 @@ class GroundednessConfig(Config):
 
 
 @asset_check(
+    op_tags=AFTER_ASSETS,
     asset=ENRICHED,
     description="Explanations name only features that really drove "
     "the row's score (warns).",

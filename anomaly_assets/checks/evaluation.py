@@ -10,7 +10,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from anomaly_assets.checks.scope import NOTHING, written_rows
+from anomaly_assets.checks.scope import AFTER_ASSETS, NOTHING, written_rows
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 EVAL = AssetKey("ai_enrichment_eval_metrics")
@@ -25,6 +25,7 @@ class RegressionConfig(Config):
 
 
 @asset_check(
+    op_tags=AFTER_ASSETS,
     asset=EVAL,
     description="Validity and groundedness did not regress against the "
     "previous batch's row by more than a margin (warns).",

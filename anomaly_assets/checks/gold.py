@@ -12,7 +12,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from anomaly_assets.checks.scope import NOTHING, written_rows
+from anomaly_assets.checks.scope import AFTER_ASSETS, NOTHING, written_rows
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 GOLD = AssetKey("gold_anomaly_predictions")
@@ -59,6 +59,7 @@ class AnomalyRateConfig(Config):
 
 
 @asset_check(
+    op_tags=AFTER_ASSETS,
     asset=GOLD,
     description="The anomaly rate of every batch in the latest write stays inside a band "
     "(warns): far outside it, the data or the model moved.",

@@ -12,7 +12,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from anomaly_assets.checks.scope import NOTHING, written_rows
+from anomaly_assets.checks.scope import AFTER_ASSETS, NOTHING, written_rows
 from anomaly_assets.lib.features import FEATURE_COLUMNS, REQUIRED_COLUMNS
 from anomaly_assets.lib.ledger import scan_ledger, verify_batch
 from anomaly_assets.lib.offsets import KafkaUnavailable, OffsetRange, fetch_topic_state
@@ -142,6 +142,7 @@ def _in_flight_ranges(instance, topic: str) -> list[OffsetRange]:
 
 
 @asset_check(
+    op_tags=AFTER_ASSETS,
     asset=AssetKey("bronze_offset_ledger"),
     description="No hole in the offset ledger: per partition, every offset from the first "
     "landed one to the highest is in bronze, quarantine or a recorded skip. Reads only "
@@ -208,6 +209,7 @@ def offset_ledger_no_holes(
 
 
 @asset_check(
+    op_tags=AFTER_ASSETS,
     asset=AssetKey("bronze_offset_ledger"),
     description="No offset was deleted by retention before it was read (warns): the "
     "batch's retention skips, from the ledger write's own metadata.",
@@ -239,6 +241,7 @@ class QuarantineRatioConfig(Config):
 
 
 @asset_check(
+    op_tags=AFTER_ASSETS,
     asset=AssetKey("bronze_quarantine"),
     description="Share of messages quarantined in the latest batch stays under a "
     "threshold (warns); read from the batch's ledger rows.",

@@ -10,6 +10,11 @@ from dagster import AssetCheckResult, AssetKey
 
 from anomaly_assets.lib.cursors import read_changes
 
+#: Tags of a non-blocking check: it runs after the run's asset steps that are ready, so a
+#: warning about one table does not delay the next table's rows (blocking checks keep their
+#: place: downstream waits for them by design).
+AFTER_ASSETS = {"dagster/priority": "-1"}
+
 #: The result when the latest materialisation wrote no row.
 NOTHING = AssetCheckResult(passed=True, metadata={"rows_checked": 0})
 

@@ -22,6 +22,7 @@ An asset picks its write mode with definition metadata:
 (``replaceWhere``), so writing the same batch twice leaves the table as it was.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dagster import (
@@ -269,16 +270,19 @@ def write_delta(
     merge_range_column: str | None = None,
     compare_columns: list[str] | None = None,
     prune_days_column: str | None = None,
+    exists: bool | None = None,
 ) -> None:
     """Write ``df`` to the Delta table at ``path`` in one transaction.
 
     ``merge_insert`` inserts only rows whose ``merge_keys`` are not in the table yet: a retry,
-    a re-run or an overlapping batch adds nothing twice.
+    a re-run or an overlapping batch adds nothing twice. ``exists`` saves a look-up when the
+    caller knows whether the table exists.
     """
     if mode not in WRITE_MODES:
         raise ValueError(f"delta/write_mode must be one of {WRITE_MODES}, got {mode!r}")
     spark = df.sparkSession
-    exists = delta_sql.exists(spark, path)
+    if exists is None:
+        exists = delta_sql.exists(spark, path)
     if prune_days_column and partitioned_by_hour(spark, path, exists):
         # A MERGE rewrites whole files and writes the rows it copies with the rows it
         # changes: without partitions a rewritten file that still holds recent rows is
@@ -386,9 +390,20 @@ def delta_table_metadata(
     this write made commits: checks read those commits' changes to evaluate exactly what
     was written.
     """
+    # The log, the count, the schema and the preview are independent look-ups: asked at
+    # once, they cost the slowest of them, not their sum (a warm server answers concurrent
+    # requests of one session in parallel; so does a local SparkContext).
+    df = spark.read.format("delta").load(path)
+    with ThreadPoolExecutor(4, thread_name_prefix="delta-metadata") as pool:
+        asked = [
+            pool.submit(delta_sql.history, spark, path, 6),
+            pool.submit(df.count),
+            pool.submit(lambda: df.schema),
+            pool.submit(lambda: [r.asDict() for r in df.limit(5).collect()]),
+        ]
+        recent, count, schema, preview = [a.result() for a in asked]
     # This write's commits (an append and a MERGE, say), newest first; an OPTIMIZE that
     # auto-compaction committed after them is not one of them.
-    recent = delta_sql.history(spark, path, 6)
     last = recent[0]
     written = [
         c
@@ -405,11 +420,10 @@ def delta_table_metadata(
             out += int(next((metrics[n] for n in names if n in metrics), 0) or 0)
         return out
 
-    df = spark.read.format("delta").load(path)
     meta = {
         "dagster/uri": MetadataValue.path(path),
-        "dagster/row_count": df.count(),
-        "dagster/column_schema": spark_schema_to_table_schema(df.schema),
+        "dagster/row_count": count,
+        "dagster/column_schema": spark_schema_to_table_schema(schema),
         "delta_version": last["version"],
         "delta_operation": " + ".join(c["operation"] for c in reversed(written))
         or "none (nothing to write)",
@@ -417,9 +431,7 @@ def delta_table_metadata(
         "rows_updated": total("numTargetRowsUpdated"),
         "rows_removed": total("numTargetRowsDeleted", "numDeletedRows"),
         "rows_copied": total("numTargetRowsCopied"),
-        "preview": MetadataValue.md(
-            markdown_preview([r.asDict() for r in df.limit(5).collect()])
-        ),
+        "preview": MetadataValue.md(markdown_preview(preview)),
     }
     if written:
         meta["delta_version_written"] = written[0]["version"]
@@ -455,6 +467,7 @@ class DeltaIOManager(ConfigurableIOManager):
             merge_range_column=_plain(meta.get("delta/merge_range_column")),
             compare_columns=_plain(meta.get("delta/compare_columns")),
             prune_days_column=_plain(meta.get("delta/prune_days_column")),
+            exists=before is not None,
         )
         context.add_output_metadata(delta_table_metadata(spark, path, before))
 
