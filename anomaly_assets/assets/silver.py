@@ -26,16 +26,25 @@ from anomaly_assets.assets.incremental import nothing_new
 from anomaly_assets.assets.lineage import column_lineage
 from anomaly_assets.lib import cursors
 from anomaly_assets.lib.bronze import BRONZE_COLUMNS
-from anomaly_assets.lib.features import EVENT_COLUMNS, FEATURE_COLUMNS, FEATURES
+from anomaly_assets.lib.features import (
+    EVENT_COLUMNS,
+    FEATURE_COLUMNS,
+    FEATURE_INPUTS,
+    FEATURES,
+)
 from anomaly_assets.lib.profile import SET_CAPS, fold
 from anomaly_assets.lib.silver import plan, to_fold
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
-#: Carried columns keep their bronze name, except event_time (parsed from event_ts).
+#: Carried columns keep their bronze name, except event_time (parsed from event_ts); each
+#: feature comes from the user's events' time and the columns FEATURE_INPUTS names.
 LINEAGE = column_lineage(
     "bronze_events",
     [c for c in EVENT_COLUMNS if c in BRONZE_COLUMNS],
-    {"event_time": ["event_ts"]},
+    {
+        "event_time": ["event_ts"],
+        **{f: ["user_id", "event_ts", *FEATURE_INPUTS[f]] for f in FEATURE_COLUMNS},
+    },
 )
 CONSUMER = "silver_events"
 OUTPUTS = ("silver_events", "silver_user_profile")

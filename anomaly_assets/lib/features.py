@@ -36,7 +36,79 @@ FEATURES: dict[str, str] = {
     "0 when no data; capped at 1e6)",
     "duration_ms_log": "log1p of the event's duration in milliseconds",
     "is_failed_login": "1 for a login with success = false",
+    # What each named threat looks like (docs: the threat each one serves).
+    "travel_speed_kmh": "km between the centres of the user's previous event's country "
+    "and this one's, per hour between them (gaps under a minute count as a minute; 0 "
+    "within a country, for an unplaced country or without a previous event)",
+    "failed_login_ips_10m": "distinct IP addresses of the user's failed logins in the last "
+    "10 minutes",
+    "failed_login_ratio_10m": "failed logins / logins by the user in the last 10 minutes "
+    "(0 without logins)",
+    "events_10s": "events by the user in the 10 seconds up to and including this one",
+    "gap_regularity_1m": "coefficient of variation of the gaps between the user's events "
+    "of the last minute (1 with fewer than 3): scripts keep a steady beat, people do not",
+    "is_automation_agent": "1 if the user agent names a headless browser, an HTTP library "
+    "or a scripted client",
+    "bytes_1h_log": "log1p of the bytes the user moved in the last hour (downloads and API "
+    "calls alike)",
+    "bytes_1h_vs_user_mean": "bytes the user moved in the last hour / the user's mean "
+    "earlier transfer (0 when none moved; 1 per transfer without history; capped at 1e6)",
+    "value_after_risky_access": "1 for a purchase or download within 15 minutes after the "
+    "user's password reset or login from a new device, country or IP",
+    "items_log": "log1p of the items of a purchase or cart addition (0 for other events)",
 }
+#: Feature -> the event columns it is computed from, besides user_id and event_time (every
+#: feature is per user, in event-time order): the silver column lineage.
+FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
+    "events_1m": (),
+    "events_5m": (),
+    "failed_logins_10m": ("event_type", "success"),
+    "distinct_ips_1h": ("ip_address",),
+    "distinct_countries_24h": ("country",),
+    "seconds_since_prev": (),
+    "is_new_country": ("country",),
+    "is_new_device": ("device_type", "user_agent"),
+    "is_new_ip": ("ip_address",),
+    "hour_of_day": (),
+    "hour_deviation": (),
+    "amount_vs_user_mean": ("event_type", "amount"),
+    "amount_log": ("event_type", "amount"),
+    "bytes_log": ("bytes_transferred",),
+    "bytes_vs_user_mean": ("bytes_transferred",),
+    "duration_ms_log": ("duration_ms",),
+    "is_failed_login": ("event_type", "success"),
+    "travel_speed_kmh": ("country",),
+    "failed_login_ips_10m": ("event_type", "success", "ip_address"),
+    "failed_login_ratio_10m": ("event_type", "success"),
+    "events_10s": (),
+    "gap_regularity_1m": (),
+    "is_automation_agent": ("user_agent",),
+    "bytes_1h_log": ("bytes_transferred",),
+    "bytes_1h_vs_user_mean": ("bytes_transferred",),
+    "value_after_risky_access": (
+        "event_type",
+        "success",
+        "country",
+        "ip_address",
+        "device_type",
+        "user_agent",
+    ),
+    "items_log": ("event_type", "items"),
+}
+#: Window of value_after_risky_access: a takeover cashes in soon after getting in.
+RISKY_ACCESS_WINDOW_S = 15 * 60
+#: Case-insensitive pattern of automation user agents (is_automation_agent).
+AUTOMATION_AGENTS = (
+    r"(?i)(headless|phantomjs|selenium|webdriver|puppeteer|playwright|python-requests|"
+    r"python-urllib|aiohttp|httpx|curl/|wget/|go-http-client|okhttp|java/|"
+    r"apache-httpclient|libwww-perl|scrapy|node-fetch|axios/|postmanruntime|"
+    r"\bbot\b|crawler|spider)"
+)
+#: Events whose value a takeover is after (value_after_risky_access).
+VALUE_EVENTS = ("purchase", "file_download")
+#: Shortest gap travel_speed_kmh divides by: two events in the same second are not an
+#: infinite speed.
+MIN_TRAVEL_GAP_S = 60.0
 FEATURE_COLUMNS = tuple(FEATURES)
 
 #: Columns silver keeps from bronze, besides the features.
@@ -114,6 +186,7 @@ def dedupe_within(new):
 _PROFILE_FIELDS = (
     "events",
     "last_event_time",
+    "last_country",
     "purchases",
     "amount_sum",
     "transfers",
@@ -153,7 +226,9 @@ def _with_profile(events, profile):
             *[F.lit(None).alias(f"p_{c}") for c in _PROFILE_FIELDS],
             *[F.array().cast("array<string>").alias(f"p_{s}") for s in sets],
         )
-    p = profile.select(
+    from anomaly_assets.lib.profile import upgraded
+
+    p = upgraded(profile).select(
         "user_id",
         *[F.col(c).alias(f"p_{c}") for c in _PROFILE_FIELDS],
         *[F.col(f"{s}.value").alias(f"p_{s}") for s in sets],
@@ -183,6 +258,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    from anomaly_assets.lib.geo import distance_expr
     from anomaly_assets.lib.profile import HOUR_SCALE, amount_term, hour_terms
 
     late = (
@@ -190,11 +266,14 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         if watermark is None
         else F.col("event_time") < F.lit(watermark).cast("timestamp")
     )
-    events = new.select(*EVENT_COLUMNS).withColumn("late", late)
+    no_flag = F.lit(None).cast("boolean").alias("_risky_stored")
+    events = new.select(*EVENT_COLUMNS, late.alias("late"), no_flag)
     events = events.withColumn("_new", F.lit(True))
     if context is not None:
         events = events.unionByName(
-            context.select(*EVENT_COLUMNS, "late").withColumn("_new", F.lit(False))
+            context.select(
+                *EVENT_COLUMNS, "late", risky_access().alias("_risky_stored")
+            ).withColumn("_new", F.lit(False))
         )
     if summary is not None:  # its times stand for events in windows and "previous" only
         kept = ("user_id", "country", "event_time")
@@ -206,6 +285,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                     for c in EVENT_COLUMNS
                 ],
                 F.lit(False).alias("late"),
+                no_flag,
                 F.lit(False).alias("_new"),
             )
         )
@@ -272,6 +352,18 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         F.col("p_last_event_time").cast("double"),
     )
     previous = F.coalesce(F.lag("_ts").over(ordered), profile_last)
+    previous_country = F.when(
+        F.lag("_ts").over(ordered).isNotNull(), F.lag("country").over(ordered)
+    ).when(profile_last.isNotNull(), F.col("p_last_country"))
+    gap = ts - previous
+    speed = distance_expr(previous_country, F.col("country")) / (
+        F.greatest(gap, F.lit(MIN_TRAVEL_GAP_S)) / 3600
+    )
+    logins = F.sum((F.col("event_type") == "login").cast("int")).over(last(600))
+    failed_10m = F.sum(failed.cast("int")).over(last(600))
+    moved = F.coalesce(F.col("bytes_transferred"), F.lit(0))
+    bytes_1h = F.sum(moved).over(last(3600))
+    transfers_1h = F.count("bytes_transferred").over(last(3600))
     # The earliest new, on-time event of the user: rows after it may change.
     first_new = F.min(F.when(F.col("_new") & ~F.col("late"), ts)).over(by_user)
 
@@ -287,7 +379,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         {
             "events_1m": F.count(F.lit(1)).over(last(60)),
             "events_5m": F.count(F.lit(1)).over(last(300)),
-            "failed_logins_10m": F.sum(failed.cast("int")).over(last(600)),
+            "failed_logins_10m": failed_10m,
             "distinct_ips_1h": F.size(F.collect_set("ip_address").over(last(3600))),
             "distinct_countries_24h": F.size(
                 F.collect_set("country").over(last(LONGEST_WINDOW_S))
@@ -324,7 +416,50 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             ),
             "duration_ms_log": F.log1p(F.coalesce("duration_ms", F.lit(0))),
             "is_failed_login": failed.cast("int"),
+            "travel_speed_kmh": F.coalesce(speed, F.lit(0.0)),
+            "failed_login_ips_10m": F.size(
+                F.collect_set(F.when(failed, F.col("ip_address"))).over(last(600))
+            ),
+            "failed_login_ratio_10m": F.when(logins > 0, failed_10m / logins).otherwise(
+                F.lit(0.0)
+            ),
+            "events_10s": F.count(F.lit(1)).over(last(10)),
+            "is_automation_agent": F.coalesce(
+                F.col("user_agent").rlike(AUTOMATION_AGENTS), F.lit(False)
+            ).cast("int"),
+            "bytes_1h_log": F.log1p(bytes_1h),
+            "bytes_1h_vs_user_mean": F.when(bytes_1h == 0, F.lit(0.0))
+            .when(prior_bytes.isNull() | (prior_bytes == 0), transfers_1h)
+            .otherwise(F.least(bytes_1h / prior_bytes, F.lit(MAX_RATIO))),
+            "items_log": F.when(
+                F.col("event_type").isin("purchase", "add_to_cart"),
+                F.log1p(F.coalesce("items", F.lit(0))),
+            ).otherwise(F.lit(0.0)),
+            "_gap": gap,
             "_first_new": first_new,
+        }
+    )
+    # Windows over per-row results: the gaps' beat and the access that went before. A
+    # context row before the watermark keeps its stored access flag (its is_new_* were
+    # computed against the history it had, which the profile has since absorbed).
+    risky = F.when(F.col("_tail") | F.col("_new"), risky_access()).otherwise(
+        F.coalesce("_risky_stored", F.lit(False))
+    )
+    gaps = last(60)
+    n_gaps, mean_gap = F.count("_gap").over(gaps), F.avg("_gap").over(gaps)
+    featured = featured.withColumns(
+        {
+            "gap_regularity_1m": F.when(
+                (n_gaps >= 3) & (mean_gap > 0),
+                F.stddev_pop("_gap").over(gaps) / mean_gap,
+            ).otherwise(F.lit(1.0)),
+            "value_after_risky_access": (
+                F.col("event_type").isin(*VALUE_EVENTS)
+                & F.coalesce(
+                    F.max(risky.cast("int")).over(last(RISKY_ACCESS_WINDOW_S)) > 0,
+                    F.lit(False),
+                )
+            ).cast("int"),
         }
     )
     corrected = ~F.col("_new") & F.col("_tail") & (ts >= F.col("_first_new"))
@@ -336,6 +471,22 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             for c in FEATURE_COLUMNS
         ],
         F.current_timestamp().alias("silver_processed_at"),
+    )
+
+
+def risky_access():
+    """Column: a password reset, or a successful login from a new device, country or IP
+    (of rows that carry the is_new_* features)."""
+    from pyspark.sql import functions as F
+
+    new_place = (
+        (F.col("is_new_device") > 0)
+        | (F.col("is_new_country") > 0)
+        | (F.col("is_new_ip") > 0)
+    )
+    login = (F.col("event_type") == "login") & F.coalesce(F.col("success"), F.lit(True))
+    return F.coalesce(
+        (F.col("event_type") == "password_reset") | (login & new_place), F.lit(False)
     )
 
 

@@ -27,6 +27,9 @@ LOG_FEATURES = (
     "seconds_since_prev",
     "amount_vs_user_mean",
     "bytes_vs_user_mean",
+    "travel_speed_kmh",
+    "events_10s",
+    "bytes_1h_vs_user_mean",
 )
 
 

@@ -2,7 +2,7 @@
 
 Everything the "ever seen before" features need, for all of a user's events before the
 profile's ``through`` time (the silver watermark when it was folded): event count, first and
-last event time, purchase count and exact amount sum, transfer count and exact byte sum,
+last event time and country, purchase count and exact amount sum, transfer count and exact byte sum,
 fixed-point sums of sin / cos of the active hours (a circular mean without float drift), and
 the known countries, devices and IP addresses, each with first / last seen and a count.
 
@@ -28,7 +28,7 @@ SET_TYPE = (
 )
 PROFILE_SCHEMA = (
     "user_id string, events bigint, first_event_time timestamp, "
-    "last_event_time timestamp, purchases bigint, amount_sum decimal(38,6), "
+    "last_event_time timestamp, last_country string, purchases bigint, amount_sum decimal(38,6), "
     "transfers bigint, bytes_sum decimal(38,0), hour_sin_e9 bigint, hour_cos_e9 bigint, "
     f"countries {SET_TYPE}, devices {SET_TYPE}, ips {SET_TYPE}, "
     "through timestamp, updated_at timestamp"
@@ -68,6 +68,10 @@ def _event_totals(events):
         F.count(F.lit(1)).alias("events"),
         F.min("event_time").alias("first_event_time"),
         F.max("event_time").alias("last_event_time"),
+        # The country of the last event, ties in time broken as silver orders events.
+        F.max_by(
+            "country", F.struct("event_time", "topic", "partition", "offset")
+        ).alias("last_country"),
         F.count(amount).alias("purchases"),
         F.sum(amount).alias("amount_sum"),
         F.count("bytes_transferred").alias("transfers"),
@@ -126,6 +130,19 @@ def _merged_set(name: str, events, old):
     )
 
 
+def upgraded(profile):
+    """``profile`` with the columns added since it was written, as NULLs (a table written
+    by an earlier version gains them at its next MERGE)."""
+    from pyspark.sql import functions as F
+
+    missing = {c: t for c, t in _types() if c not in profile.columns}
+    return (
+        profile.withColumns({c: F.lit(None).cast(t) for c, t in missing.items()})
+        if missing
+        else profile
+    )
+
+
 def fold(old, events, through):
     """Profiles of the users in ``events`` after folding those events into ``old``
     (None = no profile yet). ``through`` (a datetime) is stamped on every row."""
@@ -134,6 +151,7 @@ def fold(old, events, through):
     events = events.withColumn("_device", device_expr())
     totals = _event_totals(events)
     if old is not None:
+        old = upgraded(old)
         users = totals.select("user_id")
         old = old.join(users, "user_id")  # only the users being folded
         added = totals.alias("n").join(old.alias("o"), "user_id", "left")
@@ -159,6 +177,13 @@ def fold(old, events, through):
             F.greatest("o.last_event_time", "n.last_event_time").alias(
                 "last_event_time"
             ),
+            F.when(
+                F.col("o.last_event_time").isNull()
+                | (F.col("n.last_event_time") >= F.col("o.last_event_time")),
+                F.col("n.last_country"),
+            )
+            .otherwise(F.col("o.last_country"))
+            .alias("last_country"),
         )
     out = totals
     for name in SET_CAPS:

@@ -1,11 +1,13 @@
 """Silver's window features on a hand-made sequence, with values worked out by hand."""
 
 import math
+import statistics
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from anomaly_assets.lib.features import EVENT_COLUMNS, FEATURE_COLUMNS, silver_rows
+from anomaly_assets.lib.geo import country_centres, haversine_km
 
 T0 = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
 DESK = ("desktop", "UA1")
@@ -22,6 +24,8 @@ U1 = [
     (7230, "file_download", None, None, 1000, "US", "A", DESK, None),
     (7260, "api_call", None, None, 3000, "US", "A", DESK, None),
 ]
+
+US_DE_KM = haversine_km(country_centres()["US"], country_centres()["DE"])
 
 # Expected, by hand, per event in order.
 EXPECTED = {
@@ -42,6 +46,22 @@ EXPECTED = {
     "bytes_vs_user_mean": [0, 0, 0, 0, 0, 0, 1.0, 3.0],
     "duration_ms_log": [math.log(100), 0, 0, 0, 0, 0, 0, 0],
     "is_failed_login": [1, 1, 0, 0, 0, 0, 0, 0],
+    # US -> DE in 960 s and DE -> US in 6000 s: km between the centres, per hour
+    "travel_speed_kmh": [0, 0, 0, 0, US_DE_KM / (960 / 3600), US_DE_KM / (6000 / 3600)]
+    + [0, 0],
+    "failed_login_ips_10m": [1, 1, 1, 1, 0, 0, 0, 0],
+    "failed_login_ratio_10m": [1, 1, 2 / 3, 2 / 3, 0, 0, 0, 0],
+    "events_10s": [1] * 8,
+    # the last minute's gaps: fewer than 3 until u1-7 (6000, 30, 30)
+    "gap_regularity_1m": [1] * 7
+    + [statistics.pstdev([6000, 30, 30]) / statistics.mean([6000, 30, 30])],
+    "is_automation_agent": [0] * 8,
+    "bytes_1h_log": [0] * 6 + [math.log1p(1000), math.log1p(4000)],
+    # the first transfer has no mean to compare with (one transfer's worth); then 4000 / 1000
+    "bytes_1h_vs_user_mean": [0] * 6 + [1.0, 4.0],
+    # u1-2 logs in from a new IP; u1-3 buys 2 minutes later, u1-4 18 minutes later
+    "value_after_risky_access": [0, 0, 0, 1, 0, 0, 0, 0],
+    "items_log": [0] * 8,
 }
 
 
@@ -178,3 +198,50 @@ def test_duplicates_within_a_batch_and_redeliveries(bronze_like):
     assert drop_delivered(redelivered, stored, event_spans(dup), [""]).count() == 0
     # ...but a retry of the batch that stored it keeps it (its own earlier attempt)
     assert drop_delivered(dup, stored, event_spans(dup), ["b1"]).count() == 1
+
+
+@pytest.mark.parametrize(
+    "agent, automated",
+    [
+        ("python-requests/2.32.3", True),
+        ("curl/8.8.0", True),
+        ("Go-http-client/1.1", True),
+        ("Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/126.0 Safari/537.36", True),
+        (
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            True,
+        ),
+        ("Scrapy/2.11 (+https://scrapy.org)", True),
+        ("okhttp/4.12.0", True),
+        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/126.0 Safari/537.36", False),
+        ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Mobile", False),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
+            False,
+        ),
+        ("Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/126.0 Mobile", False),
+    ],
+)
+def test_automation_agents_are_told_from_browsers(spark, agent, automated):
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.lib.features import AUTOMATION_AGENTS
+
+    row = spark.createDataFrame([(agent,)], "ua string").select(
+        F.col("ua").rlike(AUTOMATION_AGENTS).alias("hit")
+    )
+    assert row.first()["hit"] is automated
+
+
+def test_every_feature_names_the_bronze_columns_it_comes_from():
+    """The silver column lineage is built from FEATURE_INPUTS: a feature missing from it, or
+    naming a column bronze does not have, would show a wrong lineage in the UI."""
+    from anomaly_assets.assets.silver import LINEAGE
+    from anomaly_assets.lib.bronze import BRONZE_COLUMNS
+    from anomaly_assets.lib.features import FEATURE_INPUTS, FEATURES
+
+    assert list(FEATURE_INPUTS) == list(FEATURES)
+    lineage = LINEAGE["dagster/column_lineage"].value.deps_by_column
+    for feature, inputs in FEATURE_INPUTS.items():
+        sources = {d.column_name for d in lineage[feature]}
+        assert sources == {"user_id", "event_ts", *inputs} <= set(BRONZE_COLUMNS)
