@@ -13,8 +13,12 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, RobustScaler
 
-#: Training score quantiles kept with the model; severity interpolates between them.
-QUANTILES = (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 100)
+#: Training score quantiles kept with the model; severity interpolates between them. The
+#: tail is dense so that a severity of 99.9 means the 99.9th percentile of normal traffic,
+#: not a straight line drawn from p99 to the maximum.
+QUANTILES = (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100)
+#: Share of the training sample kept out of the fit: the quality gate measures on it.
+HELD_OUT_SHARE = 0.2
 
 
 #: Heavy-tailed features the model sees as log1p: the forest draws split values uniformly
@@ -74,14 +78,24 @@ def score_quantiles(scores: np.ndarray) -> dict[str, float]:
 
 def severity_percentile(scores, quantiles: dict[str, float]) -> np.ndarray:
     """Where each score sits in the training distribution, 0..100, linearly interpolated
-    between the stored quantiles and clamped at both ends."""
-    xs = np.array([quantiles[f"p{q}"] for q in QUANTILES])
-    ys = np.array(QUANTILES, dtype=float)
+    between the stored quantiles (whichever a model stored: ``p<percentile>``) and clamped
+    at both ends."""
+    known = sorted((float(k[1:]), float(v)) for k, v in quantiles.items())
+    ys = np.array([q for q, _ in known])
+    xs = np.array([v for _, v in known])
     # Ties between quantiles (a flat stretch of scores) keep the highest percentile.
     xs, idx = np.unique(xs[::-1], return_index=True)
     ys = ys[::-1][idx]
     s = np.asarray(scores, dtype=float)
     return np.clip(np.interp(s, xs, ys, left=0.0, right=100.0), 0.0, 100.0)
+
+
+def held_out(event_ids: pd.Series, seed: int) -> np.ndarray:
+    """True for the rows the model is not fitted on (HELD_OUT_SHARE of them, picked by a
+    hash of the event id and the seed: the same rows on every run)."""
+    keyed = event_ids.astype(str) + f"/{seed}"
+    draw = pd.util.hash_pandas_object(keyed, index=False).to_numpy() % 1_000_000
+    return draw < HELD_OUT_SHARE * 1_000_000
 
 
 def status_of(severity, warning_at: float, critical_at: float) -> np.ndarray:

@@ -12,16 +12,18 @@ from anomaly_assets.lib.model import (
     detection_quality,
     drift_summary,
     feature_baseline,
+    held_out,
     score_quantiles,
     severity_percentile,
     status_of,
 )
 from anomaly_assets.lib.scoring import ScoringSpec, score_frame
 
-# Scores at the stored percentiles: p0=0.30, p1=0.31, ..., p100=0.90.
+# Scores at the percentiles a model of an earlier version stored: p0=0.30, ..., p100=0.90
+# (severity reads whichever percentiles the model has).
 KNOWN = dict(
     zip(
-        [f"p{q}" for q in QUANTILES],
+        [f"p{q}" for q in (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 100)],
         [0.30, 0.31, 0.33, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.70, 0.90],
     )
 )
@@ -37,6 +39,31 @@ def test_severity_interpolates_between_quantiles_and_clamps():
 def test_severity_with_flat_quantiles_keeps_the_highest_percentile():
     flat = {**KNOWN, "p0": 0.40, "p1": 0.40, "p5": 0.40, "p10": 0.40, "p25": 0.40}
     assert severity_percentile([0.40, 0.39], flat) == pytest.approx([25, 0])
+
+
+def test_severity_in_the_tail_is_the_percentile_of_normal_traffic():
+    """Quantiles fitted on one sample place fresh scores of the same traffic at their true
+    percentile up to 99.99: "CRITICAL at 99.9" flags about 1 in 1,000 events."""
+    rng = np.random.default_rng(7)
+    model = build_pipeline(100, 256, seed=1).fit(rng.normal(size=(5000, 4)))
+    train = anomaly_scores(model, rng.normal(size=(200_000, 4)))
+    fresh = anomaly_scores(model, rng.normal(size=(200_000, 4)))
+    assert set(score_quantiles(train)) == {f"p{q}" for q in QUANTILES}
+    severity = severity_percentile(fresh, score_quantiles(train))
+    for cut, tolerance in ((99.0, 0.1), (99.5, 0.07), (99.9, 0.03), (99.99, 0.01)):
+        share = (severity >= cut).mean() * 100
+        assert abs(share - (100 - cut)) <= tolerance, (cut, share)
+
+
+def test_held_out_rows_are_a_fifth_and_the_same_on_every_run():
+    ids = pd.Series([f"e{i}" for i in range(20_000)])
+    kept = held_out(ids, seed=42)
+    assert 0.19 < kept.mean() < 0.21
+    assert (held_out(ids, seed=42) == kept).all()
+    assert (held_out(ids.iloc[::-1], seed=42) == kept[::-1]).all(), (
+        "row order is no matter"
+    )
+    assert (held_out(ids, seed=43) != kept).any()
 
 
 def test_status_cut_offs():
