@@ -57,9 +57,10 @@ def test_loading_definitions_starts_no_jvm():
     assert "NO_JVM" in proc.stdout
 
 
-def test_readme_documents_every_reason_and_skip_reason():
+def test_readme_documents_every_reason_skip_reason_and_feature():
     from pathlib import Path
 
+    from anomaly_assets.lib.features import FEATURES
     from anomaly_assets.lib.ledger import SKIP_REASONS
     from anomaly_assets.lib.validation import REASONS
 
@@ -69,5 +70,6 @@ def test_readme_documents_every_reason_and_skip_reason():
         for line in readme.splitlines()
         if line.startswith("| `")
     }
-    missing = [code for code in (*REASONS, *SKIP_REASONS) if f"`{code}`" not in rows]
+    codes = (*REASONS, *SKIP_REASONS, *FEATURES)
+    missing = [code for code in codes if f"`{code}`" not in rows]
     assert not missing, f"README tables lack {missing}"
