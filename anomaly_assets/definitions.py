@@ -8,11 +8,13 @@ from anomaly_assets.assets.bronze import bronze
 from anomaly_assets.assets.enrichment import enrichment
 from anomaly_assets.assets.evaluation import ai_enrichment_eval_metrics
 from anomaly_assets.assets.gold import gold
+from anomaly_assets.assets.incidents import gold_user_incidents
 from anomaly_assets.assets.model import anomaly_model
 from anomaly_assets.assets.silver import silver
 from anomaly_assets.checks.enrichment import ENRICHMENT_CHECKS
 from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
 from anomaly_assets.checks.gold import GOLD_CHECKS
+from anomaly_assets.checks.incidents import INCIDENT_CHECKS
 from anomaly_assets.checks.ingestion import INGESTION_CHECKS
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.jobs import (
@@ -52,9 +54,23 @@ def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
 
 
 #: Every asset of the pipeline, upstream first.
-ASSETS = [bronze, silver, anomaly_model, gold, enrichment, ai_enrichment_eval_metrics]
+ASSETS = [
+    bronze,
+    silver,
+    anomaly_model,
+    gold,
+    gold_user_incidents,
+    enrichment,
+    ai_enrichment_eval_metrics,
+]
 #: Every asset check, in the same order.
-CHECKS = [*INGESTION_CHECKS, *GOLD_CHECKS, *ENRICHMENT_CHECKS, *EVALUATION_CHECKS]
+CHECKS = [
+    *INGESTION_CHECKS,
+    *GOLD_CHECKS,
+    *INCIDENT_CHECKS,
+    *ENRICHMENT_CHECKS,
+    *EVALUATION_CHECKS,
+]
 
 
 def make_definitions(resources: dict) -> Definitions:

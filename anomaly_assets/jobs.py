@@ -12,6 +12,7 @@ INGESTION_ASSETS = (
     "silver_user_profile",
     "gold_anomaly_predictions",
     "gold_batch_drift",
+    "gold_user_incidents",
     "gold_events_enriched",
     "llm_explanation_cache",
     "ai_enrichment_eval_metrics",
@@ -23,7 +24,7 @@ ingest_job = define_asset_job(
     executor_def=in_process_executor,
     tags=INGESTION_TAGS,
     description="One batch of Kafka offsets → bronze / quarantine → silver → gold scoring → "
-    "LLM enrichment → evaluation (the sensor's job).",
+    "user incidents and LLM enrichment → evaluation (the sensor's job).",
 )
 
 #: The sensor's job while no model exists yet, so a fresh deployment needs no manual step.
