@@ -93,7 +93,8 @@ def table(lake: Path, name: str, columns: list[str]) -> list[dict]:
 
 
 def assert_lakehouse_accounts_for(lake: Path, ends: dict[int, int]) -> None:
-    """Every produced offset once in bronze or quarantine, carried through every layer."""
+    """Every produced offset once in bronze or quarantine, carried through every layer; each
+    anomaly in exactly one incident."""
     bronze = table(lake, "bronze_events", ["partition", "offset", "event_id"])
     quarantine = table(lake, "bronze_quarantine", ["partition", "offset"])
     offsets = [(r["partition"], r["offset"]) for r in bronze + quarantine]
@@ -108,6 +109,9 @@ def assert_lakehouse_accounts_for(lake: Path, ends: dict[int, int]) -> None:
     )
     assert len(gold) == len(silver) and {r["event_id"] for r in gold} == silver
     anomalies = {r["event_id"] for r in gold if r["is_anomaly"]}
+    incidents = table(lake, "gold_user_incidents", ["event_ids"])
+    in_incidents = [e for r in incidents for e in r["event_ids"]]
+    assert sorted(in_incidents) == sorted(anomalies), "each anomaly in one incident"
     enriched = table(lake, "gold_events_enriched", ["event_id", "batch_id"])
     assert anomalies and len(enriched) == len(anomalies)
     assert {r["event_id"] for r in enriched} == anomalies

@@ -266,7 +266,12 @@ def test_materialize_all_and_training_race_queued_sensor_runs(dagster_dev):
 GROUPS = {
     "bronze": ["bronze_events", "bronze_quarantine", "bronze_offset_ledger"],
     "silver": ["silver_events", "silver_user_profile"],
-    "gold": ["anomaly_model", "gold_anomaly_predictions", "gold_batch_drift"],
+    "gold": [
+        "anomaly_model",
+        "gold_anomaly_predictions",
+        "gold_batch_drift",
+        "gold_user_incidents",
+    ],
     "ai": [
         "gold_events_enriched",
         "llm_explanation_cache",
