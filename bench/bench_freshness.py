@@ -93,7 +93,7 @@ def _phases(t0: float, times: dict, landed: float) -> dict[str, float]:
     steps = [s for s in run["stepStats"] if s["startTime"]]
     first = min(s["startTime"] for s in steps)
     cuts = [t0, run["creationTime"], run["startTime"], first, landed, run["endTime"]]
-    return {p: b - a for p, a, b in zip(PHASES, cuts, cuts[1:], strict=True)}
+    return {p: b - a for p, a, b in zip(PHASES, cuts[:-1], cuts[1:], strict=True)}
 
 
 def freshness(mode: str, tmp: Path, bootstrap: str, env: dict, args) -> dict:
