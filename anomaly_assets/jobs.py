@@ -12,6 +12,7 @@ INGESTION_ASSETS = (
     "silver_user_profile",
     "gold_anomaly_predictions",
     "gold_batch_drift",
+    "gold_model_monitoring",
     "gold_user_incidents",
     "gold_events_enriched",
     "llm_explanation_cache",

@@ -29,7 +29,7 @@ from anomaly_assets.resources.mlflow import MlflowResource
 from anomaly_assets.resources.spark import connect_url
 
 ROOT = Path(__file__).resolve().parents[1]
-TO_GOLD = "bronze_events,bronze_quarantine,bronze_offset_ledger,silver_events,silver_user_profile,gold_anomaly_predictions,gold_batch_drift"
+TO_GOLD = "bronze_events,bronze_quarantine,bronze_offset_ledger,silver_events,silver_user_profile,gold_anomaly_predictions,gold_batch_drift,gold_model_monitoring"
 EVERY_ASSET = (
     f"{TO_GOLD},gold_user_incidents,gold_events_enriched,llm_explanation_cache,"
     "ai_enrichment_eval_metrics"

@@ -270,6 +270,7 @@ GROUPS = {
         "anomaly_model",
         "gold_anomaly_predictions",
         "gold_batch_drift",
+        "gold_model_monitoring",
         "gold_user_incidents",
     ],
     "ai": [

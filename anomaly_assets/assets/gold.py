@@ -1,14 +1,16 @@
-"""gold_anomaly_predictions (+ gold_batch_drift): silver rows scored by the champion model.
+"""gold_anomaly_predictions (+ gold_batch_drift, gold_model_monitoring): silver rows scored
+by the champion model.
 
 Scoring runs on the executors (``mapInPandas``, the model shipped once per worker).
 Incremental by commit: gold reads the silver rows inserted or corrected since its cursor
 (Change Data Feed) and upserts their scores on event_id, so a corrected silver row gets a
 corrected score and re-scoring an unchanged row writes nothing. Each batch's feature drift
 against the training baseline is stored in gold_batch_drift for monitoring and for the
-enrichment prompt.
+enrichment prompt; each step's scorings are folded into the day's gold_model_monitoring row.
 """
 
 import time
+from datetime import UTC, datetime
 
 from dagster import (
     AssetExecutionContext,
@@ -23,7 +25,7 @@ from pydantic import Field
 
 from anomaly_assets.assets.incremental import nothing_new
 from anomaly_assets.assets.lineage import column_lineage
-from anomaly_assets.lib import cursors
+from anomaly_assets.lib import cursors, monitoring
 from anomaly_assets.lib.features import FEATURE_COLUMNS, GOLD_EVENT_COLUMNS
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource
@@ -97,7 +99,7 @@ LINEAGE = column_lineage(
 )
 
 CONSUMER = "gold_anomaly_predictions"
-OUTPUTS = ("gold_anomaly_predictions", "gold_batch_drift")
+OUTPUTS = ("gold_anomaly_predictions", "gold_batch_drift", "gold_model_monitoring")
 DRIFT_SCHEMA = (
     "batch_id string, feature string, batch_mean double, train_mean double, "
     "mean_shift_std double, std_ratio double, drifted boolean, model_version string"
@@ -123,6 +125,20 @@ DRIFT_SCHEMA = (
                     "severity_percentile",
                 ],
                 "delta/prune_days_column": "event_time",
+            },
+            tags={"layer": "gold"},
+            owners=["team:ml-platform"],
+        ),
+        "gold_model_monitoring": AssetOut(
+            description="Per scoring day and model version: predictions, flagged count and "
+            "rate, CRITICAL count, mean and p95 score (from a 1,000-bin histogram), scoring "
+            "seconds and the batches folded in; a dashboard charts it as it is.",
+            group_name="gold",
+            kinds={"spark", "delta"},
+            metadata={
+                "delta/write_mode": "merge_upsert",
+                "delta/merge_keys": ["day", "model_name", "model_version"],
+                "delta/compare_columns": ["predictions", "batch_ids"],
             },
             tags={"layer": "gold"},
             owners=["team:ml-platform"],
@@ -179,11 +195,15 @@ def gold(
     )
     t0 = time.perf_counter()
     scored = score_spark(rows, model, spec).persist()
-    summary = monitoring_summary(scored)
-    seconds = time.perf_counter() - t0
+    scorings = monitoring.summarise(scored)
+    scorings.seconds = seconds = time.perf_counter() - t0
+    anomalies = {
+        "CRITICAL": scorings.critical,
+        "WARNING": scorings.flagged - scorings.critical,
+        "NORMAL": scorings.predictions - scorings.flagged,
+    }
     context.log.info(
-        f"Scored {summary['rows_scored']:,} rows in {seconds:.1f}s: "
-        f"{summary['anomalies']}"
+        f"Scored {scorings.predictions:,} rows in {seconds:.1f}s: {anomalies}"
     )
 
     drift_rows, flagged = [], {}
@@ -208,11 +228,11 @@ def gold(
         "silver_version": through,
         "model_name": spec.model_name,
         "model_version": spec.model_version,
-        "rows_scored": summary["rows_scored"],
-        "anomalies_by_status": MetadataValue.json(summary["anomalies"]),
-        "anomaly_rate": summary["anomaly_rate"],
-        "mean_score": summary["mean_score"],
-        "p95_score": summary["p95_score"],
+        "rows_scored": scorings.predictions,
+        "anomalies_by_status": MetadataValue.json(anomalies),
+        "anomaly_rate": scorings.flagged / max(scorings.predictions, 1),
+        "mean_score": scorings.score_sum / max(scorings.predictions, 1),
+        "p95_score": monitoring.p95(scorings.histogram),
         "scoring_seconds": round(seconds, 2),
         "drifted_features": MetadataValue.json(flagged),
         **LINEAGE,
@@ -226,31 +246,41 @@ def gold(
             "drifted_features": MetadataValue.json(flagged),
         },
     )
+    yield Output(
+        _monitoring_row(lakehouse, spec, batches, scorings),
+        "gold_model_monitoring",
+        metadata={"batches": MetadataValue.json(batches)},
+    )
     rows.unpersist()
     scored.unpersist()
     lakehouse.save_cursor(CONSUMER, "silver_events", through)
 
 
-def monitoring_summary(scored) -> dict:
-    """Rows, anomalies per status, mean and p95 score: what a monitoring chart plots."""
+def _monitoring_row(lakehouse, spec, batches, scorings):
+    """Today's monitoring row of the model version with this step folded in (None when a
+    retry finds its batches folded already)."""
     from pyspark.sql import functions as F
 
-    row = scored.agg(
-        F.count("*").alias("n"),
-        F.avg("anomaly_score").alias("mean"),
-        F.percentile_approx("anomaly_score", 0.95).alias("p95"),
-    ).first()
-    by_status = {
-        r["status"]: r["count"] for r in scored.groupBy("status").count().collect()
+    today = datetime.now(UTC).date()
+    key = {
+        "day": today,
+        "model_name": spec.model_name,
+        "model_version": spec.model_version,
     }
-    n = row["n"]
-    anomalies = {s: by_status.get(s, 0) for s in ("CRITICAL", "WARNING", "NORMAL")}
-    return {
-        "rows_scored": n,
-        "anomalies": anomalies,
-        "anomaly_rate": (anomalies["CRITICAL"] + anomalies["WARNING"]) / n
-        if n
-        else 0.0,
-        "mean_score": float(row["mean"] or 0.0),
-        "p95_score": float(row["p95"] or 0.0),
-    }
+    table = lakehouse.read("gold_model_monitoring")
+    old = None
+    if table is not None:
+        found = table.filter(
+            (F.col("day") == F.lit(today))
+            & (F.col("model_name") == spec.model_name)
+            & (F.col("model_version") == spec.model_version)
+        ).first()
+        old = found.asDict() if found else None
+    row = monitoring.fold(old, **key, batches=batches, new=scorings)
+    if row is None:
+        return None
+    spark = lakehouse.spark_session
+    names = [c.split()[0] for c in monitoring.MONITORING_SCHEMA.split(", ")]
+    return spark.createDataFrame(
+        [tuple(row[n] for n in names)], monitoring.MONITORING_SCHEMA
+    )

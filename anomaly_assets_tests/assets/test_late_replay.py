@@ -34,6 +34,7 @@ TO_GOLD = [
         "silver_user_profile",
         "gold_anomaly_predictions",
         "gold_batch_drift",
+        "gold_model_monitoring",
     )
 ]
 

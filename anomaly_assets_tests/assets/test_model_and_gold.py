@@ -24,7 +24,11 @@ INGEST = [
     AssetKey("silver_events"),
     AssetKey("silver_user_profile"),
 ]
-GOLD = [AssetKey("gold_anomaly_predictions"), AssetKey("gold_batch_drift")]
+GOLD = [
+    AssetKey("gold_anomaly_predictions"),
+    AssetKey("gold_batch_drift"),
+    AssetKey("gold_model_monitoring"),
+]
 
 
 def _train_config(labels, **extra):
@@ -81,6 +85,11 @@ def _run(env, selection, run_config=None, ok=True):
     )
     assert result.success is ok
     return result
+
+
+def _monitoring(env) -> list[dict]:
+    path = env["lakehouse"].path("gold_model_monitoring")
+    return deltalake.DeltaTable(path).to_pyarrow_table().to_pylist()
 
 
 def _gold_rows(env):
@@ -156,9 +165,22 @@ def test_train_register_champion_score_and_gate(env):
     )
     assert {r["status"] for r in anomalies} <= {"WARNING", "CRITICAL"}
 
-    # re-scoring the same batch leaves gold unchanged
+    # the day's monitoring row of version 1 says what was scored
+    (monitor,) = _monitoring(env)
+    scores = np.array([r["anomaly_score"] for r in rows])
+    assert monitor["predictions"] == len(rows) and monitor["model_version"] == "1"
+    assert monitor["flagged"] == len(anomalies)
+    assert monitor["mean_score"] == pytest.approx(scores.mean())
+    assert (
+        0
+        <= monitor["p95_score"] - np.quantile(scores, 0.95, method="inverted_cdf")
+        <= 0.0011
+    )
+
+    # re-scoring the same batch leaves gold and the monitoring unchanged
     _run(env, GOLD)
     assert _gold_rows(env) == rows
+    assert _monitoring(env) == [monitor]
 
     # a model failing its gate is registered but does not become champion...
     bad = _run(
@@ -181,6 +203,9 @@ def test_train_register_champion_score_and_gate(env):
     new_rows = _gold_rows(env)
     assert len(new_rows) > len(rows)
     assert {r["model_version"] for r in new_rows} == {"1"}
+    (monitor,) = _monitoring(env)
+    assert monitor["predictions"] == len(new_rows), "the new batch folded into the day"
+    assert len(monitor["batch_ids"]) == len({r["batch_id"] for r in new_rows})
     drift = deltalake.DeltaTable(
         env["lakehouse"].path("gold_batch_drift")
     ).to_pyarrow_table()

@@ -184,3 +184,31 @@ def test_training_sample_does_not_depend_on_the_file_layout(spark):
         sample_features(df, 500, seed=4)["event_id"].tolist()
         != one["event_id"].tolist()
     )
+
+
+def test_monitoring_folds_add_up_and_a_retry_changes_nothing():
+    from datetime import date
+
+    from anomaly_assets.lib.monitoring import BINS, Scorings, fold, p95
+
+    def scorings(scores, flagged):
+        out = Scorings(predictions=len(scores), flagged=flagged, seconds=1.5)
+        out.score_sum = float(sum(scores))
+        for v in scores:
+            out.histogram[min(BINS - 1, max(0, int(np.ceil(v * BINS)) - 1))] += 1
+        return out
+
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(0.3, 0.8, 700), rng.uniform(0.3, 0.8, 300)
+    day = date(2026, 11, 30)
+    first = fold(None, day, "m", "1", ["b1"], scorings(a, 7))
+    both = fold(first, day, "m", "1", ["b2"], scorings(b, 3))
+    assert fold(both, day, "m", "1", ["b2"], scorings(b, 3)) is None, "a retry"
+    assert both["predictions"] == 1000 and both["flagged"] == 10
+    assert both["flagged_rate"] == pytest.approx(0.01)
+    assert both["mean_score"] == pytest.approx(np.r_[a, b].mean())
+    true_p95 = np.quantile(np.r_[a, b], 0.95, method="inverted_cdf")
+    assert 0 <= both["p95_score"] - true_p95 <= 1 / BINS + 1e-9
+    assert both["scoring_seconds"] == pytest.approx(3.0)
+    assert both["batch_ids"] == ["b1", "b2"]
+    assert p95([0] * BINS) == 0.0
