@@ -42,6 +42,7 @@ INGEST = [
     "silver_events",
     "silver_user_profile",
 ]
+GOLD = ["gold_anomaly_predictions", "gold_batch_drift", "gold_model_monitoring"]
 
 
 def per_type(scored: pd.DataFrame, fpr: float = 0.01) -> pd.DataFrame:
@@ -172,7 +173,7 @@ def main() -> None:
             )
             t0 = time.perf_counter()
             run(
-                [*INGEST, "gold_anomaly_predictions"],
+                [*INGEST, *GOLD],
                 {"bronze": {"config": {"max_events": args.eval_events}}},
             )
             eval_s = time.perf_counter() - t0
