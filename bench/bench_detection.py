@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--eval-events", type=int, default=50_000)
     parser.add_argument("--eval-seed", type=int, default=2026)
     parser.add_argument("--fit-rows", type=int, default=20_000)
+    parser.add_argument("--keep", help="folder to keep the silver and gold rows in")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, DagsterInstance.ephemeral() as instance:
         tmp = Path(tmp)
@@ -189,6 +190,12 @@ def main() -> None:
         found = pd.read_csv(labels, usecols=["event_id", "kind", "label"], dtype=str)
         found = found[found["kind"] == "anomaly"].set_index("event_id")["label"]
         gold["label"] = gold["event_id"].map(found)
+        if args.keep:  # the rows, for trying detectors without re-running the pipeline
+            keep = Path(args.keep)
+            keep.mkdir(parents=True, exist_ok=True)
+            silver.to_parquet(keep / "silver.parquet")
+            gold.to_parquet(keep / "gold.parquet")
+            pd.Series({"start": start}).to_pickle(keep / "start.pkl")
         table = per_type(gold)
         others = other_detectors(silver, start, gold, args.fit_rows)
     print(

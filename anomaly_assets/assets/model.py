@@ -31,7 +31,11 @@ class TrainConfig(Config):
     )
     n_estimators: int = Field(default=200, description="Trees in the forest.")
     max_samples: int = Field(
-        default=256, description="Rows per tree (the paper's psi)."
+        default=2048,
+        description="Rows per tree (the paper's psi). Larger than the paper's 256: a "
+        "threat whose feature is zero in nearly all traffic (travel speed, automation "
+        "agents) is seen by a tree only if its sample holds one of the rare non-zero "
+        "rows (bench_detection: recall at 1 % FPR 0.33-0.73 -> 0.67-1.0 on four types).",
     )
     seed: int = Field(default=42)
     threshold_percentile: float = Field(

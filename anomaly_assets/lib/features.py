@@ -40,6 +40,8 @@ FEATURES: dict[str, str] = {
     "travel_speed_kmh": "km between the centres of the user's previous event's country "
     "and this one's, per hour between them (gaps under a minute count as a minute; 0 "
     "within a country, for an unplaced country or without a previous event)",
+    "travel_speed_max_1h": "the highest travel_speed_kmh among the user's events of the "
+    "last hour: what happens right after an impossible jump is suspect too",
     "failed_login_ips_10m": "distinct IP addresses of the user's failed logins in the last "
     "10 minutes",
     "failed_login_ratio_10m": "failed logins / logins by the user in the last 10 minutes "
@@ -78,6 +80,7 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
     "duration_ms_log": ("duration_ms",),
     "is_failed_login": ("event_type", "success"),
     "travel_speed_kmh": ("country",),
+    "travel_speed_max_1h": ("country",),
     "failed_login_ips_10m": ("event_type", "success", "ip_address"),
     "failed_login_ratio_10m": ("event_type", "success"),
     "events_10s": (),
@@ -267,12 +270,16 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         else F.col("event_time") < F.lit(watermark).cast("timestamp")
     )
     no_flag = F.lit(None).cast("boolean").alias("_risky_stored")
-    events = new.select(*EVENT_COLUMNS, late.alias("late"), no_flag)
+    no_speed = F.lit(None).cast("double").alias("_speed_stored")
+    events = new.select(*EVENT_COLUMNS, late.alias("late"), no_flag, no_speed)
     events = events.withColumn("_new", F.lit(True))
     if context is not None:
         events = events.unionByName(
             context.select(
-                *EVENT_COLUMNS, "late", risky_access().alias("_risky_stored")
+                *EVENT_COLUMNS,
+                "late",
+                risky_access().alias("_risky_stored"),
+                _stored("travel_speed_kmh", context).alias("_speed_stored"),
             ).withColumn("_new", F.lit(False))
         )
     if summary is not None:  # its times stand for events in windows and "previous" only
@@ -286,6 +293,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                 ],
                 F.lit(False).alias("late"),
                 no_flag,
+                no_speed,
                 F.lit(False).alias("_new"),
             )
         )
@@ -439,16 +447,21 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             "_first_new": first_new,
         }
     )
-    # Windows over per-row results: the gaps' beat and the access that went before. A
-    # context row before the watermark keeps its stored access flag (its is_new_* were
-    # computed against the history it had, which the profile has since absorbed).
-    risky = F.when(F.col("_tail") | F.col("_new"), risky_access()).otherwise(
+    # Windows over per-row results: the gaps' beat, the access that went before, the
+    # fastest recent jump. A context row before the watermark keeps its stored access flag
+    # and speed (computed against the history it had, which the profile has since absorbed).
+    own = F.col("_tail") | F.col("_new")
+    risky = F.when(own, risky_access()).otherwise(
         F.coalesce("_risky_stored", F.lit(False))
     )
+    speed = F.when(own, F.col("travel_speed_kmh")).otherwise(F.col("_speed_stored"))
     gaps = last(60)
     n_gaps, mean_gap = F.count("_gap").over(gaps), F.avg("_gap").over(gaps)
     featured = featured.withColumns(
         {
+            "travel_speed_max_1h": F.coalesce(
+                F.max(speed).over(last(3600)), F.lit(0.0)
+            ),
             "gap_regularity_1m": F.when(
                 (n_gaps >= 3) & (mean_gap > 0),
                 F.stddev_pop("_gap").over(gaps) / mean_gap,
@@ -472,6 +485,13 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         ],
         F.current_timestamp().alias("silver_processed_at"),
     )
+
+
+def _stored(column: str, rows):
+    """``column`` of stored silver ``rows`` (NULL when written before it existed)."""
+    from pyspark.sql import functions as F
+
+    return F.col(column) if column in rows.columns else F.lit(None).cast("double")
 
 
 def risky_access():

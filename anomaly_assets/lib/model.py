@@ -32,6 +32,7 @@ LOG_FEATURES = (
     "amount_vs_user_mean",
     "bytes_vs_user_mean",
     "travel_speed_kmh",
+    "travel_speed_max_1h",
     "events_10s",
     "bytes_1h_vs_user_mean",
 )

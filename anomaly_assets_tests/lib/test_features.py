@@ -49,6 +49,9 @@ EXPECTED = {
     # US -> DE in 960 s and DE -> US in 6000 s: km between the centres, per hour
     "travel_speed_kmh": [0, 0, 0, 0, US_DE_KM / (960 / 3600), US_DE_KM / (6000 / 3600)]
     + [0, 0],
+    # the fastest jump of the last hour: u1-4's until u1-5's comes
+    "travel_speed_max_1h": [0, 0, 0, 0, US_DE_KM / (960 / 3600)]
+    + [US_DE_KM / (6000 / 3600)] * 3,
     "failed_login_ips_10m": [1, 1, 1, 1, 0, 0, 0, 0],
     "failed_login_ratio_10m": [1, 1, 2 / 3, 2 / 3, 0, 0, 0, 0],
     "events_10s": [1] * 8,
