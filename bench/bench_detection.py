@@ -69,12 +69,15 @@ def per_type(scored: pd.DataFrame, fpr: float = 0.01) -> pd.DataFrame:
 
 
 def other_detectors(silver, start, gold, fit_rows: int) -> dict:
-    """The forest as the pipeline trains it and two scikit-learn detectors, fitted on the
-    same training rows and scored on the held-out rows gold scored."""
+    """The forest with the asset's default settings and two scikit-learn detectors, fitted
+    on the same training rows and scored on the held-out rows gold scored."""
     from sklearn.covariance import EllipticEnvelope
     from sklearn.neighbors import LocalOutlierFactor
 
+    from anomaly_assets.assets.model import TrainConfig
     from anomaly_assets.lib.model import LOG_FEATURES, build_pipeline, log1p_columns
+
+    train_config = TrainConfig()
 
     times = pd.to_datetime(silver["event_time"], utc=True)
     train = silver[times < start].sample(
@@ -87,7 +90,12 @@ def other_detectors(silver, start, gold, fit_rows: int) -> dict:
         RobustScaler(),
     )
     detectors = {
-        "IsolationForest (200)": build_pipeline(200, 256, 42, FEATURE_COLUMNS),
+        "IsolationForest (as trained)": build_pipeline(
+            train_config.n_estimators,
+            train_config.max_samples,
+            train_config.seed,
+            FEATURE_COLUMNS,
+        ),
         "LocalOutlierFactor (35)": make_pipeline(
             scale, LocalOutlierFactor(n_neighbors=35, novelty=True)
         ),
