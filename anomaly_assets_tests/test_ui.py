@@ -17,6 +17,7 @@ from anomaly_assets.devtools.dagster_dev import (
     wait_for_run,
 )
 from anomaly_assets.devtools.generator import EventGenerator, produce
+from anomaly_assets.lib.features import FEATURE_COLUMNS
 
 CHAIN = [
     "bronze_events",
@@ -151,9 +152,9 @@ def test_materialize_all_then_metadata_and_checks(dagster_dev):
     assert lineage("silver_events")["event_id"] == {("bronze_events", "event_id")}
     assert lineage("silver_events")["event_time"] == {("bronze_events", "event_ts")}
     score_deps = lineage("gold_anomaly_predictions")["anomaly_score"]
-    assert ("silver_events", "failed_logins_10m") in score_deps and len(
-        score_deps
-    ) == 17
+    assert score_deps == {("silver_events", f) for f in FEATURE_COLUMNS}
+    speed = lineage("silver_events")["travel_speed_kmh"]
+    assert speed == {("bronze_events", c) for c in ("user_id", "event_ts", "country")}
     assert lineage("gold_events_enriched")["anomaly_status"] == {
         ("gold_anomaly_predictions", "status")
     }
