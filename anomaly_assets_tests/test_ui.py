@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from anomaly_assets.definitions import CHECKS
 from anomaly_assets.devtools.dagster_dev import (
     SENSOR_RUNS,
     TERMINAL,
@@ -164,7 +165,7 @@ def test_materialize_all_then_metadata_and_checks(dagster_dev):
         for c in n["assetChecksOrError"].get("checks", [])
     }
     failed = {name: s for name, s in checks.items() if s != "SUCCEEDED"}
-    assert len(checks) == 14 and not failed, failed
+    assert len(checks) == len(CHECKS) and not failed, failed
 
 
 STEP_STATS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status
