@@ -195,8 +195,10 @@ def gold(
     )
     t0 = time.perf_counter()
     scored = score_spark(rows, model, spec).persist()
-    scorings = monitoring.summarise(scored)
-    scorings.seconds = seconds = time.perf_counter() - t0
+    per_batch = monitoring.summarise(scored)
+    seconds = time.perf_counter() - t0
+    monitoring.share_seconds(per_batch, seconds)
+    scorings = monitoring.combined(per_batch.values())
     anomalies = {
         "CRITICAL": scorings.critical,
         "WARNING": scorings.flagged - scorings.critical,
@@ -247,7 +249,7 @@ def gold(
         },
     )
     yield Output(
-        _monitoring_row(lakehouse, spec, batches, scorings),
+        _monitoring_row(lakehouse, spec, per_batch),
         "gold_model_monitoring",
         metadata={"batches": MetadataValue.json(batches)},
     )
@@ -256,31 +258,32 @@ def gold(
     lakehouse.save_cursor(CONSUMER, "silver_events", through)
 
 
-def _monitoring_row(lakehouse, spec, batches, scorings):
-    """Today's monitoring row of the model version with this step folded in (None when a
-    retry finds its batches folded already)."""
+def _monitoring_row(lakehouse, spec, per_batch):
+    """Today's monitoring row of the model version with this step's batches folded in,
+    less those a row of the version already holds (None when nothing is left)."""
     from pyspark.sql import functions as F
 
     today = datetime.now(UTC).date()
-    key = {
-        "day": today,
-        "model_name": spec.model_name,
-        "model_version": spec.model_version,
-    }
     table = lakehouse.read("gold_model_monitoring")
-    old = None
+    old, folded = None, set()
     if table is not None:
-        found = table.filter(
-            (F.col("day") == F.lit(today))
-            & (F.col("model_name") == spec.model_name)
+        version = table.filter(
+            (F.col("model_name") == spec.model_name)
             & (F.col("model_version") == spec.model_version)
-        ).first()
-        old = found.asDict() if found else None
-    row = monitoring.fold(old, **key, batches=batches, new=scorings)
+        )
+        mine = F.array(*[F.lit(b) for b in sorted(per_batch)])
+        for r in version.filter(
+            (F.col("day") == F.lit(today)) | F.arrays_overlap("batch_ids", mine)
+        ).collect():
+            folded |= set(r["batch_ids"])
+            if r["day"] == today:
+                old = r.asDict()
+    row = monitoring.fold(
+        old, today, spec.model_name, spec.model_version, per_batch, folded
+    )
     if row is None:
         return None
-    spark = lakehouse.spark_session
     names = [c.split()[0] for c in monitoring.MONITORING_SCHEMA.split(", ")]
-    return spark.createDataFrame(
+    return lakehouse.spark_session.createDataFrame(
         [tuple(row[n] for n in names)], monitoring.MONITORING_SCHEMA
     )

@@ -11,7 +11,7 @@ incidents inside it, in one Delta transaction (``replaceWhere``), so the table e
 one pass over all of gold would give, whatever the batches and their order.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 INCIDENT_SCHEMA = (
     "incident_id string, user_id string, first_seen timestamp, last_seen timestamp, "
@@ -124,7 +124,8 @@ def _types():
 def _literal(value) -> str:
     if isinstance(value, datetime):
         return f"TIMESTAMP'{value.isoformat()}'"
-    return "'" + str(value).replace("'", "''") + "'"
+    # Spark reads a backslash in a string literal as an escape: double it, escape quotes.
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def spans_predicate(spans: list) -> str:
@@ -146,7 +147,23 @@ def rebuild(gold, changed, incidents, gap_s: float):
 
     from anomaly_assets.lib.pruning import days_between, days_predicate
 
-    spans = affected_spans(changed, incidents, gap_s).collect()
+    # Times leave Spark as UTC text: collect() would turn them into naive datetimes in the
+    # Python process's own time zone, which need not be the session's UTC.
+    utc = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
+    spans = [
+        {
+            "user_id": r["user_id"],
+            "lo": datetime.fromisoformat(r["lo"]).replace(tzinfo=UTC),
+            "hi": datetime.fromisoformat(r["hi"]).replace(tzinfo=UTC),
+        }
+        for r in affected_spans(changed, incidents, gap_s)
+        .select(
+            "user_id",
+            F.date_format("lo", utc).alias("lo"),
+            F.date_format("hi", utc).alias("hi"),
+        )
+        .collect()
+    ]
     if not spans:
         return None
     days = {d for s in spans for d in days_between(s["lo"].date(), s["hi"].date())}

@@ -3,8 +3,9 @@
 Each gold step folds its scorings into the day's row of the model version it used: counts
 (predictions, flagged, CRITICAL), the exact sum of scores and a 1,000-bin histogram of them,
 from which the mean and the p95 (to 0.001) come, and the scoring seconds. A row remembers
-the batches folded into it, so a retried step that already folded its batches changes
-nothing. A re-scored event (a correction) counts as a new prediction: the table monitors
+the batches folded into it, and a step folds only the batches no row of its model
+version holds yet, so a retry (after midnight, or with newer batches too) counts each batch
+once. A re-scored event (a correction) counts as a new prediction: the table monitors
 the scoring, not the events.
 """
 
@@ -42,24 +43,47 @@ def score_bin(column: str = "anomaly_score"):
     ).cast("int")
 
 
-def summarise(scored) -> Scorings:
-    """The step's scorings from ``scored`` gold rows, in one Spark aggregation."""
+def summarise(scored) -> dict[str, Scorings]:
+    """The step's scorings of ``scored`` gold rows per batch, in one Spark aggregation."""
     from pyspark.sql import functions as F
 
-    out = Scorings()
+    out: dict[str, Scorings] = {}
     rows = (
-        scored.groupBy("status", score_bin().alias("bin"))
+        scored.groupBy("batch_id", "status", score_bin().alias("bin"))
         .agg(F.count(F.lit(1)).alias("n"), F.sum("anomaly_score").alias("s"))
         .collect()
     )
     for r in rows:
-        out.predictions += r["n"]
-        out.score_sum += r["s"] or 0.0
-        out.histogram[r["bin"]] += r["n"]
+        one = out.setdefault(r["batch_id"], Scorings())
+        one.predictions += r["n"]
+        one.score_sum += r["s"] or 0.0
+        one.histogram[r["bin"]] += r["n"]
         if r["status"] != "NORMAL":
-            out.flagged += r["n"]
+            one.flagged += r["n"]
         if r["status"] == "CRITICAL":
-            out.critical += r["n"]
+            one.critical += r["n"]
+    return out
+
+
+def share_seconds(per_batch: dict[str, Scorings], seconds: float) -> None:
+    """Give each batch its share of the step's scoring ``seconds``, by predictions."""
+    total = sum(one.predictions for one in per_batch.values()) or 1
+    for one in per_batch.values():
+        one.seconds = seconds * one.predictions / total
+
+
+def combined(parts) -> Scorings:
+    """The sum of several Scorings."""
+    out = Scorings()
+    for one in parts:
+        out.predictions += one.predictions
+        out.flagged += one.flagged
+        out.critical += one.critical
+        out.score_sum += one.score_sum
+        out.seconds += one.seconds
+        out.histogram = [
+            a + b for a, b in zip(out.histogram, one.histogram, strict=True)
+        ]
     return out
 
 
@@ -81,14 +105,18 @@ def fold(
     day: date,
     model_name: str,
     model_version: str,
-    batches: list[str],
-    new: Scorings,
+    new: dict[str, Scorings],
+    folded: set[str] = frozenset(),
 ) -> dict | None:
-    """The day's row after folding ``new`` into ``old`` (None: no row yet); None when every
-    batch is in the row already (a retry)."""
+    """The day's row after folding the batches of ``new`` into ``old`` (None: no row yet),
+    skipping the batches already folded (in ``old`` or, on another day, in ``folded``): a
+    retry, even one that also carries newer batches or runs after midnight, counts each
+    batch once. None when no batch is left to fold."""
     seen = set(old["batch_ids"]) if old else set()
-    if old and set(batches) <= seen:
+    fresh = {b: one for b, one in new.items() if b not in seen | set(folded)}
+    if not fresh:
         return None
+    add = combined(fresh.values())
     base = old or {
         "predictions": 0,
         "flagged": 0,
@@ -97,24 +125,24 @@ def fold(
         "score_histogram": [0] * BINS,
         "scoring_seconds": 0.0,
     }
-    predictions = base["predictions"] + new.predictions
+    predictions = base["predictions"] + add.predictions
     histogram = [
-        a + b for a, b in zip(base["score_histogram"], new.histogram, strict=True)
+        a + b for a, b in zip(base["score_histogram"], add.histogram, strict=True)
     ]
-    flagged = base["flagged"] + new.flagged
-    score_sum = base["score_sum"] + new.score_sum
+    flagged = base["flagged"] + add.flagged
+    score_sum = base["score_sum"] + add.score_sum
     return {
         "day": day,
         "model_name": model_name,
         "model_version": model_version,
         "predictions": predictions,
         "flagged": flagged,
-        "critical": base["critical"] + new.critical,
+        "critical": base["critical"] + add.critical,
         "flagged_rate": flagged / predictions if predictions else 0.0,
         "mean_score": score_sum / predictions if predictions else 0.0,
         "p95_score": p95(histogram),
         "score_sum": score_sum,
         "score_histogram": histogram,
-        "scoring_seconds": base["scoring_seconds"] + new.seconds,
-        "batch_ids": sorted(seen | set(batches)),
+        "scoring_seconds": base["scoring_seconds"] + add.seconds,
+        "batch_ids": sorted(seen | set(fresh)),
     }

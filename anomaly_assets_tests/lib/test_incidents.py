@@ -40,7 +40,8 @@ def _row(i, user, minute, anomalous, batch):
 
 events = st.lists(
     st.tuples(
-        st.sampled_from(["u1", "u2", "u3"]),
+        # ids SQL must quote: a quote, a backslash (escapes in Spark's literals)
+        st.sampled_from(["u1", "o'hara", "DOMAIN\\alice"]),
         st.integers(0, 600),  # minute: gaps around the 30-minute cut are common
         st.integers(0, 2),  # the batch it arrives in
         st.booleans(),  # re-scored as normal in a later batch

@@ -186,8 +186,8 @@ def test_training_sample_does_not_depend_on_the_file_layout(spark):
     )
 
 
-def test_monitoring_folds_add_up_and_a_retry_changes_nothing():
-    from datetime import date
+def test_monitoring_counts_each_batch_once_whatever_the_retry():
+    from datetime import date, timedelta
 
     from anomaly_assets.lib.monitoring import BINS, Scorings, fold, p95
 
@@ -199,11 +199,11 @@ def test_monitoring_folds_add_up_and_a_retry_changes_nothing():
         return out
 
     rng = np.random.default_rng(3)
-    a, b = rng.uniform(0.3, 0.8, 700), rng.uniform(0.3, 0.8, 300)
+    a, b, c = (rng.uniform(0.3, 0.8, n) for n in (700, 300, 100))
     day = date(2026, 11, 30)
-    first = fold(None, day, "m", "1", ["b1"], scorings(a, 7))
-    both = fold(first, day, "m", "1", ["b2"], scorings(b, 3))
-    assert fold(both, day, "m", "1", ["b2"], scorings(b, 3)) is None, "a retry"
+    first = fold(None, day, "m", "1", {"b1": scorings(a, 7)})
+    both = fold(first, day, "m", "1", {"b2": scorings(b, 3)})
+    assert fold(both, day, "m", "1", {"b2": scorings(b, 3)}) is None, "a retry"
     assert both["predictions"] == 1000 and both["flagged"] == 10
     assert both["flagged_rate"] == pytest.approx(0.01)
     assert both["mean_score"] == pytest.approx(np.r_[a, b].mean())
@@ -211,4 +211,10 @@ def test_monitoring_folds_add_up_and_a_retry_changes_nothing():
     assert 0 <= both["p95_score"] - true_p95 <= 1 / BINS + 1e-9
     assert both["scoring_seconds"] == pytest.approx(3.0)
     assert both["batch_ids"] == ["b1", "b2"]
+    # a retry that also carries a newer batch adds only the newer one
+    more = fold(both, day, "m", "1", {"b2": scorings(b, 3), "b3": scorings(c, 1)})
+    assert more["predictions"] == 1100 and more["batch_ids"] == ["b1", "b2", "b3"]
+    # a retry after midnight: the batch is in yesterday's row, today's gets nothing
+    tomorrow = day + timedelta(days=1)
+    assert fold(None, tomorrow, "m", "1", {"b3": scorings(c, 1)}, {"b3"}) is None
     assert p95([0] * BINS) == 0.0
