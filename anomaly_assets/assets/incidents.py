@@ -72,10 +72,11 @@ def gold_user_incidents(
         changed = cursors.latest_per_key(pending.changes, ["event_id"]).filter(
             "is_anomaly OR _change_type = 'update_postimage'"
         )
+        stored = None if before is None else spark.read.format("delta").load(path)
         rebuilt = rebuild(
             lakehouse.read("gold_anomaly_predictions"),
             changed,
-            lakehouse.read(CONSUMER),
+            stored,
             config.gap_minutes * 60,
         )
     if rebuilt is None:

@@ -58,17 +58,13 @@ def spark_schema_to_table_schema(schema) -> TableSchema:
     )
 
 
-def _sql_literal(value: Any) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def batch_predicate(column: str, batch_ids: list[Any]) -> str:
     """A replaceWhere predicate selecting exactly ``batch_ids``."""
     if not batch_ids:
         raise ValueError("replace_batch needs at least one batch id")
-    return f"`{column}` IN ({', '.join(_sql_literal(b) for b in sorted(batch_ids))})"
+    return (
+        f"`{column}` IN ({', '.join(delta_sql.literal(b) for b in sorted(batch_ids))})"
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -103,14 +99,14 @@ def range_spans_predicate(
 
     def one(span) -> str:
         equal = [
-            f"`{g}` IS NULL" if v is None else f"`{g}` = {_sql_literal(v)}"
+            f"`{g}` IS NULL" if v is None else f"`{g}` = {delta_sql.literal(v)}"
             for g, v in zip(groups, span, strict=False)
         ]
         low, high = span[-2:]
         return " AND ".join(
             [
                 *equal,
-                f"`{range_column}` BETWEEN {_sql_literal(low)} AND {_sql_literal(high)}",
+                f"`{range_column}` BETWEEN {delta_sql.literal(low)} AND {delta_sql.literal(high)}",
             ]
         )
 
@@ -391,8 +387,8 @@ def delta_table_metadata(
     was written.
     """
     # The log, the count, the schema and the preview are independent look-ups: asked at
-    # once, they cost the slowest of them, not their sum (a warm server answers concurrent
-    # requests of one session in parallel; so does a local SparkContext).
+    # once, they cost the slowest of them, not their sum (a session, local or remote,
+    # answers concurrent requests in parallel).
     df = spark.read.format("delta").load(path)
     with ThreadPoolExecutor(4, thread_name_prefix="delta-metadata") as pool:
         asked = [

@@ -7,6 +7,8 @@ with Delta's SQL extension (a local server, a cluster, Databricks) runs.
 """
 
 import uuid
+from datetime import datetime
+from typing import Any
 
 #: Error conditions meaning "no Delta table at that path" (not "cannot read it").
 _NO_TABLE = (
@@ -16,6 +18,17 @@ _NO_TABLE = (
     "PATH_NOT_FOUND",
     "DELTA_EMPTY_DIRECTORY",
 )
+
+
+def literal(value: Any) -> str:
+    """``value`` as a Spark SQL literal: numbers as they are, datetimes as TIMESTAMP (give
+    them a zone: a naive one is read in the session's UTC), anything else as a string with
+    backslashes and quotes escaped (Spark reads a backslash in a literal as an escape)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMP'{value.isoformat()}'"
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def ref(path: str) -> str:

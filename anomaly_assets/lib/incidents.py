@@ -13,6 +13,8 @@ one pass over all of gold would give, whatever the batches and their order.
 
 from datetime import UTC, datetime
 
+from anomaly_assets.lib import delta_sql
+
 INCIDENT_SCHEMA = (
     "incident_id string, user_id string, first_seen timestamp, last_seen timestamp, "
     "event_count bigint, event_ids array<string>, event_types array<string>, "
@@ -121,63 +123,69 @@ def _types():
     return [tuple(c.split(maxsplit=1)) for c in INCIDENT_SCHEMA.split(", ")]
 
 
-def _literal(value) -> str:
-    if isinstance(value, datetime):
-        return f"TIMESTAMP'{value.isoformat()}'"
-    # Spark reads a backslash in a string literal as an escape: double it, escape quotes.
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def spans_predicate(spans: list) -> str:
     """SQL selecting the stored incidents inside the rebuilt ``spans`` (user_id, lo, hi)."""
     return (
         " OR ".join(
-            f"(user_id = {_literal(s['user_id'])} AND last_seen >= {_literal(s['lo'])} "
-            f"AND first_seen <= {_literal(s['hi'])})"
+            f"(user_id = {delta_sql.literal(s['user_id'])} AND last_seen >= {delta_sql.literal(s['lo'])} "
+            f"AND first_seen <= {delta_sql.literal(s['hi'])})"
             for s in spans
         )
         or "FALSE"
     )
 
 
-def rebuild(gold, changed, incidents, gap_s: float):
-    """(rebuilt incidents, the spans they replace as collected rows); None when no gold
-    row of the change concerns an anomaly, now or before."""
+def collect_spans(df, lo: str, hi: str) -> list[dict]:
+    """``df``'s (user_id, ``lo``, ``hi``) rows as dicts of UTC datetimes named lo / hi.
+
+    The times leave Spark as UTC text: collect() would turn them into naive datetimes in
+    the Python process's own time zone, which need not be the session's UTC."""
     from pyspark.sql import functions as F
 
-    from anomaly_assets.lib.pruning import days_between, days_predicate
-
-    # Times leave Spark as UTC text: collect() would turn them into naive datetimes in the
-    # Python process's own time zone, which need not be the session's UTC.
     utc = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
-    spans = [
+    rows = df.select(
+        "user_id",
+        F.date_format(lo, utc).alias("lo"),
+        F.date_format(hi, utc).alias("hi"),
+    ).collect()
+    return [
         {
             "user_id": r["user_id"],
             "lo": datetime.fromisoformat(r["lo"]).replace(tzinfo=UTC),
             "hi": datetime.fromisoformat(r["hi"]).replace(tzinfo=UTC),
         }
-        for r in affected_spans(changed, incidents, gap_s)
-        .select(
-            "user_id",
-            F.date_format("lo", utc).alias("lo"),
-            F.date_format("hi", utc).alias("hi"),
-        )
-        .collect()
+        for r in rows
     ]
-    if not spans:
-        return None
+
+
+def anomalies_in(gold, spans: list[dict]):
+    """Gold's anomalies of each span's user between its lo and hi (kept as columns); only
+    the spans' event days are read."""
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.lib.pruning import days_between, days_predicate
+
     days = {d for s in spans for d in days_between(s["lo"].date(), s["hi"].date())}
     bounds = gold.sparkSession.createDataFrame(
         [(s["user_id"], s["lo"], s["hi"]) for s in spans],
         "user_id string, lo timestamp, hi timestamp",
     )
-    anomalies = (
+    return (
         gold.filter(days_predicate("event_time", days))
         .filter("is_anomaly")
         .join(F.broadcast(bounds), "user_id")
         .filter(F.col("event_time").between(F.col("lo"), F.col("hi")))
-        .drop("lo", "hi")
     )
+
+
+def rebuild(gold, changed, incidents, gap_s: float):
+    """(rebuilt incidents, the spans they replace as collected rows); None when no gold
+    row of the change concerns an anomaly, now or before."""
+
+    spans = collect_spans(affected_spans(changed, incidents, gap_s), "lo", "hi")
+    if not spans:
+        return None
+    anomalies = anomalies_in(gold, spans).drop("lo", "hi")
     return build_incidents(anomalies, gap_s), spans
 
 
