@@ -42,9 +42,6 @@ class ScoringConfig(Config):
         description="Flag a feature whose batch mean moved more than this many "
         "training standard deviations.",
     )
-    n_permutations: int = Field(
-        default=8, description="Shapley permutations per anomaly."
-    )
 
 
 def load_champion(mlflow_settings: MlflowResource):
@@ -112,7 +109,7 @@ DRIFT_SCHEMA = (
         "gold_anomaly_predictions": AssetOut(
             description="Every silver event scored by the champion Isolation Forest: score, "
             "calibrated severity percentile, is_anomaly, status, model version and, for "
-            "anomalies, Shapley feature contributions and the top contributors.",
+            "anomalies, exact TreeSHAP feature contributions and the top contributors.",
             group_name="gold",
             kinds={"spark", "delta", "mlflow"},
             metadata={
@@ -178,7 +175,6 @@ def gold(
         critical_at=config.critical_at,
         model_name=mlflow_settings.registered_model_name,
         model_version=str(version.version),
-        n_permutations=config.n_permutations,
     )
     spark = lakehouse.spark_session
     pending = lakehouse.pending_changes(CONSUMER, "silver_events")

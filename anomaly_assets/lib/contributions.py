@@ -1,58 +1,71 @@
-"""Per-row attribution of the anomaly score to features: sampled Shapley values.
+"""Per-row attribution of the anomaly score to features: exact TreeSHAP on the forest.
 
-Method: permutation-sampling Shapley values (Strumbelj & Kononenko, 2014) of the model's
-anomaly score, against a baseline row of the training medians. For each of ``n_permutations``
-random feature orders, features are switched from the baseline to the row's value one at a
-time and each is credited with the score change it causes; credits are averaged. The
-contributions of a row therefore add up exactly to s(x) - s(baseline).
+Method: SHAP's TreeExplainer (Lundberg et al., 2020) on the fitted Isolation Forest, in its
+interventional form against one reference row, the training medians. For a tree ensemble
+that computes the exact Shapley values of the forest's mean path length for the game "switch
+features from the reference to the row's values", in O(trees x leaves) per row, with no
+sampling. The log1p and robust scaling before the forest act on one feature each, so a value
+of the scaled feature is the value of the input feature.
 
-Why this and not SHAP's TreeExplainer or DIFFI: ``shap`` is not in the stack, and DIFFI's
-per-tree path weighting favours features the forest splits on often, whatever the row.
-Shapley sampling needs only the model's own ``score_samples``, handles features that act
-together (a credential-stuffing burst raises several at once) by sharing the credit, and is
-deterministic for a seed. Its cost, ``n_permutations * (n_features + 1)`` scorings per row,
-is paid for anomalous rows only.
+A shorter path is more anomalous, so the sign is flipped, and the values are rescaled from
+path length to the paper's score s(x) = 2^(-E[h(x)] / c): every row's contributions add up to
+s(x) - s(reference), positive towards anomalous. The rescaling is one positive factor per row
+(the slope of s between the two path lengths), so it keeps each row's ranking and signs.
+
+Why interventional against the medians rather than SHAP's path-dependent default: the same
+exactness at 1/60 of the cost (about 0.1 ms against 6 ms per anomaly with 200 trees of 2,048
+samples, ``bench/bench_attribution.py``), and a reference a reader can name ("compared with a
+typical event"). The bench measures how often the two put the same feature first.
 """
 
 import numpy as np
 
 
-def shapley_contributions(
-    score_fn,
-    X: np.ndarray,
-    baseline: np.ndarray,
-    n_permutations: int = 8,
-    seed: int = 0,
-    chunk_rows: int = 2000,
-) -> np.ndarray:
-    """Contribution of every feature to ``score_fn`` for every row of ``X`` (n x d)."""
-    X = np.asarray(X, dtype=float)
-    n, d = X.shape
-    out = np.zeros((n, d))
-    if n == 0:
-        return out
-    rng = np.random.default_rng(seed)
-    # Antithetic pairs (an order and its reverse) cut the variance for free.
-    half = [rng.permutation(d) for _ in range((n_permutations + 1) // 2)]
-    perms = [p for q in half for p in (q, q[::-1])][:n_permutations]
-    for lo in range(0, n, chunk_rows):
-        rows = X[lo : lo + chunk_rows]
-        m = len(rows)
-        # One big scoring call per chunk: for each permutation, d + 1 stacked states.
-        states = np.empty((len(perms), d + 1, m, d))
-        for k, perm in enumerate(perms):
-            current = np.broadcast_to(baseline, (m, d)).copy()
-            states[k, 0] = current
-            for step, f in enumerate(perm, start=1):
-                current[:, f] = rows[:, f]
-                states[k, step] = current
-        scores = np.asarray(score_fn(states.reshape(-1, d))).reshape(
-            len(perms), d + 1, m
+class ForestExplainer:
+    """Exact contributions for one fitted pipeline (transform steps, then the forest) and one
+    reference row. The trees are parsed on the first call (about a second for 200 trees) and
+    kept: hold one explainer per model."""
+
+    def __init__(self, pipeline, reference) -> None:
+        self._pipeline = pipeline
+        self._reference = np.asarray(reference, dtype=float)[None, :]
+        self._explainer = None
+
+    def _load(self) -> None:
+        import shap  # imports numba: kept off the Definitions' load path
+
+        transform = self._pipeline[:-1]
+        self._explainer = shap.TreeExplainer(
+            self._pipeline[-1],
+            data=transform.transform(self._reference),
+            feature_perturbation="interventional",
         )
-        deltas = np.diff(scores, axis=1)  # (perms, d, m): gain of the step's feature
-        for k, perm in enumerate(perms):
-            out[lo : lo + m, perm] += deltas[k].T
-    return out / len(perms)
+        self._h_ref = float(np.ravel(self._explainer.expected_value)[0])
+        self._s_ref = float(-self._pipeline.score_samples(self._reference)[0])
+        # s = 2^(-h / c): c, the forest's normalising path length, follows from one row.
+        self._c = -self._h_ref / np.log2(self._s_ref)
+
+    def contributions(self, X) -> np.ndarray:
+        """Contribution of every feature to s(x) - s(reference), for every row of X (n x d)."""
+        X = np.asarray(X, dtype=float)
+        if len(X) == 0:
+            return np.zeros(X.shape)
+        if self._explainer is None:
+            self._load()
+        phi = np.asarray(
+            self._explainer.shap_values(
+                self._pipeline[:-1].transform(X), check_additivity=False
+            )
+        )
+        h = self._h_ref + phi.sum(axis=1)
+        s = np.exp2(-h / self._c)
+        dh = h - self._h_ref
+        # Secant slope ds/dh between the reference's and the row's path length (negative:
+        # s falls as h grows); the tangent where the two coincide.
+        tangent = -s * np.log(2.0) / self._c
+        close = np.abs(dh) < 1e-9
+        slope = np.where(close, tangent, (s - self._s_ref) / np.where(close, 1.0, dh))
+        return phi * slope[:, None]
 
 
 def top_features(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from anomaly_assets.lib.contributions import shapley_contributions, top_features
+from anomaly_assets.lib.contributions import ForestExplainer, top_features
 from anomaly_assets.lib.features import GOLD_EVENT_COLUMNS
 from anomaly_assets.lib.model import anomaly_scores, severity_percentile, status_of
 
@@ -33,11 +33,14 @@ class ScoringSpec:
     critical_at: float
     model_name: str
     model_version: str
-    n_permutations: int = 8
     top_k: int = 3
 
 
-def score_frame(model, spec: ScoringSpec, pdf: pd.DataFrame) -> pd.DataFrame:
+def score_frame(
+    model, spec: ScoringSpec, pdf: pd.DataFrame, explainer: ForestExplainer | None = None
+) -> pd.DataFrame:
+    """Scores, severity and status for every row; contributions and top features for the
+    anomalies. Pass the model's ``explainer`` when scoring many frames with one model."""
     X = pdf[list(spec.features)].to_numpy(dtype=float)
     scores = anomaly_scores(model, X)
     severity = severity_percentile(scores, spec.quantiles)
@@ -48,12 +51,8 @@ def score_frame(model, spec: ScoringSpec, pdf: pd.DataFrame) -> pd.DataFrame:
     tops: list = [None] * len(pdf)
     idx = np.flatnonzero(flagged)
     if len(idx):
-        contrib = shapley_contributions(
-            lambda Z: anomaly_scores(model, Z),
-            X[idx],
-            np.asarray(spec.baseline),
-            n_permutations=spec.n_permutations,
-        )
+        explainer = explainer or ForestExplainer(model, spec.baseline)
+        contrib = explainer.contributions(X[idx])
         names = list(spec.features)
         for row, i in enumerate(idx):
             contributions[i] = {n: float(v) for n, v in zip(names, contrib[row])}
@@ -80,7 +79,7 @@ def score_spark(df, model, spec: ScoringSpec):
     import cloudpickle
 
     blob = cloudpickle.dumps(model)
-    key = hashlib.sha256(blob).hexdigest()
+    key = hashlib.sha256(blob + repr(spec.baseline).encode()).hexdigest()
 
     def score_batches(batches):
         import pickle
@@ -90,9 +89,11 @@ def score_spark(df, model, spec: ScoringSpec):
 
         loaded = MODELS.get(key)
         if loaded is None:
-            loaded = MODELS[key] = pickle.loads(blob)
+            unpickled = pickle.loads(blob)
+            loaded = MODELS[key] = (unpickled, ForestExplainer(unpickled, spec.baseline))
+        model_, explainer = loaded
         for pdf in batches:
-            yield score_frame(loaded, spec, pdf)
+            yield score_frame(model_, spec, pdf, explainer)
 
     # Scoring is CPU-bound Python: spread the rows over every core whatever the file layout
     # upstream (one large file is one partition, one core).

@@ -1,7 +1,8 @@
-"""Per-Python-worker cache of unpickled models, keyed by the model bytes' hash.
+"""Per-Python-worker cache of unpickled models and their explainers, keyed by the model
+bytes' hash.
 
 Spark reuses Python workers across tasks; a module-level dict lives as long as the worker,
-so each worker unpickles a broadcast model once.
+so each worker unpickles a model, and parses its trees for the explainer, once.
 """
 
-MODELS: dict[str, object] = {}
+MODELS: dict[str, tuple] = {}
