@@ -54,9 +54,9 @@ def case(rng, rho, n_train, n_anomalies):
     X = rng.multivariate_normal(np.zeros(FEATURES), cov, size=n_train)
     A = rng.multivariate_normal(np.zeros(FEATURES), cov, size=n_anomalies)
     injected = rng.integers(0, FEATURES, n_anomalies)
-    A[np.arange(n_anomalies), injected] += rng.choice([-1, 1], n_anomalies) * rng.uniform(
-        5, 8, n_anomalies
-    )
+    A[np.arange(n_anomalies), injected] += rng.choice(
+        [-1, 1], n_anomalies
+    ) * rng.uniform(5, 8, n_anomalies)
     return X, A, injected
 
 
@@ -64,6 +64,34 @@ def timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+def attribute(model, reference, A) -> dict:
+    """method -> (contributions, seconds for all rows, one-time set-up seconds)."""
+    product = ForestExplainer(model, reference)
+    _, product_setup = timed(lambda: product.contributions(A[:1]))
+    path_dep, path_setup = timed(lambda: shap.TreeExplainer(model[-1]))
+    Z = model[:-1].transform(A)
+    results = {
+        "TreeSHAP interventional vs medians (gold)": (
+            *timed(lambda: product.contributions(A)),
+            product_setup,
+        ),
+        "TreeSHAP path-dependent (SHAP default)": (
+            *timed(lambda: -path_dep.shap_values(Z, check_additivity=False)),
+            path_setup,
+        ),
+    }
+    for orders in (8, 64):
+        results[f"permutation Shapley, {orders} orders"] = (
+            *timed(
+                lambda o=orders: permutation_shapley(
+                    lambda S: anomaly_scores(model, S), A, reference, o
+                )
+            ),
+            0.0,
+        )
+    return results
 
 
 def main() -> None:
@@ -80,34 +108,15 @@ def main() -> None:
         f"{'method':<44}{'top-1':>7}{'= SHAP top-1':>14}{'top-3 overlap':>15}"
         f"{'ms/anomaly':>12}{'set-up s':>10}"
     )
-    for label, rho in [("independent", 0.0), ("correlated 0.8", 0.8), ("twins 0.99", 0.99)]:
+    for label, rho in [
+        ("independent", 0.0),
+        ("correlated 0.8", 0.8),
+        ("twins 0.99", 0.99),
+    ]:
         X, A, injected = case(rng, rho, args.train, args.anomalies)
         model = build_pipeline(200, 2048, 0).fit(X)
         reference = np.median(X, axis=0)
-        forest, transform = model[-1], model[:-1]
-        Z = transform.transform(A)
-
-        product = ForestExplainer(model, reference)
-        _, product_setup = timed(lambda: product.contributions(A[:1]))
-        path_dep, path_setup = timed(lambda: shap.TreeExplainer(forest))
-        results = {}
-        results["TreeSHAP interventional vs medians (gold)"] = (
-            *timed(lambda: product.contributions(A)),
-            product_setup,
-        )
-        results["TreeSHAP path-dependent (SHAP default)"] = (
-            *timed(lambda: -path_dep.shap_values(Z, check_additivity=False)),
-            path_setup,
-        )
-        for orders in (8, 64):
-            results[f"permutation Shapley, {orders} orders"] = (
-                *timed(
-                    lambda o=orders: permutation_shapley(
-                        lambda S: anomaly_scores(model, S), A, reference, o
-                    )
-                ),
-                0.0,
-            )
+        results = attribute(model, reference, A)
         shap_ref = results["TreeSHAP path-dependent (SHAP default)"][0]
         shap_top3 = np.argsort(-shap_ref, axis=1)[:, :3]
         print(f"\n-- {label} --\n{header}")

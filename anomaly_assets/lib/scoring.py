@@ -37,7 +37,10 @@ class ScoringSpec:
 
 
 def score_frame(
-    model, spec: ScoringSpec, pdf: pd.DataFrame, explainer: ForestExplainer | None = None
+    model,
+    spec: ScoringSpec,
+    pdf: pd.DataFrame,
+    explainer: ForestExplainer | None = None,
 ) -> pd.DataFrame:
     """Scores, severity and status for every row; contributions and top features for the
     anomalies. Pass the model's ``explainer`` when scoring many frames with one model."""
@@ -90,7 +93,10 @@ def score_spark(df, model, spec: ScoringSpec):
         loaded = MODELS.get(key)
         if loaded is None:
             unpickled = pickle.loads(blob)
-            loaded = MODELS[key] = (unpickled, ForestExplainer(unpickled, spec.baseline))
+            loaded = MODELS[key] = (
+                unpickled,
+                ForestExplainer(unpickled, spec.baseline),
+            )
         model_, explainer = loaded
         for pdf in batches:
             yield score_frame(model_, spec, pdf, explainer)

@@ -15,9 +15,7 @@ def _correlated(rng, n, d, rho):
     return rng.multivariate_normal(np.zeros(d), cov, size=n)
 
 
-@settings(
-    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     d=st.integers(4, 16),
     rho=st.sampled_from([0.0, 0.5, 0.8, 0.95, 0.99]),
