@@ -188,9 +188,7 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
             labelled_anomalies=quality.positives,
         )
         for kind, q in quality.per_type.items():
-            metrics.update(
-                {f"{kind}_roc_auc": q["roc_auc"], f"{kind}_recall": q["recall"]}
-            )
+            metrics.update({f"{kind}_{name}": q[name] for name in q if name != "count"})
     mlf.log_metrics(metrics)
     mlf.log_dict(baseline, "baseline/feature_baseline.json")
     mlf.log_dict(quantiles, "baseline/score_quantiles.json")

@@ -156,7 +156,7 @@ class EventGenerator:
                 f"unknown anomaly types {sorted(unknown)}; know {ANOMALY_TYPES}"
             )
         self.rng = random.Random(seed)
-        self.users = make_users(
+        self.users = self._make_users(
             self.rng if population_seed is None else random.Random(population_seed),
             n_users,
         )
@@ -181,6 +181,9 @@ class EventGenerator:
         self.anomalous = 0
 
     # -- building blocks ---------------------------------------------------------------------
+    def _make_users(self, rng: random.Random, n_users: int) -> list[UserProfile]:
+        return make_users(rng, n_users)
+
     def _uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 

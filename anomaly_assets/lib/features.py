@@ -21,11 +21,14 @@ FEATURES: dict[str, str] = {
     "events_5m": "events by the user in the 5 minutes up to and including this one",
     "failed_logins_10m": "failed logins by the user in the last 10 minutes, this one included",
     "distinct_ips_1h": "distinct IP addresses the user used in the last hour",
-    "distinct_countries_24h": "distinct countries the user was seen in over the last 24 hours",
+    "distinct_countries_24h": "distinct countries of the user's last 24 hours: this event's "
+    "and those of the other events that were not failed logins",
     "seconds_since_prev": "seconds since the user's previous event (capped at 7 days)",
-    "is_new_country": "1 if the user has history and never came from this country before",
-    "is_new_device": "1 if the user has history and never used this device and agent before",
-    "is_new_ip": "1 if the user has history and never used this IP address before",
+    "is_new_country": "1 if the user has known places and this country is not one of them "
+    "(known places: those of the user's earlier events that were not failed logins)",
+    "is_new_device": "1 if the user has known places and never used this device and agent "
+    "in them",
+    "is_new_ip": "1 if the user has known places and never used this IP address in them",
     "hour_of_day": "hour of the event in UTC",
     "hour_deviation": "circular distance in hours from the user's usual hour (0 without history)",
     "amount_vs_user_mean": "purchase amount / the user's mean earlier purchase (1 if none; "
@@ -37,9 +40,10 @@ FEATURES: dict[str, str] = {
     "duration_ms_log": "log1p of the event's duration in milliseconds",
     "is_failed_login": "1 for a login with success = false",
     # What each named threat looks like (docs: the threat each one serves).
-    "travel_speed_kmh": "km between the centres of the user's previous event's country "
-    "and this one's, per hour between them (gaps under a minute count as a minute; 0 "
-    "within a country, for an unplaced country or without a previous event)",
+    "travel_speed_kmh": "for an event from a country that is not one of the user's known "
+    "places: km between the centres of the country of the user's previous event that was not "
+    "a failed login and this one's, per hour between them (gaps under a minute count as a "
+    "minute); 0 otherwise (a known country, an unplaced one, no previous event)",
     "travel_speed_max_1h": "the highest travel_speed_kmh among the user's events of the "
     "last hour: what happens right after an impossible jump is suspect too",
     "failed_login_ips_10m": "distinct IP addresses of the user's failed logins in the last "
@@ -66,11 +70,11 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
     "events_5m": (),
     "failed_logins_10m": ("event_type", "success"),
     "distinct_ips_1h": ("ip_address",),
-    "distinct_countries_24h": ("country",),
+    "distinct_countries_24h": ("event_type", "success", "country"),
     "seconds_since_prev": (),
-    "is_new_country": ("country",),
-    "is_new_device": ("device_type", "user_agent"),
-    "is_new_ip": ("ip_address",),
+    "is_new_country": ("event_type", "success", "country"),
+    "is_new_device": ("event_type", "success", "device_type", "user_agent"),
+    "is_new_ip": ("event_type", "success", "ip_address"),
     "hour_of_day": (),
     "hour_deviation": (),
     "amount_vs_user_mean": ("event_type", "amount"),
@@ -79,8 +83,8 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
     "bytes_vs_user_mean": ("bytes_transferred",),
     "duration_ms_log": ("duration_ms",),
     "is_failed_login": ("event_type", "success"),
-    "travel_speed_kmh": ("country",),
-    "travel_speed_max_1h": ("country",),
+    "travel_speed_kmh": ("event_type", "success", "country"),
+    "travel_speed_max_1h": ("event_type", "success", "country"),
     "failed_login_ips_10m": ("event_type", "success", "ip_address"),
     "failed_login_ratio_10m": ("event_type", "success"),
     "events_10s": (),
@@ -190,6 +194,7 @@ _PROFILE_FIELDS = (
     "events",
     "last_event_time",
     "last_country",
+    "last_country_time",
     "purchases",
     "amount_sum",
     "transfers",
@@ -211,8 +216,16 @@ def country_summary(rows):
     from pyspark.sql import functions as F
 
     hour = F.floor(F.col("event_time").cast("long") / 3600).alias("_hour")
+    failed = failed_login()
     return (
-        rows.groupBy("user_id", "country", hour)
+        rows.groupBy(
+            "user_id",
+            "country",
+            hour,
+            # Failed logins apart, as a bare failed login: the countries and travel skip them.
+            F.when(failed, F.lit("login")).alias("event_type"),
+            F.when(failed, F.lit(False)).alias("success"),
+        )
         .agg(F.max("event_time").alias("event_time"))
         .drop("_hour")
     )
@@ -283,7 +296,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             ).withColumn("_new", F.lit(False))
         )
     if summary is not None:  # its times stand for events in windows and "previous" only
-        kept = ("user_id", "country", "event_time")
+        kept = ("user_id", "country", "event_time", "event_type", "success")
         types = dict(events.dtypes)
         events = events.unionByName(
             summary.select(
@@ -316,13 +329,15 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     def tail_only(expr):
         return F.when(F.col("_tail"), expr)
 
+    failed = failed_login()
+
     def known(value, profile_set):
+        """The value is among the user's known places (not from failed logins)."""
+        place = tail_only(F.when(~failed, value))
         return F.array_contains(profile_set, value) | F.coalesce(
-            F.array_contains(F.collect_set(tail_only(value)).over(prior), value),
-            F.lit(False),
+            F.array_contains(F.collect_set(place).over(prior), value), F.lit(False)
         )
 
-    failed = (F.col("event_type") == "login") & (F.col("success") == F.lit(False))
     sin, cos = hour_terms()
     sin_sum = F.coalesce("p_hour_sin_e9", F.lit(0)) + F.coalesce(
         F.sum(tail_only(sin)).over(prior), F.lit(0)
@@ -334,6 +349,9 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         prior
     )
     has_history = prior_events > 0
+    has_places = (F.size("p_countries") > 0) | (
+        F.count(tail_only(F.when(~failed, F.lit(1)))).over(prior) > 0
+    )
     mean_hour = (
         F.atan2(sin_sum / HOUR_SCALE, cos_sum / HOUR_SCALE) * (24 / (2 * math.pi)) + 24
     ) % 24
@@ -360,12 +378,28 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         F.col("p_last_event_time").cast("double"),
     )
     previous = F.coalesce(F.lag("_ts").over(ordered), profile_last)
-    previous_country = F.when(
-        F.lag("_ts").over(ordered).isNotNull(), F.lag("country").over(ordered)
-    ).when(profile_last.isNotNull(), F.col("p_last_country"))
     gap = ts - previous
-    speed = distance_expr(previous_country, F.col("country")) / (
-        F.greatest(gap, F.lit(MIN_TRAVEL_GAP_S)) / 3600
+    # Travel starts from the previous place that was not a failed login. Profiles written
+    # before last_country_time existed took last_country from the last event.
+    profile_place_time = F.coalesce(
+        "p_last_country_time",
+        F.when(F.col("p_last_country").isNotNull(), F.col("p_last_event_time")),
+    )
+    profile_place = F.when(
+        profile_place_time <= F.col("event_time"), profile_place_time.cast("double")
+    )
+    place = F.last(
+        F.when(~failed, F.struct(ts.alias("ts"), F.col("country").alias("country"))),
+        ignorenulls=True,
+    ).over(prior)
+    previous_country = F.when(place.isNotNull(), place["country"]).when(
+        profile_place.isNotNull(), F.col("p_last_country")
+    )
+    place_gap = ts - F.coalesce(place["ts"], profile_place)
+    speed = F.when(
+        ~known(F.col("country"), F.col("p_countries")),
+        distance_expr(previous_country, F.col("country"))
+        / (F.greatest(place_gap, F.lit(MIN_TRAVEL_GAP_S)) / 3600),
     )
     logins = F.sum((F.col("event_type") == "login").cast("int")).over(last(600))
     failed_10m = F.sum(failed.cast("int")).over(last(600))
@@ -390,19 +424,24 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             "failed_logins_10m": failed_10m,
             "distinct_ips_1h": F.size(F.collect_set("ip_address").over(last(3600))),
             "distinct_countries_24h": F.size(
-                F.collect_set("country").over(last(LONGEST_WINDOW_S))
+                F.array_union(
+                    F.collect_set(F.when(~failed, F.col("country"))).over(
+                        last(LONGEST_WINDOW_S)
+                    ),
+                    F.array_compact(F.array("country")),
+                )
             ),
             "seconds_since_prev": F.least(
                 F.coalesce(ts - previous, F.lit(MAX_GAP_S)), F.lit(MAX_GAP_S)
             ).cast("double"),
             "is_new_country": (
-                has_history & ~known(F.col("country"), F.col("p_countries"))
+                has_places & ~known(F.col("country"), F.col("p_countries"))
             ).cast("int"),
             "is_new_device": (
-                has_history & ~known(F.col("_device"), F.col("p_devices"))
+                has_places & ~known(F.col("_device"), F.col("p_devices"))
             ).cast("int"),
             "is_new_ip": (
-                has_history & ~known(F.col("ip_address"), F.col("p_ips"))
+                has_places & ~known(F.col("ip_address"), F.col("p_ips"))
             ).cast("int"),
             "hour_deviation": F.when(has_history, F.least(hour_gap, 24 - hour_gap))
             .otherwise(F.lit(0.0))
@@ -492,6 +531,17 @@ def _stored(column: str, rows):
     from pyspark.sql import functions as F
 
     return F.col(column) if column in rows.columns else F.lit(None).cast("double")
+
+
+def failed_login():
+    """Column: a login that failed. Its place is the attacker's as often as the user's, so
+    the user's known places, recent countries and travel learn only from the other events."""
+    from pyspark.sql import functions as F
+
+    return F.coalesce(
+        (F.col("event_type") == "login") & (F.col("success") == F.lit(False)),
+        F.lit(False),
+    )
 
 
 def risky_access():

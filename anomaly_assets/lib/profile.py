@@ -14,7 +14,7 @@ old profile writes the same row.
 
 import math
 
-from anomaly_assets.lib.features import device_expr
+from anomaly_assets.lib.features import device_expr, failed_login
 
 #: Most values kept per set; the least recently seen go first.
 SET_CAPS = {"countries": 64, "devices": 64, "ips": 256}
@@ -28,7 +28,8 @@ SET_TYPE = (
 )
 PROFILE_SCHEMA = (
     "user_id string, events bigint, first_event_time timestamp, "
-    "last_event_time timestamp, last_country string, purchases bigint, amount_sum decimal(38,6), "
+    "last_event_time timestamp, last_country string, last_country_time timestamp, "
+    "purchases bigint, amount_sum decimal(38,6), "
     "transfers bigint, bytes_sum decimal(38,0), hour_sin_e9 bigint, hour_cos_e9 bigint, "
     f"countries {SET_TYPE}, devices {SET_TYPE}, ips {SET_TYPE}, "
     "through timestamp, updated_at timestamp"
@@ -68,10 +69,15 @@ def _event_totals(events):
         F.count(F.lit(1)).alias("events"),
         F.min("event_time").alias("first_event_time"),
         F.max("event_time").alias("last_event_time"),
-        # The country of the last event, ties in time broken as silver orders events.
+        # The country of the last event that was not a failed login, ties in time broken
+        # as silver orders events (max_by skips the NULL orderings of failed logins).
         F.max_by(
-            "country", F.struct("event_time", "topic", "partition", "offset")
+            "country",
+            F.when(
+                ~failed_login(), F.struct("event_time", "topic", "partition", "offset")
+            ),
         ).alias("last_country"),
+        F.max(F.when(~failed_login(), F.col("event_time"))).alias("last_country_time"),
         F.count(amount).alias("purchases"),
         F.sum(amount).alias("amount_sum"),
         F.count("bytes_transferred").alias("transfers"),
@@ -85,7 +91,9 @@ def _merged_set(name: str, events, old):
     """user_id, <name>: the old set plus the events' values, capped, newest first."""
     from pyspark.sql import functions as F
 
-    seen = events.groupBy("user_id", F.col(SET_SOURCES[name]).alias("value")).agg(
+    # Known places come from events that were not failed logins (the attacker's place).
+    places = events.where(~failed_login())
+    seen = places.groupBy("user_id", F.col(SET_SOURCES[name]).alias("value")).agg(
         F.min("event_time").alias("first_seen"),
         F.max("event_time").alias("last_seen"),
         F.count(F.lit(1)).alias("count"),
@@ -164,6 +172,14 @@ def fold(old, events, through):
                 F.col(f"n.{c}"), F.lit(0)
             )
 
+        # Rows written before last_country_time existed took last_country from the last event.
+        old_place_time = F.coalesce(
+            "o.last_country_time",
+            F.when(F.col("o.last_country").isNotNull(), F.col("o.last_event_time")),
+        )
+        take_new_place = F.col("n.last_country_time").isNotNull() & (
+            old_place_time.isNull() | (F.col("n.last_country_time") >= old_place_time)
+        )
         totals = added.select(
             "user_id",
             *[plus(c).alias(c) for c in ("events", "purchases", "transfers")],
@@ -177,13 +193,12 @@ def fold(old, events, through):
             F.greatest("o.last_event_time", "n.last_event_time").alias(
                 "last_event_time"
             ),
-            F.when(
-                F.col("o.last_event_time").isNull()
-                | (F.col("n.last_event_time") >= F.col("o.last_event_time")),
-                F.col("n.last_country"),
-            )
+            F.when(take_new_place, F.col("n.last_country"))
             .otherwise(F.col("o.last_country"))
             .alias("last_country"),
+            F.when(take_new_place, F.col("n.last_country_time"))
+            .otherwise(old_place_time)
+            .alias("last_country_time"),
         )
     out = totals
     for name in SET_CAPS:

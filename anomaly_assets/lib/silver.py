@@ -118,7 +118,7 @@ def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
         )
         summary = country_summary(
             silver.filter(summarised)
-            .select("user_id", "country", "event_time")
+            .select("user_id", "country", "event_time", "event_type", "success")
             .join(users, "user_id")
         )
     next_watermark = watermark

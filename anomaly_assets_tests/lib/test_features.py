@@ -20,7 +20,7 @@ U1 = [
     (120, "login", True, None, None, "US", "B", DESK, None),
     (240, "purchase", None, 100.0, None, "US", "B", DESK, None),
     (1200, "purchase", None, 300.0, None, "DE", "C", PHONE, None),
-    (7200, "page_view", None, None, None, "US", "A", DESK, None),
+    (7200, "login", True, None, None, "US", "A", DESK, None),
     (7230, "file_download", None, None, 1000, "US", "A", DESK, None),
     (7260, "api_call", None, None, 3000, "US", "A", DESK, None),
 ]
@@ -37,7 +37,9 @@ EXPECTED = {
     "seconds_since_prev": [604800, 60, 60, 120, 960, 6000, 30, 30],
     "is_new_country": [0, 0, 0, 0, 1, 0, 0, 0],
     "is_new_device": [0, 0, 0, 0, 1, 0, 0, 0],
-    "is_new_ip": [0, 0, 1, 0, 1, 0, 0, 0],
+    # known places come from events that are not failed logins: u1-2 is the first (no
+    # known places before it), so IP A, used by u1-0 and u1-1 only, is new at u1-5
+    "is_new_ip": [0, 0, 0, 0, 1, 1, 0, 0],
     "hour_of_day": [0, 0, 0, 0, 0, 2, 2, 2],
     # prior mean hour is 0 until event 6; for event 7 it is the circular mean of {0 x5, 2}
     "amount_vs_user_mean": [0, 0, 0, 1.0, 3.0, 0, 0, 0],
@@ -46,12 +48,11 @@ EXPECTED = {
     "bytes_vs_user_mean": [0, 0, 0, 0, 0, 0, 1.0, 3.0],
     "duration_ms_log": [math.log(100), 0, 0, 0, 0, 0, 0, 0],
     "is_failed_login": [1, 1, 0, 0, 0, 0, 0, 0],
-    # US -> DE in 960 s and DE -> US in 6000 s: km between the centres, per hour
-    "travel_speed_kmh": [0, 0, 0, 0, US_DE_KM / (960 / 3600), US_DE_KM / (6000 / 3600)]
-    + [0, 0],
-    # the fastest jump of the last hour: u1-4's until u1-5's comes
-    "travel_speed_max_1h": [0, 0, 0, 0, US_DE_KM / (960 / 3600)]
-    + [US_DE_KM / (6000 / 3600)] * 3,
+    # US -> DE (a new country) in 960 s: km between the centres, per hour; back to the
+    # known US counts nothing
+    "travel_speed_kmh": [0, 0, 0, 0, US_DE_KM / (960 / 3600), 0, 0, 0],
+    # the fastest jump of the last hour: u1-4's, and nothing within the hour before u1-5
+    "travel_speed_max_1h": [0, 0, 0, 0, US_DE_KM / (960 / 3600), 0, 0, 0],
     "failed_login_ips_10m": [1, 1, 1, 1, 0, 0, 0, 0],
     "failed_login_ratio_10m": [1, 1, 2 / 3, 2 / 3, 0, 0, 0, 0],
     "events_10s": [1] * 8,
@@ -62,8 +63,8 @@ EXPECTED = {
     "bytes_1h_log": [0] * 6 + [math.log1p(1000), math.log1p(4000)],
     # the first transfer has no mean to compare with (one transfer's worth); then 4000 / 1000
     "bytes_1h_vs_user_mean": [0] * 6 + [1.0, 4.0],
-    # u1-2 logs in from a new IP; u1-3 buys 2 minutes later, u1-4 18 minutes later
-    "value_after_risky_access": [0, 0, 0, 1, 0, 0, 0, 0],
+    # u1-5 logs in from a new IP; u1-6 downloads 30 s later (u1-7 is an API call)
+    "value_after_risky_access": [0, 0, 0, 0, 0, 0, 1, 0],
     "items_log": [0] * 8,
 }
 

@@ -1,0 +1,102 @@
+"""A detection floor per anomaly type, on two event mixes, through Spark's real feature path.
+
+For each mix: a training stream (1 % anomalies) and a held-out continuation of the same users
+with a seed never trained on (3 % anomalies, for enough of each type), validated and
+featurised as bronze and silver do it, in one pass so every event has its history. The
+product's forest is fitted on the training stream and scores the held-out one. The floors sit
+below what ``bench/bench_detection.py`` measures on larger streams, so they hold for any seed,
+yet a lost feature or a broken window drops a type below its floor.
+"""
+
+import itertools
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly_assets.devtools.generator import EventGenerator
+from anomaly_assets.devtools.scenario import CommuterScenario
+from anomaly_assets.lib import bronze as lib
+from anomaly_assets.lib.features import FEATURE_COLUMNS, silver_rows
+from anomaly_assets.lib.model import anomaly_scores, build_pipeline, detection_quality
+
+KAFKA_TS = datetime(2027, 1, 1)  # after every generated event: no future-skew rejections
+TRAIN_EVENTS, HELD_EVENTS = 30_000, 20_000
+
+# type: (ROC AUC floor, recall at 1 % FPR floor)
+FLOORS = {
+    EventGenerator: {
+        "credential_stuffing": (0.95, 0.80),
+        "data_exfiltration": (0.95, 0.80),
+        "high_value_purchase": (0.95, 0.80),
+        "bot_activity": (0.95, 0.70),
+        "account_takeover": (0.90, 0.50),
+        "impossible_travel": (0.85, 0.30),
+    },
+    CommuterScenario: {
+        "credential_stuffing": (0.90, 0.60),
+        "data_exfiltration": (0.85, 0.40),
+        "high_value_purchase": (0.85, 0.40),
+        "bot_activity": (0.85, 0.40),
+        "account_takeover": (0.75, 0.20),
+        "impossible_travel": (0.75, 0.20),
+    },
+}
+
+
+def stream_features(spark, generator_class) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, held-out rows): features and the label of each event (None if normal)."""
+    train = generator_class(seed=5, population_seed=7, anomaly_rate=0.01)
+    messages = list(itertools.islice(train, TRAIN_EVENTS))
+    held = generator_class(
+        seed=2026, population_seed=7, anomaly_rate=0.03, start=train.clock
+    )
+    messages += list(itertools.islice(held, HELD_EVENTS))
+    labels = {
+        json.loads(m.value)["event_id"]: m.label.label
+        for m in messages
+        if m.label is not None
+    }
+    raw = spark.createDataFrame(
+        [(m.key, m.value, "t", 0, i, KAFKA_TS) for i, m in enumerate(messages)],
+        lib.KAFKA_SOURCE_SCHEMA,
+    )
+    good, _ = lib.split(lib.validate(lib.stage(raw), "b1"))
+    rows = (
+        silver_rows(good)
+        .select("event_id", "event_time", *FEATURE_COLUMNS)
+        .toPandas()
+        .sort_values("event_time")
+    )
+    rows["label"] = rows["event_id"].map(labels)
+    start = pd.Timestamp(train.clock).tz_convert(None)
+    times = pd.to_datetime(rows["event_time"])
+    if times.dt.tz is not None:
+        times = times.dt.tz_convert(None)
+    return rows[times < start], rows[times >= start]
+
+
+@pytest.mark.parametrize("generator_class", list(FLOORS), ids=lambda c: c.__name__)
+def test_every_type_stays_above_its_floor(spark, generator_class):
+    train, held = stream_features(spark, generator_class)
+    assert len(train) >= TRAIN_EVENTS * 0.99 and len(held) >= HELD_EVENTS * 0.99
+    model = build_pipeline(200, 2048, 42, FEATURE_COLUMNS).fit(
+        train[list(FEATURE_COLUMNS)].to_numpy(float)
+    )
+    scores = anomaly_scores(model, held[list(FEATURE_COLUMNS)].to_numpy(float))
+    threshold = np.quantile(anomaly_scores(model, train[list(FEATURE_COLUMNS)]), 0.99)
+    quality = detection_quality(scores, scores >= threshold, held["label"])
+    measured = {
+        kind: (round(q["roc_auc"], 3), round(q["recall_at_1pct_fpr"], 3), q["count"])
+        for kind, q in quality.per_type.items()
+    }
+    print(f"{generator_class.__name__}: {measured}")  # shown with -s / on failure
+    assert set(measured) == set(FLOORS[generator_class])
+    low = {
+        kind: (measured[kind], floor)
+        for kind, floor in FLOORS[generator_class].items()
+        if measured[kind][0] < floor[0] or measured[kind][1] < floor[1]
+    }
+    assert not low, f"types below their floor (measured, floor): {low}"
