@@ -6,11 +6,13 @@ default) goes through bronze -> silver -> gold, and its gold scores are compared
 labels. Per anomaly type: ROC AUC (the type's events against normal events), recall at a
 1 % false-positive rate (threshold: the 99th percentile of the normal events' scores) and
 recall at the product's operating threshold (``is_anomaly``). Target: ROC AUC and recall
-at 1 % FPR >= 0.90 for every type. Beside it, on the same held-out rows, the forest fitted
-as the pipeline fits it and two other detectors from scikit-learn (LocalOutlierFactor,
-EllipticEnvelope), each with fit and scoring time.
+at 1 % FPR >= 0.90 for every type on the project's generator, >= 0.80 on the second mix
+(``--mix commuters``, devtools/scenario.py: other habits, other attack shapes). Beside it, on
+the same held-out rows: the forest fitted as the pipeline fits it, a seed ensemble of it, a
+forest per event type family, and two other detectors from scikit-learn
+(LocalOutlierFactor, EllipticEnvelope), each with fit and scoring time.
 
-``python bench/bench_detection.py [--train-events 100000] [--eval-events 50000]``
+``python bench/bench_detection.py [--mix generator|commuters] [--train-events 100000]``
 """
 
 import argparse
@@ -30,6 +32,11 @@ from sklearn.preprocessing import FunctionTransformer, RobustScaler
 from anomaly_assets.definitions import ASSETS, build_resources
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
 from anomaly_assets.devtools.generator import EventGenerator, produce
+from anomaly_assets.devtools.scenario import CommuterScenario
+
+#: Event mixes: the project's generator (target 0.90 per type) and the second mix written
+#: for the tests, with other habits and attack shapes (target 0.80 per type).
+MIXES = {"generator": (EventGenerator, 0.90), "commuters": (CommuterScenario, 0.80)}
 from anomaly_assets.lib.features import FEATURE_COLUMNS
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
@@ -191,8 +198,12 @@ def main() -> None:
     parser.add_argument("--train-events", type=int, default=100_000)
     parser.add_argument("--eval-events", type=int, default=50_000)
     parser.add_argument("--eval-seed", type=int, default=2026)
+    # More anomalies in the held-out stream than in training: more episodes per type, so a
+    # recall is not decided by one or two of them.
+    parser.add_argument("--eval-anomaly-rate", type=float, default=0.03)
     parser.add_argument("--fit-rows", type=int, default=20_000)
     parser.add_argument("--keep", help="folder to keep the silver and gold rows in")
+    parser.add_argument("--mix", choices=list(MIXES), default="generator")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, DagsterInstance.ephemeral() as instance:
         tmp = Path(tmp)
@@ -222,7 +233,8 @@ def main() -> None:
                     run_config={"ops": ops or {}},
                 ).success
 
-            train = EventGenerator(seed=5, population_seed=7, anomaly_rate=0.01)
+            mix, target = MIXES[args.mix]
+            train = mix(seed=5, population_seed=7, anomaly_rate=0.01)
             produce(
                 bs,
                 topic,
@@ -239,10 +251,10 @@ def main() -> None:
                 {"anomaly_model": {"config": {"labels_path": str(tmp / "train.csv")}}},
             )
             train_s = time.perf_counter() - t0
-            held_out = EventGenerator(
+            held_out = mix(
                 seed=args.eval_seed,
                 population_seed=7,
-                anomaly_rate=0.01,
+                anomaly_rate=args.eval_anomaly_rate,
                 start=train.clock,
             )
             start = pd.Timestamp(train.clock)
@@ -277,8 +289,9 @@ def main() -> None:
         table = per_type(gold)
         others = other_detectors(silver, start, gold, args.fit_rows)
     print(
-        f"\n== Detection on a held-out stream (seed {args.eval_seed}, "
-        f"{len(gold):,} events, trained on {args.train_events:,} events of seed 5) =="
+        f"\n== Detection on a held-out stream of {mix.__name__} (seed {args.eval_seed}, "
+        f"{len(gold):,} events, {args.eval_anomaly_rate:.0%} anomalies; trained on "
+        f"{args.train_events:,} events of seed 5, 1 % anomalies) =="
     )
     print(
         f"train (bronze + silver + model): {train_s:.0f} s; held-out through gold {eval_s:.0f} s"
@@ -315,9 +328,9 @@ def main() -> None:
             )
             + f"{r['fit_s']:>10.1f} / {r['score_s']:.1f}"
         )
-    weak = table[(table["roc_auc"] < 0.9) | (table["recall_at_1pct_fpr"] < 0.9)]
+    weak = table[(table["roc_auc"] < target) | (table["recall_at_1pct_fpr"] < target)]
     print(
-        "target (every type ROC AUC and recall@1%FPR >= 0.90): "
+        f"target (every type ROC AUC and recall@1%FPR >= {target:.2f}): "
         + ("met" if weak.empty else f"NOT met for {', '.join(weak.index)}")
     )
 

@@ -19,24 +19,27 @@ import math
 FEATURES: dict[str, str] = {
     "events_1m": "events by the user in the minute up to and including this one",
     "events_5m": "events by the user in the 5 minutes up to and including this one",
-    "failed_logins_10m": "failed logins by the user in the last 10 minutes, this one included",
+    "failed_logins_10m": "for a login: the user's failed logins in the last 10 minutes, this "
+    "one included (0 for other events)",
     "distinct_ips_1h": "distinct IP addresses the user used in the last hour",
     "distinct_countries_24h": "distinct countries of the user's last 24 hours: this event's "
     "and those of the other events that were not failed logins",
     "seconds_since_prev": "seconds since the user's previous event (capped at 7 days)",
-    "is_new_country": "1 if the user has known places and this country is not one of them "
-    "(known places: those of the user's earlier events that were not failed logins)",
-    "is_new_device": "1 if the user has known places and never used this device and agent "
-    "in them",
-    "is_new_ip": "1 if the user has known places and never used this IP address in them",
+    "is_new_country": "1 if the user has places an hour old and this country was not among "
+    "them an hour ago (places: those of the user's events that were not failed logins)",
+    "is_new_device": "1 if the user has places an hour old and this device and agent were "
+    "not among them an hour ago",
+    "is_new_ip": "1 if the user has places an hour old and this IP address was not among "
+    "them an hour ago",
     "hour_of_day": "hour of the event in UTC",
     "hour_deviation": "circular distance in hours from the user's usual hour (0 without history)",
-    "amount_vs_user_mean": "purchase amount / the user's mean earlier purchase (1 if none; "
+    "amount_vs_user_mean": "purchase amount / the user's typical earlier purchase (their "
+    "geometric mean: expm1 of the mean log1p; 1 if none; "
     "0 for other events; capped at 1e6)",
     "amount_log": "log1p of the purchase amount (0 for other events)",
     "bytes_log": "log1p of bytes transferred (0 when the event moves no data)",
-    "bytes_vs_user_mean": "bytes transferred / the user's mean earlier transfer (1 if none; "
-    "0 when no data; capped at 1e6)",
+    "bytes_vs_user_mean": "bytes transferred / the user's typical earlier transfer (their "
+    "geometric mean: expm1 of the mean log1p; 1 if none; 0 when no data; capped at 1e6)",
     "duration_ms_log": "log1p of the event's duration in milliseconds",
     "is_failed_login": "1 for a login with success = false",
     # What each named threat looks like (docs: the threat each one serves).
@@ -45,11 +48,12 @@ FEATURES: dict[str, str] = {
     "a failed login and this one's, per hour between them (gaps under a minute count as a "
     "minute); 0 otherwise (a known country, an unplaced one, no previous event)",
     "travel_speed_max_1h": "the highest travel_speed_kmh among the user's events of the "
-    "last hour: what happens right after an impossible jump is suspect too",
-    "failed_login_ips_10m": "distinct IP addresses of the user's failed logins in the last "
-    "10 minutes",
-    "failed_login_ratio_10m": "failed logins / logins by the user in the last 10 minutes "
-    "(0 without logins)",
+    "last hour in this event's country: what follows an impossible jump is suspect too, "
+    "going elsewhere after it is not",
+    "failed_login_ips_10m": "for a login: distinct IP addresses of the user's failed logins "
+    "in the last 10 minutes (0 for other events)",
+    "failed_login_ratio_10m": "for a login: failed logins / logins by the user in the last "
+    "10 minutes (0 for other events)",
     "events_10s": "events by the user in the 10 seconds up to and including this one",
     "gap_regularity_1m": "coefficient of variation of the gaps between the user's events "
     "of the last minute (1 with fewer than 3): scripts keep a steady beat, people do not",
@@ -57,8 +61,9 @@ FEATURES: dict[str, str] = {
     "or a scripted client",
     "bytes_1h_log": "log1p of the bytes the user moved in the last hour (downloads and API "
     "calls alike)",
-    "bytes_1h_vs_user_mean": "bytes the user moved in the last hour / the user's mean "
-    "earlier transfer (0 when none moved; 1 per transfer without history; capped at 1e6)",
+    "bytes_1h_vs_user_mean": "bytes the user moved in the last hour / the user's typical "
+    "earlier transfer (as bytes_vs_user_mean; 0 when none moved; 1 per transfer without "
+    "history; capped at 1e6)",
     "value_after_risky_access": "1 for a purchase or download within 15 minutes after the "
     "user's password reset or login from a new device, country or IP",
     "items_log": "log1p of the items of a purchase or cart addition (0 for other events)",
@@ -102,6 +107,8 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
     ),
     "items_log": ("event_type", "items"),
 }
+#: A place (country, device, IP) stays new for this long after its first use.
+NEW_PLACE_S = 3600
 #: Window of value_after_risky_access: a takeover cashes in soon after getting in.
 RISKY_ACCESS_WINDOW_S = 15 * 60
 #: Case-insensitive pattern of automation user agents (is_automation_agent).
@@ -197,8 +204,10 @@ _PROFILE_FIELDS = (
     "last_country_time",
     "purchases",
     "amount_sum",
+    "amount_log_e9",
     "transfers",
     "bytes_sum",
+    "bytes_log_e9",
     "hour_sin_e9",
     "hour_cos_e9",
 )
@@ -235,25 +244,32 @@ def _with_profile(events, profile):
     """``events`` with the user's profile as ``p_*`` columns (zeros / empty without one)."""
     from pyspark.sql import functions as F
 
+    from anomaly_assets.lib.profile import SET_TYPE, upgraded
+
+    # p_<set>: the known values; p_<set>_seen: the same entries with their first_seen.
     sets = ("countries", "devices", "ips")
     if profile is None:
         return events.select(
             "*",
             *[F.lit(None).alias(f"p_{c}") for c in _PROFILE_FIELDS],
             *[F.array().cast("array<string>").alias(f"p_{s}") for s in sets],
+            *[F.array().cast(SET_TYPE).alias(f"p_{s}_seen") for s in sets],
         )
-    from anomaly_assets.lib.profile import upgraded
-
     p = upgraded(profile).select(
         "user_id",
         *[F.col(c).alias(f"p_{c}") for c in _PROFILE_FIELDS],
         *[F.col(f"{s}.value").alias(f"p_{s}") for s in sets],
+        *[F.col(s).alias(f"p_{s}_seen") for s in sets],
     )
     return events.join(p, "user_id", "left").select(
         *events.columns,
         *[F.col(f"p_{c}") for c in _PROFILE_FIELDS],
         *[
             F.coalesce(f"p_{s}", F.array().cast("array<string>")).alias(f"p_{s}")
+            for s in sets
+        ],
+        *[
+            F.coalesce(f"p_{s}_seen", F.array().cast(SET_TYPE)).alias(f"p_{s}_seen")
             for s in sets
         ],
     )
@@ -275,7 +291,14 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     from pyspark.sql import functions as F
 
     from anomaly_assets.lib.geo import distance_expr
-    from anomaly_assets.lib.profile import HOUR_SCALE, amount_term, hour_terms
+    from anomaly_assets.lib.profile import (
+        HOUR_SCALE,
+        LOG_SUMS,
+        amount_term,
+        hour_terms,
+        log_sum,
+        log_term,
+    )
 
     late = (
         F.lit(False)
@@ -338,6 +361,24 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             F.array_contains(F.collect_set(place).over(prior), value), F.lit(False)
         )
 
+    # "New" places: not known as of NEW_PLACE_S before the event, so a session from a new
+    # IP stays new for its hour, not only at its first event.
+    settled = ts - NEW_PLACE_S
+    before = by_user.orderBy("_ts").rangeBetween(
+        Window.unboundedPreceding, -NEW_PLACE_S
+    )
+
+    def new_place(value, profile_seen):
+        place = tail_only(F.when(~failed, value))
+        in_profile = F.exists(
+            profile_seen,
+            lambda e: (
+                (e["value"] == value) & (e["first_seen"].cast("double") <= settled)
+            ),
+        )
+        in_rows = F.array_contains(F.collect_set(place).over(before), value)
+        return ~(in_profile | F.coalesce(in_rows, F.lit(False)))
+
     sin, cos = hour_terms()
     sin_sum = F.coalesce("p_hour_sin_e9", F.lit(0)) + F.coalesce(
         F.sum(tail_only(sin)).over(prior), F.lit(0)
@@ -349,29 +390,30 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         prior
     )
     has_history = prior_events > 0
-    has_places = (F.size("p_countries") > 0) | (
-        F.count(tail_only(F.when(~failed, F.lit(1)))).over(prior) > 0
+    # A user has places to compare with once their first place is NEW_PLACE_S old.
+    first_place = F.least(
+        F.array_min(F.transform("p_countries_seen", lambda e: e["first_seen"])).cast(
+            "double"
+        ),
+        F.min(tail_only(F.when(~failed, ts))).over(prior),
     )
+    has_places = F.coalesce(first_place <= settled, F.lit(False))
     mean_hour = (
         F.atan2(sin_sum / HOUR_SCALE, cos_sum / HOUR_SCALE) * (24 / (2 * math.pi)) + 24
     ) % 24
     hour_gap = F.abs(F.col("hour_of_day") - mean_hour)
-    amount = amount_term()
-    amount_n = F.coalesce("p_purchases", F.lit(0)) + F.count(tail_only(amount)).over(
-        prior
-    )
-    amount_sum = F.coalesce("p_amount_sum", F.lit(0)) + F.coalesce(
-        F.sum(tail_only(amount)).over(prior), F.lit(0)
-    )
-    prior_amount = F.when(amount_n > 0, amount_sum.cast("double") / amount_n)
-    nbytes = F.col("bytes_transferred").cast("decimal(38,0)")
-    bytes_n = F.coalesce("p_transfers", F.lit(0)) + F.count(tail_only(nbytes)).over(
-        prior
-    )
-    bytes_sum = F.coalesce("p_bytes_sum", F.lit(0)) + F.coalesce(
-        F.sum(tail_only(nbytes)).over(prior), F.lit(0)
-    )
-    prior_bytes = F.when(bytes_n > 0, bytes_sum.cast("double") / bytes_n)
+
+    def typical(log_column: str, values):
+        """The user's typical earlier value: expm1 of the mean log1p (geometric mean)."""
+        count = LOG_SUMS[log_column][0]
+        n = F.coalesce(f"p_{count}", F.lit(0)) + F.count(tail_only(values)).over(prior)
+        logs = log_sum(log_column, "p_") + F.coalesce(
+            F.sum(tail_only(log_term(log_column))).over(prior), F.lit(0)
+        )
+        return F.when(n > 0, F.expm1(logs / HOUR_SCALE / n))
+
+    prior_amount = typical("amount_log_e9", amount_term())
+    prior_bytes = typical("bytes_log_e9", F.col("bytes_transferred"))
     # The previous event: in the rows at hand, else the profile's last (if before this one).
     profile_last = F.when(
         F.col("p_last_event_time") <= F.col("event_time"),
@@ -401,8 +443,13 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         distance_expr(previous_country, F.col("country"))
         / (F.greatest(place_gap, F.lit(MIN_TRAVEL_GAP_S)) / 3600),
     )
-    logins = F.sum((F.col("event_type") == "login").cast("int")).over(last(600))
-    failed_10m = F.sum(failed.cast("int")).over(last(600))
+    is_login = F.coalesce(F.col("event_type") == "login", F.lit(False))
+    logins = F.sum(is_login.cast("int")).over(last(600))
+    # Counted on logins only: the user's own clicks while someone else stuffs their
+    # password are not the attack.
+    failed_10m = F.when(is_login, F.sum(failed.cast("int")).over(last(600))).otherwise(
+        0
+    )
     moved = F.coalesce(F.col("bytes_transferred"), F.lit(0))
     bytes_1h = F.sum(moved).over(last(3600))
     transfers_1h = F.count("bytes_transferred").over(last(3600))
@@ -435,13 +482,13 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                 F.coalesce(ts - previous, F.lit(MAX_GAP_S)), F.lit(MAX_GAP_S)
             ).cast("double"),
             "is_new_country": (
-                has_places & ~known(F.col("country"), F.col("p_countries"))
+                has_places & new_place(F.col("country"), F.col("p_countries_seen"))
             ).cast("int"),
             "is_new_device": (
-                has_places & ~known(F.col("_device"), F.col("p_devices"))
+                has_places & new_place(F.col("_device"), F.col("p_devices_seen"))
             ).cast("int"),
             "is_new_ip": (
-                has_places & ~known(F.col("ip_address"), F.col("p_ips"))
+                has_places & new_place(F.col("ip_address"), F.col("p_ips_seen"))
             ).cast("int"),
             "hour_deviation": F.when(has_history, F.least(hour_gap, 24 - hour_gap))
             .otherwise(F.lit(0.0))
@@ -464,12 +511,15 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             "duration_ms_log": F.log1p(F.coalesce("duration_ms", F.lit(0))),
             "is_failed_login": failed.cast("int"),
             "travel_speed_kmh": F.coalesce(speed, F.lit(0.0)),
-            "failed_login_ips_10m": F.size(
-                F.collect_set(F.when(failed, F.col("ip_address"))).over(last(600))
-            ),
-            "failed_login_ratio_10m": F.when(logins > 0, failed_10m / logins).otherwise(
-                F.lit(0.0)
-            ),
+            "failed_login_ips_10m": F.when(
+                is_login,
+                F.size(
+                    F.collect_set(F.when(failed, F.col("ip_address"))).over(last(600))
+                ),
+            ).otherwise(0),
+            "failed_login_ratio_10m": F.when(
+                is_login & (logins > 0), failed_10m / logins
+            ).otherwise(F.lit(0.0)),
             "events_10s": F.count(F.lit(1)).over(last(10)),
             "is_automation_agent": F.coalesce(
                 F.col("user_agent").rlike(AUTOMATION_AGENTS), F.lit(False)
@@ -494,12 +544,24 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         F.coalesce("_risky_stored", F.lit(False))
     )
     speed = F.when(own, F.col("travel_speed_kmh")).otherwise(F.col("_speed_stored"))
+    # The last hour's jumps, to find those into this event's country.
+    arrivals = F.collect_list(
+        F.when(
+            speed > 0, F.struct(F.col("country").alias("country"), speed.alias("speed"))
+        )
+    ).over(last(3600))
     gaps = last(60)
     n_gaps, mean_gap = F.count("_gap").over(gaps), F.avg("_gap").over(gaps)
     featured = featured.withColumns(
         {
             "travel_speed_max_1h": F.coalesce(
-                F.max(speed).over(last(3600)), F.lit(0.0)
+                F.array_max(
+                    F.transform(
+                        F.filter(arrivals, lambda e: e["country"] == F.col("country")),
+                        lambda e: e["speed"],
+                    )
+                ),
+                F.lit(0.0),
             ),
             "gap_regularity_1m": F.when(
                 (n_gaps >= 3) & (mean_gap > 0),

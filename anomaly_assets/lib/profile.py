@@ -2,9 +2,11 @@
 
 Everything the "ever seen before" features need, for all of a user's events before the
 profile's ``through`` time (the silver watermark when it was folded): event count, first and
-last event time and country, purchase count and exact amount sum, transfer count and exact byte sum,
-fixed-point sums of sin / cos of the active hours (a circular mean without float drift), and
-the known countries, devices and IP addresses, each with first / last seen and a count.
+last event time, the last place (country and time of the last event that was not a failed
+login), purchase count and exact amount sum, transfer count and exact byte sum, fixed-point
+sums of sin / cos of the active hours (a circular mean without float drift), and the user's
+places: countries, devices and IP addresses of events that were not failed logins, each with
+first / last seen and a count.
 
 Sets are capped (``SET_CAPS``): past the cap the values seen longest ago are forgotten, so a
 user with more than 256 IP addresses may see an old one counted as new again. Folding is a
@@ -29,8 +31,9 @@ SET_TYPE = (
 PROFILE_SCHEMA = (
     "user_id string, events bigint, first_event_time timestamp, "
     "last_event_time timestamp, last_country string, last_country_time timestamp, "
-    "purchases bigint, amount_sum decimal(38,6), "
-    "transfers bigint, bytes_sum decimal(38,0), hour_sin_e9 bigint, hour_cos_e9 bigint, "
+    "purchases bigint, amount_sum decimal(38,6), amount_log_e9 bigint, "
+    "transfers bigint, bytes_sum decimal(38,0), bytes_log_e9 bigint, hour_sin_e9 bigint, "
+    "hour_cos_e9 bigint, "
     f"countries {SET_TYPE}, devices {SET_TYPE}, ips {SET_TYPE}, "
     "through timestamp, updated_at timestamp"
 )
@@ -60,6 +63,43 @@ def amount_term():
     )
 
 
+#: Typical values kept as sums of log1p (fixed point): log column -> (count, exact sum,
+#: value). Their mean gives a geometric mean, which a burst being measured, or an old one,
+#: moves far less than it moves the plain mean.
+LOG_SUMS = {
+    "amount_log_e9": ("purchases", "amount_sum", "amount"),
+    "bytes_log_e9": ("transfers", "bytes_sum", "bytes_transferred"),
+}
+
+
+def log_term(log_column: str):
+    """This event's log1p value as a fixed-point integer (None when it has none)."""
+    from pyspark.sql import functions as F
+
+    value = (
+        amount_term()
+        if log_column == "amount_log_e9"
+        else F.col(LOG_SUMS[log_column][2])
+    )
+    return F.round(
+        F.log1p(F.greatest(value.cast("double"), F.lit(0.0))) * HOUR_SCALE
+    ).cast("long")
+
+
+def log_sum(log_column: str, prefix: str):
+    """The profile's ``log_column`` under ``prefix`` (``"o."``, ``"p_"``). Rows written
+    before it existed have NULL there: their history counts as that many of its mean."""
+    from pyspark.sql import functions as F
+
+    count, total, _ = LOG_SUMS[log_column]
+    n, total = F.col(f"{prefix}{count}"), F.col(f"{prefix}{total}").cast("double")
+    return F.coalesce(
+        F.col(f"{prefix}{log_column}"),
+        F.when(n > 0, F.round(F.log1p(total / n) * HOUR_SCALE * n).cast("long")),
+        F.lit(0),
+    )
+
+
 def _event_totals(events):
     from pyspark.sql import functions as F
 
@@ -82,6 +122,7 @@ def _event_totals(events):
         F.sum(amount).alias("amount_sum"),
         F.count("bytes_transferred").alias("transfers"),
         F.sum(F.col("bytes_transferred").cast("decimal(38,0)")).alias("bytes_sum"),
+        *[F.sum(log_term(c)).alias(c) for c in LOG_SUMS],
         F.sum(sin).alias("hour_sin_e9"),
         F.sum(cos).alias("hour_cos_e9"),
     )
@@ -186,6 +227,10 @@ def fold(old, events, through):
             *[
                 plus_sum(c).alias(c)
                 for c in ("amount_sum", "bytes_sum", "hour_sin_e9", "hour_cos_e9")
+            ],
+            *[
+                (log_sum(c, "o.") + F.coalesce(f"n.{c}", F.lit(0))).alias(c)
+                for c in LOG_SUMS
             ],
             F.least("o.first_event_time", "n.first_event_time").alias(
                 "first_event_time"

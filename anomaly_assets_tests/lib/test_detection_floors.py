@@ -10,7 +10,7 @@ yet a lost feature or a broken window drops a type below its floor.
 
 import itertools
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -22,8 +22,10 @@ from anomaly_assets.lib import bronze as lib
 from anomaly_assets.lib.features import FEATURE_COLUMNS, silver_rows
 from anomaly_assets.lib.model import anomaly_scores, build_pipeline, detection_quality
 
-KAFKA_TS = datetime(2027, 1, 1)  # after every generated event: no future-skew rejections
-TRAIN_EVENTS, HELD_EVENTS = 30_000, 20_000
+KAFKA_TS = datetime(
+    2027, 1, 1
+)  # after every generated event: no future-skew rejections
+TRAIN_EVENTS, HELD_EVENTS = 30_000, 30_000
 
 # type: (ROC AUC floor, recall at 1 % FPR floor)
 FLOORS = {
@@ -51,7 +53,7 @@ def stream_features(spark, generator_class) -> tuple[pd.DataFrame, pd.DataFrame]
     train = generator_class(seed=5, population_seed=7, anomaly_rate=0.01)
     messages = list(itertools.islice(train, TRAIN_EVENTS))
     held = generator_class(
-        seed=2026, population_seed=7, anomaly_rate=0.03, start=train.clock
+        seed=2026, population_seed=7, anomaly_rate=0.08, start=train.clock
     )
     messages += list(itertools.islice(held, HELD_EVENTS))
     labels = {

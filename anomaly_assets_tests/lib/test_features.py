@@ -31,15 +31,16 @@ US_DE_KM = haversine_km(country_centres()["US"], country_centres()["DE"])
 EXPECTED = {
     "events_1m": [1, 2, 2, 1, 1, 1, 2, 3],
     "events_5m": [1, 2, 3, 4, 1, 1, 2, 3],
-    "failed_logins_10m": [1, 2, 2, 2, 0, 0, 0, 0],
+    # failed-login features are counted on logins only (u1-3 is a purchase)
+    "failed_logins_10m": [1, 2, 2, 0, 0, 0, 0, 0],
     "distinct_ips_1h": [1, 1, 2, 2, 3, 1, 1, 1],
     "distinct_countries_24h": [1, 1, 1, 1, 2, 2, 2, 2],
     "seconds_since_prev": [604800, 60, 60, 120, 960, 6000, 30, 30],
-    "is_new_country": [0, 0, 0, 0, 1, 0, 0, 0],
-    "is_new_device": [0, 0, 0, 0, 1, 0, 0, 0],
-    # known places come from events that are not failed logins: u1-2 is the first (no
-    # known places before it), so IP A, used by u1-0 and u1-1 only, is new at u1-5
-    "is_new_ip": [0, 0, 0, 0, 1, 1, 0, 0],
+    # u1's first place (u1-2, 120 s) is an hour old from u1-5 on: only then can a place be
+    # new. IP A (failed logins only before) was not among the places of an hour before.
+    "is_new_country": [0] * 8,
+    "is_new_device": [0] * 8,
+    "is_new_ip": [0, 0, 0, 0, 0, 1, 1, 1],
     "hour_of_day": [0, 0, 0, 0, 0, 2, 2, 2],
     # prior mean hour is 0 until event 6; for event 7 it is the circular mean of {0 x5, 2}
     "amount_vs_user_mean": [0, 0, 0, 1.0, 3.0, 0, 0, 0],
@@ -53,8 +54,8 @@ EXPECTED = {
     "travel_speed_kmh": [0, 0, 0, 0, US_DE_KM / (960 / 3600), 0, 0, 0],
     # the fastest jump of the last hour: u1-4's, and nothing within the hour before u1-5
     "travel_speed_max_1h": [0, 0, 0, 0, US_DE_KM / (960 / 3600), 0, 0, 0],
-    "failed_login_ips_10m": [1, 1, 1, 1, 0, 0, 0, 0],
-    "failed_login_ratio_10m": [1, 1, 2 / 3, 2 / 3, 0, 0, 0, 0],
+    "failed_login_ips_10m": [1, 1, 1, 0, 0, 0, 0, 0],
+    "failed_login_ratio_10m": [1, 1, 2 / 3, 0, 0, 0, 0, 0],
     "events_10s": [1] * 8,
     # the last minute's gaps: fewer than 3 until u1-7 (6000, 30, 30)
     "gap_regularity_1m": [1] * 7
@@ -142,6 +143,48 @@ def test_features_match_hand_computed_values(bronze_like):
     assert [got[f"u2-{i}"]["failed_logins_10m"] for i in range(3)] == [1, 2, 3]
 
 
+# A user settled in the US goes to France: the French login, device and IP stay new for an
+# hour after their first use, then they are the user's places.
+SETTLED = [
+    (0, "login", True, None, None, "US", "A", DESK, None),
+    (4000, "login", True, None, None, "FR", "Z", PHONE, None),
+    (4030, "purchase", None, 50.0, None, "FR", "Z", PHONE, None),
+    (8000, "page_view", None, None, None, "FR", "Z", PHONE, None),
+]
+
+
+def test_places_stay_new_for_an_hour(spark):
+    rows = _by_id(silver_rows(spark.createDataFrame(_rows("u4", SETTLED), SCHEMA)))
+    for name in ("is_new_country", "is_new_device", "is_new_ip"):
+        assert [rows[f"u4-{i}"][name] for i in range(4)] == [0, 1, 1, 0], name
+    # the purchase 30 s after a login from a new place
+    assert [rows[f"u4-{i}"]["value_after_risky_access"] for i in range(4)] == [
+        0,
+        0,
+        1,
+        0,
+    ]
+
+
+# A jump to Russia and back home: the speed counts into the new country and stays with the
+# events there; home is no jump, and the jump into Russia is not home's.
+TRIP = [
+    (0, "login", True, None, None, "US", "A", DESK, None),
+    (600, "login", True, None, None, "RU", "R", DESK, None),
+    (660, "page_view", None, None, None, "RU", "R", DESK, None),
+    (900, "page_view", None, None, None, "US", "A", DESK, None),
+]
+
+
+def test_a_jump_counts_into_the_new_country_only(spark):
+    rows = _by_id(silver_rows(spark.createDataFrame(_rows("u6", TRIP), SCHEMA)))
+    jump = haversine_km(country_centres()["US"], country_centres()["RU"]) / (600 / 3600)
+    speeds = [rows[f"u6-{i}"]["travel_speed_kmh"] for i in range(4)]
+    highest = [rows[f"u6-{i}"]["travel_speed_max_1h"] for i in range(4)]
+    assert speeds == pytest.approx([0, jump, 0, 0])
+    assert highest == pytest.approx([0, jump, jump, 0])
+
+
 def test_profile_plus_recent_rows_give_the_whole_history_features(bronze_like):
     """Split at a watermark: rows before it folded into profiles, the rest featurized from
     the profile plus the stored rows (as silver reads them: the 24 hours the windows need,
@@ -168,6 +211,15 @@ def test_profile_plus_recent_rows_give_the_whole_history_features(bronze_like):
         for name in FEATURE_COLUMNS:
             assert row[name] == pytest.approx(whole[event_id][name]), (event_id, name)
         assert not row["late"]
+    # A profile written before last_country_time and the log sums existed gives the same
+    # features here: its last event was a place, one purchase and no transfers.
+    legacy = profile.drop(
+        "last_country_time", "bytes_log_e9", "amount_log_e9"
+    ).localCheckpoint()
+    upgraded = _by_id(featurize(rest, context, legacy, watermark))
+    for event_id, row in upgraded.items():
+        for name in FEATURE_COLUMNS:
+            assert row[name] == pytest.approx(whole[event_id][name]), (event_id, name)
 
 
 def test_an_earlier_event_corrects_the_rows_after_it(bronze_like):
@@ -249,3 +301,22 @@ def test_every_feature_names_the_bronze_columns_it_comes_from():
     for feature, inputs in FEATURE_INPUTS.items():
         sources = {d.column_name for d in lineage[feature]}
         assert sources == {"user_id", "event_ts", *inputs} <= set(BRONZE_COLUMNS)
+
+
+def test_a_legacy_profile_folds_its_transfers_as_transfers_of_their_mean(spark):
+    """Profiles written before bytes_log_e9 get it at their next fold: their history counts
+    as that many transfers of its mean, the new transfers as themselves."""
+    from anomaly_assets.lib.profile import HOUR_SCALE, fold
+
+    moves = [
+        (60 * i, "file_download", None, None, size, "US", "A", DESK, None)
+        for i, size in enumerate((1000, 3000, 500))
+    ]
+    rows = silver_rows(spark.createDataFrame(_rows("u5", moves), SCHEMA))
+    old = fold(None, rows.filter("offset < 2"), T0).drop("bytes_log_e9")
+    new = fold(old, rows.filter("offset = 2"), T0).first()
+    history = 2 * math.log1p(4000 / 2)
+    assert new["transfers"] == 3
+    assert new["bytes_log_e9"] / HOUR_SCALE == pytest.approx(
+        history + math.log1p(500), abs=1e-6
+    )
