@@ -43,10 +43,11 @@ FEATURES: dict[str, str] = {
     "duration_ms_log": "log1p of the event's duration in milliseconds",
     "is_failed_login": "1 for a login with success = false",
     # What each named threat looks like (docs: the threat each one serves).
-    "travel_speed_kmh": "for an event from a country that is not one of the user's known "
-    "places: km between the centres of the country of the user's previous event that was not "
-    "a failed login and this one's, per hour between them (gaps under a minute count as a "
-    "minute); 0 otherwise (a known country, an unplaced one, no previous event)",
+    "travel_speed_kmh": "for an event from a country where the user rarely is (under 5 % of "
+    "their places, see country_share): km between the centres of the country of the "
+    "user's previous event that was not a failed login and this one's, per hour between "
+    "them (gaps under a minute count as a minute); 0 otherwise (a usual country, an "
+    "unplaced one, no previous event)",
     "travel_speed_max_1h": "the highest travel_speed_kmh among the user's events of the "
     "last hour in this event's country: what follows an impossible jump is suspect too, "
     "going elsewhere after it is not",
@@ -61,12 +62,14 @@ FEATURES: dict[str, str] = {
     "or a scripted client",
     "bytes_1h_log": "log1p of the bytes the user moved in the last hour (downloads and API "
     "calls alike)",
-    "bytes_1h_vs_user_mean": "bytes the user moved in the last hour / the user's typical "
-    "earlier transfer (as bytes_vs_user_mean; 0 when none moved; 1 per transfer without "
-    "history; capped at 1e6)",
+    "transfer_1h_vs_typical": "the user's mean transfer of the last hour / their typical "
+    "earlier transfer (as bytes_vs_user_mean; 0 when none moved; 1 without history; capped "
+    "at 1e6): a busy hour of ordinary transfers stays near 1, bigger ones do not",
     "value_after_risky_access": "1 for a purchase or download within 15 minutes after the "
     "user's password reset or login from a new device, country or IP",
     "items_log": "log1p of the items of a purchase or cart addition (0 for other events)",
+    "country_share": "share of the user's earlier places (events that were not failed "
+    "logins) in this event's country (1 without history)",
 }
 #: Feature -> the event columns it is computed from, besides user_id and event_time (every
 #: feature is per user, in event-time order): the silver column lineage.
@@ -96,7 +99,7 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
     "gap_regularity_1m": (),
     "is_automation_agent": ("user_agent",),
     "bytes_1h_log": ("bytes_transferred",),
-    "bytes_1h_vs_user_mean": ("bytes_transferred",),
+    "transfer_1h_vs_typical": ("bytes_transferred",),
     "value_after_risky_access": (
         "event_type",
         "success",
@@ -106,7 +109,10 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
         "user_agent",
     ),
     "items_log": ("event_type", "items"),
+    "country_share": ("event_type", "success", "country"),
 }
+#: Travel counts into a country with less than this share of the user's places.
+RARE_COUNTRY_SHARE = 0.05
 #: A place (country, device, IP) stays new for this long after its first use.
 NEW_PLACE_S = 3600
 #: Window of value_after_risky_access: a takeover cashes in soon after getting in.
@@ -354,12 +360,23 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
 
     failed = failed_login()
 
-    def known(value, profile_set):
-        """The value is among the user's known places (not from failed logins)."""
-        place = tail_only(F.when(~failed, value))
-        return F.array_contains(profile_set, value) | F.coalesce(
-            F.array_contains(F.collect_set(place).over(prior), value), F.lit(False)
-        )
+    # Share of the user's earlier places (events that were not failed logins) in this
+    # event's country: the profile's counts plus the rows at hand before this one.
+    place_one = tail_only(F.when(~failed, F.lit(1)))
+    same_country = (
+        Window.partitionBy("user_id", "country")
+        .orderBy("_ts", "topic", "partition", "offset")
+        .rowsBetween(Window.unboundedPreceding, -1)
+    )
+
+    def counted(entries):
+        return F.aggregate(entries, F.lit(0).cast("long"), lambda n, e: n + e["count"])
+
+    here = counted(
+        F.filter("p_countries_seen", lambda e: e["value"] == F.col("country"))
+    ) + F.count(place_one).over(same_country)
+    everywhere = counted(F.col("p_countries_seen")) + F.count(place_one).over(prior)
+    country_share = F.when(everywhere > 0, here / everywhere)
 
     # "New" places: not known as of NEW_PLACE_S before the event, so a session from a new
     # IP stays new for its hour, not only at its first event.
@@ -439,7 +456,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     )
     place_gap = ts - F.coalesce(place["ts"], profile_place)
     speed = F.when(
-        ~known(F.col("country"), F.col("p_countries")),
+        F.coalesce(country_share, F.lit(0.0)) < RARE_COUNTRY_SHARE,
         distance_expr(previous_country, F.col("country"))
         / (F.greatest(place_gap, F.lit(MIN_TRAVEL_GAP_S)) / 3600),
     )
@@ -525,9 +542,12 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                 F.col("user_agent").rlike(AUTOMATION_AGENTS), F.lit(False)
             ).cast("int"),
             "bytes_1h_log": F.log1p(bytes_1h),
-            "bytes_1h_vs_user_mean": F.when(bytes_1h == 0, F.lit(0.0))
-            .when(prior_bytes.isNull() | (prior_bytes == 0), transfers_1h)
-            .otherwise(F.least(bytes_1h / prior_bytes, F.lit(MAX_RATIO))),
+            "transfer_1h_vs_typical": F.when(bytes_1h == 0, F.lit(0.0))
+            .when(prior_bytes.isNull() | (prior_bytes == 0), F.lit(1.0))
+            .otherwise(
+                F.least(bytes_1h / transfers_1h / prior_bytes, F.lit(MAX_RATIO))
+            ),
+            "country_share": F.coalesce(country_share, F.lit(1.0)),
             "items_log": F.when(
                 F.col("event_type").isin("purchase", "add_to_cart"),
                 F.log1p(F.coalesce("items", F.lit(0))),

@@ -34,7 +34,7 @@ LOG_FEATURES = (
     "travel_speed_kmh",
     "travel_speed_max_1h",
     "events_10s",
-    "bytes_1h_vs_user_mean",
+    "transfer_1h_vs_typical",
 )
 
 

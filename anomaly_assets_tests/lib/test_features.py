@@ -62,11 +62,14 @@ EXPECTED = {
     + [statistics.pstdev([6000, 30, 30]) / statistics.mean([6000, 30, 30])],
     "is_automation_agent": [0] * 8,
     "bytes_1h_log": [0] * 6 + [math.log1p(1000), math.log1p(4000)],
-    # the first transfer has no mean to compare with (one transfer's worth); then 4000 / 1000
-    "bytes_1h_vs_user_mean": [0] * 6 + [1.0, 4.0],
+    # the first transfer has no typical one to compare with; then (4000 / 2) / 1000
+    "transfer_1h_vs_typical": [0] * 6 + [1.0, 2.0],
     # u1-5 logs in from a new IP; u1-6 downloads 30 s later (u1-7 is an API call)
     "value_after_risky_access": [0, 0, 0, 0, 0, 0, 1, 0],
     "items_log": [0] * 8,
+    # earlier places (not failed logins) in this country: none before u1-3; then US, US;
+    # DE is new at u1-4; back in the US, 2 of 3, 3 of 4, 4 of 5
+    "country_share": [1, 1, 1, 1, 0, 2 / 3, 3 / 4, 4 / 5],
 }
 
 
