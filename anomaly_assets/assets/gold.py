@@ -26,7 +26,11 @@ from pydantic import Field
 from anomaly_assets.assets.incremental import nothing_new
 from anomaly_assets.assets.lineage import column_lineage
 from anomaly_assets.lib import cursors, monitoring
-from anomaly_assets.lib.features import FEATURE_COLUMNS, GOLD_EVENT_COLUMNS
+from anomaly_assets.lib.features import (
+    FEATURE_COLUMNS,
+    FEATURE_FINGERPRINT,
+    GOLD_EVENT_COLUMNS,
+)
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource
 
@@ -60,7 +64,24 @@ def load_champion(mlflow_settings: MlflowResource):
     uri = f"models:/{mlflow_settings.registered_model_name}/{version.version}"
     model = mlflow.sklearn.load_model(uri)
     metadata = mlflow.models.get_model_info(uri).metadata
+    mismatch = feature_mismatch(metadata, version.version)
+    if mismatch:
+        raise Failure(mismatch)
     return model, metadata, version
+
+
+def feature_mismatch(metadata: dict, version) -> str | None:
+    """Why the champion cannot score today's silver rows, or None: a model trained on other
+    feature definitions would score with the same column names and other meanings."""
+    trained_on = metadata.get("feature_fingerprint")
+    if trained_on == FEATURE_FINGERPRINT:
+        return None
+    return (
+        f"Champion version {version} was trained on other feature definitions (fingerprint "
+        f"{trained_on or 'not recorded'}; this code computes {FEATURE_FINGERPRINT}). "
+        "Materialise anomaly_model to train a champion on the current features. Silver rows "
+        "written before the upgrade keep the old definitions: see 'Upgrading' in the README."
+    )
 
 
 def batch_feature_stats(df, features) -> dict[str, dict[str, dict[str, float]]]:

@@ -20,7 +20,7 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets import settings
-from anomaly_assets.lib.features import FEATURE_COLUMNS
+from anomaly_assets.lib.features import FEATURE_COLUMNS, FEATURE_FINGERPRINT
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource, MlflowTracking
 
@@ -194,6 +194,7 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
     mlf.log_dict(quantiles, "baseline/score_quantiles.json")
     model_metadata = {
         "features": list(FEATURE_COLUMNS),
+        "feature_fingerprint": FEATURE_FINGERPRINT,
         "score_quantiles": quantiles,
         "threshold_percentile": config.threshold_percentile,
         "threshold_score": threshold_score,

@@ -13,6 +13,8 @@ sin/cos sums), so the profile's part and the recent part add up to the same valu
 the split.
 """
 
+import hashlib
+import json
 import math
 
 #: Feature name -> one-line definition. The model uses exactly these columns, in this order.
@@ -71,6 +73,9 @@ FEATURES: dict[str, str] = {
     "country_share": "share of the user's earlier places (events that were not failed "
     "logins) in this event's country (1 without history)",
 }
+#: Changes whenever a definition above changes: a model records the fingerprint it was
+#: trained on, and gold refuses to score silver rows of other definitions with it.
+FEATURE_FINGERPRINT = hashlib.sha256(json.dumps(FEATURES).encode()).hexdigest()[:12]
 #: Feature -> the event columns it is computed from, besides user_id and event_time (every
 #: feature is per user, in event-time order): the silver column lineage.
 FEATURE_INPUTS: dict[str, tuple[str, ...]] = {

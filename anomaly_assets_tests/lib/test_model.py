@@ -190,3 +190,13 @@ def test_monitoring_counts_each_batch_once_whatever_the_retry():
     tomorrow = day + timedelta(days=1)
     assert fold(None, tomorrow, "m", "1", {"b3": scorings(c, 1)}, {"b3"}) is None
     assert p95([0] * BINS) == 0.0
+
+
+def test_gold_refuses_a_champion_of_other_feature_definitions():
+    from anomaly_assets.assets.gold import feature_mismatch
+    from anomaly_assets.lib.features import FEATURE_FINGERPRINT
+
+    assert feature_mismatch({"feature_fingerprint": FEATURE_FINGERPRINT}, 3) is None
+    for stored in ({"feature_fingerprint": "0123456789ab"}, {}):
+        message = feature_mismatch(stored, 3)
+        assert "version 3" in message and "Materialise anomaly_model" in message
