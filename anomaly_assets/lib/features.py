@@ -70,8 +70,6 @@ FEATURES: dict[str, str] = {
     "value_after_risky_access": "1 for a purchase or download within 15 minutes after the "
     "user's password reset or login from a new device, country or IP",
     "items_log": "log1p of the items of a purchase or cart addition (0 for other events)",
-    "large_transfers_1h": "the user's transfers of the last hour, this one included, of at "
-    "least 5 times their typical transfer (bytes_vs_user_mean >= 5)",
     "country_share": "share of the user's earlier places (events that were not failed "
     "logins) in this event's country (1 without history)",
 }
@@ -116,11 +114,8 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
         "user_agent",
     ),
     "items_log": ("event_type", "items"),
-    "large_transfers_1h": ("bytes_transferred",),
     "country_share": ("event_type", "success", "country"),
 }
-#: A transfer this many times the user's typical one is large (large_transfers_1h).
-LARGE_TRANSFER = 5.0
 #: Travel counts into a country with less than this share of the user's places.
 RARE_COUNTRY_SHARE = 0.05
 #: A place (country, device, IP) stays new for this long after its first use.
@@ -323,8 +318,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     )
     no_flag = F.lit(None).cast("boolean").alias("_risky_stored")
     no_speed = F.lit(None).cast("double").alias("_speed_stored")
-    no_size = F.lit(None).cast("double").alias("_size_stored")
-    events = new.select(*EVENT_COLUMNS, late.alias("late"), no_flag, no_speed, no_size)
+    events = new.select(*EVENT_COLUMNS, late.alias("late"), no_flag, no_speed)
     events = events.withColumn("_new", F.lit(True))
     if context is not None:
         events = events.unionByName(
@@ -333,7 +327,6 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                 "late",
                 risky_access().alias("_risky_stored"),
                 _stored("travel_speed_kmh", context).alias("_speed_stored"),
-                _stored("bytes_vs_user_mean", context).alias("_size_stored"),
             ).withColumn("_new", F.lit(False))
         )
     if summary is not None:  # its times stand for events in windows and "previous" only
@@ -348,7 +341,6 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                 F.lit(False).alias("late"),
                 no_flag,
                 no_speed,
-                no_size,
                 F.lit(False).alias("_new"),
             )
         )
@@ -577,7 +569,6 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         F.coalesce("_risky_stored", F.lit(False))
     )
     speed = F.when(own, F.col("travel_speed_kmh")).otherwise(F.col("_speed_stored"))
-    size = F.when(own, F.col("bytes_vs_user_mean")).otherwise(F.col("_size_stored"))
     # The last hour's jumps, to find those into this event's country.
     arrivals = F.collect_list(
         F.when(
@@ -597,9 +588,6 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                 ),
                 F.lit(0.0),
             ),
-            "large_transfers_1h": F.count(
-                F.when(size >= LARGE_TRANSFER, F.lit(1))
-            ).over(last(3600)),
             "gap_regularity_1m": F.when(
                 (n_gaps >= 3) & (mean_gap > 0),
                 F.stddev_pop("_gap").over(gaps) / mean_gap,

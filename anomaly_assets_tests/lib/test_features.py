@@ -64,8 +64,6 @@ EXPECTED = {
     "bytes_1h_log": [0] * 6 + [math.log1p(1000), math.log1p(4000)],
     # the first transfer has no typical one to compare with; then (4000 / 2) / 1000
     "transfer_1h_vs_typical": [0] * 6 + [1.0, 2.0],
-    # 3000 is 3 times the typical 1000: not large
-    "large_transfers_1h": [0] * 8,
     # u1-5 logs in from a new IP; u1-6 downloads 30 s later (u1-7 is an API call)
     "value_after_risky_access": [0, 0, 0, 0, 0, 0, 1, 0],
     "items_log": [0] * 8,
@@ -188,23 +186,6 @@ def test_a_jump_counts_into_the_new_country_only(spark):
     highest = [rows[f"u6-{i}"]["travel_speed_max_1h"] for i in range(4)]
     assert speeds == pytest.approx([0, jump, 0, 0])
     assert highest == pytest.approx([0, jump, jump, 0])
-
-
-def test_large_transfers_are_counted_against_the_typical_one(spark):
-    """Typical = geometric mean of earlier transfers: 10000 after two of 1000 is large, and
-    so is 20000 after them (typical about 2156); an hour later the window is empty again."""
-    moves = [
-        (sec, "file_download", None, None, size, "US", "A", DESK, None)
-        for sec, size in (
-            (0, 1000),
-            (60, 1000),
-            (120, 10000),
-            (180, 20000),
-            (4000, 1000),
-        )
-    ]
-    rows = _by_id(silver_rows(spark.createDataFrame(_rows("u7", moves), SCHEMA)))
-    assert [rows[f"u7-{i}"]["large_transfers_1h"] for i in range(5)] == [0, 0, 1, 2, 0]
 
 
 def test_profile_plus_recent_rows_give_the_whole_history_features(bronze_like):
