@@ -121,10 +121,13 @@ def test_detection_quality_and_drift():
     q = detection_quality(scores, scores >= 0.75, labels)
     assert q.roc_auc == 1.0 and q.precision == 1.0 and q.recall == pytest.approx(2 / 3)
     assert q.per_type["bot_activity"]["recall"] == 0.5
+    # at 1 % FPR the cut is the 99th percentile of the normal scores (0.2, 0.1, 0.3): 0.298
+    assert q.per_type["bot_activity"]["recall_at_1pct_fpr"] == 1.0
     assert q.per_type["impossible_travel"] == {
         "count": 1,
         "roc_auc": 1.0,
         "recall": 1.0,
+        "recall_at_1pct_fpr": 1.0,
     }
     assert detection_quality(scores, scores > 0.5, pd.Series([None] * 6)) is None
 
