@@ -108,8 +108,8 @@ class Segmented:
     """One forest per event type family; a row's score is its percentile among its
     family's training scores, so families with different score ranges compare."""
 
-    def __init__(self, make, families):
-        self.make, self.families = make, families
+    def __init__(self, make):
+        self.make = make
 
     def fit(self, X, family):
         self.models, self.train_scores = {}, {}
@@ -126,7 +126,8 @@ class Segmented:
             if rows.any():
                 s = -m.score_samples(X[rows])
                 ref = self.train_scores[f]
-                out[rows] = np.searchsorted(ref, s, side="right") / len(ref)
+                # Ties above the family's training maximum broken by the raw score.
+                out[rows] = np.searchsorted(ref, s, side="right") / len(ref) + 1e-3 * s
         return -out
 
 
@@ -165,7 +166,7 @@ def other_detectors(silver, start, gold, fit_rows: int) -> dict:
     detectors = {
         "IsolationForest (as trained)": forest(),
         "IF 5-seed ensemble": SeedEnsemble(forest, range(5)),
-        "IF per event family": Segmented(forest, FAMILIES),
+        "IF per event family": Segmented(forest),
         "LocalOutlierFactor (35)": make_pipeline(
             scale, LocalOutlierFactor(n_neighbors=35, novelty=True)
         ),

@@ -191,7 +191,7 @@ def bench_scoring(lakehouse, spark, n_rows: int, tmp: Path) -> None:
     )
     print(f"{'how':<58}{'seconds':>8}{'rows/s':>11}")
     print(
-        f"{'Spark mapInPandas, model in the closure (+ Shapley ~1 %)':<58}{spark_s:>8.1f}"
+        f"{'Spark mapInPandas, model in the closure (+ TreeSHAP ~1 %)':<58}{spark_s:>8.1f}"
         f"{n / spark_s:>11,.0f}"
     )
     print(

@@ -2,16 +2,15 @@
 
 Same contract and labels as ``EventGenerator``; different people and different attackers:
 
-- Habits: two in five users commute between two neighbouring countries (switching at most
-  every six hours, at ground speed); users carry two or three devices and three to six
+- Habits: two in five users commute between two neighbouring countries (changing country
+  only after six hours without a session, at ground speed); users carry two or three devices and three to six
   mobile IP addresses; evenings, not afternoons; quicker clicks and longer sessions; baskets
   of one to six items; and one user in thirty runs a legitimate integration that calls the
   API from ``python-requests`` at a steady pace.
 - Attacks: credential stuffing from a fresh IP per attempt with a browser's user agent;
   impossible travel that buys instead of browsing; exfiltration low and slow (many
   5-40 MB API calls over a quarter of an hour); high-value purchases without a cart; bots
-  behind headless Chrome with jittered timing from a data-centre address in the user's own
-  country; account takeover without a password reset, from a new device and IP in the
+  behind headless Chrome with jittered timing from a cloud address; account takeover without a password reset, from a new device and IP in the
   user's own country, cashed in within minutes.
 """
 
@@ -41,6 +40,12 @@ NEIGHBOURS = {
 }
 #: Far from every home country: where impossible travel lands when not an attack country.
 FAR = ("AU", "BR", "JP", "IN", "ZA", "AR")
+#: A browser none of the users own: the takeover's new device.
+TAKEOVER_AGENT = (
+    "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+)
+#: First octet of the cloud addresses bots run from.
+CLOUD_OCTET = 52
 HEADLESS = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 HeadlessChrome/126.0 Safari/537.36"
 INTEGRATION = "python-requests/2.32.3"
 ACTIONS = (
@@ -82,19 +87,20 @@ class CommuterScenario(EventGenerator):
             if rng.random() < 1 / 30:
                 self._integrators.add(user.user_id)
             users.append(user)
-        self._where = {}  # user_id -> (country, ips, since)
+        self._where = {}  # user_id -> (country, ips, time of the last session)
         return users
 
     def _place(self, user: UserProfile) -> tuple[str, tuple[str, ...]]:
-        """Where the user is now: home, or the second country, switching rarely."""
+        """Where the user is now: home, or the second country. A commuter changes country
+        only after six hours without a session, so every change is at ground speed."""
         here = self._where.get(user.user_id)
         if here and self.clock - here[2] < SWITCH_AFTER:
-            return here[0], here[1]
-        country, ips = user.country, user.ips
-        if user.user_id in self._second and self.rng.random() < 0.35:
+            country, ips = here[0], here[1]
+        elif user.user_id in self._second and self.rng.random() < 0.35:
             country, ips = self._second[user.user_id]
-        if not here or here[0] != country:
-            self._where[user.user_id] = (country, ips, self.clock)
+        else:
+            country, ips = user.country, user.ips
+        self._where[user.user_id] = (country, ips, self.clock)
         return country, ips
 
     def _session(self, user: UserProfile) -> list[tuple[dict, None]]:
@@ -219,7 +225,7 @@ class CommuterScenario(EventGenerator):
                 duration_ms=rng.randint(800, 6000),
             )
         elif kind == "bot_activity":
-            ip = _ip(rng, COUNTRIES.get(home, (0, "", 200))[2])
+            ip = _ip(rng, CLOUD_OCTET)
             for _ in range(rng.randint(20, 50)):
                 ts += timedelta(seconds=rng.uniform(0.3, 3.0))
                 add(
@@ -231,7 +237,7 @@ class CommuterScenario(EventGenerator):
                 )
         elif kind == "account_takeover":
             ip = _ip(rng, COUNTRIES.get(home, (0, "", 200))[2])
-            device = ("desktop", USER_AGENTS["desktop"][2])
+            device = ("desktop", TAKEOVER_AGENT)
             add("login", ip, home, device, success=True, duration_ms=500)
             ts += timedelta(minutes=rng.uniform(1, 5))
             if rng.random() < 0.5:

@@ -64,18 +64,16 @@ FEATURES: dict[str, str] = {
     "or a scripted client",
     "bytes_1h_log": "log1p of the bytes the user moved in the last hour (downloads and API "
     "calls alike)",
-    "transfer_1h_vs_typical": "the user's mean transfer of the last hour / their typical "
-    "earlier transfer (as bytes_vs_user_mean; 0 when none moved; 1 without history; capped "
-    "at 1e6): a busy hour of ordinary transfers stays near 1, bigger ones do not",
+    "transfer_1h_vs_typical": "the user's mean transfer of the last hour (a plain mean, so "
+    "one large transfer shows) / their typical earlier transfer (as bytes_vs_user_mean; 0 "
+    "when none moved; 1 without history; capped at 1e6): many ordinary transfers in an hour "
+    "do not raise it, larger ones do",
     "value_after_risky_access": "1 for a purchase or download within 15 minutes after the "
     "user's password reset or login from a new device, country or IP",
     "items_log": "log1p of the items of a purchase or cart addition (0 for other events)",
     "country_share": "share of the user's earlier places (events that were not failed "
     "logins) in this event's country (1 without history)",
 }
-#: Changes whenever a definition above changes: a model records the fingerprint it was
-#: trained on, and gold refuses to score silver rows of other definitions with it.
-FEATURE_FINGERPRINT = hashlib.sha256(json.dumps(FEATURES).encode()).hexdigest()[:12]
 #: Feature -> the event columns it is computed from, besides user_id and event_time (every
 #: feature is per user, in event-time order): the silver column lineage.
 FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
@@ -187,8 +185,37 @@ MAX_RATIO = 1e6
 #: The longest window a feature looks back over (distinct_countries_24h).
 LONGEST_WINDOW_S = 24 * 3600
 #: The longest of the other windows (distinct_ips_1h). Rows older than this before a batch
-#: are needed only by distinct_countries_24h, which needs no more of them than a summary.
+#: are needed only by distinct_countries_24h and the previous place (travel), which need no
+#: more of them than a summary.
 RAW_WINDOW_S = 3600
+
+
+def _fingerprint() -> str:
+    """Hash of what the features mean: their definitions, the constants and patterns the
+    code computes them with, and the country centres' data version. Change one when you
+    change what a feature computes, and the fingerprint follows."""
+    from importlib.metadata import version
+
+    meaning = {
+        "definitions": FEATURES,
+        "constants": [
+            RARE_COUNTRY_SHARE,
+            NEW_PLACE_S,
+            RISKY_ACCESS_WINDOW_S,
+            AUTOMATION_AGENTS,
+            VALUE_EVENTS,
+            MIN_TRAVEL_GAP_S,
+            MAX_GAP_S,
+            MAX_RATIO,
+        ],
+        "country_centres": version("countrystatecity-countries"),
+    }
+    return hashlib.sha256(json.dumps(meaning).encode()).hexdigest()[:12]
+
+
+#: A model records the fingerprint it was trained on; gold refuses to score silver rows of
+#: other meanings with it.
+FEATURE_FINGERPRINT = _fingerprint()
 
 
 def device_expr():
@@ -226,12 +253,15 @@ _PROFILE_FIELDS = (
 
 def country_summary(rows):
     """``rows`` (silver rows of the hours before those read in full) as distinct_countries_24h
-    needs them: per user, country and clock hour, only the last event time.
+    and the previous place need them: per user, country, clock hour and whether the event was
+    a failed login, only the last event time (failed logins as bare failed logins, so both
+    features can skip them).
 
     Exact: a country is in the 24 hours before an event at t if and only if one of its times
     is in [t - 24 h, t]. Every summarised time is before t, so the hour's last one is in that
-    span whenever any of them is. An hour of a busy user, hundreds of rows, becomes one row
-    per country.
+    span whenever any of them is; and the last summarised time that is not a failed login is
+    the last such event of those hours. An hour of a busy user, hundreds of rows, becomes at
+    most two rows per country.
     """
     from pyspark.sql import functions as F
 
@@ -257,28 +287,22 @@ def _with_profile(events, profile):
 
     from anomaly_assets.lib.profile import SET_TYPE, upgraded
 
-    # p_<set>: the known values; p_<set>_seen: the same entries with their first_seen.
+    # p_<set>_seen: the user's places, each with its first_seen and count.
     sets = ("countries", "devices", "ips")
     if profile is None:
         return events.select(
             "*",
             *[F.lit(None).alias(f"p_{c}") for c in _PROFILE_FIELDS],
-            *[F.array().cast("array<string>").alias(f"p_{s}") for s in sets],
             *[F.array().cast(SET_TYPE).alias(f"p_{s}_seen") for s in sets],
         )
     p = upgraded(profile).select(
         "user_id",
         *[F.col(c).alias(f"p_{c}") for c in _PROFILE_FIELDS],
-        *[F.col(f"{s}.value").alias(f"p_{s}") for s in sets],
         *[F.col(s).alias(f"p_{s}_seen") for s in sets],
     )
     return events.join(p, "user_id", "left").select(
         *events.columns,
         *[F.col(f"p_{c}") for c in _PROFILE_FIELDS],
-        *[
-            F.coalesce(f"p_{s}", F.array().cast("array<string>")).alias(f"p_{s}")
-            for s in sets
-        ],
         *[
             F.coalesce(f"p_{s}_seen", F.array().cast(SET_TYPE)).alias(f"p_{s}_seen")
             for s in sets
@@ -309,6 +333,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         hour_terms,
         log_sum,
         log_term,
+        place_time,
     )
 
     late = (
@@ -330,6 +355,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             ).withColumn("_new", F.lit(False))
         )
     if summary is not None:  # its times stand for events in windows and "previous" only
+        # (and for the previous place, failed logins told apart)
         kept = ("user_id", "country", "event_time", "event_type", "success")
         types = dict(events.dtypes)
         events = events.unionByName(
@@ -445,10 +471,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     gap = ts - previous
     # Travel starts from the previous place that was not a failed login. Profiles written
     # before last_country_time existed took last_country from the last event.
-    profile_place_time = F.coalesce(
-        "p_last_country_time",
-        F.when(F.col("p_last_country").isNotNull(), F.col("p_last_event_time")),
-    )
+    profile_place_time = place_time("p_")
     profile_place = F.when(
         profile_place_time <= F.col("event_time"), profile_place_time.cast("double")
     )
@@ -550,7 +573,10 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             "transfer_1h_vs_typical": F.when(bytes_1h == 0, F.lit(0.0))
             .when(prior_bytes.isNull() | (prior_bytes == 0), F.lit(1.0))
             .otherwise(
-                F.least(bytes_1h / transfers_1h / prior_bytes, F.lit(MAX_RATIO))
+                F.least(
+                    bytes_1h / transfers_1h / prior_bytes,
+                    F.lit(MAX_RATIO),
+                )
             ),
             "country_share": F.coalesce(country_share, F.lit(1.0)),
             "items_log": F.when(

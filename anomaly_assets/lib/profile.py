@@ -4,12 +4,15 @@ Everything the "ever seen before" features need, for all of a user's events befo
 profile's ``through`` time (the silver watermark when it was folded): event count, first and
 last event time, the last place (country and time of the last event that was not a failed
 login), purchase count and exact amount sum, transfer count and exact byte sum, fixed-point
-sums of sin / cos of the active hours (a circular mean without float drift), and the user's
-places: countries, devices and IP addresses of events that were not failed logins, each with
+sums of sin / cos of the active hours (a circular mean without float drift), fixed-point
+sums of log1p of amounts and bytes (geometric means: the typical purchase and transfer), and
+the user's places: countries, devices and IP addresses of events that were not failed logins, each with
 first / last seen and a count.
 
 Sets are capped (``SET_CAPS``): past the cap the values seen longest ago are forgotten, so a
-user with more than 256 IP addresses may see an old one counted as new again. Folding is a
+user with more than 256 IP addresses may see an old one counted as new again, and a user
+with more than 64 countries has each kept country's share (country_share) computed over the
+kept ones only. Folding is a
 pure function of (old profile, events): a retry that folds the same events into the same
 old profile writes the same row.
 """
@@ -63,12 +66,19 @@ def amount_term():
     )
 
 
-#: Typical values kept as sums of log1p (fixed point): log column -> (count, exact sum,
-#: value). Their mean gives a geometric mean, which a burst being measured, or an old one,
-#: moves far less than it moves the plain mean.
+def bytes_term():
+    """The bytes transferred (None when the event moves no data)."""
+    from pyspark.sql import functions as F
+
+    return F.col("bytes_transferred")
+
+
+#: Typical values kept as sums of log1p (fixed point): log column -> (count column, exact
+#: sum column, the event's value). Their mean gives a geometric mean, which a burst being
+#: measured, or an old one, moves far less than it moves the plain mean.
 LOG_SUMS = {
-    "amount_log_e9": ("purchases", "amount_sum", "amount"),
-    "bytes_log_e9": ("transfers", "bytes_sum", "bytes_transferred"),
+    "amount_log_e9": ("purchases", "amount_sum", amount_term),
+    "bytes_log_e9": ("transfers", "bytes_sum", bytes_term),
 }
 
 
@@ -76,14 +86,25 @@ def log_term(log_column: str):
     """This event's log1p value as a fixed-point integer (None when it has none)."""
     from pyspark.sql import functions as F
 
-    value = (
-        amount_term()
-        if log_column == "amount_log_e9"
-        else F.col(LOG_SUMS[log_column][2])
+    value = LOG_SUMS[log_column][2]().cast("double")
+    return F.when(
+        value.isNotNull(),
+        F.round(F.log1p(F.greatest(value, F.lit(0.0))) * HOUR_SCALE).cast("long"),
     )
-    return F.round(
-        F.log1p(F.greatest(value.cast("double"), F.lit(0.0))) * HOUR_SCALE
-    ).cast("long")
+
+
+def place_time(prefix: str):
+    """The profile's ``last_country_time`` under ``prefix``. Rows written before it existed
+    took ``last_country`` from the last event, whatever it was: its time stands in."""
+    from pyspark.sql import functions as F
+
+    return F.coalesce(
+        f"{prefix}last_country_time",
+        F.when(
+            F.col(f"{prefix}last_country").isNotNull(),
+            F.col(f"{prefix}last_event_time"),
+        ),
+    )
 
 
 def log_sum(log_column: str, prefix: str):
@@ -213,11 +234,7 @@ def fold(old, events, through):
                 F.col(f"n.{c}"), F.lit(0)
             )
 
-        # Rows written before last_country_time existed took last_country from the last event.
-        old_place_time = F.coalesce(
-            "o.last_country_time",
-            F.when(F.col("o.last_country").isNotNull(), F.col("o.last_event_time")),
-        )
+        old_place_time = place_time("o.")
         take_new_place = F.col("n.last_country_time").isNotNull() & (
             old_place_time.isNull() | (F.col("n.last_country_time") >= old_place_time)
         )

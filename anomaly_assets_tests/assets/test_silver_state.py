@@ -14,6 +14,7 @@ from anomaly_assets.assets.silver import silver
 from anomaly_assets.io_managers.delta import DeltaIOManager
 from anomaly_assets.lib import cursors
 from anomaly_assets.lib.features import FEATURE_COLUMNS, silver_rows
+from anomaly_assets.lib.geo import country_centres, haversine_km
 from anomaly_assets_tests.helpers import delta_rows
 from anomaly_assets_tests.lib.test_features import SCHEMA, T0, U1, _rows
 
@@ -119,7 +120,9 @@ TRAVEL = [
     (26 * H + 5, "JP"),  # DE (2 H + 10 s) FR US JP
     (26 * H + 11, "US"),  # FR US JP
     (29 * H + 1, "BR"),  # US JP BR
-    (50 * H, "CA"),  # JP US BR CA; previous event 21 h before, long out of the raw hour
+    (29 * H + 30, "RU", False),  # a failed login: US JP BR and its own RU
+    (50 * H, "CA"),  # JP US BR CA (not RU); previous event 21 h before, long out of the
+    # raw hour; previous place BR (travel skips the failed login)
 ]
 
 
@@ -127,7 +130,11 @@ def _travel_events(spark):
     """u3's TRAVEL plus u4, active every 20 minutes for 52 hours, who keeps the watermark
     moving, so each batch reads u3's older hours only as a country summary."""
     rows = _rows(
-        "u3", [(t, "login", True, None, None, c, "A", DESK, None) for t, c in TRAVEL]
+        "u3",
+        [
+            (t, "login", ok, None, None, c, "A", DESK, None)
+            for t, c, ok in ((*e, True)[:3] for e in TRAVEL)
+        ],
     )
     u4 = [
         (t, "page_view", None, None, None, ("US", "CA")[t // (7 * H) % 2], "B", DESK, 5)
@@ -146,8 +153,12 @@ def test_hours_read_as_a_country_summary_give_the_whole_sequence_features(
     events = _travel_events(spark)
     expected = _whole_sequence(events)
     u3 = [expected[f"u3-{i}"]["distinct_countries_24h"] for i in range(len(TRAVEL))]
-    assert u3 == [1, 1, 2, 2, 3, 3, 3, 4, 4, 3, 3, 4]
-    assert expected["u3-11"]["seconds_since_prev"] == 50 * H - (29 * H + 1)
+    assert u3 == [1, 1, 2, 2, 3, 3, 3, 4, 4, 3, 3, 4, 4]
+    assert expected["u3-12"]["seconds_since_prev"] == 50 * H - (29 * H + 30)
+    centres = country_centres()
+    assert expected["u3-12"]["travel_speed_kmh"] == pytest.approx(
+        haversine_km(centres["BR"], centres["CA"]) / ((50 * H - (29 * H + 1)) / 3600)
+    )
     hours = F.floor((F.col("event_time").cast("long") - int(T0.timestamp())) / (13 * H))
     for (k,) in events.select(hours.alias("k")).distinct().orderBy("k").collect():
         ids = [r.event_id for r in events.filter(hours == k).collect()]

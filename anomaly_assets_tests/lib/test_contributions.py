@@ -24,8 +24,8 @@ def _correlated(rng, n, d, rho):
 def test_top_feature_is_the_injected_one(d, rho, seed):
     """Normal rows of ``d`` features with pairwise correlation ``rho`` (0.99: near twins);
     anomalies are normal rows with one feature pushed 5-8 standard deviations out. With the
-    product's forest (200 trees of 2,048 samples) the pushed feature comes first for >= 95 %
-    of them, and never its correlated neighbours in its place."""
+    product's forest (200 trees of 2,048 samples) the pushed feature, not one of its
+    correlated neighbours, comes first for >= 95 % of them."""
     rng = np.random.default_rng(seed)
     X = _correlated(rng, 20_000, d, rho)
     model = build_pipeline(200, 2048, seed).fit(X)

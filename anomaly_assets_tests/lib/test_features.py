@@ -62,7 +62,8 @@ EXPECTED = {
     + [statistics.pstdev([6000, 30, 30]) / statistics.mean([6000, 30, 30])],
     "is_automation_agent": [0] * 8,
     "bytes_1h_log": [0] * 6 + [math.log1p(1000), math.log1p(4000)],
-    # the first transfer has no typical one to compare with; then (4000 / 2) / 1000
+    # the first transfer has no typical one to compare with; then the hour's mean
+    # (1000 + 3000) / 2 against the typical 1000
     "transfer_1h_vs_typical": [0] * 6 + [1.0, 2.0],
     # u1-5 logs in from a new IP; u1-6 downloads 30 s later (u1-7 is an API call)
     "value_after_risky_access": [0, 0, 0, 0, 0, 0, 1, 0],
