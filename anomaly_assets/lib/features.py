@@ -329,7 +329,6 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     from anomaly_assets.lib.profile import (
         HOUR_SCALE,
         LOG_SUMS,
-        amount_term,
         hour_terms,
         log_sum,
         log_term,
@@ -451,17 +450,17 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     ) % 24
     hour_gap = F.abs(F.col("hour_of_day") - mean_hour)
 
-    def typical(log_column: str, values):
+    def typical(log_column: str):
         """The user's typical earlier value: expm1 of the mean log1p (geometric mean)."""
-        count = LOG_SUMS[log_column][0]
-        n = F.coalesce(f"p_{count}", F.lit(0)) + F.count(tail_only(values)).over(prior)
+        count, _, value = LOG_SUMS[log_column]
+        n = F.coalesce(f"p_{count}", F.lit(0)) + F.count(tail_only(value())).over(prior)
         logs = log_sum(log_column, "p_") + F.coalesce(
             F.sum(tail_only(log_term(log_column))).over(prior), F.lit(0)
         )
         return F.when(n > 0, F.expm1(logs / HOUR_SCALE / n))
 
-    prior_amount = typical("amount_log_e9", amount_term())
-    prior_bytes = typical("bytes_log_e9", F.col("bytes_transferred"))
+    prior_amount = typical("amount_log_e9")
+    prior_bytes = typical("bytes_log_e9")
     # The previous event: in the rows at hand, else the profile's last (if before this one).
     profile_last = F.when(
         F.col("p_last_event_time") <= F.col("event_time"),
@@ -469,8 +468,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     )
     previous = F.coalesce(F.lag("_ts").over(ordered), profile_last)
     gap = ts - previous
-    # Travel starts from the previous place that was not a failed login. Profiles written
-    # before last_country_time existed took last_country from the last event.
+    # Travel starts from the previous place that was not a failed login.
     profile_place_time = place_time("p_")
     profile_place = F.when(
         profile_place_time <= F.col("event_time"), profile_place_time.cast("double")

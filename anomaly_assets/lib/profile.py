@@ -6,15 +6,14 @@ last event time, the last place (country and time of the last event that was not
 login), purchase count and exact amount sum, transfer count and exact byte sum, fixed-point
 sums of sin / cos of the active hours (a circular mean without float drift), fixed-point
 sums of log1p of amounts and bytes (geometric means: the typical purchase and transfer), and
-the user's places: countries, devices and IP addresses of events that were not failed logins, each with
-first / last seen and a count.
+the user's places: countries, devices and IP addresses of events that were not failed
+logins, each with first / last seen and a count.
 
 Sets are capped (``SET_CAPS``): past the cap the values seen longest ago are forgotten, so a
 user with more than 256 IP addresses may see an old one counted as new again, and a user
 with more than 64 countries has each kept country's share (country_share) computed over the
-kept ones only. Folding is a
-pure function of (old profile, events): a retry that folds the same events into the same
-old profile writes the same row.
+kept ones only. Folding is a pure function of (old profile, events): a retry that folds the
+same events into the same old profile writes the same row.
 """
 
 import math
