@@ -154,8 +154,12 @@ def test_materialize_all_then_metadata_and_checks(dagster_dev):
     assert lineage("silver_events")["event_time"] == {("bronze_events", "event_ts")}
     score_deps = lineage("gold_anomaly_predictions")["anomaly_score"]
     assert score_deps == {("silver_events", f) for f in FEATURE_COLUMNS}
+    # travel starts from the last place that was not a failed login: the login columns too
     speed = lineage("silver_events")["travel_speed_kmh"]
-    assert speed == {("bronze_events", c) for c in ("user_id", "event_ts", "country")}
+    assert speed == {
+        ("bronze_events", c)
+        for c in ("user_id", "event_ts", "country", "event_type", "success")
+    }
     assert lineage("gold_events_enriched")["anomaly_status"] == {
         ("gold_anomaly_predictions", "status")
     }
