@@ -100,6 +100,18 @@ def p95(histogram: list[int]) -> float:
     return 1.0
 
 
+def _stored(row: dict) -> Scorings:
+    """A stored monitoring row as Scorings, to add more to."""
+    return Scorings(
+        predictions=row["predictions"],
+        flagged=row["flagged"],
+        critical=row["critical"],
+        score_sum=row["score_sum"],
+        histogram=list(row["score_histogram"]),
+        seconds=row["scoring_seconds"],
+    )
+
+
 def fold(
     old: dict | None,
     day: date,
@@ -116,33 +128,20 @@ def fold(
     fresh = {b: one for b, one in new.items() if b not in seen | set(folded)}
     if not fresh:
         return None
-    add = combined(fresh.values())
-    base = old or {
-        "predictions": 0,
-        "flagged": 0,
-        "critical": 0,
-        "score_sum": 0.0,
-        "score_histogram": [0] * BINS,
-        "scoring_seconds": 0.0,
-    }
-    predictions = base["predictions"] + add.predictions
-    histogram = [
-        a + b for a, b in zip(base["score_histogram"], add.histogram, strict=True)
-    ]
-    flagged = base["flagged"] + add.flagged
-    score_sum = base["score_sum"] + add.score_sum
+    total = combined([*([_stored(old)] if old else []), *fresh.values()])
+    n = total.predictions
     return {
         "day": day,
         "model_name": model_name,
         "model_version": model_version,
-        "predictions": predictions,
-        "flagged": flagged,
-        "critical": base["critical"] + add.critical,
-        "flagged_rate": flagged / predictions if predictions else 0.0,
-        "mean_score": score_sum / predictions if predictions else 0.0,
-        "p95_score": p95(histogram),
-        "score_sum": score_sum,
-        "score_histogram": histogram,
-        "scoring_seconds": base["scoring_seconds"] + add.seconds,
+        "predictions": n,
+        "flagged": total.flagged,
+        "critical": total.critical,
+        "flagged_rate": total.flagged / n if n else 0.0,
+        "mean_score": total.score_sum / n if n else 0.0,
+        "p95_score": p95(total.histogram),
+        "score_sum": total.score_sum,
+        "score_histogram": total.histogram,
+        "scoring_seconds": total.seconds,
         "batch_ids": sorted(seen | set(fresh)),
     }
