@@ -38,6 +38,7 @@ from anomaly_assets.devtools.scenario import CommuterScenario
 #: for the tests, with other habits and attack shapes (target 0.80 per type).
 MIXES = {"generator": (EventGenerator, 0.90), "commuters": (CommuterScenario, 0.80)}
 from anomaly_assets.lib.features import FEATURE_COLUMNS
+from anomaly_assets.lib.model import detection_quality
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
@@ -52,27 +53,20 @@ INGEST = [
 GOLD = ["gold_anomaly_predictions", "gold_batch_drift", "gold_model_monitoring"]
 
 
-def per_type(scored: pd.DataFrame, fpr: float = 0.01) -> pd.DataFrame:
-    """ROC AUC, recall at ``fpr`` and at the operating threshold, per labelled type.
+def per_type(scored: pd.DataFrame) -> pd.DataFrame:
+    """ROC AUC, recall at 1 % FPR and at the operating threshold, per labelled type, as
+    ``detection_quality`` (what the model asset logs) computes them.
 
     ``scored``: one row per event, ``label`` the anomaly type or None, ``anomaly_score``,
     ``is_anomaly``.
     """
-    normal = scored[scored["label"].isna()]
-    cut = float(np.quantile(normal["anomaly_score"], 1 - fpr))
-    rows = []
-    for kind, group in scored.dropna(subset=["label"]).groupby("label"):
-        both = pd.concat([group, normal])
-        rows.append(
-            {
-                "type": kind,
-                "events": len(group),
-                "roc_auc": roc_auc_score(both["label"].notna(), both["anomaly_score"]),
-                "recall_at_1pct_fpr": float((group["anomaly_score"] > cut).mean()),
-                "recall_flagged": float(group["is_anomaly"].mean()),
-            }
-        )
-    return pd.DataFrame(rows).set_index("type")
+    quality = detection_quality(
+        scored["anomaly_score"], scored["is_anomaly"], scored["label"]
+    )
+    table = pd.DataFrame(quality.per_type).T.rename(
+        columns={"count": "events", "recall": "recall_flagged"}
+    )
+    return table.rename_axis("type")
 
 
 #: Event type families for the segmented forest: one forest per family.

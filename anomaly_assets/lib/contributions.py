@@ -20,6 +20,8 @@ typical event"). The bench measures how often the two put the same feature first
 
 import numpy as np
 
+from anomaly_assets.lib.model import anomaly_scores
+
 
 class ForestExplainer:
     """Exact contributions for one fitted pipeline (transform steps, then the forest) and one
@@ -41,7 +43,7 @@ class ForestExplainer:
             feature_perturbation="interventional",
         )
         self._h_ref = float(np.ravel(self._explainer.expected_value)[0])
-        self._s_ref = float(-self._pipeline.score_samples(self._reference)[0])
+        self._s_ref = float(anomaly_scores(self._pipeline, self._reference)[0])
         # s = 2^(-h / c): c, the forest's normalising path length, follows from one row.
         self._c = -self._h_ref / np.log2(self._s_ref)
 
