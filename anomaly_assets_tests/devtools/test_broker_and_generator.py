@@ -14,6 +14,7 @@ from anomaly_assets.devtools.broker import (
     create_topic,
     free_port,
 )
+from anomaly_assets.devtools import generator
 from anomaly_assets.devtools.generator import EventGenerator, main, produce
 from anomaly_assets.lib.validation import classify
 from anomaly_assets_tests.helpers import consume_all
@@ -80,15 +81,22 @@ def test_generator_is_seeded_and_users_keep_habits():
 
 
 def test_anomaly_generate_twice_adds_new_events_that_continue_in_time(
-    kafka_broker, topic, tmp_path
+    kafka_broker, topic, tmp_path, monkeypatch
 ):
     """As the README suggests with the UI open: the second run must bring new events (a
-    fresh seed) of the same users, after the first run's events (no late arrivals)."""
+    fresh seed) of the same users, after the first run's events (no late arrivals).
+
+    The "fresh" seeds and the first start are pinned so the draw is the same every run:
+    how many active users two 600-event runs share varies with them (9 to 20)."""
     bootstrap = kafka_broker.bootstrap_servers
+    seeds = iter([1_001, 1_002])
+    monkeypatch.setattr(generator, "fresh_seed", lambda: next(seeds))
 
     def generate():
         before = set(consume_all(bootstrap, topic)) if runs else set()
         argv = ["--events", "600", "--bootstrap", bootstrap, "--topic", topic]
+        if not runs:
+            argv += ["--start", "2026-11-02T09:00:00+00:00"]
         assert main([*argv, "--labels", str(tmp_path / "labels.csv")]) == 0
         new = consume_all(bootstrap, topic)
         events = []
@@ -116,8 +124,9 @@ def test_anomaly_generate_twice_adds_new_events_that_continue_in_time(
     before, after = habits(first), habits(second)
     shared = before.keys() & after.keys()
     kept = sum(bool(before[u] & after[u]) for u in shared)
-    # (a fresh population shares few active users and almost no habits)
-    assert len(shared) >= 10 and kept > 0.7 * len(shared), (kept, len(shared))
+    # Over 30 draws the same population kept >= 2/3 of the shared users' habits, a
+    # fresh population (another --population-seed) at most 1/4.
+    assert len(shared) >= 5 and kept >= 0.6 * len(shared), (kept, len(shared))
 
 
 def test_anomaly_rate_is_respected():
