@@ -53,10 +53,10 @@ def hand_made_batch(batch, n_stuffing, n_exfil, start=0):
     for i in range(start, start + n_stuffing + n_exfil + 5):
         eid = f"{batch}-{i}"
         if i - start < n_stuffing:
-            kind, tops = "login", ["failed_logins_10m", "is_failed_login", "is_new_ip"]
+            kind, tops = "login", ["failed_logins_10m", "failed_login_ips_10m", "is_new_ip"]
             contrib = {
                 "failed_logins_10m": 0.2,
-                "is_failed_login": 0.1,
+                "failed_login_ips_10m": 0.1,
                 "is_new_ip": 0.05,
             }
             sev, status, flagged = 99.95, "CRITICAL", True

@@ -25,7 +25,7 @@ PRICE = (0.40, 1.60)
 TYPES = {
     "credential_stuffing": (
         "login",
-        ["failed_logins_10m", "is_failed_login"],
+        ["failed_logins_10m", "failed_login_ips_10m"],
         ["is_new_ip", "events_1m", "distinct_ips_1h"],
     ),
     "impossible_travel": (

@@ -43,7 +43,6 @@ FEATURES: dict[str, str] = {
     "bytes_vs_user_mean": "bytes transferred / the user's typical earlier transfer (their "
     "geometric mean: expm1 of the mean log1p; 1 if none; 0 when no data; capped at 1e6)",
     "duration_ms_log": "log1p of the event's duration in milliseconds",
-    "is_failed_login": "1 for a login with success = false",
     # What each named threat looks like (docs: the threat each one serves).
     "travel_speed_kmh": "for an event from a country where the user rarely is (under 5 % of "
     "their places, see country_share): km between the centres of the country of the "
@@ -55,8 +54,9 @@ FEATURES: dict[str, str] = {
     "going elsewhere after it is not",
     "failed_login_ips_10m": "for a login: distinct IP addresses of the user's failed logins "
     "in the last 10 minutes (0 for other events)",
-    "failed_login_ratio_10m": "for a login: failed logins / logins by the user in the last "
-    "10 minutes (0 for other events)",
+    "failed_login_ratio_10m": "for a login: failed logins / (logins + 1) by the user in the "
+    "last 10 minutes, shrunk so one mistyped password is not a 100 % failure rate (0 for "
+    "other events)",
     "events_10s": "events by the user in the 10 seconds up to and including this one",
     "gap_regularity_1m": "coefficient of variation of the gaps between the user's events "
     "of the last minute (1 with fewer than 3): scripts keep a steady beat, people do not",
@@ -93,7 +93,6 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
     "bytes_log": ("bytes_transferred",),
     "bytes_vs_user_mean": ("bytes_transferred",),
     "duration_ms_log": ("duration_ms",),
-    "is_failed_login": ("event_type", "success"),
     "travel_speed_kmh": ("event_type", "success", "country"),
     "travel_speed_max_1h": ("event_type", "success", "country"),
     "failed_login_ips_10m": ("event_type", "success", "ip_address"),
@@ -552,7 +551,6 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                 F.least(F.col("bytes_transferred") / prior_bytes, F.lit(MAX_RATIO))
             ),
             "duration_ms_log": F.log1p(F.coalesce("duration_ms", F.lit(0))),
-            "is_failed_login": failed.cast("int"),
             "travel_speed_kmh": F.coalesce(speed, F.lit(0.0)),
             "failed_login_ips_10m": F.when(
                 is_login,
@@ -561,7 +559,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                 ),
             ).otherwise(0),
             "failed_login_ratio_10m": F.when(
-                is_login & (logins > 0), failed_10m / logins
+                is_login, failed_10m / (logins + 1)
             ).otherwise(F.lit(0.0)),
             "events_10s": F.count(F.lit(1)).over(last(10)),
             "is_automation_agent": F.coalesce(

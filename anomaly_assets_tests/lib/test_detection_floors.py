@@ -27,18 +27,19 @@ KAFKA_TS = datetime(
 )  # after every generated event: no future-skew rejections
 TRAIN_EVENTS, HELD_EVENTS = 30_000, 30_000
 
-# type: (ROC AUC floor, recall at 1 % FPR floor). Measured here when they were set
-# (AUC / recall): generator ATO 1.000 / 1.000, bot 0.999 / 0.995, stuffing 1.000 / 1.000,
-# exfiltration 0.996 / 0.979, high-value 0.992 / 0.816, travel 1.000 / 1.000; commuters
-# ATO 0.895 / 0.387, bot 0.971 / 0.591, stuffing 1.000 / 1.000, exfiltration 0.839 / 0.124,
-# high-value 0.979 / 0.447, travel 0.999 / 0.973.
+# type: (ROC AUC floor, recall at 1 % FPR floor). Measured here (AUC / recall) when last set:
+# generator ATO 1.000 / 1.000, bot 1.000 / 0.995, stuffing 1.000 / 1.000, exfiltration
+# 0.999 / 1.000, high-value 0.995 / 0.853, travel 1.000 / 1.000; commuters ATO 0.878 / 0.408,
+# bot 0.972 / 0.591, stuffing 1.000 / 1.000, exfiltration 0.841 / 0.186, high-value
+# 0.987 / 0.617, travel 0.999 / 1.000. Over forest seeds 0-2 the lowest high-value recall
+# was 0.76 (generator) and 0.57 (commuters).
 FLOORS = {
     EventGenerator: {
         "account_takeover": (0.97, 0.85),
         "bot_activity": (0.97, 0.85),
         "credential_stuffing": (0.97, 0.95),
         "data_exfiltration": (0.97, 0.85),
-        "high_value_purchase": (0.97, 0.65),
+        "high_value_purchase": (0.97, 0.70),
         "impossible_travel": (0.97, 0.85),
     },
     CommuterScenario: {
@@ -46,7 +47,7 @@ FLOORS = {
         "bot_activity": (0.90, 0.40),
         "credential_stuffing": (0.97, 0.90),
         "data_exfiltration": (0.75, 0.05),
-        "high_value_purchase": (0.92, 0.30),
+        "high_value_purchase": (0.92, 0.40),
         "impossible_travel": (0.95, 0.85),
     },
 }

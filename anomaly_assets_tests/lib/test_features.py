@@ -48,14 +48,14 @@ EXPECTED = {
     "bytes_log": [0, 0, 0, 0, 0, 0, math.log1p(1000), math.log1p(3000)],
     "bytes_vs_user_mean": [0, 0, 0, 0, 0, 0, 1.0, 3.0],
     "duration_ms_log": [math.log(100), 0, 0, 0, 0, 0, 0, 0],
-    "is_failed_login": [1, 1, 0, 0, 0, 0, 0, 0],
     # US -> DE (a new country) in 960 s: km between the centres, per hour; back to the
     # known US counts nothing
     "travel_speed_kmh": [0, 0, 0, 0, US_DE_KM / (960 / 3600), 0, 0, 0],
     # the fastest jump of the last hour: u1-4's, and nothing within the hour before u1-5
     "travel_speed_max_1h": [0, 0, 0, 0, US_DE_KM / (960 / 3600), 0, 0, 0],
     "failed_login_ips_10m": [1, 1, 1, 0, 0, 0, 0, 0],
-    "failed_login_ratio_10m": [1, 1, 2 / 3, 0, 0, 0, 0, 0],
+    # failed / (logins + 1): 1 / 2, 2 / 3, 2 / 4
+    "failed_login_ratio_10m": [1 / 2, 2 / 3, 2 / 4, 0, 0, 0, 0, 0],
     "events_10s": [1] * 8,
     # the last minute's gaps: fewer than 3 until u1-7 (6000, 30, 30)
     "gap_regularity_1m": [1] * 7

@@ -15,11 +15,11 @@ PAYLOAD = {
     "segment": "login",
     "group_size": 12,
     "severity_range": [99.2, 99.95],
-    "group_factors": ["is_failed_login", "failed_logins_10m"],
-    "top_contributions": {"failed_logins_10m": 0.12, "is_failed_login": 0.05},
+    "group_factors": ["failed_login_ips_10m", "failed_logins_10m"],
+    "top_contributions": {"failed_logins_10m": 0.12, "failed_login_ips_10m": 0.05},
     "feature_definitions": {
         "failed_logins_10m": "failed logins",
-        "is_failed_login": "1/0",
+        "failed_login_ips_10m": "distinct IPs of failed logins",
     },
     "examples": [],
     "drift": [],
@@ -44,7 +44,7 @@ def test_request_carries_strict_schema_deployment_and_data_apart(fake):
     prompt = load_prompt()
     result = explainer(fake).explain(prompt, PAYLOAD)
     assert result.status == "ok", result.error
-    assert result.explanation.top_factors == ["failed_logins_10m", "is_failed_login"]
+    assert result.explanation.top_factors == ["failed_logins_10m", "failed_login_ips_10m"]
     assert (
         result.prompt_tokens > 0
         and result.completion_tokens > 0
@@ -101,7 +101,7 @@ def test_offline_explainer_says_what_it_is():
     result = OfflineExplainerResource().explainer().explain(load_prompt(), PAYLOAD)
     assert result.status == "ok"
     assert result.explanation.summary.startswith("[offline explainer, no LLM]")
-    assert result.explanation.top_factors == ["failed_logins_10m", "is_failed_login"]
+    assert result.explanation.top_factors == ["failed_logins_10m", "failed_login_ips_10m"]
     assert result.explanation.risk_level == "critical"
 
 
