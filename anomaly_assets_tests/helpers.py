@@ -53,7 +53,10 @@ def hand_made_batch(batch, n_stuffing, n_exfil, start=0):
     for i in range(start, start + n_stuffing + n_exfil + 5):
         eid = f"{batch}-{i}"
         if i - start < n_stuffing:
-            kind, tops = "login", ["failed_logins_10m", "failed_login_ips_10m", "is_new_ip"]
+            kind, tops = (
+                "login",
+                ["failed_logins_10m", "failed_login_ips_10m", "is_new_ip"],
+            )
             contrib = {
                 "failed_logins_10m": 0.2,
                 "failed_login_ips_10m": 0.1,

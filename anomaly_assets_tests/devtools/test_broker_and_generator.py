@@ -8,13 +8,13 @@ import subprocess
 import pytest
 
 from anomaly_assets.contract import ANOMALY_TYPES, MALFORMED_KINDS, REQUIRED_FIELDS
+from anomaly_assets.devtools import generator
 from anomaly_assets.devtools.broker import (
     BrokerError,
     LocalKafkaBroker,
     create_topic,
     free_port,
 )
-from anomaly_assets.devtools import generator
 from anomaly_assets.devtools.generator import EventGenerator, main, produce
 from anomaly_assets.lib.validation import classify
 from anomaly_assets_tests.helpers import consume_all

@@ -44,7 +44,10 @@ def test_request_carries_strict_schema_deployment_and_data_apart(fake):
     prompt = load_prompt()
     result = explainer(fake).explain(prompt, PAYLOAD)
     assert result.status == "ok", result.error
-    assert result.explanation.top_factors == ["failed_logins_10m", "failed_login_ips_10m"]
+    assert result.explanation.top_factors == [
+        "failed_logins_10m",
+        "failed_login_ips_10m",
+    ]
     assert (
         result.prompt_tokens > 0
         and result.completion_tokens > 0
@@ -101,7 +104,10 @@ def test_offline_explainer_says_what_it_is():
     result = OfflineExplainerResource().explainer().explain(load_prompt(), PAYLOAD)
     assert result.status == "ok"
     assert result.explanation.summary.startswith("[offline explainer, no LLM]")
-    assert result.explanation.top_factors == ["failed_logins_10m", "failed_login_ips_10m"]
+    assert result.explanation.top_factors == [
+        "failed_logins_10m",
+        "failed_login_ips_10m",
+    ]
     assert result.explanation.risk_level == "critical"
 
 
