@@ -38,6 +38,7 @@ EVAL_COLUMNS = (
     ("rows_enriched", "bigint"),
     ("status_ok", "bigint"),
     ("status_invalid", "bigint"),
+    ("status_ungrounded", "bigint"),
     ("status_error", "bigint"),
     ("status_skipped_budget", "bigint"),
     ("status_cached", "bigint"),

@@ -2,7 +2,7 @@
 
 Plain Python over pandas so it runs and is tested without Spark or Dagster. Nothing is
 dropped: every anomaly gets a row whose ``enrichment_status`` says what happened
-(ok / invalid / error / skipped_budget / cached / endpoint_unreachable).
+(ok / invalid / ungrounded / error / skipped_budget / cached / endpoint_unreachable).
 """
 
 import time
@@ -20,6 +20,7 @@ from anomaly_assets.llm.schema import AnomalyExplanation
 STATUSES = (
     "ok",
     "invalid",
+    "ungrounded",
     "error",
     "skipped_budget",
     "cached",

@@ -1,12 +1,18 @@
 """Explainers: one interface over Azure OpenAI, any OpenAI-compatible endpoint, and offline rules.
 
 ``explain`` never raises: every outcome is a ``CallResult`` with a status, so a failure is a
-row, not a missing row. Transport faults (429 with Retry-After, 5xx, timeouts) are retried by
-the openai SDK (``max_retries``); answers that are not valid JSON, break the schema or are
-refusals are asked again up to ``max_attempts`` times, then recorded as such.
+row, not a missing row. Transport faults (429, 5xx, timeouts, dropped connections) are
+retried here, up to ``max_retries``, waiting what the endpoint's Retry-After asks for, or
+backing off; an endpoint that asks for more than ``max_retry_wait_s`` is not waited for: the
+call fails at once and a later run explains the rows (a run never hangs for minutes on a
+rate limit). An answer is then checked in three steps: it must be there
+(not empty, not cut off, not a refusal), parse into ``AnomalyExplanation`` with its limits
+(``invalid`` otherwise), and pass the evidence checks (``ungrounded`` otherwise). A failed
+answer is asked again, naming what was wrong, up to ``max_attempts`` in all.
 """
 
 import json
+import random
 import socket
 import time
 from dataclasses import dataclass
@@ -14,15 +20,16 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
+from anomaly_assets.llm.evidence import correction, violations
 from anomaly_assets.llm.prompts import Prompt
-from anomaly_assets.llm.schema import AnomalyExplanation
+from anomaly_assets.llm.schema import RESPONSE_FORMAT, AnomalyExplanation
 
 RAW_LIMIT = 2000
 
 
 @dataclass
 class CallResult:
-    status: str  # ok | invalid | error
+    status: str  # ok | invalid | ungrounded | error
     explanation: AnomalyExplanation | None = None
     error: str | None = None
     raw_response: str | None = None
@@ -52,10 +59,14 @@ class OpenAIExplainer:
         max_attempts: int = 2,
         temperature: float = 0.0,
         probe_timeout_s: float = 3.0,
+        max_retries: int = 3,
+        max_retry_wait_s: float = 20.0,
     ) -> None:
+        """``client`` should not retry by itself (``max_retries=0``): this class does."""
         self.client, self.model, self.provider = client, model, provider
         self.endpoint = endpoint
         self.max_attempts = max_attempts
+        self.max_retries, self.max_retry_wait_s = max_retries, max_retry_wait_s
         self.temperature = temperature
         self.probe_timeout_s = probe_timeout_s
 
@@ -71,57 +82,134 @@ class OpenAIExplainer:
         except OSError as exc:
             return f"{self.endpoint} unreachable: {exc}"
 
-    def explain(self, prompt: Prompt, payload: dict) -> CallResult:
+    def _complete(self, messages: list[dict]):
+        """(completion, None), or (None, why not) once the transport retries are spent."""
         import openai
 
+        retry = 0
+        while True:
+            try:
+                completion = self.client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    response_format=RESPONSE_FORMAT,
+                    temperature=self.temperature,
+                )
+                return completion, None
+            except openai.OpenAIError as exc:
+                error, retry = _describe(exc), retry + 1
+                if retry > self.max_retries or not _retryable(exc):
+                    return None, error
+                wait = retry_wait(exc, retry)
+                if wait > self.max_retry_wait_s:
+                    return None, (
+                        f"{error}; the endpoint asks to wait {wait:.0f} s, more than "
+                        f"max_retry_wait_s ({self.max_retry_wait_s:g} s): left for a "
+                        "later run"
+                    )
+                time.sleep(wait)
+
+    def explain(self, prompt: Prompt, payload: dict) -> CallResult:
         result = CallResult(status="error")
+        messages = _messages(prompt, payload)
         t0 = time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             result.attempts = attempt
-            try:
-                completion = self.client.chat.completions.parse(
-                    model=self.model,
-                    messages=_messages(prompt, payload),
-                    response_format=AnomalyExplanation,
-                    temperature=self.temperature,
-                )
-            except (ValidationError, json.JSONDecodeError) as exc:
-                result.status, result.error = (
-                    "invalid",
-                    f"schema or JSON: {_first_line(exc)}",
-                )
-                result.raw_response = _raw_from(exc)
-                continue
-            except openai.LengthFinishReasonError as exc:
-                result.status, result.error = "invalid", f"truncated answer: {exc}"
-                continue
-            except openai.APIStatusError as exc:
-                result.status = "error"
-                result.error = f"HTTP {exc.status_code}: {_first_line(exc)}"
-                break  # the SDK already retried what is worth retrying
-            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
-                break
-            except openai.OpenAIError as exc:
-                result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+            completion, error = self._complete(messages)
+            if completion is None:
+                result.status, result.error = "error", error
                 break
             usage = completion.usage
             if usage is not None:
                 result.prompt_tokens += usage.prompt_tokens
                 result.completion_tokens += usage.completion_tokens
-            message = completion.choices[0].message
-            result.raw_response = (message.content or message.refusal or "")[:RAW_LIMIT]
-            if message.refusal:
-                result.status, result.error = (
-                    "error",
-                    f"refusal: {message.refusal[:200]}",
-                )
-                continue
-            result.status, result.error = "ok", None
-            result.explanation = message.parsed
-            break
+            status, error, content, explanation = read_answer(completion, payload)
+            result.status, result.error, result.explanation = status, error, explanation
+            result.raw_response = content[:RAW_LIMIT] if content else None
+            if status == "ok" or status == "error":
+                break
+            # Ask again, naming the problem, after the answer that had it.
+            messages = [
+                *messages,
+                {"role": "assistant", "content": content or ""},
+                {"role": "user", "content": correction([error])},
+            ]
+        if result.status != "ok":
+            result.explanation = None
         result.latency_ms = (time.perf_counter() - t0) * 1000
         return result
+
+
+def read_answer(completion, payload: dict):
+    """(status, error, content, explanation) of one completion: ``ok``; ``invalid`` when
+    the answer is missing, cut off or breaks the schema's limits; ``ungrounded`` when it
+    fails the evidence checks (its explanation is kept for the record, not used); a refusal
+    is ``invalid`` too (asked again: it is often a fluke); ``error`` when the endpoint's
+    content filter stopped the answer, which asking again does not change."""
+    if not completion.choices:
+        return "invalid", "no answer (the completion has no choices)", None, None
+    choice = completion.choices[0]
+    message = choice.message
+    content = message.content
+    if getattr(message, "refusal", None):
+        return "invalid", f"refusal: {message.refusal[:200]}", message.refusal, None
+    if choice.finish_reason == "content_filter":
+        return (
+            "error",
+            "the endpoint's content filter stopped the answer",
+            content,
+            None,
+        )
+    if choice.finish_reason == "length":
+        return "invalid", "truncated answer (finish_reason=length)", content, None
+    if not content or not content.strip():
+        return "invalid", "empty answer", content, None
+    try:
+        explanation = AnomalyExplanation.model_validate_json(content)
+    except ValidationError as exc:
+        return "invalid", f"schema or JSON: {_validation_summary(exc)}", content, None
+    problems = violations(explanation, payload)
+    if problems:
+        return "ungrounded", "; ".join(problems), content, explanation
+    return "ok", None, content, explanation
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    """The first errors of a Pydantic validation, one line each, for the row and re-ask."""
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error.get("loc", ())) or "answer"
+        parts.append(f"{where}: {error.get('msg', '')}")
+    return "; ".join(parts)[:300]
+
+
+def _retryable(exc: Exception) -> bool:
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return isinstance(exc, openai.APITimeoutError | openai.APIConnectionError)
+
+
+def retry_wait(exc: Exception, retry: int) -> float:
+    """Seconds before retry number ``retry`` (from 1): what the response's ``retry-after-ms``
+    or ``Retry-After`` (seconds) asks for, else 0.5 s doubling up to 8 s, less up to 25 %."""
+    response = getattr(exc, "response", None)
+    headers = response.headers if response is not None else {}
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return float(headers[name]) / scale
+        except (KeyError, TypeError, ValueError):  # absent, or an HTTP date
+            continue
+    return min(0.5 * 2 ** (retry - 1), 8.0) * (1 - 0.25 * random.random())
+
+
+def _describe(exc: Exception) -> str:
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {_first_line(exc)}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _first_line(exc: Exception) -> str:
@@ -130,15 +218,6 @@ def _first_line(exc: Exception) -> str:
         if str(exc).strip()
         else type(exc).__name__
     )
-
-
-def _raw_from(exc: Exception) -> str | None:
-    if isinstance(exc, ValidationError):
-        errors = exc.errors()
-        if errors and isinstance(errors[0].get("input"), str):
-            return errors[0]["input"][:RAW_LIMIT]
-    doc = getattr(exc, "doc", None)
-    return doc[:RAW_LIMIT] if isinstance(doc, str) else None
 
 
 #: Severity percentile -> risk level for the offline explainer.

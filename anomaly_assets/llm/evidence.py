@@ -1,0 +1,116 @@
+"""Deterministic checks that an explanation says only what the data sent supports.
+
+An answer can be valid JSON in the schema and still be wrong: factors the model did not see
+among the group's contributors, figures that are not in the data, or a risk level an event
+field talked it into. ``violations`` names each such problem; the explainer asks again once
+with them, then stores the answer as ``ungrounded``.
+"""
+
+import math
+import re
+
+from anomaly_assets.llm.schema import RISK_LEVELS, AnomalyExplanation
+
+#: Least risk level per anomaly status: a CRITICAL anomaly is never "low" or "medium".
+MIN_RISK = {"CRITICAL": "high"}
+#: A figure in the text (group 1), maybe with an ordinal or percent sign; digits glued to a
+#: name (``events_5m``, ``p99``) are not figures.
+_NUMBER = re.compile(
+    r"(?<![\w.])(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?)(?:st|nd|rd|th|%)?(?!\w)"
+)
+_TEXT_FIELDS = ("summary", "user_intent", "risk_explanation", "recommended_action")
+
+
+def _numbers_in(value, out: set[float]) -> None:
+    """Every number in ``value`` (nested JSON data, and the figures inside its strings)."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int | float):
+        if math.isfinite(value):
+            out.add(float(value))
+    elif isinstance(value, str):
+        for match in _NUMBER.finditer(value):
+            parsed = _parse(match.group(1))
+            if parsed is not None:
+                out.add(parsed)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _numbers_in(key, out)
+            _numbers_in(item, out)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _numbers_in(item, out)
+
+
+def _parse(text: str) -> float | None:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _decimals(text: str) -> int:
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def _supported(text: str, data: set[float]) -> bool:
+    """A cited figure is supported when a number sent rounds to it at the precision cited
+    (``99.9`` for 99.93, ``12`` for 12.4), or the figure is a share of one in percent."""
+    cited = _parse(text)
+    if cited is None:
+        return True
+    places = _decimals(text)
+    return any(
+        round(value, places) == cited or round(value * 100, places) == cited
+        for value in data
+    )
+
+
+def unsupported_numbers(explanation: AnomalyExplanation, payload: dict) -> list[str]:
+    """Figures in the explanation's text that are nowhere in the data sent."""
+    data: set[float] = set()
+    _numbers_in(payload, data)
+    cited = []
+    for name in _TEXT_FIELDS:
+        for match in _NUMBER.finditer(getattr(explanation, name)):
+            figure = match.group(1)
+            if not _supported(figure, data) and figure not in cited:
+                cited.append(figure)
+    return cited
+
+
+def violations(explanation: AnomalyExplanation, payload: dict) -> list[str]:
+    """What in ``explanation`` the data in ``payload`` does not support (empty: grounded)."""
+    out = []
+    contributors = set(payload.get("top_contributions", {})) | set(
+        payload.get("group_factors", [])
+    )
+    foreign = [f for f in explanation.top_factors if f not in contributors]
+    if foreign:
+        out.append(
+            f"top_factors {foreign} are not among the group's contributors "
+            f"{sorted(contributors)}"
+        )
+    numbers = unsupported_numbers(explanation, payload)
+    if numbers:
+        out.append(f"figures {numbers} do not appear in the data sent")
+    statuses = payload.get("statuses", {})
+    for status, least in MIN_RISK.items():
+        if statuses.get(status) and RISK_LEVELS.index(
+            explanation.risk_level
+        ) < RISK_LEVELS.index(least):
+            out.append(
+                f"risk_level {explanation.risk_level!r} is below {least!r}, the least for "
+                f"{status} anomalies"
+            )
+    return out
+
+
+def correction(problems: list[str]) -> str:
+    """The message that asks again, naming what was wrong."""
+    return (
+        "Your previous answer broke these rules: "
+        + "; ".join(problems)
+        + ". Answer again in the same JSON format, citing only factors among the group's "
+        "contributors and figures present in the data."
+    )
