@@ -47,7 +47,8 @@ ENRICHED_SCHEMA = (
     "summary string, user_intent string, risk_level string, risk_explanation string, "
     "confidence double, top_factors array<string>, recommended_action string, "
     "provider string, model string, prompt_version string, enriched_at timestamp, "
-    "step_seconds double"
+    "step_seconds double, failed_runs int, will_retry boolean, "
+    "attempt_history array<struct<run_id:string,at:timestamp,status:string,error:string>>"
 )
 CACHE_SCHEMA = (
     "prompt_version string, model string, group_key string, explanation_json string, "
@@ -67,7 +68,9 @@ class EnrichmentConfig(Config):
         "'event' (one call per anomaly, for small volumes).",
     )
     max_groups: int = Field(
-        default=50, description="Budget: calls per run, by size x severity."
+        default=50,
+        description="Budget: calls per run, spent on groups with a CRITICAL anomaly "
+        "first, then by size x severity.",
     )
     examples_per_group: int = Field(default=3)
     redact_columns: list[str] = Field(
@@ -83,6 +86,18 @@ class EnrichmentConfig(Config):
     )
     cache_ttl_hours: float = Field(
         default=168.0, description="Cached explanations expire."
+    )
+    max_runs: int = Field(
+        default=3,
+        ge=1,
+        description="Runs in a row that may fail to explain an anomaly (error, "
+        "endpoint_unreachable, skipped_budget, invalid, ungrounded) before the failure is "
+        "final; until then each run explains it again.",
+    )
+    retry_window_hours: float = Field(
+        default=168.0,
+        description="A failed row is explained again while its last try is at most this "
+        "old (bounds what each run scans for retries).",
     )
 
 
@@ -136,6 +151,7 @@ def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
                     "anomaly_score",
                     "call_id",
                     "enrichment_status",
+                    "failed_runs",
                 ],
                 "delta/prune_days_column": "event_time",
             },
@@ -161,7 +177,12 @@ def enrichment(
     lakehouse: LakehouseResource,
     llm: LLMResource,
 ):
-    from anomaly_assets.llm.enrich import EnrichmentSettings, cache_from_rows, enrich
+    from anomaly_assets.llm.enrich import (
+        EnrichmentSettings,
+        cache_from_rows,
+        enrich,
+        with_attempts,
+    )
     from anomaly_assets.llm.prompts import load_prompt
 
     t0 = time.perf_counter()
@@ -170,17 +191,33 @@ def enrichment(
     spark = lakehouse.spark_session
     pending = lakehouse.pending_changes(CONSUMER, "gold_anomaly_predictions")
     through = pending.through
-    if pending.changes is None:
+    retry = retry_candidates(lakehouse, config.retry_window_hours)
+    if pending.changes is None and retry is None:
         yield from nothing_new(context, "gold_anomaly_predictions", through, OUTPUTS)
         return
-    changes = cursors.latest_per_key(pending.changes, ["event_id"]).persist()
-    # A re-scored row that is no longer an anomaly leaves the enriched table.
-    revoked = changes.filter(
-        "NOT is_anomaly AND _change_type = 'update_postimage'"
-    ).select("event_id", "event_time")
-    flagged = changes.filter("is_anomaly").drop("_change_type")
+    changes = revoked = None
+    flagged = retry_gold = None
+    if pending.changes is not None:
+        changes = cursors.latest_per_key(pending.changes, ["event_id"]).persist()
+        # A re-scored row that is no longer an anomaly leaves the enriched table.
+        revoked = changes.filter(
+            "NOT is_anomaly AND _change_type = 'update_postimage'"
+        ).select("event_id", "event_time")
+        flagged = changes.filter("is_anomaly").drop("_change_type")
+    if retry is not None:
+        # Rows an earlier run could not explain, unless this run's changes bring them.
+        if changes is not None:
+            retry = retry.join(changes.select("event_id"), "event_id", "left_anti")
+        retry_gold = gold_rows(lakehouse, retry)
+        flagged = retry_gold if flagged is None else flagged.unionByName(retry_gold)
     batches = sorted(r[0] for r in flagged.select("batch_id").distinct().collect())
     anomalies = load_anomalies(flagged, lakehouse.read("silver_events"))
+    retried = 0 if retry_gold is None else retry_gold.count()
+    if retried:
+        context.log.info(
+            f"Explaining again {retried:,} anomalies that earlier runs could not explain"
+        )
+    previous = previous_attempts(lakehouse, flagged)
     cache_table = lakehouse.read("llm_explanation_cache")
     cache = {}
     if cache_table is not None:
@@ -230,7 +267,10 @@ def enrichment(
         "llm_seconds": round(stats["seconds"], 2),
     }
     step_seconds = time.perf_counter() - t0
-    rows = [{**r, "step_seconds": step_seconds} for r in outcome.rows]
+    rows = with_attempts(outcome.rows, previous, context.run_id, config.max_runs)
+    rows = [{**r, "step_seconds": step_seconds} for r in rows]
+    meta["retried"] = retried
+    meta["will_retry"] = sum(r["will_retry"] for r in rows)
     yield Output(
         spark.createDataFrame(rows, ENRICHED_SCHEMA),
         "gold_events_enriched",
@@ -244,14 +284,71 @@ def enrichment(
             "prompt_version": prompt.version,
         },
     )
-    dropped = drop_revoked(lakehouse, revoked)
+    dropped = 0 if revoked is None else drop_revoked(lakehouse, revoked)
     if dropped:
         context.log.info(
             f"{dropped:,} re-scored events are no longer anomalies: their enriched "
             "rows, if any, were removed."
         )
-    changes.unpersist()
+    if changes is not None:
+        changes.unpersist()
     lakehouse.save_cursor(CONSUMER, "gold_anomaly_predictions", through)
+
+
+def retry_candidates(lakehouse: LakehouseResource, window_hours: float):
+    """(event_id, event_time) of the enriched rows a later run should explain again, or
+    None. Only rows tried within ``window_hours`` are looked at: Delta skips the files of
+    older runs by their ``enriched_at`` statistics."""
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.llm.enrich import RETRYABLE
+
+    table = lakehouse.read("gold_events_enriched")
+    if table is None:
+        return None
+    # Rows written before retries existed have no will_retry: their failures count once.
+    will = F.col("will_retry") if "will_retry" in table.columns else F.lit(None)
+    since = datetime.now(UTC) - timedelta(hours=window_hours)
+    rows = table.filter(
+        (F.col("enriched_at") >= F.lit(since))
+        & F.col("enrichment_status").isin(*RETRYABLE)
+        & F.coalesce(will, F.lit(True))
+    ).select("event_id", "event_time")
+    return None if rows.isEmpty() else rows
+
+
+def gold_rows(lakehouse: LakehouseResource, keys):
+    """The current gold rows of ``keys`` (event_id, event_time) that are still anomalies;
+    only the files of their event times are read."""
+    from anomaly_assets.lib.pruning import event_spans, spans_predicate
+
+    gold = lakehouse.read("gold_anomaly_predictions")
+    near = gold.filter(spans_predicate("event_time", event_spans(keys)))
+    return near.join(keys.select("event_id"), "event_id", "left_semi").filter(
+        "is_anomaly"
+    )
+
+
+def previous_attempts(lakehouse: LakehouseResource, flagged) -> dict[str, dict]:
+    """event_id -> its enriched row's failed_runs and attempt_history, for ``flagged``."""
+    from anomaly_assets.lib.pruning import event_spans, spans_predicate
+
+    table = lakehouse.read("gold_events_enriched")
+    if table is None or "attempt_history" not in table.columns:
+        return {}
+    rows = (
+        table.filter(spans_predicate("event_time", event_spans(flagged)))
+        .join(flagged.select("event_id"), "event_id", "left_semi")
+        .select("event_id", "failed_runs", "attempt_history")
+        .collect()
+    )
+    return {
+        r["event_id"]: {
+            "failed_runs": r["failed_runs"],
+            "attempt_history": [a.asDict() for a in r["attempt_history"] or []],
+        }
+        for r in rows
+    }
 
 
 def drop_revoked(lakehouse: LakehouseResource, revoked) -> int:

@@ -27,6 +27,10 @@ STATUSES = (
     "endpoint_unreachable",
 )
 EXPLANATION_FIELDS = tuple(AnomalyExplanation.model_fields)
+#: Statuses a later run explains again (within the runs allowed).
+RETRYABLE = ("error", "endpoint_unreachable", "skipped_budget", "invalid", "ungrounded")
+#: Attempts kept in a row's history: the latest ones.
+HISTORY_KEPT = 10
 
 
 @dataclass
@@ -125,8 +129,8 @@ def enrich(
         if rank > settings.max_groups:
             base.update(
                 enrichment_status="skipped_budget",
-                error=f"budget: group ranked {rank} of {len(groups)} by size x "
-                f"severity, budget {settings.max_groups} groups",
+                error=f"budget: group ranked {rank} of {len(groups)} (CRITICAL first, "
+                f"then size x severity), budget {settings.max_groups} groups",
             )
         elif group.key in cached:
             explanation = AnomalyExplanation.model_validate_json(cached[group.key])
@@ -191,6 +195,37 @@ def enrich(
         "seconds": time.perf_counter() - t0,
     }
     return Outcome(rows, entries, stats)
+
+
+def with_attempts(
+    rows: list[dict], previous: dict[str, dict], run_id: str, max_runs: int
+) -> list[dict]:
+    """``rows`` with their attempt record: ``failed_runs`` (runs in a row without a valid
+    explanation, this one included), ``will_retry`` (a later run explains the row again)
+    and ``attempt_history`` (the latest HISTORY_KEPT runs: run id, time, status, error)."""
+    out = []
+    for row in rows:
+        before = previous.get(row["event_id"], {})
+        failed = row["enrichment_status"] not in ("ok", "cached")
+        runs = (int(before.get("failed_runs") or 0) + 1) if failed else 0
+        history = [
+            *(before.get("attempt_history") or []),
+            {
+                "run_id": run_id,
+                "at": row["enriched_at"],
+                "status": row["enrichment_status"],
+                "error": row["error"],
+            },
+        ][-HISTORY_KEPT:]
+        out.append(
+            {
+                **row,
+                "failed_runs": runs,
+                "will_retry": row["enrichment_status"] in RETRYABLE and runs < max_runs,
+                "attempt_history": history,
+            }
+        )
+    return out
 
 
 def cache_from_rows(rows) -> dict[str, str]:
