@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from anomaly_assets.llm.evidence import correction, violations
 from anomaly_assets.llm.prompts import Prompt
+from anomaly_assets.llm.redaction import mask_text, safe_url
 from anomaly_assets.llm.schema import RESPONSE_FORMAT, AnomalyExplanation
 
 RAW_LIMIT = 2000
@@ -80,7 +81,7 @@ class OpenAIExplainer:
             ):
                 return None
         except OSError as exc:
-            return f"{self.endpoint} unreachable: {exc}"
+            return f"{safe_url(self.endpoint)} unreachable: {mask_text(str(exc))}"
 
     def _complete(self, messages: list[dict]):
         """(completion, None), or (None, why not) once the transport retries are spent."""
@@ -205,11 +206,12 @@ def retry_wait(exc: Exception, retry: int) -> float:
 
 
 def _describe(exc: Exception) -> str:
+    """The error for rows, logs and MLflow: one line, secrets and personal data masked."""
     import openai
 
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {_first_line(exc)}"
-    return f"{type(exc).__name__}: {exc}"
+        return mask_text(f"HTTP {exc.status_code}: {_first_line(exc)}")
+    return mask_text(f"{type(exc).__name__}: {exc}")
 
 
 def _first_line(exc: Exception) -> str:

@@ -9,7 +9,7 @@ from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
 from anomaly_assets.assets.enrichment import enrichment
 from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT, ai_enrichment_eval_metrics
 from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
-from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
+from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI, ImperfectModel
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.resources.llm import AzureOpenAIResource
 
@@ -96,6 +96,8 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
             )
         ).read_text()
         assert csv.count("\n") == 17  # header + 16 rows
+        header = csv.splitlines()[0].split(",")
+        assert "user_id" not in header and "u0001" not in csv, "no user ids in MLflow"
         # the API key reaches neither MLflow nor the table
         assert SECRET not in repr(run.data) + csv + repr(_table(lakehouse))
 
@@ -127,3 +129,56 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
         assert len({r["prompt_version"] for r in compared}) == 2
         assert all(r["rows_enriched"] == 5 and r["calls"] == 2 for r in compared)
         assert fake.completion_calls == calls_before + 4
+
+
+def test_validity_and_groundedness_follow_the_models_imperfection(
+    lakehouse, lake, mlflow_settings
+):
+    """One call per anomaly through the imperfect local model: answers that break the
+    schema lower validity only, answers that break the evidence lower groundedness only,
+    in the table and in MLflow alike."""
+    enrich_config = {"mode": "event"}
+    content = {
+        "perfect": {},
+        "unparseable": {"empty": 0.25, "truncated": 0.25, "overlong": 0.2},
+        "ungrounded": {"foreign_factor": 0.35, "invented_number": 0.35},
+    }
+    with FakeAzureOpenAI() as fake, DagsterInstance.ephemeral() as instance:
+        llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key=SECRET, timeout_s=5)
+        for i, (batch, rates) in enumerate(content.items()):
+            fake.imperfect = ImperfectModel(rates, seed=i)
+            lake(batch, n_stuffing=20, n_exfil=20, start=100 * i)
+            specs = [
+                AssetSpec(k)
+                for k in (
+                    "gold_anomaly_predictions",
+                    "silver_events",
+                    "gold_batch_drift",
+                )
+            ]
+            materialize(
+                [*specs, enrichment],
+                selection=ENRICH,
+                resources={
+                    "io_manager": DeltaIOManager(lakehouse=lakehouse),
+                    "lakehouse": lakehouse,
+                    "llm": llm,
+                },
+                run_config={"ops": {"enrichment": {"config": enrich_config}}},
+                instance=instance,
+                raise_on_error=False,
+            )
+            _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+    rows = {r["batch_id"]: r for r in _table(lakehouse)}
+    figures = {b: (r["validity_pct"], r["groundedness_pct"]) for b, r in rows.items()}
+    assert figures["perfect"] == (100.0, 100.0)
+    validity, grounded = figures["unparseable"]
+    assert validity < 85 and grounded == 100.0, figures
+    validity, grounded = figures["ungrounded"]
+    assert validity == 100.0 and grounded < 85, figures
+    assert rows["ungrounded"]["status_ungrounded"] > 0
+    client = mlflow_settings.client()
+    for row in rows.values():
+        metrics = client.get_run(row["mlflow_run_id"]).data.metrics
+        assert metrics["validity_pct"] == row["validity_pct"]
+        assert metrics["groundedness_pct"] == row["groundedness_pct"]
