@@ -52,7 +52,7 @@ ENRICHED_SCHEMA = (
 )
 CACHE_SCHEMA = (
     "prompt_version string, model string, group_key string, explanation_json string, "
-    "created_at timestamp"
+    "created_at timestamp, cache_key string, provider string, evidence_fingerprint string"
 )
 #: Event fields joined from silver for the prompt's examples: those gold does not carry.
 SILVER_FIELDS = (
@@ -159,8 +159,9 @@ def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
             owners=["team:ml-platform"],
         ),
         "llm_explanation_cache": AssetOut(
-            description="Explanations by (prompt version, model, group key), reused by later "
-            "batches and re-runs until they expire.",
+            description="Explanations by (provider, model, prompt version, group key, "
+            "evidence fingerprint), reused by later batches and re-runs until they "
+            "expire; only grounded answers that state no batch-specific figure.",
             group_name="ai",
             kinds={"delta", "openai"},
             metadata={"delta/write_mode": "append"},
@@ -220,11 +221,13 @@ def enrichment(
     previous = previous_attempts(lakehouse, flagged)
     cache_table = lakehouse.read("llm_explanation_cache")
     cache = {}
-    if cache_table is not None:
+    # Entries written before keys held the provider and the evidence are never reused.
+    if cache_table is not None and "cache_key" in cache_table.columns:
         cutoff = datetime.now(UTC) - timedelta(hours=config.cache_ttl_hours)
         fresh = cache_table.filter(
-            (cache_table.prompt_version == prompt.version)
+            (cache_table.provider == explainer.provider)
             & (cache_table.model == explainer.model)
+            & (cache_table.prompt_version == prompt.version)
             & (cache_table.created_at >= cutoff)
         )
         cache = cache_from_rows(fresh.collect())

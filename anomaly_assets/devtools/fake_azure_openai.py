@@ -128,12 +128,12 @@ def grounded_answer(payload: dict) -> dict:
     top = (payload.get("severity_range") or [0, 0])[1]
     risk = "critical" if top >= 99.9 else "high" if top >= 99.5 else "medium"
     return {
-        "summary": f"{payload.get('group_size', 1)} {payload.get('segment', 'event')} "
-        f"anomalies driven by {' and '.join(factors)}.",
+        "summary": f"{payload.get('segment', 'event')} anomalies driven by "
+        f"{' and '.join(factors)}.",
         "user_intent": "Automated or unauthorised activity.",
         "risk_level": risk,
-        "risk_explanation": f"Severity up to the {top} percentile; {factors[0]} is far "
-        "from the baseline.",
+        "risk_explanation": f"Severity in the {risk} band; {factors[0]} is far from the "
+        "baseline.",
         "confidence": 0.8,
         "top_factors": factors,
         "recommended_action": "Review the account and block the source if confirmed.",

@@ -5,6 +5,8 @@ dropped: every anomaly gets a row whose ``enrichment_status`` says what happened
 (ok / invalid / ungrounded / error / skipped_budget / cached / endpoint_unreachable).
 """
 
+import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,6 +14,8 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from anomaly_assets.lib.features import FEATURE_FINGERPRINT
+from anomaly_assets.llm.evidence import unsupported_numbers
 from anomaly_assets.llm.explainers import CallResult
 from anomaly_assets.llm.grouping import as_list, group_anomalies, prompt_payload
 from anomaly_assets.llm.prompts import Prompt
@@ -74,7 +78,21 @@ def enrich(
     drift, cache = drift or {}, cache or {}
     groups = group_anomalies(anomalies, settings.mode, settings.segment_column)
     selected, over_budget = groups[: settings.max_groups], groups[settings.max_groups :]
-    cached = {g.key: cache[g.key] for g in selected if g.key in cache}
+    payloads = {
+        g.key: prompt_payload(
+            g,
+            drift,
+            settings.redact_columns,
+            settings.examples_per_group,
+            settings.max_string_chars,
+        )
+        for g in selected
+    }
+    keys = {
+        g.key: cache_key(explainer, prompt.version, g.key, payloads[g.key])
+        for g in selected
+    }
+    cached = {g.key: cache[keys[g.key]] for g in selected if keys[g.key] in cache}
     to_call = [g for g in selected if g.key not in cached]
     log(
         f"{len(anomalies):,} anomalies in {len(groups)} groups: {len(to_call)} to explain, "
@@ -87,16 +105,6 @@ def enrich(
     if unreachable:
         log(f"Endpoint probe failed, no calls made: {unreachable}")
     elif to_call:
-        payloads = {
-            g.key: prompt_payload(
-                g,
-                drift,
-                settings.redact_columns,
-                settings.examples_per_group,
-                settings.max_string_chars,
-            )
-            for g in to_call
-        }
         with ThreadPoolExecutor(max_workers=max(1, max_concurrency)) as pool:
             futures = {
                 g.key: pool.submit(explainer.explain, prompt, payloads[g.key])
@@ -150,12 +158,17 @@ def enrich(
                 attempts=res.attempts,
                 call_id=f"{run_id}:{group.key}",
             )
-            if res.status == "ok":
+            if res.status == "ok" and cacheable(explanation, payloads[group.key]):
                 entries.append(
                     {
-                        "prompt_version": prompt.version,
+                        "cache_key": keys[group.key],
+                        "provider": explainer.provider,
                         "model": explainer.model,
+                        "prompt_version": prompt.version,
                         "group_key": group.key,
+                        "evidence_fingerprint": evidence_fingerprint(
+                            payloads[group.key]
+                        ),
                         "explanation_json": explanation.model_dump_json(),
                         "created_at": now,
                     }
@@ -228,13 +241,52 @@ def with_attempts(
     return out
 
 
+def evidence_fingerprint(payload: dict) -> str:
+    """Hash of what shaped an answer and holds from batch to batch: the segment, the
+    contributors in their order, the severity bands present, the drifted features and the
+    features' definitions. Counts, scores and examples are left out: they differ every
+    batch, and a cached text must not state them."""
+    evidence = {
+        "segment": payload["segment"],
+        "group_factors": payload["group_factors"],
+        "contributors": list(payload["top_contributions"]),
+        "bands": sorted(payload.get("statuses", {})),
+        "drift": payload.get("drift", []),
+        "features": FEATURE_FINGERPRINT,
+    }
+    text = json.dumps(evidence, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_key(explainer, prompt_version: str, group_key: str, payload: dict) -> str:
+    """Provider, model, prompt version, group key and evidence: an answer is reused only
+    for the same question put the same way to the same model."""
+    return "|".join(
+        (
+            explainer.provider,
+            explainer.model,
+            prompt_version,
+            group_key,
+            evidence_fingerprint(payload),
+        )
+    )
+
+
+def cacheable(explanation: AnomalyExplanation, payload: dict) -> bool:
+    """Only answers that state no batch-specific figure are reused: the figures they may
+    state are those of the feature definitions ("the last 10 minutes"); a count or a score
+    belongs to one batch (the rows carry theirs in columns). Ungrounded answers never get
+    this far."""
+    lasting = {"feature_definitions": payload.get("feature_definitions", {})}
+    return not unsupported_numbers(explanation, lasting)
+
+
 def cache_from_rows(rows) -> dict[str, str]:
-    """Latest explanation per group key from cache table rows (already filtered for expiry)."""
+    """Latest explanation per cache key from cache table rows (already filtered for
+    expiry)."""
     best: dict[str, tuple] = {}
     for row in rows:
-        if (
-            row["group_key"] not in best
-            or row["created_at"] > best[row["group_key"]][0]
-        ):
-            best[row["group_key"]] = (row["created_at"], row["explanation_json"])
+        key = row["cache_key"]
+        if key not in best or row["created_at"] > best[key][0]:
+            best[key] = (row["created_at"], row["explanation_json"])
     return {key: value for key, (_, value) in best.items()}

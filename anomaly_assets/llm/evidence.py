@@ -15,10 +15,10 @@ from anomaly_assets.llm.schema import RISK_LEVELS, AnomalyExplanation
 MIN_RISK = {"CRITICAL": "high"}
 #: A figure in the text (group 1), maybe with an ordinal or percent sign; digits glued to a
 #: name (``events_5m``, ``p99``) are not figures.
-_NUMBER = re.compile(
+NUMBER = re.compile(
     r"(?<![\w.])(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?)(?:st|nd|rd|th|%)?(?!\w)"
 )
-_TEXT_FIELDS = ("summary", "user_intent", "risk_explanation", "recommended_action")
+TEXT_FIELDS = ("summary", "user_intent", "risk_explanation", "recommended_action")
 
 
 def _numbers_in(value, out: set[float]) -> None:
@@ -29,7 +29,7 @@ def _numbers_in(value, out: set[float]) -> None:
         if math.isfinite(value):
             out.add(float(value))
     elif isinstance(value, str):
-        for match in _NUMBER.finditer(value):
+        for match in NUMBER.finditer(value):
             parsed = _parse(match.group(1))
             if parsed is not None:
                 out.add(parsed)
@@ -71,8 +71,8 @@ def unsupported_numbers(explanation: AnomalyExplanation, payload: dict) -> list[
     data: set[float] = set()
     _numbers_in(payload, data)
     cited = []
-    for name in _TEXT_FIELDS:
-        for match in _NUMBER.finditer(getattr(explanation, name)):
+    for name in TEXT_FIELDS:
+        for match in NUMBER.finditer(getattr(explanation, name)):
             figure = match.group(1)
             if not _supported(figure, data) and figure not in cited:
                 cited.append(figure)

@@ -246,20 +246,23 @@ class OfflineExplainer:
         factors = sorted(shared, key=lambda f: -contributions.get(f, 0.0))
         top_severity = payload["severity_range"][1]
         risk = next((level for cut, level in _RISK if top_severity >= cut), "low")
+        critical = bool(payload.get("statuses", {}).get("CRITICAL"))
+        if critical and risk in ("low", "medium"):  # as the evidence checks require
+            risk = "high"
         described = "; ".join(
             f"{f} ({payload['feature_definitions'][f]})" for f in factors
         )
+        band = "CRITICAL" if critical else "flagged"
         explanation = AnomalyExplanation(
             summary=(
-                f"[offline explainer, no LLM] {payload['group_size']} "
-                f"{payload['segment']} event(s) flagged, driven by "
-                f"{', '.join(factors)}."
+                f"[offline explainer, no LLM] {payload['segment']} events flagged, "
+                f"driven by {', '.join(factors)}."
             )[:400],
             user_intent="Not inferred: the offline explainer only restates the model's evidence.",
             risk_level=risk,
             risk_explanation=(
-                f"Severity up to the {top_severity:.1f}th percentile of training "
-                f"scores; strongest factors: {described}."
+                f"Severity in the {band} band (the scores and percentiles are in the "
+                f"row); strongest factors: {described}."
             )[:600],
             confidence=0.3,
             top_factors=factors,

@@ -48,7 +48,8 @@ _PATTERNS = (
     ("Bearer <token>", re.compile(r"(?i)\bbearer\s+[\w.~+/-]{8,}=*")),
     ("://<credentials>@", re.compile(r"://[^/\s:@]+:[^/\s@]+@")),
     (r"\g<1><redacted>", re.compile(rf"(?i)([?&;](?:{SECRET_PARAMS})=)[^&;#\s]+")),
-    ("<email>", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
+    # The local part may hold any of RFC 5322's atom characters.
+    ("<email>", re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")),
     (
         _iban,
         re.compile(r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,3})?\b"),
