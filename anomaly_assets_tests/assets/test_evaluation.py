@@ -169,6 +169,30 @@ def test_validity_and_groundedness_follow_the_models_imperfection(
                 raise_on_error=False,
             )
             _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        # the next enrichment explains the failed rows again (a perfect model now); the
+        # evaluation of batches already evaluated is not rewritten
+        before = _table(lakehouse)
+        fake.imperfect = None
+        calls = fake.completion_calls
+        materialize(
+            [*specs, enrichment],
+            selection=ENRICH,
+            resources={
+                "io_manager": DeltaIOManager(lakehouse=lakehouse),
+                "lakehouse": lakehouse,
+                "llm": llm,
+            },
+            run_config={"ops": {"enrichment": {"config": enrich_config}}},
+            instance=instance,
+        )
+        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        assert fake.completion_calls > calls, "failed rows were explained again"
+        enriched = deltalake.DeltaTable(lakehouse.path("gold_events_enriched"))
+        statuses = {
+            r["enrichment_status"] for r in enriched.to_pyarrow_table().to_pylist()
+        }
+        assert statuses == {"ok"}
+        assert _table(lakehouse) == before
     rows = {r["batch_id"]: r for r in _table(lakehouse)}
     figures = {b: (r["validity_pct"], r["groundedness_pct"]) for b, r in rows.items()}
     assert figures["perfect"] == (100.0, 100.0)
