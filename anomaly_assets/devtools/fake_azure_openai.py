@@ -53,7 +53,9 @@ FAULTS = (
     "low_risk",
     "invented_number",
 )
-#: Keywords outside the strict subset (answered with a 400).
+#: Keywords outside the strict subset (answered with a 400). The service's list, kept apart
+#: from the one the product strips (llm/schema.py) so that a keyword the product forgets to
+#: strip is caught here, not agreed with.
 UNSUPPORTED_KEYWORDS = frozenset(
     {
         "minLength",

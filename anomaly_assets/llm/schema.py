@@ -66,6 +66,10 @@ CONSTRAINT_KEYWORDS = frozenset(
         "propertyNames",
         "unevaluatedProperties",
         "default",
+        "if",
+        "then",
+        "else",
+        "not",
     }
 )
 

@@ -18,7 +18,9 @@ ENRICH = [AssetKey("gold_events_enriched"), AssetKey("llm_explanation_cache")]
 EVAL = [AssetKey("ai_enrichment_eval_metrics")]
 
 
-def _run(lakehouse, mlflow_settings, llm, instance, selection, config=None):
+def _run(
+    lakehouse, mlflow_settings, llm, instance, selection, config=None, enrich=None
+):
     specs = [
         AssetSpec(k)
         for k in ("gold_anomaly_predictions", "silver_events", "gold_batch_drift")
@@ -32,9 +34,14 @@ def _run(lakehouse, mlflow_settings, llm, instance, selection, config=None):
             "llm": llm,
             "mlflow_settings": mlflow_settings,
         },
-        run_config={"ops": {"ai_enrichment_eval_metrics": {"config": config}}}
-        if config
-        else None,
+        run_config={
+            "ops": {
+                **(
+                    {"ai_enrichment_eval_metrics": {"config": config}} if config else {}
+                ),
+                **({"enrichment": {"config": enrich}} if enrich else {}),
+            }
+        },
         instance=instance,
     )
     assert result.success
@@ -137,7 +144,7 @@ def test_validity_and_groundedness_follow_the_models_imperfection(
     """One call per anomaly through the imperfect local model: answers that break the
     schema lower validity only, answers that break the evidence lower groundedness only,
     in the table and in MLflow alike."""
-    enrich_config = {"mode": "event"}
+    event = {"mode": "event"}
     content = {
         "perfect": {},
         "unparseable": {"empty": 0.25, "truncated": 0.25, "overlong": 0.2},
@@ -148,43 +155,14 @@ def test_validity_and_groundedness_follow_the_models_imperfection(
         for i, (batch, rates) in enumerate(content.items()):
             fake.imperfect = ImperfectModel(rates, seed=i)
             lake(batch, n_stuffing=20, n_exfil=20, start=100 * i)
-            specs = [
-                AssetSpec(k)
-                for k in (
-                    "gold_anomaly_predictions",
-                    "silver_events",
-                    "gold_batch_drift",
-                )
-            ]
-            materialize(
-                [*specs, enrichment],
-                selection=ENRICH,
-                resources={
-                    "io_manager": DeltaIOManager(lakehouse=lakehouse),
-                    "lakehouse": lakehouse,
-                    "llm": llm,
-                },
-                run_config={"ops": {"enrichment": {"config": enrich_config}}},
-                instance=instance,
-                raise_on_error=False,
-            )
+            _run(lakehouse, mlflow_settings, llm, instance, ENRICH, enrich=event)
             _run(lakehouse, mlflow_settings, llm, instance, EVAL)
         # the next enrichment explains the failed rows again (a perfect model now); the
         # evaluation of batches already evaluated is not rewritten
         before = _table(lakehouse)
         fake.imperfect = None
         calls = fake.completion_calls
-        materialize(
-            [*specs, enrichment],
-            selection=ENRICH,
-            resources={
-                "io_manager": DeltaIOManager(lakehouse=lakehouse),
-                "lakehouse": lakehouse,
-                "llm": llm,
-            },
-            run_config={"ops": {"enrichment": {"config": enrich_config}}},
-            instance=instance,
-        )
+        _run(lakehouse, mlflow_settings, llm, instance, ENRICH, enrich=event)
         _run(lakehouse, mlflow_settings, llm, instance, EVAL)
         assert fake.completion_calls > calls, "failed rows were explained again"
         enriched = deltalake.DeltaTable(lakehouse.path("gold_events_enriched"))
