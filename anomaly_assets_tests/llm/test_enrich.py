@@ -99,3 +99,21 @@ def test_the_budget_serves_a_lone_critical_anomaly_before_a_large_warning_group(
     assert by_type["login"] == "skipped_budget"
     skipped = [r for r in outcome.rows if r["enrichment_status"] == "skipped_budget"]
     assert all("CRITICAL first" in r["error"] for r in skipped)
+
+
+class UngroundedExplainer(OfflineExplainer):
+    """Answers that failed the evidence checks (an injected "low", say)."""
+
+    def explain(self, prompt, payload) -> CallResult:
+        return CallResult(
+            status="ungrounded",
+            error="risk_level 'low' is below 'high', the least for CRITICAL anomalies",
+            raw_response='{"risk_level": "low"}',
+            attempts=2,
+        )
+
+
+def test_an_ungrounded_answer_is_a_row_with_its_reason_and_never_cached():
+    outcome, statuses = run(synthetic_anomalies(30, batch="b1"), UngroundedExplainer())
+    assert statuses == {"ungrounded"} and outcome.cache_entries == []
+    assert all(r["risk_level"] is None and r["error"] for r in outcome.rows)
