@@ -2,9 +2,12 @@
 
 The gold rows inserted or re-scored since the enrichment's cursor (Change Data Feed) are
 read; those that are anomalies are (re-)enriched and upserted, those that stopped being
-anomalies leave the table. Anomalies are grouped by (segment, top-2 contributing features); one call explains a group, within a budget of groups per run; explanations are
-cached in Delta by (prompt version, model, group key) and reused in later batches. The LLM
-runs in the driver: groups are few, and a thread pool keeps several requests in flight.
+anomalies leave the table; rows earlier runs could not explain are explained again, within
+``max_runs``. Anomalies are grouped by (segment, top-2 contributing features); one call
+explains a group, within a budget of groups per run; grounded, figure-free explanations are
+cached in Delta by (provider, model, prompt version, group key, evidence fingerprint) and
+reused in later batches. The LLM runs in the driver: groups are few, and a thread pool keeps
+several requests in flight.
 """
 
 import time
@@ -94,14 +97,11 @@ class EnrichmentConfig(Config):
         "endpoint_unreachable, skipped_budget, invalid, ungrounded) before the failure is "
         "final; until then each run explains it again.",
     )
-    retry_window_hours: float = Field(
-        default=168.0,
-        description="A failed row is explained again while its last try is at most this "
-        "old (bounds what each run scans for retries).",
-    )
 
 
 CONSUMER = "gold_events_enriched"
+#: How far back the first run since retries exist looks for failed rows.
+RETRY_FALLBACK = timedelta(days=7)
 OUTPUTS = ("gold_events_enriched", "llm_explanation_cache")
 
 
@@ -192,12 +192,12 @@ def enrichment(
     spark = lakehouse.spark_session
     pending = lakehouse.pending_changes(CONSUMER, "gold_anomaly_predictions")
     through = pending.through
-    retry = retry_candidates(lakehouse, config.retry_window_hours)
-    if pending.changes is None and retry is None:
+    started = datetime.now(UTC)
+    retry = retry_candidates(lakehouse, pending.cursor.state.get("last_run_at"))
+    if pending.changes is None and not retry:
         yield from nothing_new(context, "gold_anomaly_predictions", through, OUTPUTS)
         return
-    changes = revoked = None
-    flagged = retry_gold = None
+    changes = revoked = flagged = None
     if pending.changes is not None:
         changes = cursors.latest_per_key(pending.changes, ["event_id"]).persist()
         # A re-scored row that is no longer an anomaly leaves the enriched table.
@@ -205,20 +205,20 @@ def enrichment(
             "NOT is_anomaly AND _change_type = 'update_postimage'"
         ).select("event_id", "event_time")
         flagged = changes.filter("is_anomaly").drop("_change_type")
-    if retry is not None:
-        # Rows an earlier run could not explain, unless this run's changes bring them.
-        if changes is not None:
-            retry = retry.join(changes.select("event_id"), "event_id", "left_anti")
-        retry_gold = gold_rows(lakehouse, retry)
-        flagged = retry_gold if flagged is None else flagged.unionByName(retry_gold)
-    batches = sorted(r[0] for r in flagged.select("batch_id").distinct().collect())
+    if retry:
+        again = gold_rows(lakehouse, retry)
+        if changes is not None:  # this run's changes bring their own row
+            again = again.join(changes.select("event_id"), "event_id", "left_anti")
+        flagged = again if flagged is None else flagged.unionByName(again)
+    flagged = flagged.persist()
     anomalies = load_anomalies(flagged, lakehouse.read("silver_events"))
-    retried = 0 if retry_gold is None else retry_gold.count()
+    batches = sorted(set(anomalies["batch_id"]))
+    retried = int(anomalies["event_id"].isin({k[0] for k in retry}).sum())
     if retried:
         context.log.info(
             f"Explaining again {retried:,} anomalies that earlier runs could not explain"
         )
-    previous = previous_attempts(lakehouse, flagged)
+    previous = previous_attempts(lakehouse, anomalies)
     cache_table = lakehouse.read("llm_explanation_cache")
     cache = {}
     # Entries written before keys held the provider and the evidence are never reused.
@@ -293,55 +293,79 @@ def enrichment(
             f"{dropped:,} re-scored events are no longer anomalies: their enriched "
             "rows, if any, were removed."
         )
+    flagged.unpersist()
     if changes is not None:
         changes.unpersist()
-    lakehouse.save_cursor(CONSUMER, "gold_anomaly_predictions", through)
+    lakehouse.save_cursor(
+        CONSUMER,
+        "gold_anomaly_predictions",
+        through,
+        {"last_run_at": started.isoformat()},
+    )
 
 
-def retry_candidates(lakehouse: LakehouseResource, window_hours: float):
-    """(event_id, event_time) of the enriched rows a later run should explain again, or
-    None. Only rows tried within ``window_hours`` are looked at: Delta skips the files of
-    older runs by their ``enriched_at`` statistics."""
+def retry_candidates(
+    lakehouse: LakehouseResource, last_run_at: str | None
+) -> list[tuple]:
+    """(event_id, event_time) of the enriched rows to explain again: failed, with runs
+    left. Every such row was written by the last run that completed (each run rewrites the
+    rows it tries), so only rows written since it started are read, and Delta skips the
+    files of older runs by their ``enriched_at`` statistics. Without that time (a first run
+    since retries exist) the last RETRY_FALLBACK is read."""
     from pyspark.sql import functions as F
 
     from anomaly_assets.llm.enrich import RETRYABLE
 
     table = lakehouse.read("gold_events_enriched")
     if table is None:
-        return None
+        return []
+    since = (
+        datetime.fromisoformat(last_run_at) - timedelta(minutes=5)  # clock slack
+        if last_run_at
+        else datetime.now(UTC) - RETRY_FALLBACK
+    )
     # Rows written before retries existed have no will_retry: their failures count once.
     will = F.col("will_retry") if "will_retry" in table.columns else F.lit(None)
-    since = datetime.now(UTC) - timedelta(hours=window_hours)
     rows = table.filter(
         (F.col("enriched_at") >= F.lit(since))
         & F.col("enrichment_status").isin(*RETRYABLE)
         & F.coalesce(will, F.lit(True))
-    ).select("event_id", "event_time")
-    return None if rows.isEmpty() else rows
+    )
+    return [tuple(r) for r in rows.select("event_id", "event_time").collect()]
 
 
-def gold_rows(lakehouse: LakehouseResource, keys):
+def gold_rows(lakehouse: LakehouseResource, keys: list[tuple]):
     """The current gold rows of ``keys`` (event_id, event_time) that are still anomalies;
     only the files of their event times are read."""
-    from anomaly_assets.lib.pruning import event_spans, spans_predicate
+    from pyspark.sql import functions as F
 
+    from anomaly_assets.lib.pruning import spans_predicate
+
+    times = sorted(t for _, t in keys)
+    days: dict = {}
+    for t in times:  # the narrowest span per day, as event_spans makes them
+        lo, hi = days.get(t.date(), (t, t))
+        days[t.date()] = (min(lo, t), max(hi, t))
     gold = lakehouse.read("gold_anomaly_predictions")
-    near = gold.filter(spans_predicate("event_time", event_spans(keys)))
-    return near.join(keys.select("event_id"), "event_id", "left_semi").filter(
-        "is_anomaly"
+    return gold.filter(spans_predicate("event_time", sorted(days.values()))).filter(
+        F.col("event_id").isin([k for k, _ in keys]) & F.col("is_anomaly")
     )
 
 
-def previous_attempts(lakehouse: LakehouseResource, flagged) -> dict[str, dict]:
-    """event_id -> its enriched row's failed_runs and attempt_history, for ``flagged``."""
-    from anomaly_assets.lib.pruning import event_spans, spans_predicate
+def previous_attempts(lakehouse: LakehouseResource, anomalies) -> dict[str, dict]:
+    """event_id -> its enriched row's failed_runs and attempt_history, for the
+    ``anomalies`` (pandas) about to be enriched."""
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.lib.pruning import days_predicate
 
     table = lakehouse.read("gold_events_enriched")
-    if table is None or "attempt_history" not in table.columns:
+    if table is None or "attempt_history" not in table.columns or anomalies.empty:
         return {}
+    days = {t.date() for t in pd_times(anomalies["event_time"])}
     rows = (
-        table.filter(spans_predicate("event_time", event_spans(flagged)))
-        .join(flagged.select("event_id"), "event_id", "left_semi")
+        table.filter(days_predicate("event_time", days))
+        .filter(F.col("event_id").isin(list(anomalies["event_id"])))
         .select("event_id", "failed_runs", "attempt_history")
         .collect()
     )
@@ -352,6 +376,13 @@ def previous_attempts(lakehouse: LakehouseResource, flagged) -> dict[str, dict]:
         }
         for r in rows
     }
+
+
+def pd_times(series):
+    """A pandas column of event times as UTC datetimes."""
+    import pandas as pd
+
+    return pd.to_datetime(series, utc=True).dt.to_pydatetime()
 
 
 def drop_revoked(lakehouse: LakehouseResource, revoked) -> int:

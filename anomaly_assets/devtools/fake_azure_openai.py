@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlparse
 #: Faults ``inject`` queues and ``ImperfectModel`` draws. Transport: 401, 429 (Retry-After
 #: 1 s), 429_long (Retry-After 120 s, longer than the SDK waits), 500, timeout. Answers:
 #: bad_json (half a document, finish_reason stop), truncated (finish_reason length),
-#: empty, refusal, schema (a risk level out of the enum), overlong (a summary past its
+#: content_filter (no content, finish_reason content_filter), empty, refusal, schema (a risk level out of the enum), overlong (a summary past its
 #: limit), foreign_factor, low_risk, invented_number.
 FAULTS = (
     "401",
@@ -45,6 +45,7 @@ FAULTS = (
     "timeout",
     "bad_json",
     "truncated",
+    "content_filter",
     "empty",
     "refusal",
     "schema",
@@ -276,7 +277,9 @@ class FakeAzureOpenAI:
         self._server.shutdown()
         self._server.server_close()
 
-    def _next_fault(self) -> str | None:
+    def _next_fault(self) -> tuple[str | None, int]:
+        """The request's fault and its number (taken under the lock: ids and the model's
+        draws stay distinct under concurrent requests)."""
         with self._lock:
             if self.faults:
                 fault = self.faults.popleft()
@@ -285,7 +288,7 @@ class FakeAzureOpenAI:
             else:
                 fault = None
             self.drawn.append(fault)
-            return fault
+            return fault, len(self.drawn)
 
     def _handler(self):
         fake = self
@@ -339,7 +342,7 @@ class FakeAzureOpenAI:
                         type="invalid_request_error",
                         param="response_format",
                     )
-                fault = fake._next_fault()
+                fault, number = fake._next_fault()
                 time.sleep(fake.latency_s)
                 if fault == "401":
                     return self._unauthorized()
@@ -362,18 +365,20 @@ class FakeAzureOpenAI:
                 if fault == "timeout":
                     time.sleep(fake.timeout_sleep_s)
                 payload = json.loads(body["messages"][1]["content"])
-                rng = random.Random(len(fake.requests))
+                rng = random.Random(number)
                 answer = model_answer(payload, fault, rng)
                 content, refusal, finish = json.dumps(answer), None, "stop"
                 if fault == "bad_json":
                     content = content[: len(content) // 2]
                 elif fault == "truncated":
                     content, finish = content[: len(content) // 3], "length"
+                elif fault == "content_filter":
+                    content, finish = None, "content_filter"
                 elif fault == "empty":
                     content = ""
                 elif fault == "refusal":
                     content, refusal = None, "I'm sorry, but I can't help with that."
-                self._completion(url, raw, content, refusal, finish)
+                self._completion(url, raw, content, refusal, finish, number)
 
             def _unauthorized(self):
                 self._reply(
@@ -409,11 +414,11 @@ class FakeAzureOpenAI:
                     return f"Invalid schema for response_format '{name}': {errors[0]}"
                 return None
 
-            def _completion(self, url, raw, content, refusal, finish):
+            def _completion(self, url, raw, content, refusal, finish, number):
                 self._reply(
                     200,
                     {
-                        "id": f"chatcmpl-{len(fake.requests)}",
+                        "id": f"chatcmpl-{number}",
                         "object": "chat.completion",
                         "created": int(time.time()),
                         "model": url.path.split("/")[3]

@@ -7,9 +7,9 @@ retries) count each call once, however many rows share its explanation.
 import numpy as np
 import pandas as pd
 
-from anomaly_assets.llm.enrich import STATUSES
+from anomaly_assets.llm.enrich import EXPLAINED, PARSED, STATUSES
+from anomaly_assets.llm.schema import RISK_LEVELS
 
-RISK_LEVELS = ("low", "medium", "high", "critical")
 #: The severity each injected anomaly type deserves, for risk-level agreement.
 EXPECTED_RISK = {
     "credential_stuffing": "high",
@@ -26,10 +26,6 @@ DEFAULT_PRICES = {
     "gpt-4o-mini": (0.15, 0.60),
     "offline-rules-v1": (0.0, 0.0),
 }
-EXPLAINED = ("ok", "cached")
-#: Rows whose answer parsed into the schema: the explained ones and those that failed the
-#: evidence checks.
-PARSED = (*EXPLAINED, "ungrounded")
 
 
 def _grounded(row) -> bool:

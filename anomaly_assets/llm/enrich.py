@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pandas as pd
+from pydantic import ValidationError
 
 from anomaly_assets.lib.features import FEATURE_FINGERPRINT
-from anomaly_assets.llm.evidence import unsupported_numbers
+from anomaly_assets.llm.evidence import unsupported_numbers, violations
 from anomaly_assets.llm.explainers import CallResult
 from anomaly_assets.llm.grouping import as_list, group_anomalies, prompt_payload
 from anomaly_assets.llm.prompts import Prompt
@@ -31,6 +32,11 @@ STATUSES = (
     "endpoint_unreachable",
 )
 EXPLANATION_FIELDS = tuple(AnomalyExplanation.model_fields)
+#: Statuses of a row with a usable explanation.
+EXPLAINED = ("ok", "cached")
+#: Statuses of a row whose answer parsed into the schema: the explained ones and those that
+#: failed the evidence checks.
+PARSED = (*EXPLAINED, "ungrounded")
 #: Statuses a later run explains again (within the runs allowed).
 RETRYABLE = ("error", "endpoint_unreachable", "skipped_budget", "invalid", "ungrounded")
 #: Attempts kept in a row's history: the latest ones.
@@ -92,7 +98,11 @@ def enrich(
         g.key: cache_key(explainer, prompt.version, g.key, payloads[g.key])
         for g in selected
     }
-    cached = {g.key: cache[keys[g.key]] for g in selected if keys[g.key] in cache}
+    cached = {
+        g.key: hit
+        for g in selected
+        if (hit := reusable(cache.get(keys[g.key]), payloads[g.key])) is not None
+    }
     to_call = [g for g in selected if g.key not in cached]
     log(
         f"{len(anomalies):,} anomalies in {len(groups)} groups: {len(to_call)} to explain, "
@@ -141,7 +151,7 @@ def enrich(
                 f"then size x severity), budget {settings.max_groups} groups",
             )
         elif group.key in cached:
-            explanation = AnomalyExplanation.model_validate_json(cached[group.key])
+            explanation = cached[group.key]
             base.update(enrichment_status="cached")
         elif unreachable:
             base.update(enrichment_status="endpoint_unreachable", error=unreachable)
@@ -219,7 +229,7 @@ def with_attempts(
     out = []
     for row in rows:
         before = previous.get(row["event_id"], {})
-        failed = row["enrichment_status"] not in ("ok", "cached")
+        failed = row["enrichment_status"] not in EXPLAINED
         runs = (int(before.get("failed_runs") or 0) + 1) if failed else 0
         history = [
             *(before.get("attempt_history") or []),
@@ -242,14 +252,16 @@ def with_attempts(
 
 
 def evidence_fingerprint(payload: dict) -> str:
-    """Hash of what shaped an answer and holds from batch to batch: the segment, the
-    contributors in their order, the severity bands present, the drifted features and the
+    """Hash of what shaped an answer and holds from batch to batch: the segment, the three
+    strongest contributors, the severity bands present, the drifted features and the
     features' definitions. Counts, scores and examples are left out: they differ every
-    batch, and a cached text must not state them."""
+    batch, and a cached text must not state them (``cacheable``); a hit is checked against
+    the group's own evidence again before it is used (``reusable``)."""
     evidence = {
         "segment": payload["segment"],
         "group_factors": payload["group_factors"],
-        "contributors": list(payload["top_contributions"]),
+        # the three strongest, as a set: their order and the rest move batch to batch
+        "contributors": sorted(list(payload["top_contributions"])[:3]),
         "bands": sorted(payload.get("statuses", {})),
         "drift": payload.get("drift", []),
         "features": FEATURE_FINGERPRINT,
@@ -279,6 +291,18 @@ def cacheable(explanation: AnomalyExplanation, payload: dict) -> bool:
     this far."""
     lasting = {"feature_definitions": payload.get("feature_definitions", {})}
     return not unsupported_numbers(explanation, lasting)
+
+
+def reusable(entry: str | None, payload: dict) -> AnomalyExplanation | None:
+    """A cached answer, if it still parses and passes the evidence checks on this group's
+    data; None sends the group to the model."""
+    if entry is None:
+        return None
+    try:
+        explanation = AnomalyExplanation.model_validate_json(entry)
+    except ValidationError:  # the model's limits changed since it was cached
+        return None
+    return None if violations(explanation, payload) else explanation
 
 
 def cache_from_rows(rows) -> dict[str, str]:

@@ -13,12 +13,17 @@ from anomaly_assets.llm.schema import RISK_LEVELS, AnomalyExplanation
 
 #: Least risk level per anomaly status: a CRITICAL anomaly is never "low" or "medium".
 MIN_RISK = {"CRITICAL": "high"}
-#: A figure in the text (group 1), maybe with an ordinal or percent sign; digits glued to a
-#: name (``events_5m``, ``p99``) are not figures.
+#: A figure in the text: the number (group 1), then a percent sign (group 2) or a unit glued
+#: to it ("12k", "45s", "4821ms", "3x", "99th"); digits glued to a name before them
+#: (``events_5m``, ``p99``) are not figures.
 NUMBER = re.compile(
-    r"(?<![\w.])(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?)(?:st|nd|rd|th|%)?(?!\w)"
+    r"(?<![\w.])(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?)(?:(%)|[A-Za-z]{1,3})?(?!\w)"
 )
 TEXT_FIELDS = ("summary", "user_intent", "risk_explanation", "recommended_action")
+#: Example fields whose text may be cited for its figures: event times. Other strings of an
+#: example (a user agent, a country) are an event's own words: a figure taken from them is
+#: no evidence, they may be an attacker's.
+EXAMPLE_TEXT_FIELDS = ("event_time",)
 
 
 def _numbers_in(value, out: set[float]) -> None:
@@ -42,6 +47,19 @@ def _numbers_in(value, out: set[float]) -> None:
             _numbers_in(item, out)
 
 
+def evidence_numbers(payload: dict) -> set[float]:
+    """The numbers of the data sent, without the free text of its examples."""
+    data: set[float] = set()
+    _numbers_in({k: v for k, v in payload.items() if k != "examples"}, data)
+    for example in payload.get("examples", []):
+        for key, value in example.items():
+            if not isinstance(value, str):
+                _numbers_in(value, data)
+            elif key in EXAMPLE_TEXT_FIELDS:  # every part of a time: "08" of T08:47
+                data |= {float(part) for part in re.findall(r"\d+", value)}
+    return data
+
+
 def _parse(text: str) -> float | None:
     try:
         return float(text.replace(",", ""))
@@ -53,28 +71,28 @@ def _decimals(text: str) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
-def _supported(text: str, data: set[float]) -> bool:
+def _supported(text: str, percent: bool, data: set[float]) -> bool:
     """A cited figure is supported when a number sent rounds to it at the precision cited
-    (``99.9`` for 99.93, ``12`` for 12.4), or the figure is a share of one in percent."""
+    (``99.9`` for 99.93, ``12`` for 12.4), or, cited in percent, a share of one does."""
     cited = _parse(text)
     if cited is None:
         return True
     places = _decimals(text)
     return any(
-        round(value, places) == cited or round(value * 100, places) == cited
+        round(value, places) == cited
+        or (percent and round(value * 100, places) == cited)
         for value in data
     )
 
 
 def unsupported_numbers(explanation: AnomalyExplanation, payload: dict) -> list[str]:
     """Figures in the explanation's text that are nowhere in the data sent."""
-    data: set[float] = set()
-    _numbers_in(payload, data)
+    data = evidence_numbers(payload)
     cited = []
     for name in TEXT_FIELDS:
         for match in NUMBER.finditer(getattr(explanation, name)):
-            figure = match.group(1)
-            if not _supported(figure, data) and figure not in cited:
+            figure, percent = match.group(0), bool(match.group(2))
+            if not _supported(match.group(1), percent, data) and figure not in cited:
                 cited.append(figure)
     return cited
 

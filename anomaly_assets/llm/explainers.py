@@ -3,17 +3,19 @@
 ``explain`` never raises: every outcome is a ``CallResult`` with a status, so a failure is a
 row, not a missing row. Transport faults (429, 5xx, timeouts, dropped connections) are
 retried here, up to ``max_retries``, waiting what the endpoint's Retry-After asks for, or
-backing off; an endpoint that asks for more than ``max_retry_wait_s`` is not waited for: the
-call fails at once and a later run explains the rows (a run never hangs for minutes on a
-rate limit). An answer is then checked in three steps: it must be there
+backing off. An endpoint that asks for more than ``max_retry_wait_s``, refuses the key, or
+fails HALT_AFTER calls in a row stops the run's calls: the remaining groups end at once
+with the reason, and a later run explains them. An answer is then checked in three steps: it must be there
 (not empty, not cut off, not a refusal), parse into ``AnomalyExplanation`` with its limits
 (``invalid`` otherwise), and pass the evidence checks (``ungrounded`` otherwise). A failed
 answer is asked again, naming what was wrong, up to ``max_attempts`` in all.
 """
 
 import json
+import math
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -22,10 +24,12 @@ from pydantic import ValidationError
 
 from anomaly_assets.llm.evidence import correction, violations
 from anomaly_assets.llm.prompts import Prompt
-from anomaly_assets.llm.redaction import mask_text, safe_url
+from anomaly_assets.llm.redaction import REDACTED, mask_text, safe_url
 from anomaly_assets.llm.schema import RESPONSE_FORMAT, AnomalyExplanation
 
 RAW_LIMIT = 2000
+#: Calls in a row that fail after their retries before a run stops calling.
+HALT_AFTER = 3
 
 
 @dataclass
@@ -70,25 +74,45 @@ class OpenAIExplainer:
         self.max_retries, self.max_retry_wait_s = max_retries, max_retry_wait_s
         self.temperature = temperature
         self.probe_timeout_s = probe_timeout_s
+        self._lock = threading.Lock()
+        self._halted: str | None = None  # set once: why this run makes no more calls
+        self._failures = 0  # calls in a row that failed after their retries
 
     def probe(self) -> str | None:
         """None when the endpoint accepts connections, else why not (one per run)."""
-        url = urlparse(self.endpoint)
-        port = url.port or (443 if url.scheme == "https" else 80)
         try:
+            url = urlparse(self.endpoint)
+            port = url.port or (443 if url.scheme == "https" else 80)
             with socket.create_connection(
                 (url.hostname, port), timeout=self.probe_timeout_s
             ):
                 return None
-        except OSError as exc:
-            return f"{safe_url(self.endpoint)} unreachable: {mask_text(str(exc))}"
+        except (OSError, ValueError) as exc:  # refused, unknown host, a malformed URL
+            return f"{safe_url(self.endpoint)} unreachable: {self._mask(str(exc))}"
+
+    def _mask(self, text: str) -> str:
+        """``text`` safe for rows, logs and MLflow: masked, and without the client's key."""
+        key = getattr(self.client, "api_key", None)
+        if isinstance(key, str) and len(key) >= 6:
+            text = text.replace(key, REDACTED)
+        return mask_text(text)
+
+    def _halt(self, reason: str) -> None:
+        with self._lock:
+            self._halted = self._halted or reason
 
     def _complete(self, messages: list[dict]):
-        """(completion, None), or (None, why not) once the transport retries are spent."""
+        """(completion, None), or (None, why not) once the transport retries are spent.
+
+        An endpoint that refuses the key, asks for a longer wait than allowed, or fails
+        HALT_AFTER calls in a row stops this run's calls: the rest end at once with the
+        reason, for a later run, instead of each waiting out its own retries."""
         import openai
 
         retry = 0
         while True:
+            if self._halted:
+                return None, f"not called: {self._halted}"
             try:
                 completion = self.client.chat.completions.create(
                     model=self.model,
@@ -96,34 +120,63 @@ class OpenAIExplainer:
                     response_format=RESPONSE_FORMAT,
                     temperature=self.temperature,
                 )
+                with self._lock:
+                    self._failures = 0
                 return completion, None
             except openai.OpenAIError as exc:
-                error, retry = _describe(exc), retry + 1
+                error, retry = self._mask(_describe(exc)), retry + 1
+                status = getattr(exc, "status_code", None)
+                if status in (401, 403):
+                    self._halt(f"the endpoint refused the credentials ({error})")
+                    return None, error
                 if retry > self.max_retries or not _retryable(exc):
+                    with self._lock:
+                        self._failures += 1
+                        if self._failures >= HALT_AFTER:
+                            self._halted = self._halted or (
+                                f"{HALT_AFTER} calls in a row failed (last: {error})"
+                            )
                     return None, error
                 wait = retry_wait(exc, retry)
                 if wait > self.max_retry_wait_s:
-                    return None, (
+                    reason = (
                         f"{error}; the endpoint asks to wait {wait:.0f} s, more than "
                         f"max_retry_wait_s ({self.max_retry_wait_s:g} s): left for a "
                         "later run"
                     )
+                    self._halt(reason)
+                    return None, reason
                 time.sleep(wait)
 
     def explain(self, prompt: Prompt, payload: dict) -> CallResult:
+        t0 = time.perf_counter()
+        try:
+            result = self._explain(prompt, payload)
+        except Exception as exc:  # noqa: BLE001 - a failure is a row, never a crash
+            result = CallResult(
+                status="error",
+                error=self._mask(f"{type(exc).__name__}: {_first_line(exc)}"),
+            )
+        result.latency_ms = (time.perf_counter() - t0) * 1000
+        return result
+
+    def _explain(self, prompt: Prompt, payload: dict) -> CallResult:
         result = CallResult(status="error")
         messages = _messages(prompt, payload)
-        t0 = time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             result.attempts = attempt
             completion, error = self._complete(messages)
             if completion is None:
+                if result.error:  # the answer asked again about is the better record
+                    error = (
+                        f"{error} (asking again after: {result.status}: {result.error})"
+                    )
                 result.status, result.error = "error", error
                 break
             usage = completion.usage
             if usage is not None:
-                result.prompt_tokens += usage.prompt_tokens
-                result.completion_tokens += usage.completion_tokens
+                result.prompt_tokens += usage.prompt_tokens or 0
+                result.completion_tokens += usage.completion_tokens or 0
             status, error, content, explanation = read_answer(completion, payload)
             result.status, result.error, result.explanation = status, error, explanation
             result.raw_response = content[:RAW_LIMIT] if content else None
@@ -137,14 +190,13 @@ class OpenAIExplainer:
             ]
         if result.status != "ok":
             result.explanation = None
-        result.latency_ms = (time.perf_counter() - t0) * 1000
         return result
 
 
 def read_answer(completion, payload: dict):
     """(status, error, content, explanation) of one completion: ``ok``; ``invalid`` when
     the answer is missing, cut off or breaks the schema's limits; ``ungrounded`` when it
-    fails the evidence checks (its explanation is kept for the record, not used); a refusal
+    fails the evidence checks (the caller keeps only its raw text); a refusal
     is ``invalid`` too (asked again: it is often a fluke); ``error`` when the endpoint's
     content filter stopped the answer, which asking again does not change."""
     if not completion.choices:
@@ -199,19 +251,21 @@ def retry_wait(exc: Exception, retry: int) -> float:
     headers = response.headers if response is not None else {}
     for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         try:
-            return float(headers[name]) / scale
+            wait = float(headers[name]) / scale
         except (KeyError, TypeError, ValueError):  # absent, or an HTTP date
             continue
+        if math.isfinite(wait) and wait >= 0:
+            return wait
     return min(0.5 * 2 ** (retry - 1), 8.0) * (1 - 0.25 * random.random())
 
 
 def _describe(exc: Exception) -> str:
-    """The error for rows, logs and MLflow: one line, secrets and personal data masked."""
+    """The error in one line (the caller masks it)."""
     import openai
 
     if isinstance(exc, openai.APIStatusError):
-        return mask_text(f"HTTP {exc.status_code}: {_first_line(exc)}")
-    return mask_text(f"{type(exc).__name__}: {exc}")
+        return f"HTTP {exc.status_code}: {_first_line(exc)}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _first_line(exc: Exception) -> str:

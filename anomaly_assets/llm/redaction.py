@@ -47,6 +47,15 @@ _PATTERNS = (
     ("<jwt>", re.compile(r"\beyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*")),
     ("Bearer <token>", re.compile(r"(?i)\bbearer\s+[\w.~+/-]{8,}=*")),
     ("://<credentials>@", re.compile(r"://[^/\s:@]+:[^/\s@]+@")),
+    # A header or assignment naming a secret: "api-key: 3f9c…", "Authorization: Basic …".
+    (
+        r"\g<1><redacted>",
+        re.compile(
+            r"(?i)(\b(?:api[-_]?key|x-api-key|authorization|password|passwd|secret|"
+            r"client[-_]?secret|access[-_]?token|token)\b\"?\s*[:=]\s*\"?"
+            r"(?:(?:basic|bearer|<token>)\s+)?)[^\s\",;&]+"
+        ),
+    ),
     (r"\g<1><redacted>", re.compile(rf"(?i)([?&;](?:{SECRET_PARAMS})=)[^&;#\s]+")),
     # The local part may hold any of RFC 5322's atom characters.
     ("<email>", re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")),
@@ -65,12 +74,19 @@ _PATTERNS = (
             rf"(?<![\w:])(?:{_HEX}:){{1,6}}:(?:{_HEX}(?::{_HEX}){{0,5}})?(?![\w:])"
         ),
     ),
-    # Phone numbers: an optional +country code, then 3 digit groups; ISO dates do not match.
+    # Phone numbers: an optional +country code, then 3 digit groups, or an area code in
+    # brackets and 2; ISO dates do not match.
     (
         "<phone>",
         re.compile(
             r"(?<![\w+])(?:\+\d{1,3}[ -]?)?(?:\(\d{2,4}\)[ -]?)?"
             r"\d{2,4}[ -]\d{3,4}[ -]\d{3,4}\b"
+        ),
+    ),
+    (
+        "<phone>",
+        re.compile(
+            r"(?<![\w+])(?:\+\d{1,3}[ -]?)?\(\d{2,4}\)[ -]?\d{3,4}[ -]\d{3,4}\b"
         ),
     ),
 )
@@ -88,6 +104,8 @@ def safe_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
+        if ":" in host:  # an IPv6 literal keeps its brackets
+            host = f"[{host}]"
         if parts.port:
             host = f"{host}:{parts.port}"
     except ValueError:

@@ -242,3 +242,33 @@ def test_a_critical_anomaly_whose_runs_are_spent_fails_the_check(lakehouse, lake
         # spent: later runs leave the rows alone
         _run(lakehouse, llm, instance, max_runs=2)
         assert fake.completion_calls == 4
+
+
+def test_a_table_from_before_retries_is_upgraded_by_the_next_run(
+    lakehouse, lake, spark
+):
+    """A gold_events_enriched written before failed_runs, will_retry and attempt_history
+    existed: its failed rows are retried, the MERGE adds the columns."""
+    lake("b1", n_stuffing=4, n_exfil=2)
+    with FakeAzureOpenAI(api_key=KEY) as fake, DagsterInstance.ephemeral() as instance:
+        llm = AzureOpenAIResource(
+            endpoint=fake.endpoint, api_key=KEY, timeout_s=5, max_retries=0
+        )
+        fake.inject("500", "500")
+        _run(lakehouse, llm, instance)
+        path = lakehouse.path("gold_events_enriched")
+        old = (
+            spark.read.format("delta")
+            .load(path)
+            .drop("failed_runs", "will_retry", "attempt_history")
+        )
+        old.localCheckpoint().write.format("delta").mode("overwrite").option(
+            "overwriteSchema", "true"
+        ).partitionBy(*[c for c in ("event_hour",) if c in old.columns]).save(path)
+        assert "will_retry" not in deltalake.DeltaTable(path).schema().to_arrow().names
+
+        assert _run(lakehouse, llm, instance).success
+        rows = _rows(lakehouse).values()
+        assert {r["enrichment_status"] for r in rows} == {"ok"}
+        assert {(r["failed_runs"], r["will_retry"]) for r in rows} == {(0, False)}
+        assert {len(r["attempt_history"]) for r in rows} == {1}

@@ -4,9 +4,11 @@ CRITICAL first; one row per anomaly whatever happens."""
 
 from anomaly_assets.devtools.synthetic_anomalies import synthetic_anomalies
 from anomaly_assets.llm.enrich import (
+    HISTORY_KEPT,
     EnrichmentSettings,
     cache_from_rows,
     enrich,
+    with_attempts,
 )
 from anomaly_assets.llm.explainers import CallResult, OfflineExplainer
 from anomaly_assets.llm.prompts import load_prompt
@@ -117,3 +119,40 @@ def test_an_ungrounded_answer_is_a_row_with_its_reason_and_never_cached():
     outcome, statuses = run(synthetic_anomalies(30, batch="b1"), UngroundedExplainer())
     assert statuses == {"ungrounded"} and outcome.cache_entries == []
     assert all(r["risk_level"] is None and r["error"] for r in outcome.rows)
+
+
+def test_a_cached_answer_that_fails_this_groups_evidence_is_not_used():
+    batch = synthetic_anomalies(60, seed=1, batch="b1")
+    first, _ = run(batch, CountingExplainer())
+    cache = cache_from_rows(first.cache_entries)
+    # every cached answer now names a factor no group contributes
+    import json
+
+    cache = {
+        k: json.dumps({**json.loads(v), "top_factors": ["hour_of_day"]})
+        for k, v in cache.items()
+    }
+    later = CountingExplainer()
+    _, statuses = run(batch.assign(batch_id="b2"), later, cache=cache)
+    assert statuses == {"ok"} and later.calls == len(cache)
+
+
+def test_attempts_count_failed_runs_in_a_row_and_keep_the_latest():
+    row = {"event_id": "e1", "enriched_at": "t", "error": "HTTP 500"}
+    previous: dict = {}
+    for run_number in range(HISTORY_KEPT + 2):
+        (out,) = with_attempts(
+            [{**row, "enrichment_status": "error"}], previous, f"r{run_number}", 20
+        )
+        previous = {"e1": out}
+    assert out["failed_runs"] == HISTORY_KEPT + 2 and out["will_retry"]
+    assert [a["run_id"] for a in out["attempt_history"]] == [
+        f"r{i}" for i in range(2, HISTORY_KEPT + 2)
+    ]
+    (spent,) = with_attempts(
+        [{**row, "enrichment_status": "invalid"}], previous, "x", 13
+    )
+    assert spent["failed_runs"] == 13 and not spent["will_retry"]
+    (fixed,) = with_attempts([{**row, "enrichment_status": "ok"}], previous, "y", 3)
+    assert fixed["failed_runs"] == 0 and not fixed["will_retry"]
+    assert fixed["attempt_history"][-1]["status"] == "ok"

@@ -93,6 +93,7 @@ def test_request_carries_strict_schema_deployment_and_data_apart(fake):
         (["invented_number"], "ok", None, 2),
         (["invented_number"] * 2, "ungrounded", "do not appear in the data sent", 2),
         (["401"], "error", "HTTP 401", 1),
+        (["content_filter"], "error", "content filter", 1),
     ],
 )
 def test_faults_end_as_the_right_status(fake, faults, status, error, calls):
@@ -222,3 +223,64 @@ def test_the_sdks_own_pydantic_schema_is_refused_by_a_strict_endpoint(fake):
     assert "is not permitted" in error["message"]
     assert error["type"] == "invalid_request_error"
     assert schema_errors(RESPONSE_FORMAT["json_schema"]["schema"]) == []
+
+
+def test_a_refused_key_stops_the_runs_calls(fake):
+    """After a 401 the run's other groups are not sent: each ends at once, saying why."""
+    fake.inject("401")
+    shared = explainer(fake)
+    first = shared.explain(load_prompt(), PAYLOAD)
+    second = shared.explain(load_prompt(), PAYLOAD)
+    assert first.status == second.status == "error" and fake.completion_calls == 1
+    assert "HTTP 401" in first.error
+    assert second.error.startswith("not called: the endpoint refused the credentials")
+    assert KEY not in first.error + second.error
+
+
+def test_calls_failing_in_a_row_stop_the_run_and_a_success_resets_the_count(fake):
+    from anomaly_assets.llm.explainers import HALT_AFTER
+
+    shared = explainer(fake, max_retries=0)
+    fake.inject("500", "500")
+    assert [shared.explain(load_prompt(), PAYLOAD).status for _ in range(3)] == [
+        "error",
+        "error",
+        "ok",
+    ]
+    fake.inject(*["500"] * HALT_AFTER)
+    results = [shared.explain(load_prompt(), PAYLOAD) for _ in range(HALT_AFTER + 2)]
+    assert fake.completion_calls == 3 + HALT_AFTER
+    assert all(r.error.startswith("not called: ") for r in results[HALT_AFTER:])
+
+
+def test_any_other_failure_is_an_error_row_not_an_exception():
+    from anomaly_assets.llm.explainers import OpenAIExplainer
+
+    class Broken:
+        api_key = "sk-broken-key-123"
+
+        class chat:
+            class completions:
+                @staticmethod
+                def create(**kw):
+                    raise AttributeError(
+                        "usage has no field prompt_tokens (sk-broken-key-123)"
+                    )
+
+    result = OpenAIExplainer(Broken(), "m", "openai_compatible", "http://x").explain(
+        load_prompt(), PAYLOAD
+    )
+    assert result.status == "error" and "AttributeError" in result.error
+    assert "sk-broken-key-123" not in result.error
+
+
+@pytest.mark.parametrize(
+    "header", ["-5", "nan", "inf", "Wed, 21 Oct 2015 07:28:00 GMT"]
+)
+def test_a_retry_after_that_is_no_wait_falls_back_to_backoff(header):
+    from types import SimpleNamespace
+
+    from anomaly_assets.llm.explainers import retry_wait
+
+    exc = SimpleNamespace(response=SimpleNamespace(headers={"retry-after": header}))
+    assert 0.375 <= retry_wait(exc, 1) <= 0.5

@@ -48,6 +48,15 @@ secrets = st.one_of(
         fullmatch=True,
     ),
     st.from_regex(r"Bearer [A-Za-z0-9._~+/-]{20,40}", fullmatch=True),
+    st.from_regex(r"(\+\d{1,3} )?\(\d{3}\) \d{3}-\d{4}", fullmatch=True),
+    st.from_regex(r"\+\d{1,3} \d{3} \d{3} \d{4}", fullmatch=True),
+)
+#: How a secret sits in a header or a config line, and the secret itself.
+headers = st.tuples(
+    st.sampled_from(
+        ["api-key: {}", "Authorization: Basic {}", "x api_key={} y", "password={};"]
+    ),
+    st.from_regex(r"[A-Za-z0-9+/]{12,40}", fullmatch=True),
 )
 
 
@@ -57,6 +66,12 @@ def test_a_secret_anywhere_in_text_is_masked(before, secret, after):
     masked = mask_text(f"{before} {secret} {after}")
     assert secret not in masked
     assert "<" in masked
+
+
+@given(headers)
+def test_a_secret_in_a_header_or_assignment_is_masked(header):
+    form, secret = header
+    assert secret not in mask_text(form.format(secret))
 
 
 @given(
@@ -85,6 +100,10 @@ def test_url_credentials_and_query_tokens_are_masked(user, password, token):
 def test_timestamps_amounts_and_non_luhn_ids_survive(timestamp, amount, order_id):
     text = f"at {timestamp} amount {amount} order {order_id}"
     assert mask_text(text) == text
+
+
+def test_an_ipv6_endpoint_keeps_its_brackets():
+    assert safe_url("http://u:p@[::1]:8080/x?sig=1") == "http://[::1]:8080/x"
 
 
 def test_the_probe_names_the_endpoint_without_its_secrets():

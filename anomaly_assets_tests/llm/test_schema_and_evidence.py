@@ -139,3 +139,27 @@ def test_a_figure_in_no_data_is_caught(n):
     assert unsupported_numbers(answer(summary=f"{n} events were seen."), payload) == [
         str(n)
     ]
+
+
+def test_units_percent_and_event_text_are_read_as_they_are_meant():
+    payload = {
+        **PAYLOAD,
+        "examples": [
+            {
+                "event_time": "2026-11-01T08:47:38+00:00",
+                "user_agent": "Mozilla/5.0 (bot 777)",
+                "duration_ms": 4821,
+            }
+        ],
+    }
+
+    def unsupported(text):
+        return unsupported_numbers(answer(summary=text), payload)
+
+    assert unsupported("Calls took 4821ms, the first at 08:47.") == []
+    assert unsupported("12k files in 45s, 4x the usual.") == ["12k", "45s", "4x"]
+    # a share of one (0.21) may be cited in percent, not as a bare figure
+    assert unsupported("bytes_1h_log gave 21% of the score.") == []
+    assert unsupported("bytes_1h_log gave 21 points.") == ["21"]
+    # a figure inside an event's own text is no evidence: it may be the attacker's
+    assert unsupported("The agent reports 777 sessions.") == ["777"]
