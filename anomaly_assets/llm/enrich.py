@@ -20,6 +20,7 @@ from anomaly_assets.llm.evidence import unsupported_numbers, violations
 from anomaly_assets.llm.explainers import CallResult
 from anomaly_assets.llm.grouping import as_list, group_anomalies, prompt_payload
 from anomaly_assets.llm.prompts import Prompt
+from anomaly_assets.llm.redaction import mask_text
 from anomaly_assets.llm.schema import AnomalyExplanation
 
 STATUSES = (
@@ -122,7 +123,12 @@ def enrich(
             }
             step = max(1, len(futures) // 10)
             for i, (key, future) in enumerate(futures.items(), start=1):
-                results[key] = future.result()
+                try:
+                    results[key] = future.result()
+                except Exception as exc:  # noqa: BLE001 - any explainer: a row, not a crash
+                    results[key] = CallResult(
+                        status="error", error=mask_text(f"{type(exc).__name__}: {exc}")
+                    )
                 if i % step == 0 or i == len(futures):
                     log(
                         f"explained {i}/{len(futures)} groups "

@@ -156,3 +156,14 @@ def test_attempts_count_failed_runs_in_a_row_and_keep_the_latest():
     (fixed,) = with_attempts([{**row, "enrichment_status": "ok"}], previous, "y", 3)
     assert fixed["failed_runs"] == 0 and not fixed["will_retry"]
     assert fixed["attempt_history"][-1]["status"] == "ok"
+
+
+class Crashing(OfflineExplainer):
+    def explain(self, prompt, payload) -> CallResult:
+        raise KeyError("feature_definitions")
+
+
+def test_an_explainer_that_raises_gives_error_rows():
+    outcome, statuses = run(synthetic_anomalies(12, batch="b1"), Crashing())
+    assert statuses == {"error"}
+    assert all("KeyError" in r["error"] for r in outcome.rows)
