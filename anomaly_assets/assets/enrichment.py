@@ -2,9 +2,12 @@
 
 The gold rows inserted or re-scored since the enrichment's cursor (Change Data Feed) are
 read; those that are anomalies are (re-)enriched and upserted, those that stopped being
-anomalies leave the table. Anomalies are grouped by (segment, top-2 contributing features); one call explains a group, within a budget of groups per run; explanations are
-cached in Delta by (prompt version, model, group key) and reused in later batches. The LLM
-runs in the driver: groups are few, and a thread pool keeps several requests in flight.
+anomalies leave the table; rows earlier runs could not explain are explained again, within
+``max_runs``. Anomalies are grouped by (segment, top-2 contributing features); one call
+explains a group, within a budget of groups per run; grounded, figure-free explanations are
+cached in Delta by (provider, model, prompt version, group key, evidence fingerprint) and
+reused in later batches. The LLM runs in the driver: groups are few, and a thread pool keeps
+several requests in flight.
 """
 
 import time
@@ -47,11 +50,12 @@ ENRICHED_SCHEMA = (
     "summary string, user_intent string, risk_level string, risk_explanation string, "
     "confidence double, top_factors array<string>, recommended_action string, "
     "provider string, model string, prompt_version string, enriched_at timestamp, "
-    "step_seconds double"
+    "step_seconds double, failed_runs int, will_retry boolean, "
+    "attempt_history array<struct<run_id:string,at:timestamp,status:string,error:string>>"
 )
 CACHE_SCHEMA = (
     "prompt_version string, model string, group_key string, explanation_json string, "
-    "created_at timestamp"
+    "created_at timestamp, cache_key string, provider string, evidence_fingerprint string"
 )
 #: Event fields joined from silver for the prompt's examples: those gold does not carry.
 SILVER_FIELDS = (
@@ -67,7 +71,9 @@ class EnrichmentConfig(Config):
         "'event' (one call per anomaly, for small volumes).",
     )
     max_groups: int = Field(
-        default=50, description="Budget: calls per run, by size x severity."
+        default=50,
+        description="Budget: calls per run, spent on groups with a CRITICAL anomaly "
+        "first, then by size x severity.",
     )
     examples_per_group: int = Field(default=3)
     redact_columns: list[str] = Field(
@@ -84,9 +90,18 @@ class EnrichmentConfig(Config):
     cache_ttl_hours: float = Field(
         default=168.0, description="Cached explanations expire."
     )
+    max_runs: int = Field(
+        default=3,
+        ge=1,
+        description="Runs in a row that may fail to explain an anomaly (error, "
+        "endpoint_unreachable, skipped_budget, invalid, ungrounded) before the failure is "
+        "final; until then each run explains it again.",
+    )
 
 
 CONSUMER = "gold_events_enriched"
+#: How far back the first run since retries exist looks for failed rows.
+RETRY_FALLBACK = timedelta(days=7)
 OUTPUTS = ("gold_events_enriched", "llm_explanation_cache")
 
 
@@ -136,6 +151,7 @@ def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
                     "anomaly_score",
                     "call_id",
                     "enrichment_status",
+                    "failed_runs",
                 ],
                 "delta/prune_days_column": "event_time",
             },
@@ -143,8 +159,9 @@ def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
             owners=["team:ml-platform"],
         ),
         "llm_explanation_cache": AssetOut(
-            description="Explanations by (prompt version, model, group key), reused by later "
-            "batches and re-runs until they expire.",
+            description="Explanations by (provider, model, prompt version, group key, "
+            "evidence fingerprint), reused by later batches and re-runs until they "
+            "expire; only grounded answers that state no batch-specific figure.",
             group_name="ai",
             kinds={"delta", "openai"},
             metadata={"delta/write_mode": "append"},
@@ -161,7 +178,12 @@ def enrichment(
     lakehouse: LakehouseResource,
     llm: LLMResource,
 ):
-    from anomaly_assets.llm.enrich import EnrichmentSettings, cache_from_rows, enrich
+    from anomaly_assets.llm.enrich import (
+        EnrichmentSettings,
+        cache_from_rows,
+        enrich,
+        with_attempts,
+    )
     from anomaly_assets.llm.prompts import load_prompt
 
     t0 = time.perf_counter()
@@ -170,24 +192,42 @@ def enrichment(
     spark = lakehouse.spark_session
     pending = lakehouse.pending_changes(CONSUMER, "gold_anomaly_predictions")
     through = pending.through
-    if pending.changes is None:
+    started = datetime.now(UTC)
+    retry = retry_candidates(lakehouse, pending.cursor.state.get("last_run_at"))
+    if pending.changes is None and not retry:
         yield from nothing_new(context, "gold_anomaly_predictions", through, OUTPUTS)
         return
-    changes = cursors.latest_per_key(pending.changes, ["event_id"]).persist()
-    # A re-scored row that is no longer an anomaly leaves the enriched table.
-    revoked = changes.filter(
-        "NOT is_anomaly AND _change_type = 'update_postimage'"
-    ).select("event_id", "event_time")
-    flagged = changes.filter("is_anomaly").drop("_change_type")
-    batches = sorted(r[0] for r in flagged.select("batch_id").distinct().collect())
+    changes = revoked = flagged = None
+    if pending.changes is not None:
+        changes = cursors.latest_per_key(pending.changes, ["event_id"]).persist()
+        # A re-scored row that is no longer an anomaly leaves the enriched table.
+        revoked = changes.filter(
+            "NOT is_anomaly AND _change_type = 'update_postimage'"
+        ).select("event_id", "event_time")
+        flagged = changes.filter("is_anomaly").drop("_change_type")
+    if retry:
+        again = gold_rows(lakehouse, retry)
+        if changes is not None:  # this run's changes bring their own row
+            again = again.join(changes.select("event_id"), "event_id", "left_anti")
+        flagged = again if flagged is None else flagged.unionByName(again)
+    flagged = flagged.persist()
     anomalies = load_anomalies(flagged, lakehouse.read("silver_events"))
+    batches = sorted(set(anomalies["batch_id"]))
+    retried = int(anomalies["event_id"].isin({k[0] for k in retry}).sum())
+    if retried:
+        context.log.info(
+            f"Explaining again {retried:,} anomalies that earlier runs could not explain"
+        )
+    previous = previous_attempts(lakehouse, anomalies)
     cache_table = lakehouse.read("llm_explanation_cache")
     cache = {}
-    if cache_table is not None:
+    # Entries written before keys held the provider and the evidence are never reused.
+    if cache_table is not None and "cache_key" in cache_table.columns:
         cutoff = datetime.now(UTC) - timedelta(hours=config.cache_ttl_hours)
         fresh = cache_table.filter(
-            (cache_table.prompt_version == prompt.version)
+            (cache_table.provider == explainer.provider)
             & (cache_table.model == explainer.model)
+            & (cache_table.prompt_version == prompt.version)
             & (cache_table.created_at >= cutoff)
         )
         cache = cache_from_rows(fresh.collect())
@@ -230,7 +270,10 @@ def enrichment(
         "llm_seconds": round(stats["seconds"], 2),
     }
     step_seconds = time.perf_counter() - t0
-    rows = [{**r, "step_seconds": step_seconds} for r in outcome.rows]
+    rows = with_attempts(outcome.rows, previous, context.run_id, config.max_runs)
+    rows = [{**r, "step_seconds": step_seconds} for r in rows]
+    meta["retried"] = retried
+    meta["will_retry"] = sum(r["will_retry"] for r in rows)
     yield Output(
         spark.createDataFrame(rows, ENRICHED_SCHEMA),
         "gold_events_enriched",
@@ -244,14 +287,102 @@ def enrichment(
             "prompt_version": prompt.version,
         },
     )
-    dropped = drop_revoked(lakehouse, revoked)
+    dropped = 0 if revoked is None else drop_revoked(lakehouse, revoked)
     if dropped:
         context.log.info(
             f"{dropped:,} re-scored events are no longer anomalies: their enriched "
             "rows, if any, were removed."
         )
-    changes.unpersist()
-    lakehouse.save_cursor(CONSUMER, "gold_anomaly_predictions", through)
+    flagged.unpersist()
+    if changes is not None:
+        changes.unpersist()
+    lakehouse.save_cursor(
+        CONSUMER,
+        "gold_anomaly_predictions",
+        through,
+        {"last_run_at": started.isoformat()},
+    )
+
+
+def retry_candidates(
+    lakehouse: LakehouseResource, last_run_at: str | None
+) -> list[tuple]:
+    """(event_id, event_time) of the enriched rows to explain again: failed, with runs
+    left. Every such row was written by the last run that completed (each run rewrites the
+    rows it tries), so only rows written since it started are read, and Delta skips the
+    files of older runs by their ``enriched_at`` statistics. Without that time (a first run
+    since retries exist) the last RETRY_FALLBACK is read."""
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.llm.enrich import RETRYABLE
+
+    table = lakehouse.read("gold_events_enriched")
+    if table is None:
+        return []
+    since = (
+        datetime.fromisoformat(last_run_at) - timedelta(minutes=5)  # clock slack
+        if last_run_at
+        else datetime.now(UTC) - RETRY_FALLBACK
+    )
+    # Rows written before retries existed have no will_retry: their failures count once.
+    will = F.col("will_retry") if "will_retry" in table.columns else F.lit(None)
+    rows = table.filter(
+        (F.col("enriched_at") >= F.lit(since))
+        & F.col("enrichment_status").isin(*RETRYABLE)
+        & F.coalesce(will, F.lit(True))
+    )
+    return [tuple(r) for r in rows.select("event_id", "event_time").collect()]
+
+
+def gold_rows(lakehouse: LakehouseResource, keys: list[tuple]):
+    """The current gold rows of ``keys`` (event_id, event_time) that are still anomalies;
+    only the files of their event times are read."""
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.lib.pruning import spans_predicate
+
+    times = sorted(t for _, t in keys)
+    days: dict = {}
+    for t in times:  # the narrowest span per day, as event_spans makes them
+        lo, hi = days.get(t.date(), (t, t))
+        days[t.date()] = (min(lo, t), max(hi, t))
+    gold = lakehouse.read("gold_anomaly_predictions")
+    return gold.filter(spans_predicate("event_time", sorted(days.values()))).filter(
+        F.col("event_id").isin([k for k, _ in keys]) & F.col("is_anomaly")
+    )
+
+
+def previous_attempts(lakehouse: LakehouseResource, anomalies) -> dict[str, dict]:
+    """event_id -> its enriched row's failed_runs and attempt_history, for the
+    ``anomalies`` (pandas) about to be enriched."""
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.lib.pruning import days_predicate
+
+    table = lakehouse.read("gold_events_enriched")
+    if table is None or "attempt_history" not in table.columns or anomalies.empty:
+        return {}
+    days = {t.date() for t in pd_times(anomalies["event_time"])}
+    rows = (
+        table.filter(days_predicate("event_time", days))
+        .filter(F.col("event_id").isin(list(anomalies["event_id"])))
+        .select("event_id", "failed_runs", "attempt_history")
+        .collect()
+    )
+    return {
+        r["event_id"]: {
+            "failed_runs": r["failed_runs"],
+            "attempt_history": [a.asDict() for a in r["attempt_history"] or []],
+        }
+        for r in rows
+    }
+
+
+def pd_times(series):
+    """A pandas column of event times as UTC datetimes."""
+    import pandas as pd
+
+    return pd.to_datetime(series, utc=True).dt.to_pydatetime()
 
 
 def drop_revoked(lakehouse: LakehouseResource, revoked) -> int:

@@ -38,6 +38,7 @@ EVAL_COLUMNS = (
     ("rows_enriched", "bigint"),
     ("status_ok", "bigint"),
     ("status_invalid", "bigint"),
+    ("status_ungrounded", "bigint"),
     ("status_error", "bigint"),
     ("status_skipped_budget", "bigint"),
     ("status_cached", "bigint"),
@@ -79,6 +80,11 @@ class EvalConfig(Config):
     prices: dict[str, list[float]] = Field(
         default_factory=dict,
         description="USD per million tokens [input, output] by model; adds to the defaults.",
+    )
+    artifact_user_ids: bool = Field(
+        default=False,
+        description="Keep user_id in the enriched-rows CSV logged to MLflow (left out by "
+        "default: MLflow is often readable by more people than the lakehouse).",
     )
     compare_prompts: list[str] = Field(
         default_factory=list,
@@ -157,6 +163,16 @@ def log_evaluation(
         return run.info.run_id
 
 
+#: Columns of the MLflow rows artifact that identify a person.
+PERSONAL_COLUMNS = ("user_id",)
+
+
+def artifact_csv(rows, user_ids: bool = False) -> str:
+    """The batch's enriched rows as CSV for MLflow, without user ids unless asked."""
+    drop = [] if user_ids else [c for c in PERSONAL_COLUMNS if c in rows.columns]
+    return rows.drop(columns=drop).to_csv(index=False)
+
+
 def _evaluation_rows(
     context,
     config,
@@ -205,7 +221,11 @@ def _evaluation_rows(
             history.append(row)
         chart = history_chart(history if not comparison else [*history, row])
         row["mlflow_run_id"] = log_evaluation(
-            mlflow_settings, row, rows.to_csv(index=False), chart, context.run_id
+            mlflow_settings,
+            row,
+            artifact_csv(rows, config.artifact_user_ids),
+            chart,
+            context.run_id,
         )
         context.log.info(
             f"Evaluated {evaluation_id}: validity {row['validity_pct']:.1f}%, "

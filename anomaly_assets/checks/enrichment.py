@@ -12,16 +12,17 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets.checks.scope import AFTER_ASSETS, NOTHING, written_rows
+from anomaly_assets.llm.enrich import EXPLAINED, PARSED
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 ENRICHED = AssetKey("gold_events_enriched")
-EXPLAINED = ("ok", "cached")
 
 
 class ValidityConfig(Config):
     min_validity: float = Field(
         default=0.9,
-        description="Least share of attempted rows whose output passed Pydantic.",
+        description="Least share of attempted rows whose answer parsed into the "
+        "schema, after re-asks (ungrounded answers count: groundedness is its own check).",
     )
 
 
@@ -29,7 +30,7 @@ class ValidityConfig(Config):
     asset=ENRICHED,
     blocking=True,
     description="Share of the latest run's anomalies (budget skips aside) whose "
-    "explanation passed Pydantic validation is at least min_validity.",
+    "answer passed Pydantic validation is at least min_validity.",
 )
 def enrichment_validity(context, config: ValidityConfig, lakehouse: LakehouseResource):
     df = written_rows(context, lakehouse, "gold_events_enriched")
@@ -41,7 +42,7 @@ def enrichment_validity(context, config: ValidityConfig, lakehouse: LakehouseRes
         for r in latest.groupBy("enrichment_status").count().collect()
     }
     total = sum(counts.values())
-    valid = sum(counts.get(s, 0) for s in EXPLAINED)
+    valid = sum(counts.get(s, 0) for s in PARSED)
     validity = valid / total if total else 1.0
     return AssetCheckResult(
         passed=validity >= config.min_validity,
@@ -56,23 +57,36 @@ def enrichment_validity(context, config: ValidityConfig, lakehouse: LakehouseRes
 @asset_check(
     asset=ENRICHED,
     blocking=True,
-    description="Every CRITICAL anomaly is explained, or carries the reason it is not.",
+    description="Every CRITICAL anomaly has a valid explanation, or a later run will try "
+    "again; fails for one whose runs are spent (enrichment max_runs).",
 )
 def critical_anomalies_explained(context, lakehouse: LakehouseResource):
+    from pyspark.sql import functions as F
+
     df = written_rows(context, lakehouse, "gold_events_enriched")
     if df is None:
         return NOTHING
-    bad = df.filter(
-        "anomaly_status = 'CRITICAL' AND enrichment_status NOT IN ('ok', 'cached') "
-        "AND (error IS NULL OR error = '')"
+    unexplained = df.filter(
+        (F.col("anomaly_status") == "CRITICAL")
+        & ~F.col("enrichment_status").isin(*EXPLAINED)
     )
-    n = bad.count()
+    final = unexplained.filter(~F.coalesce("will_retry", F.lit(False)))
+    counts = unexplained.groupBy(
+        F.coalesce("will_retry", F.lit(False)).alias("will_retry")
+    ).count()
+    n = {r["will_retry"]: r["count"] for r in counts.collect()}
     return AssetCheckResult(
-        passed=n == 0,
+        passed=n.get(False, 0) == 0,
         metadata={
-            "unexplained_critical": n,
+            "unexplained_critical": n.get(False, 0),
+            "awaiting_retry": n.get(True, 0),
             "sample": MetadataValue.json(
-                [r[0] for r in bad.select("event_id").limit(10).collect()]
+                [
+                    {"event_id": r[0], "status": r[1], "error": r[2]}
+                    for r in final.select("event_id", "enrichment_status", "error")
+                    .limit(10)
+                    .collect()
+                ]
             ),
         },
     )
@@ -81,8 +95,8 @@ def critical_anomalies_explained(context, lakehouse: LakehouseResource):
 class GroundednessConfig(Config):
     min_grounded: float = Field(
         default=0.9,
-        description="Least share of explained rows whose top factors are all "
-        "among the row's real top contributors.",
+        description="Least share of answers (rows whose answer parsed) that passed the "
+        "evidence checks and name only the row's real top contributors.",
     )
 
 
@@ -100,8 +114,10 @@ def explanations_grounded(
     df = written_rows(context, lakehouse, "gold_events_enriched")
     if df is None:
         return NOTHING
-    df = df.filter(F.col("enrichment_status").isin(*EXPLAINED))
-    grounded = F.size(F.array_except("top_factors", "top_features")) == 0
+    df = df.filter(F.col("enrichment_status").isin(*PARSED))
+    grounded = F.col("enrichment_status").isin(*EXPLAINED) & (
+        F.size(F.array_except("top_factors", "top_features")) == 0
+    )
     row = df.agg(
         F.count("*").alias("n"), F.sum(grounded.cast("int")).alias("g")
     ).first()
@@ -109,7 +125,7 @@ def explanations_grounded(
     return AssetCheckResult(
         passed=share >= config.min_grounded,
         severity=AssetCheckSeverity.WARN,
-        metadata={"grounded_share": share, "explained_rows": row["n"]},
+        metadata={"grounded_share": share, "answered_rows": row["n"]},
     )
 
 

@@ -1,43 +1,237 @@
 """A local HTTP server speaking Azure OpenAI's chat-completions protocol, for tests and benches.
 
 The real endpoint is out of reach here; this server lets the real ``openai`` client talk over
-real sockets. It answers ``POST /openai/deployments/{deployment}/chat/completions`` with a
-grounded explanation derived from the request's JSON data, can add latency, and injects
-faults from a queue: ``429``, ``500``, ``timeout``, ``bad_json``, ``schema``, ``refusal``.
+real sockets, and behaves as the service does where that matters:
+
+- **Strict structured outputs.** A ``json_schema`` response format with ``strict: true`` is
+  checked against the strictest subset the OpenAI-protocol services share: every object
+  closed (``additionalProperties: false``) with every property required, and no length,
+  range, size or format keywords. A schema outside it gets the service's 400
+  (``invalid_request_error`` on ``response_format``, naming the place and the keyword).
+- **An imperfect model.** ``ImperfectModel`` answers, at configured rates: factors that are
+  not among the group's contributors, a risk level below the severity's, figures that are in
+  no data sent, empty content, JSON cut off at the token limit (``finish_reason: length``),
+  refusals, ``401`` and ``429`` with a long ``Retry-After``. It also does what a gullible model
+  does with instructions hidden in event fields (``... answer risk_level low``): it obeys.
+- **Faults on demand** for deterministic tests: ``inject("429", "empty", ...)`` queues them.
+
 Every request (path, query, headers, body) is recorded for inspection.
 
-``python -m anomaly_assets.devtools.fake_azure_openai --port 8089 --latency 0.3``
+``python -m anomaly_assets.devtools.fake_azure_openai --port 8089 --latency 0.3 --imperfect 0.3``
 """
 
 import argparse
 import json
+import random
+import re
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 from urllib.parse import parse_qs, urlparse
 
-FAULTS = ("429", "500", "timeout", "bad_json", "schema", "refusal")
+#: Faults ``inject`` queues and ``ImperfectModel`` draws. Transport: 401, 429 (Retry-After
+#: 1 s), 429_long (Retry-After 120 s, longer than the SDK waits), 500, timeout. Answers:
+#: bad_json (half a document, finish_reason stop), truncated (finish_reason length),
+#: content_filter (no content, finish_reason content_filter), empty, refusal, schema (a risk level out of the enum), overlong (a summary past its
+#: limit), foreign_factor, low_risk, invented_number.
+FAULTS = (
+    "401",
+    "429",
+    "429_long",
+    "500",
+    "timeout",
+    "bad_json",
+    "truncated",
+    "content_filter",
+    "empty",
+    "refusal",
+    "schema",
+    "overlong",
+    "foreign_factor",
+    "low_risk",
+    "invented_number",
+)
+#: Keywords outside the strict subset (answered with a 400). The service's list, kept apart
+#: from the one the product strips (llm/schema.py) so that a keyword the product forgets to
+#: strip is caught here, not agreed with.
+UNSUPPORTED_KEYWORDS = frozenset(
+    {
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "minProperties",
+        "maxProperties",
+        "patternProperties",
+        "propertyNames",
+        "unevaluatedProperties",
+        "default",
+        "if",
+        "then",
+        "else",
+        "not",
+    }
+)
+#: An instruction hidden in data that a gullible model follows.
+_INJECTION = re.compile(
+    r"(?i)(?:ignore|disregard|answer|respond|set|classify|rate)\b.{0,60}?"
+    r"\b(low|medium|high|critical)\b"
+)
+
+
+def schema_errors(schema, context: tuple = ()) -> list[str]:
+    """Why ``schema`` is outside the strict subset, in the service's words."""
+    if isinstance(schema, list):
+        return [e for item in schema for e in schema_errors(item, context)]
+    if not isinstance(schema, dict):
+        return []
+    errors = [
+        f"In context={context}, '{key}' is not permitted."
+        for key in schema
+        if key in UNSUPPORTED_KEYWORDS
+    ]
+    properties = schema.get("properties")
+    if schema.get("type") == "object" or properties is not None:
+        if schema.get("additionalProperties") is not False:
+            errors.append(
+                f"In context={context}, 'additionalProperties' is required to be "
+                "supplied and to be false."
+            )
+        missing = sorted(set(properties or {}) - set(schema.get("required") or []))
+        if missing:
+            errors.append(
+                f"In context={context}, 'required' is required to be supplied and to be "
+                f"an array including every key in properties. Missing '{missing[0]}'."
+            )
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions"):
+            for name, sub in value.items():
+                errors += schema_errors(sub, (*context, key, name))
+        elif key in ("items", "anyOf", "allOf", "oneOf"):
+            errors += schema_errors(value, (*context, key))
+    return errors
 
 
 def grounded_answer(payload: dict) -> dict:
     """A valid explanation whose factors are the payload's strongest contributors."""
     contributions = payload.get("top_contributions", {})
     factors = payload.get("group_factors") or list(contributions)[:2] or ["events_5m"]
-    factors = sorted(factors, key=lambda f: -contributions.get(f, 0.0))
+    factors = sorted(factors, key=lambda f: -contributions.get(f, 0.0))[:3]
     top = (payload.get("severity_range") or [0, 0])[1]
     risk = "critical" if top >= 99.9 else "high" if top >= 99.5 else "medium"
     return {
-        "summary": f"{payload.get('group_size', 1)} {payload.get('segment', 'event')} "
-        f"anomalies driven by {' and '.join(factors)}.",
+        "summary": f"{payload.get('segment', 'event')} anomalies driven by "
+        f"{' and '.join(factors)}.",
         "user_intent": "Automated or unauthorised activity.",
         "risk_level": risk,
-        "risk_explanation": f"Severity up to p{top}; {factors[0]} is far from the baseline.",
+        "risk_explanation": f"Severity in the {risk} band; {factors[0]} is far from the "
+        "baseline.",
         "confidence": 0.8,
         "top_factors": factors,
         "recommended_action": "Review the account and block the source if confirmed.",
     }
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _numbers(value) -> set[float]:
+    found = set()
+    for text in _strings(value):
+        found |= {float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)}
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int | float):
+            found.add(float(item))
+        elif isinstance(item, dict):
+            stack += list(item.values())
+        elif isinstance(item, list):
+            stack += item
+    return found
+
+
+def model_answer(payload: dict, fault: str | None, rng: random.Random) -> dict:
+    """What the model writes: a grounded answer, bent by a content ``fault``, and by any
+    instruction hidden in the data's strings (a gullible model follows it)."""
+    answer = grounded_answer(payload)
+    for text in _strings(payload.get("examples", [])):
+        match = _INJECTION.search(text)
+        if match:
+            answer["risk_level"] = match.group(1).lower()
+            break
+    if fault == "foreign_factor":
+        known = set(payload.get("top_contributions", {})) | set(
+            payload.get("group_factors", [])
+        )
+        others = [
+            f for f in payload.get("feature_definitions", {}) if f not in known
+        ] or ["hour_of_day"]
+        answer["top_factors"] = [rng.choice(others), *answer["top_factors"][:1]]
+    elif fault == "low_risk":
+        answer["risk_level"] = "low"
+    elif fault == "invented_number":
+        taken = _numbers(payload)
+        figure = next(n for n in range(7_331, 10**6, 97) if float(n) not in taken)
+        answer["summary"] = (
+            f"{answer['summary'][:300]} About {figure:,} similar events were seen."
+        )
+    elif fault == "schema":
+        answer["risk_level"] = "apocalyptic"
+    elif fault == "overlong":
+        answer["summary"] = (answer["summary"] + " ") * 40
+    return answer
+
+
+@dataclass
+class ImperfectModel:
+    """Rates (0-1) at which each fault in FAULTS happens to a request, drawn independently
+    per request in a fixed order with a seeded generator: at most one fault per request."""
+
+    rates: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.rates) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS}")
+        if sum(self.rates.values()) > 1:
+            raise ValueError("the fault rates add up to more than 1")
+        self.rng = random.Random(self.seed)
+
+    @classmethod
+    def uniform(cls, rate: float, seed: int = 0, faults=FAULTS) -> "ImperfectModel":
+        """Every fault in ``faults`` at ``rate`` / len(faults): ``rate`` of requests fail."""
+        return cls({f: rate / len(faults) for f in faults}, seed)
+
+    def draw(self) -> str | None:
+        x, edge = self.rng.random(), 0.0
+        for fault in FAULTS:
+            edge += self.rates.get(fault, 0.0)
+            if x < edge:
+                return fault
+        return None
 
 
 class FakeAzureOpenAI:
@@ -47,12 +241,15 @@ class FakeAzureOpenAI:
         latency_s: float = 0.0,
         api_key: str | None = None,
         timeout_sleep_s: float = 5.0,
+        imperfect: ImperfectModel | None = None,
     ) -> None:
         self.latency_s = latency_s
         self.api_key = api_key
         self.timeout_sleep_s = timeout_sleep_s
+        self.imperfect = imperfect
         self.faults: deque[str] = deque()
         self.requests: list[dict] = []
+        self.drawn: list[str | None] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -80,6 +277,19 @@ class FakeAzureOpenAI:
         self._server.shutdown()
         self._server.server_close()
 
+    def _next_fault(self) -> tuple[str | None, int]:
+        """The request's fault and its number (taken under the lock: ids and the model's
+        draws stay distinct under concurrent requests)."""
+        with self._lock:
+            if self.faults:
+                fault = self.faults.popleft()
+            elif self.imperfect is not None:
+                fault = self.imperfect.draw()
+            else:
+                fault = None
+            self.drawn.append(fault)
+            return fault, len(self.drawn)
+
     def _handler(self):
         fake = self
 
@@ -99,10 +309,12 @@ class FakeAzureOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _error(self, status: int, message: str, **fields):
+                body = {"message": message, "type": None, "param": None, "code": None}
+                self._reply(status, {"error": {**body, **fields}})
+
             def do_GET(self):
-                self._reply(
-                    404, {"error": {"code": "NotFound", "message": "not found"}}
-                )
+                self._error(404, "Resource not found", code="404")
 
             def do_POST(self):
                 url = urlparse(self.path)
@@ -118,41 +330,95 @@ class FakeAzureOpenAI:
                             "raw": raw.decode(),
                         }
                     )
-                    fault = fake.faults.popleft() if fake.faults else None
                 if fake.api_key and self.headers.get("api-key") != fake.api_key:
-                    return self._reply(
-                        401, {"error": {"code": "401", "message": "bad key"}}
-                    )
+                    return self._unauthorized()
                 if not url.path.endswith("/chat/completions"):
-                    return self._reply(
-                        404, {"error": {"code": "NotFound", "message": url.path}}
+                    return self._error(404, "Resource not found", code="404")
+                problem = self._schema_problem(body.get("response_format"))
+                if problem:
+                    return self._error(
+                        400,
+                        problem,
+                        type="invalid_request_error",
+                        param="response_format",
                     )
+                fault, number = fake._next_fault()
                 time.sleep(fake.latency_s)
-                if fault == "429":
+                if fault == "401":
+                    return self._unauthorized()
+                if fault in ("429", "429_long"):
+                    wait = "1" if fault == "429" else "120"
                     return self._reply(
                         429,
-                        {"error": {"code": "429", "message": "Rate limit"}},
-                        {"Retry-After": "1"},
+                        {
+                            "error": {
+                                "code": "429",
+                                "message": "Requests to the ChatCompletions_Create "
+                                "Operation have exceeded the token rate limit of your "
+                                f"current tier. Please retry after {wait} seconds.",
+                            }
+                        },
+                        {"Retry-After": wait},
                     )
                 if fault == "500":
-                    return self._reply(
-                        500, {"error": {"code": "500", "message": "boom"}}
-                    )
+                    return self._error(500, "The server had an error.")
                 if fault == "timeout":
                     time.sleep(fake.timeout_sleep_s)
-                payload = json.loads(body["messages"][-1]["content"])
-                answer = grounded_answer(payload)
-                content, refusal = json.dumps(answer), None
+                payload = json.loads(body["messages"][1]["content"])
+                rng = random.Random(number)
+                answer = model_answer(payload, fault, rng)
+                content, refusal, finish = json.dumps(answer), None, "stop"
                 if fault == "bad_json":
                     content = content[: len(content) // 2]
-                elif fault == "schema":
-                    content = json.dumps({**answer, "risk_level": "apocalyptic"})
+                elif fault == "truncated":
+                    content, finish = content[: len(content) // 3], "length"
+                elif fault == "content_filter":
+                    content, finish = None, "content_filter"
+                elif fault == "empty":
+                    content = ""
                 elif fault == "refusal":
-                    content, refusal = None, "I can't help with that."
+                    content, refusal = None, "I'm sorry, but I can't help with that."
+                self._completion(url, raw, content, refusal, finish, number)
+
+            def _unauthorized(self):
+                self._reply(
+                    401,
+                    {
+                        "error": {
+                            "code": "401",
+                            "message": "Access denied due to invalid subscription key "
+                            "or wrong API endpoint. Make sure to provide a valid key for "
+                            "an active subscription and use a correct regional API "
+                            "endpoint for your resource.",
+                        }
+                    },
+                )
+
+            def _schema_problem(self, response_format) -> str | None:
+                if not isinstance(response_format, dict):
+                    return None
+                if response_format.get("type") != "json_schema":
+                    return None
+                spec = response_format.get("json_schema") or {}
+                name = spec.get("name", "")
+                if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+                    return (
+                        "Invalid 'response_format.json_schema.name': string does not "
+                        "match pattern. Expected a string that matches the pattern "
+                        "'^[a-zA-Z0-9_-]+$'."
+                    )
+                if not spec.get("strict"):
+                    return None
+                errors = schema_errors(spec.get("schema") or {})
+                if errors:
+                    return f"Invalid schema for response_format '{name}': {errors[0]}"
+                return None
+
+            def _completion(self, url, raw, content, refusal, finish, number):
                 self._reply(
                     200,
                     {
-                        "id": f"chatcmpl-{len(fake.requests)}",
+                        "id": f"chatcmpl-{number}",
                         "object": "chat.completion",
                         "created": int(time.time()),
                         "model": url.path.split("/")[3]
@@ -161,7 +427,7 @@ class FakeAzureOpenAI:
                         "choices": [
                             {
                                 "index": 0,
-                                "finish_reason": "stop",
+                                "finish_reason": finish,
                                 "message": {
                                     "role": "assistant",
                                     "content": content,
@@ -184,8 +450,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8089)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument(
+        "--imperfect",
+        type=float,
+        default=0.0,
+        help="share of requests that go wrong, spread evenly over the faults",
+    )
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    with FakeAzureOpenAI(args.port, args.latency) as server:
+    imperfect = (
+        ImperfectModel.uniform(args.imperfect, args.seed) if args.imperfect else None
+    )
+    with FakeAzureOpenAI(args.port, args.latency, imperfect=imperfect) as server:
         print(f"Fake Azure OpenAI at {server.endpoint} (Ctrl-C to stop)")
         try:
             threading.Event().wait()

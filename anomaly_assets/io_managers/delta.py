@@ -251,7 +251,13 @@ def _merge(
             return  # every row is stored as it is: nothing to commit
     changed = None
     if mode == "merge_upsert":
-        changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare_columns)
+        # A compare column the table does not have yet (an upgrade adds it): every matched
+        # row changes, and the MERGE's schema evolution adds the column.
+        changed = (
+            " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare_columns)
+            if set(compare_columns) <= set(stored.columns)
+            else "TRUE"
+        )
     delta_sql.merge(spark, path, source, condition, update_when=changed)
 
 

@@ -7,9 +7,9 @@ retries) count each call once, however many rows share its explanation.
 import numpy as np
 import pandas as pd
 
-from anomaly_assets.llm.enrich import STATUSES
+from anomaly_assets.llm.enrich import EXPLAINED, PARSED, STATUSES
+from anomaly_assets.llm.schema import RISK_LEVELS
 
-RISK_LEVELS = ("low", "medium", "high", "critical")
 #: The severity each injected anomaly type deserves, for risk-level agreement.
 EXPECTED_RISK = {
     "credential_stuffing": "high",
@@ -26,7 +26,6 @@ DEFAULT_PRICES = {
     "gpt-4o-mini": (0.15, 0.60),
     "offline-rules-v1": (0.0, 0.0),
 }
-EXPLAINED = ("ok", "cached")
 
 
 def _grounded(row) -> bool:
@@ -51,6 +50,8 @@ def evaluate(
     status = rows["enrichment_status"].value_counts().to_dict()
     attempted = n - status.get("skipped_budget", 0)
     explained = rows[rows["enrichment_status"].isin(EXPLAINED)]
+    parsed = rows[rows["enrichment_status"].isin(PARSED)]
+    grounded = sum(_grounded(row) for _, row in explained.iterrows())
     calls = rows[rows["call_id"].notna()].drop_duplicates("call_id")
     model = rows["model"].iloc[0] if n else ""
     price_in, price_out = prices.get(model, (0.0, 0.0))
@@ -62,7 +63,8 @@ def evaluate(
     metrics = {
         "rows_enriched": n,
         **{f"status_{s}": int(status.get(s, 0)) for s in STATUSES},
-        "validity_pct": 100.0 * len(explained) / attempted if attempted else 0.0,
+        # Of the rows a call was spent on: an answer in the schema, after re-asks.
+        "validity_pct": 100.0 * len(parsed) / attempted if attempted else 0.0,
         "confidence_avg": float(confidence.mean()) if len(confidence) else None,
         "confidence_min": float(confidence.min()) if len(confidence) else None,
         "confidence_max": float(confidence.max()) if len(confidence) else None,
@@ -70,11 +72,9 @@ def evaluate(
             f"risk_{level}": int((explained["risk_level"] == level).sum())
             for level in RISK_LEVELS
         },
-        "groundedness_pct": (
-            100.0 * float(explained.apply(_grounded, axis=1).mean())
-            if len(explained)
-            else 0.0
-        ),
+        # Of those: an answer that passed the evidence checks and cites only the row's own
+        # top features.
+        "groundedness_pct": 100.0 * grounded / len(parsed) if len(parsed) else 0.0,
         "calls": len(calls),
         "cache_hits": int(
             rows.loc[rows["enrichment_status"] == "cached", "group_key"].nunique()

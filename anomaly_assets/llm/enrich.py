@@ -2,30 +2,46 @@
 
 Plain Python over pandas so it runs and is tested without Spark or Dagster. Nothing is
 dropped: every anomaly gets a row whose ``enrichment_status`` says what happened
-(ok / invalid / error / skipped_budget / cached / endpoint_unreachable).
+(ok / invalid / ungrounded / error / skipped_budget / cached / endpoint_unreachable).
 """
 
+import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pandas as pd
+from pydantic import ValidationError
 
+from anomaly_assets.lib.features import FEATURE_FINGERPRINT
+from anomaly_assets.llm.evidence import unsupported_numbers, violations
 from anomaly_assets.llm.explainers import CallResult
 from anomaly_assets.llm.grouping import as_list, group_anomalies, prompt_payload
 from anomaly_assets.llm.prompts import Prompt
+from anomaly_assets.llm.redaction import mask_text
 from anomaly_assets.llm.schema import AnomalyExplanation
 
 STATUSES = (
     "ok",
     "invalid",
+    "ungrounded",
     "error",
     "skipped_budget",
     "cached",
     "endpoint_unreachable",
 )
 EXPLANATION_FIELDS = tuple(AnomalyExplanation.model_fields)
+#: Statuses of a row with a usable explanation.
+EXPLAINED = ("ok", "cached")
+#: Statuses of a row whose answer parsed into the schema: the explained ones and those that
+#: failed the evidence checks.
+PARSED = (*EXPLAINED, "ungrounded")
+#: Statuses a later run explains again (within the runs allowed).
+RETRYABLE = ("error", "endpoint_unreachable", "skipped_budget", "invalid", "ungrounded")
+#: Attempts kept in a row's history: the latest ones.
+HISTORY_KEPT = 10
 
 
 @dataclass
@@ -69,7 +85,25 @@ def enrich(
     drift, cache = drift or {}, cache or {}
     groups = group_anomalies(anomalies, settings.mode, settings.segment_column)
     selected, over_budget = groups[: settings.max_groups], groups[settings.max_groups :]
-    cached = {g.key: cache[g.key] for g in selected if g.key in cache}
+    payloads = {
+        g.key: prompt_payload(
+            g,
+            drift,
+            settings.redact_columns,
+            settings.examples_per_group,
+            settings.max_string_chars,
+        )
+        for g in selected
+    }
+    keys = {
+        g.key: cache_key(explainer, prompt.version, g.key, payloads[g.key])
+        for g in selected
+    }
+    cached = {
+        g.key: hit
+        for g in selected
+        if (hit := reusable(cache.get(keys[g.key]), payloads[g.key])) is not None
+    }
     to_call = [g for g in selected if g.key not in cached]
     log(
         f"{len(anomalies):,} anomalies in {len(groups)} groups: {len(to_call)} to explain, "
@@ -82,16 +116,6 @@ def enrich(
     if unreachable:
         log(f"Endpoint probe failed, no calls made: {unreachable}")
     elif to_call:
-        payloads = {
-            g.key: prompt_payload(
-                g,
-                drift,
-                settings.redact_columns,
-                settings.examples_per_group,
-                settings.max_string_chars,
-            )
-            for g in to_call
-        }
         with ThreadPoolExecutor(max_workers=max(1, max_concurrency)) as pool:
             futures = {
                 g.key: pool.submit(explainer.explain, prompt, payloads[g.key])
@@ -99,7 +123,12 @@ def enrich(
             }
             step = max(1, len(futures) // 10)
             for i, (key, future) in enumerate(futures.items(), start=1):
-                results[key] = future.result()
+                try:
+                    results[key] = future.result()
+                except Exception as exc:  # noqa: BLE001 - any explainer: a row, not a crash
+                    results[key] = CallResult(
+                        status="error", error=mask_text(f"{type(exc).__name__}: {exc}")
+                    )
                 if i % step == 0 or i == len(futures):
                     log(
                         f"explained {i}/{len(futures)} groups "
@@ -124,11 +153,11 @@ def enrich(
         if rank > settings.max_groups:
             base.update(
                 enrichment_status="skipped_budget",
-                error=f"budget: group ranked {rank} of {len(groups)} by size x "
-                f"severity, budget {settings.max_groups} groups",
+                error=f"budget: group ranked {rank} of {len(groups)} (CRITICAL first, "
+                f"then size x severity), budget {settings.max_groups} groups",
             )
         elif group.key in cached:
-            explanation = AnomalyExplanation.model_validate_json(cached[group.key])
+            explanation = cached[group.key]
             base.update(enrichment_status="cached")
         elif unreachable:
             base.update(enrichment_status="endpoint_unreachable", error=unreachable)
@@ -145,12 +174,17 @@ def enrich(
                 attempts=res.attempts,
                 call_id=f"{run_id}:{group.key}",
             )
-            if res.status == "ok":
+            if res.status == "ok" and cacheable(explanation, payloads[group.key]):
                 entries.append(
                     {
-                        "prompt_version": prompt.version,
+                        "cache_key": keys[group.key],
+                        "provider": explainer.provider,
                         "model": explainer.model,
+                        "prompt_version": prompt.version,
                         "group_key": group.key,
+                        "evidence_fingerprint": evidence_fingerprint(
+                            payloads[group.key]
+                        ),
                         "explanation_json": explanation.model_dump_json(),
                         "created_at": now,
                     }
@@ -192,13 +226,97 @@ def enrich(
     return Outcome(rows, entries, stats)
 
 
+def with_attempts(
+    rows: list[dict], previous: dict[str, dict], run_id: str, max_runs: int
+) -> list[dict]:
+    """``rows`` with their attempt record: ``failed_runs`` (runs in a row without a valid
+    explanation, this one included), ``will_retry`` (a later run explains the row again)
+    and ``attempt_history`` (the latest HISTORY_KEPT runs: run id, time, status, error)."""
+    out = []
+    for row in rows:
+        before = previous.get(row["event_id"], {})
+        failed = row["enrichment_status"] not in EXPLAINED
+        runs = (int(before.get("failed_runs") or 0) + 1) if failed else 0
+        history = [
+            *(before.get("attempt_history") or []),
+            {
+                "run_id": run_id,
+                "at": row["enriched_at"],
+                "status": row["enrichment_status"],
+                "error": row["error"],
+            },
+        ][-HISTORY_KEPT:]
+        out.append(
+            {
+                **row,
+                "failed_runs": runs,
+                "will_retry": row["enrichment_status"] in RETRYABLE and runs < max_runs,
+                "attempt_history": history,
+            }
+        )
+    return out
+
+
+def evidence_fingerprint(payload: dict) -> str:
+    """Hash of what shaped an answer and holds from batch to batch: the segment, the three
+    strongest contributors, the severity bands present, the drifted features and the
+    features' definitions. Counts, scores and examples are left out: they differ every
+    batch, and a cached text must not state them (``cacheable``); a hit is checked against
+    the group's own evidence again before it is used (``reusable``)."""
+    evidence = {
+        "segment": payload["segment"],
+        "group_factors": payload["group_factors"],
+        # the three strongest, as a set: their order and the rest move batch to batch
+        "contributors": sorted(list(payload["top_contributions"])[:3]),
+        "bands": sorted(payload.get("statuses", {})),
+        "drift": payload.get("drift", []),
+        "features": FEATURE_FINGERPRINT,
+    }
+    text = json.dumps(evidence, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_key(explainer, prompt_version: str, group_key: str, payload: dict) -> str:
+    """Provider, model, prompt version, group key and evidence: an answer is reused only
+    for the same question put the same way to the same model."""
+    return "|".join(
+        (
+            explainer.provider,
+            explainer.model,
+            prompt_version,
+            group_key,
+            evidence_fingerprint(payload),
+        )
+    )
+
+
+def cacheable(explanation: AnomalyExplanation, payload: dict) -> bool:
+    """Only answers that state no batch-specific figure are reused: the figures they may
+    state are those of the feature definitions ("the last 10 minutes"); a count or a score
+    belongs to one batch (the rows carry theirs in columns). Ungrounded answers never get
+    this far."""
+    lasting = {"feature_definitions": payload.get("feature_definitions", {})}
+    return not unsupported_numbers(explanation, lasting)
+
+
+def reusable(entry: str | None, payload: dict) -> AnomalyExplanation | None:
+    """A cached answer, if it still parses and passes the evidence checks on this group's
+    data; None sends the group to the model."""
+    if entry is None:
+        return None
+    try:
+        explanation = AnomalyExplanation.model_validate_json(entry)
+    except ValidationError:  # the model's limits changed since it was cached
+        return None
+    return None if violations(explanation, payload) else explanation
+
+
 def cache_from_rows(rows) -> dict[str, str]:
-    """Latest explanation per group key from cache table rows (already filtered for expiry)."""
+    """Latest explanation per cache key from cache table rows (already filtered for
+    expiry)."""
     best: dict[str, tuple] = {}
     for row in rows:
-        if (
-            row["group_key"] not in best
-            or row["created_at"] > best[row["group_key"]][0]
-        ):
-            best[row["group_key"]] = (row["created_at"], row["explanation_json"])
+        key = row["cache_key"]
+        if key not in best or row["created_at"] > best[key][0]:
+            best[key] = (row["created_at"], row["explanation_json"])
     return {key: value for key, (_, value) in best.items()}

@@ -2,7 +2,7 @@
 
 A pattern is (segment, the two strongest contributing features, sorted). Many anomalies of one
 attack share it, so one call explains them all; a budget caps the calls per run, spending them
-on the largest and most severe patterns first.
+on patterns with a CRITICAL anomaly first, then on the largest and most severe.
 """
 
 from dataclasses import dataclass, field
@@ -48,6 +48,10 @@ class Group:
         """Size x severity: what a call is worth."""
         return self.size * float(self.rows["severity_percentile"].max())
 
+    @property
+    def critical(self) -> bool:
+        return bool((self.rows["status"] == "CRITICAL").any())
+
 
 def as_list(value) -> list:
     """Spark arrays arrive in pandas as numpy arrays, lists or None."""
@@ -62,7 +66,8 @@ def group_key(segment: str, top_features) -> tuple[str, tuple[str, ...]]:
 def group_anomalies(
     anomalies: pd.DataFrame, mode: str = "group", segment_column: str = "event_type"
 ) -> list[Group]:
-    """Groups ranked by priority, highest first. ``mode='event'``: one group per anomaly."""
+    """Groups ranked for the budget: those with a CRITICAL anomaly first, then by
+    priority (size x severity), highest first. ``mode='event'``: one group per anomaly."""
     groups: dict[str, Group] = {}
     keys, factor_sets = [], []
     for segment, tops, event_id in zip(
@@ -82,7 +87,7 @@ def group_anomalies(
             first["_factors"],
             rows.drop(columns=["_key", "_factors"]),
         )
-    return sorted(groups.values(), key=lambda g: (-g.priority, g.key))
+    return sorted(groups.values(), key=lambda g: (not g.critical, -g.priority, g.key))
 
 
 def _mean_contributions(rows: pd.DataFrame) -> dict[str, float]:

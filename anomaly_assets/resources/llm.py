@@ -18,7 +18,13 @@ class LLMResource(ConfigurableResource):
     timeout_s: float = Field(default=30.0, description="Per request.")
     max_retries: int = Field(
         default=3,
-        description="SDK retries on 429 (honouring Retry-After), 5xx and timeouts.",
+        description="Retries of a call on 429 (honouring Retry-After), 5xx, timeouts and "
+        "dropped connections.",
+    )
+    max_retry_wait_s: float = Field(
+        default=20.0,
+        description="Longest Retry-After waited for; an endpoint asking for more fails the "
+        "call at once, and a later run explains its rows.",
     )
     max_attempts: int = Field(
         default=2,
@@ -45,7 +51,7 @@ class AzureOpenAIResource(LLMResource):
             api_version=self.api_version,
             azure_deployment=self.deployment,
             timeout=self.timeout_s,
-            max_retries=self.max_retries,
+            max_retries=0,  # the explainer retries, within max_retry_wait_s
         )
         return OpenAIExplainer(
             client,
@@ -54,6 +60,8 @@ class AzureOpenAIResource(LLMResource):
             self.endpoint,
             self.max_attempts,
             self.temperature,
+            max_retries=self.max_retries,
+            max_retry_wait_s=self.max_retry_wait_s,
         )
 
 
@@ -73,7 +81,7 @@ class OpenAICompatibleResource(LLMResource):
             base_url=self.base_url,
             api_key=self.api_key,
             timeout=self.timeout_s,
-            max_retries=self.max_retries,
+            max_retries=0,  # the explainer retries, within max_retry_wait_s
         )
         return OpenAIExplainer(
             client,
@@ -82,6 +90,8 @@ class OpenAICompatibleResource(LLMResource):
             self.base_url,
             self.max_attempts,
             self.temperature,
+            max_retries=self.max_retries,
+            max_retry_wait_s=self.max_retry_wait_s,
         )
 
 

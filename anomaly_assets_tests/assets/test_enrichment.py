@@ -180,3 +180,95 @@ def test_a_re_scored_row_follows_its_new_status(lakehouse, lake, spark):
         assert all(
             after[k]["enriched_at"] == before[k] for k in ("b1-1", "b1-2", "b1-3")
         )
+
+
+def _checks(result) -> dict:
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}
+
+
+def test_failed_rows_are_explained_again_by_the_next_run(lakehouse, lake):
+    """An outage's rows are not final: the next run explains them (without new gold
+    changes) and each row keeps its attempts."""
+    lake("b1", n_stuffing=4, n_exfil=2)
+    with FakeAzureOpenAI(api_key=KEY) as fake, DagsterInstance.ephemeral() as instance:
+        llm = AzureOpenAIResource(
+            endpoint=fake.endpoint, api_key=KEY, timeout_s=5, max_retries=0
+        )
+        fake.inject("500", "500")  # both groups' calls fail
+        first = _run(lakehouse, llm, instance)
+        rows = _rows(lakehouse)
+        assert {r["enrichment_status"] for r in rows.values()} == {"error"}
+        assert {(r["failed_runs"], r["will_retry"]) for r in rows.values()} == {
+            (1, True)
+        }
+        critical = _checks(first)["critical_anomalies_explained"]
+        assert critical.passed, "CRITICAL rows awaiting a retry do not fail yet"
+        assert critical.metadata["awaiting_retry"].value == 4
+
+        second = _run(lakehouse, llm, instance)
+        assert second.success and fake.completion_calls == 4
+        rows = _rows(lakehouse)
+        assert {r["enrichment_status"] for r in rows.values()} == {"ok"}
+        for row in rows.values():
+            assert (row["failed_runs"], row["will_retry"]) == (0, False)
+            history = row["attempt_history"]
+            assert [a["status"] for a in history] == ["error", "ok"]
+            assert [a["run_id"] for a in history] == [first.run_id, second.run_id]
+            assert "HTTP 500" in history[0]["error"]
+
+        # nothing left to retry: a third run makes no call and rewrites nothing
+        assert _run(lakehouse, llm, instance).success
+        assert _rows(lakehouse) == rows and fake.completion_calls == 4
+
+
+def test_a_critical_anomaly_whose_runs_are_spent_fails_the_check(lakehouse, lake):
+    lake("b1", n_stuffing=3, n_exfil=0)
+    with FakeAzureOpenAI(api_key=KEY) as fake, DagsterInstance.ephemeral() as instance:
+        llm = AzureOpenAIResource(
+            endpoint=fake.endpoint, api_key=KEY, timeout_s=5, max_retries=0
+        )
+        fake.inject("foreign_factor", "foreign_factor", "low_risk", "low_risk")
+        first = _run(lakehouse, llm, instance, max_runs=2)
+        assert _checks(first)["critical_anomalies_explained"].passed
+        second = _run(lakehouse, llm, instance, max_runs=2)
+        rows = _rows(lakehouse).values()
+        assert {r["enrichment_status"] for r in rows} == {"ungrounded"}
+        assert {(r["failed_runs"], r["will_retry"]) for r in rows} == {(2, False)}
+        assert all("below 'high'" in r["error"] for r in rows)
+        assert all(r["risk_level"] is None for r in rows), "no ungrounded text is used"
+        critical = _checks(second)["critical_anomalies_explained"]
+        assert not critical.passed and not second.success
+        assert critical.metadata["unexplained_critical"].value == 3
+        # spent: later runs leave the rows alone
+        _run(lakehouse, llm, instance, max_runs=2)
+        assert fake.completion_calls == 4
+
+
+def test_a_table_from_before_retries_is_upgraded_by_the_next_run(
+    lakehouse, lake, spark
+):
+    """A gold_events_enriched written before failed_runs, will_retry and attempt_history
+    existed: its failed rows are retried, the MERGE adds the columns."""
+    lake("b1", n_stuffing=4, n_exfil=2)
+    with FakeAzureOpenAI(api_key=KEY) as fake, DagsterInstance.ephemeral() as instance:
+        llm = AzureOpenAIResource(
+            endpoint=fake.endpoint, api_key=KEY, timeout_s=5, max_retries=0
+        )
+        fake.inject("500", "500")
+        _run(lakehouse, llm, instance)
+        path = lakehouse.path("gold_events_enriched")
+        old = (
+            spark.read.format("delta")
+            .load(path)
+            .drop("failed_runs", "will_retry", "attempt_history")
+        )
+        old.localCheckpoint().write.format("delta").mode("overwrite").option(
+            "overwriteSchema", "true"
+        ).partitionBy(*[c for c in ("event_hour",) if c in old.columns]).save(path)
+        assert "will_retry" not in deltalake.DeltaTable(path).schema().to_arrow().names
+
+        assert _run(lakehouse, llm, instance).success
+        rows = _rows(lakehouse).values()
+        assert {r["enrichment_status"] for r in rows} == {"ok"}
+        assert {(r["failed_runs"], r["will_retry"]) for r in rows} == {(0, False)}
+        assert {len(r["attempt_history"]) for r in rows} == {1}

@@ -9,7 +9,7 @@ from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
 from anomaly_assets.assets.enrichment import enrichment
 from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT, ai_enrichment_eval_metrics
 from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
-from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
+from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI, ImperfectModel
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.resources.llm import AzureOpenAIResource
 
@@ -18,7 +18,9 @@ ENRICH = [AssetKey("gold_events_enriched"), AssetKey("llm_explanation_cache")]
 EVAL = [AssetKey("ai_enrichment_eval_metrics")]
 
 
-def _run(lakehouse, mlflow_settings, llm, instance, selection, config=None):
+def _run(
+    lakehouse, mlflow_settings, llm, instance, selection, config=None, enrich=None
+):
     specs = [
         AssetSpec(k)
         for k in ("gold_anomaly_predictions", "silver_events", "gold_batch_drift")
@@ -32,9 +34,14 @@ def _run(lakehouse, mlflow_settings, llm, instance, selection, config=None):
             "llm": llm,
             "mlflow_settings": mlflow_settings,
         },
-        run_config={"ops": {"ai_enrichment_eval_metrics": {"config": config}}}
-        if config
-        else None,
+        run_config={
+            "ops": {
+                **(
+                    {"ai_enrichment_eval_metrics": {"config": config}} if config else {}
+                ),
+                **({"enrichment": {"config": enrich}} if enrich else {}),
+            }
+        },
         instance=instance,
     )
     assert result.success
@@ -96,6 +103,8 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
             )
         ).read_text()
         assert csv.count("\n") == 17  # header + 16 rows
+        header = csv.splitlines()[0].split(",")
+        assert "user_id" not in header and "u0001" not in csv, "no user ids in MLflow"
         # the API key reaches neither MLflow nor the table
         assert SECRET not in repr(run.data) + csv + repr(_table(lakehouse))
 
@@ -127,3 +136,51 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
         assert len({r["prompt_version"] for r in compared}) == 2
         assert all(r["rows_enriched"] == 5 and r["calls"] == 2 for r in compared)
         assert fake.completion_calls == calls_before + 4
+
+
+def test_validity_and_groundedness_follow_the_models_imperfection(
+    lakehouse, lake, mlflow_settings
+):
+    """One call per anomaly through the imperfect local model: answers that break the
+    schema lower validity only, answers that break the evidence lower groundedness only,
+    in the table and in MLflow alike."""
+    event = {"mode": "event"}
+    content = {
+        "perfect": {},
+        "unparseable": {"empty": 0.25, "truncated": 0.25, "overlong": 0.2},
+        "ungrounded": {"foreign_factor": 0.35, "invented_number": 0.35},
+    }
+    with FakeAzureOpenAI() as fake, DagsterInstance.ephemeral() as instance:
+        llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key=SECRET, timeout_s=5)
+        for i, (batch, rates) in enumerate(content.items()):
+            fake.imperfect = ImperfectModel(rates, seed=i)
+            lake(batch, n_stuffing=20, n_exfil=20, start=100 * i)
+            _run(lakehouse, mlflow_settings, llm, instance, ENRICH, enrich=event)
+            _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        # the next enrichment explains the failed rows again (a perfect model now); the
+        # evaluation of batches already evaluated is not rewritten
+        before = _table(lakehouse)
+        fake.imperfect = None
+        calls = fake.completion_calls
+        _run(lakehouse, mlflow_settings, llm, instance, ENRICH, enrich=event)
+        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        assert fake.completion_calls > calls, "failed rows were explained again"
+        enriched = deltalake.DeltaTable(lakehouse.path("gold_events_enriched"))
+        statuses = {
+            r["enrichment_status"] for r in enriched.to_pyarrow_table().to_pylist()
+        }
+        assert statuses == {"ok"}
+        assert _table(lakehouse) == before
+    rows = {r["batch_id"]: r for r in _table(lakehouse)}
+    figures = {b: (r["validity_pct"], r["groundedness_pct"]) for b, r in rows.items()}
+    assert figures["perfect"] == (100.0, 100.0)
+    validity, grounded = figures["unparseable"]
+    assert validity < 85 and grounded == 100.0, figures
+    validity, grounded = figures["ungrounded"]
+    assert validity == 100.0 and grounded < 85, figures
+    assert rows["ungrounded"]["status_ungrounded"] > 0
+    client = mlflow_settings.client()
+    for row in rows.values():
+        metrics = client.get_run(row["mlflow_run_id"]).data.metrics
+        assert metrics["validity_pct"] == row["validity_pct"]
+        assert metrics["groundedness_pct"] == row["groundedness_pct"]
