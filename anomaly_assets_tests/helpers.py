@@ -55,12 +55,12 @@ def hand_made_batch(batch, n_stuffing, n_exfil, start=0):
         if i - start < n_stuffing:
             kind, tops = (
                 "login",
-                ["failed_logins_10m", "failed_login_ips_10m", "is_new_ip"],
+                ["failed_logins_10m", "failed_login_ips_10m", "ip_novelty"],
             )
             contrib = {
                 "failed_logins_10m": 0.2,
                 "failed_login_ips_10m": 0.1,
-                "is_new_ip": 0.05,
+                "ip_novelty": 0.05,
             }
             sev, status, flagged = 99.95, "CRITICAL", True
         elif i - start < n_stuffing + n_exfil:

@@ -11,12 +11,12 @@ TYPES = {
     "credential_stuffing": (
         "login",
         ["failed_logins_10m", "failed_login_ips_10m"],
-        ["is_new_ip", "events_1m", "distinct_ips_1h"],
+        ["ip_novelty", "events_1m", "distinct_ips_1h"],
     ),
     "impossible_travel": (
         "login",
-        ["is_new_country", "distinct_countries_24h"],
-        ["is_new_ip", "is_new_device"],
+        ["country_novelty", "distinct_countries_24h"],
+        ["ip_novelty", "device_novelty"],
     ),
     "data_exfiltration": (
         "file_download",
@@ -35,8 +35,8 @@ TYPES = {
     ),
     "account_takeover": (
         "password_reset",
-        ["is_new_device", "is_new_country"],
-        ["is_new_ip", "hour_deviation"],
+        ["device_novelty", "country_novelty"],
+        ["ip_novelty", "hour_deviation"],
     ),
 }
 

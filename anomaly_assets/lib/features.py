@@ -27,12 +27,12 @@ FEATURES: dict[str, str] = {
     "distinct_countries_24h": "distinct countries of the user's last 24 hours: this event's "
     "and those of the other events that were not failed logins",
     "seconds_since_prev": "seconds since the user's previous event (capped at 7 days)",
-    "is_new_country": "1 if the user has places an hour old and this country was not among "
-    "them an hour ago (places: those of the user's events that were not failed logins)",
-    "is_new_device": "1 if the user has places an hour old and this device and agent were "
-    "not among them an hour ago",
-    "is_new_ip": "1 if the user has places an hour old and this IP address was not among "
-    "them an hour ago",
+    "country_novelty": "0 if the country was among the user's places an hour ago (places: "
+    "those of the user's events that were not failed logins) or the user has none that old; "
+    "else how rarely the user shows a new place: -ln((distinct countries + 1) / (place "
+    "events + 2)), both as of an hour ago",
+    "device_novelty": "as country_novelty, for the device type and user agent",
+    "ip_novelty": "as country_novelty, for the IP address",
     "hour_of_day": "hour of the event in UTC",
     "hour_deviation": "circular distance in hours from the user's usual hour (0 without history)",
     "amount_vs_user_mean": "purchase amount / the user's typical earlier purchase (their "
@@ -83,9 +83,9 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
     "distinct_ips_1h": ("ip_address",),
     "distinct_countries_24h": ("event_type", "success", "country"),
     "seconds_since_prev": (),
-    "is_new_country": ("event_type", "success", "country"),
-    "is_new_device": ("event_type", "success", "device_type", "user_agent"),
-    "is_new_ip": ("event_type", "success", "ip_address"),
+    "country_novelty": ("event_type", "success", "country"),
+    "device_novelty": ("event_type", "success", "device_type", "user_agent"),
+    "ip_novelty": ("event_type", "success", "ip_address"),
     "hour_of_day": (),
     "hour_deviation": (),
     "amount_vs_user_mean": ("event_type", "amount"),
@@ -115,6 +115,8 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
 }
 #: Travel counts into a country with less than this share of the user's places.
 RARE_COUNTRY_SHARE = 0.05
+#: Least novelty of a new place: a new place always reads as one (risky access).
+MIN_NOVELTY = 1e-3
 #: A place (country, device, IP) stays new for this long after its first use.
 NEW_PLACE_S = 3600
 #: Window of value_after_risky_access: a takeover cashes in soon after getting in.
@@ -414,16 +416,53 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         Window.unboundedPreceding, -NEW_PLACE_S
     )
 
-    def new_place(value, profile_seen):
-        place = tail_only(F.when(~failed, value))
-        in_profile = F.exists(
-            profile_seen,
-            lambda e: (
-                (e["value"] == value) & (e["first_seen"].cast("double") <= settled)
-            ),
+    up_to_now = by_user.orderBy("_ts").rangeBetween(Window.unboundedPreceding, 0)
+    in_profile = ~F.col("_tail") & ~F.col("_new")
+
+    def hour_old(agg, expr):
+        """``agg`` of ``expr`` over the user's rows an hour old or more, beside the profile:
+        the batch's such rows, less the profile's rows of the last hour (they are at hand
+        as context rows, RAW_WINDOW_S covers them)."""
+
+        def over(rows, window):
+            return F.coalesce(agg(F.when(rows, expr)).over(window), F.lit(0))
+
+        return (
+            over(F.col("_tail"), before)
+            - over(in_profile, up_to_now)
+            + over(in_profile, before)
         )
-        in_rows = F.array_contains(F.collect_set(place).over(before), value)
-        return ~(in_profile | F.coalesce(in_rows, F.lit(False)))
+
+    # The user's place events as of NEW_PLACE_S before the event: novelty's denominator.
+    place_events = F.coalesce(counted(F.col("p_countries_seen")), F.lit(0)) + hour_old(
+        F.count, F.when(~failed, F.lit(1))
+    )
+
+    def novelty(value, profile_seen):
+        """0 for a place known an hour ago; for a new one, -ln((places + 1) / (place
+        events + 2)) as of then: a new IP says little of a user who changes IPs often."""
+        place = tail_only(F.when(~failed, value))
+        known = F.filter(
+            profile_seen, lambda e: e["first_seen"].cast("double") <= settled
+        )
+        rows = F.collect_set(place).over(before)
+        is_new = has_places & ~(
+            F.exists(known, lambda e: e["value"] == value)
+            | F.coalesce(F.array_contains(rows, value), F.lit(False))
+        )
+        places = F.size(
+            F.array_distinct(
+                F.concat(
+                    F.coalesce(
+                        F.transform(known, lambda e: e["value"]),
+                        F.array().cast("array<string>"),
+                    ),
+                    F.coalesce(rows, F.array().cast("array<string>")),
+                )
+            )
+        )
+        surprise = -F.log((places + 1) / (place_events + 2))
+        return F.when(is_new, F.greatest(surprise, F.lit(MIN_NOVELTY))).otherwise(0.0)
 
     sin, cos = hour_terms()
     sin_sum = F.coalesce("p_hour_sin_e9", F.lit(0)) + F.coalesce(
@@ -523,15 +562,9 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             "seconds_since_prev": F.least(
                 F.coalesce(ts - previous, F.lit(MAX_GAP_S)), F.lit(MAX_GAP_S)
             ).cast("double"),
-            "is_new_country": (
-                has_places & new_place(F.col("country"), F.col("p_countries_seen"))
-            ).cast("int"),
-            "is_new_device": (
-                has_places & new_place(F.col("_device"), F.col("p_devices_seen"))
-            ).cast("int"),
-            "is_new_ip": (
-                has_places & new_place(F.col("ip_address"), F.col("p_ips_seen"))
-            ).cast("int"),
+            "country_novelty": novelty(F.col("country"), F.col("p_countries_seen")),
+            "device_novelty": novelty(F.col("_device"), F.col("p_devices_seen")),
+            "ip_novelty": novelty(F.col("ip_address"), F.col("p_ips_seen")),
             "hour_deviation": F.when(has_history, F.least(hour_gap, 24 - hour_gap))
             .otherwise(F.lit(0.0))
             .cast("double"),
@@ -655,13 +688,13 @@ def failed_login():
 
 def risky_access():
     """Column: a password reset, or a successful login from a new device, country or IP
-    (of rows that carry the is_new_* features)."""
+    (of rows that carry the *_novelty features)."""
     from pyspark.sql import functions as F
 
     new_place = (
-        (F.col("is_new_device") > 0)
-        | (F.col("is_new_country") > 0)
-        | (F.col("is_new_ip") > 0)
+        (F.col("device_novelty") > 0)
+        | (F.col("country_novelty") > 0)
+        | (F.col("ip_novelty") > 0)
     )
     login = (F.col("event_type") == "login") & F.coalesce(F.col("success"), F.lit(True))
     return F.coalesce(

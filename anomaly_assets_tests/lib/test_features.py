@@ -38,9 +38,10 @@ EXPECTED = {
     "seconds_since_prev": [604800, 60, 60, 120, 960, 6000, 30, 30],
     # u1's first place (u1-2, 120 s) is an hour old from u1-5 on: only then can a place be
     # new. IP A (failed logins only before) was not among the places of an hour before.
-    "is_new_country": [0] * 8,
-    "is_new_device": [0] * 8,
-    "is_new_ip": [0, 0, 0, 0, 0, 1, 1, 1],
+    # For u1-6..8, an hour back: 3 place events (u1-3..5) at 2 IPs (B, C): -ln(3 / 5).
+    "country_novelty": [0] * 8,
+    "device_novelty": [0] * 8,
+    "ip_novelty": [0, 0, 0, 0, 0] + [math.log(5 / 3)] * 3,
     "hour_of_day": [0, 0, 0, 0, 0, 2, 2, 2],
     # prior mean hour is 0 until event 6; for event 7 it is the circular mean of {0 x5, 2}
     "amount_vs_user_mean": [0, 0, 0, 1.0, 3.0, 0, 0, 0],
@@ -159,8 +160,8 @@ SETTLED = [
 
 def test_places_stay_new_for_an_hour(spark):
     rows = _by_id(silver_rows(spark.createDataFrame(_rows("u4", SETTLED), SCHEMA)))
-    for name in ("is_new_country", "is_new_device", "is_new_ip"):
-        assert [rows[f"u4-{i}"][name] for i in range(4)] == [0, 1, 1, 0], name
+    for name in ("country_novelty", "device_novelty", "ip_novelty"):
+        assert [rows[f"u4-{i}"][name] > 0 for i in range(4)] == [0, 1, 1, 0], name
     # the purchase 30 s after a login from a new place
     assert [rows[f"u4-{i}"]["value_after_risky_access"] for i in range(4)] == [
         0,
