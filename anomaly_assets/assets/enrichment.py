@@ -362,7 +362,9 @@ def previous_attempts(lakehouse: LakehouseResource, anomalies) -> dict[str, dict
     table = lakehouse.read("gold_events_enriched")
     if table is None or "attempt_history" not in table.columns or anomalies.empty:
         return {}
-    days = {t.date() for t in pd_times(anomalies["event_time"])}
+    import pandas as pd
+
+    days = set(pd.to_datetime(anomalies["event_time"], utc=True).dt.date)
     rows = (
         table.filter(days_predicate("event_time", days))
         .filter(F.col("event_id").isin(list(anomalies["event_id"])))
@@ -376,13 +378,6 @@ def previous_attempts(lakehouse: LakehouseResource, anomalies) -> dict[str, dict
         }
         for r in rows
     }
-
-
-def pd_times(series):
-    """A pandas column of event times as UTC datetimes."""
-    import pandas as pd
-
-    return pd.to_datetime(series, utc=True).dt.to_pydatetime()
 
 
 def drop_revoked(lakehouse: LakehouseResource, revoked) -> int:
