@@ -257,7 +257,7 @@ def test_any_other_failure_is_an_error_row_not_an_exception():
     from anomaly_assets.llm.explainers import OpenAIExplainer
 
     class Broken:
-        api_key = "sk-broken-key-123"
+        api_key = "placeholder-key-123"
 
         class chat:
             class completions:
@@ -271,7 +271,7 @@ def test_any_other_failure_is_an_error_row_not_an_exception():
         load_prompt(), PAYLOAD
     )
     assert result.status == "error" and "AttributeError" in result.error
-    assert "sk-broken-key-123" not in result.error
+    assert "placeholder-key-123" not in result.error
 
 
 @pytest.mark.parametrize(
