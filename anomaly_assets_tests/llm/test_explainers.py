@@ -264,7 +264,7 @@ def test_any_other_failure_is_an_error_row_not_an_exception():
                 @staticmethod
                 def create(**kw):
                     raise AttributeError(
-                        "usage has no field prompt_tokens (sk-broken-key-123)"
+                        "usage has no field prompt_tokens (placeholder-key-123)"
                     )
 
     result = OpenAIExplainer(Broken(), "m", "openai_compatible", "http://x").explain(
