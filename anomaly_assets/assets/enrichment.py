@@ -336,20 +336,15 @@ def retry_candidates(
 
 def gold_rows(lakehouse: LakehouseResource, keys: list[tuple]):
     """The current gold rows of ``keys`` (event_id, event_time) that are still anomalies;
-    only the files of their event times are read."""
+    only the files of their event days are read."""
     from pyspark.sql import functions as F
 
-    from anomaly_assets.lib.pruning import spans_predicate
+    from anomaly_assets.lib.pruning import days_predicate
 
-    times = sorted(t for _, t in keys)
-    days: dict = {}
-    for t in times:  # the narrowest span per day, as event_spans makes them
-        lo, hi = days.get(t.date(), (t, t))
-        days[t.date()] = (min(lo, t), max(hi, t))
     gold = lakehouse.read("gold_anomaly_predictions")
-    return gold.filter(spans_predicate("event_time", sorted(days.values()))).filter(
-        F.col("event_id").isin([k for k, _ in keys]) & F.col("is_anomaly")
-    )
+    return gold.filter(
+        days_predicate("event_time", {t.date() for _, t in keys})
+    ).filter(F.col("event_id").isin([k for k, _ in keys]) & F.col("is_anomaly"))
 
 
 def previous_attempts(lakehouse: LakehouseResource, anomalies) -> dict[str, dict]:

@@ -32,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 from urllib.parse import parse_qs, urlparse
 
+from anomaly_assets.llm.evidence import evidence_numbers
+
 #: Faults ``inject`` queues and ``ImperfectModel`` draws. Transport: 401, 429 (Retry-After
 #: 1 s), 429_long (Retry-After 120 s, longer than the SDK waits), 500, timeout. Answers:
 #: bad_json (half a document, finish_reason stop), truncated (finish_reason length),
@@ -154,24 +156,6 @@ def _strings(value):
             yield from _strings(item)
 
 
-def _numbers(value) -> set[float]:
-    found = set()
-    for text in _strings(value):
-        found |= {float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)}
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, bool):
-            continue
-        if isinstance(item, int | float):
-            found.add(float(item))
-        elif isinstance(item, dict):
-            stack += list(item.values())
-        elif isinstance(item, list):
-            stack += item
-    return found
-
-
 def model_answer(payload: dict, fault: str | None, rng: random.Random) -> dict:
     """What the model writes: a grounded answer, bent by a content ``fault``, and by any
     instruction hidden in the data's strings (a gullible model follows it)."""
@@ -192,7 +176,7 @@ def model_answer(payload: dict, fault: str | None, rng: random.Random) -> dict:
     elif fault == "low_risk":
         answer["risk_level"] = "low"
     elif fault == "invented_number":
-        taken = _numbers(payload)
+        taken = evidence_numbers(payload)
         figure = next(n for n in range(7_331, 10**6, 97) if float(n) not in taken)
         answer["summary"] = (
             f"{answer['summary'][:300]} About {figure:,} similar events were seen."

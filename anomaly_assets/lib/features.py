@@ -450,15 +450,11 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             F.exists(known, lambda e: e["value"] == value)
             | F.coalesce(F.array_contains(rows, value), F.lit(False))
         )
+        none = F.array().cast("array<string>")
         places = F.size(
-            F.array_distinct(
-                F.concat(
-                    F.coalesce(
-                        F.transform(known, lambda e: e["value"]),
-                        F.array().cast("array<string>"),
-                    ),
-                    F.coalesce(rows, F.array().cast("array<string>")),
-                )
+            F.array_union(
+                F.coalesce(F.transform(known, lambda e: e["value"]), none),
+                F.coalesce(rows, none),
             )
         )
         surprise = -F.log((places + 1) / (place_events + 2))

@@ -95,8 +95,9 @@ def enrich(
         )
         for g in selected
     }
+    fingerprints = {g.key: evidence_fingerprint(payloads[g.key]) for g in selected}
     keys = {
-        g.key: cache_key(explainer, prompt.version, g.key, payloads[g.key])
+        g.key: cache_key(explainer, prompt.version, g.key, fingerprints[g.key])
         for g in selected
     }
     cached = {
@@ -182,9 +183,7 @@ def enrich(
                         "model": explainer.model,
                         "prompt_version": prompt.version,
                         "group_key": group.key,
-                        "evidence_fingerprint": evidence_fingerprint(
-                            payloads[group.key]
-                        ),
+                        "evidence_fingerprint": fingerprints[group.key],
                         "explanation_json": explanation.model_dump_json(),
                         "created_at": now,
                     }
@@ -276,18 +275,11 @@ def evidence_fingerprint(payload: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cache_key(explainer, prompt_version: str, group_key: str, payload: dict) -> str:
-    """Provider, model, prompt version, group key and evidence: an answer is reused only
-    for the same question put the same way to the same model."""
-    return "|".join(
-        (
-            explainer.provider,
-            explainer.model,
-            prompt_version,
-            group_key,
-            evidence_fingerprint(payload),
-        )
-    )
+def cache_key(explainer, prompt_version: str, group_key: str, fingerprint: str) -> str:
+    """Provider, model, prompt version, group key and evidence fingerprint: an answer is
+    reused only for the same question put the same way to the same model."""
+    parts = (explainer.provider, explainer.model, prompt_version, group_key)
+    return f"{'|'.join(parts)}|{fingerprint}"
 
 
 def cacheable(explanation: AnomalyExplanation, payload: dict) -> bool:

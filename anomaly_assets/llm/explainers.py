@@ -132,10 +132,11 @@ class OpenAIExplainer:
                 if retry > self.max_retries or not _retryable(exc):
                     with self._lock:
                         self._failures += 1
-                        if self._failures >= HALT_AFTER:
-                            self._halted = self._halted or (
-                                f"{HALT_AFTER} calls in a row failed (last: {error})"
-                            )
+                        spent = self._failures >= HALT_AFTER
+                    if spent:
+                        self._halt(
+                            f"{HALT_AFTER} calls in a row failed (last: {error})"
+                        )
                     return None, error
                 wait = retry_wait(exc, retry)
                 if wait > self.max_retry_wait_s:
