@@ -29,9 +29,10 @@ from anomaly_assets.lib import cursors
 from anomaly_assets.lib.features import EVENT_COLUMNS, GOLD_EVENT_COLUMNS
 from anomaly_assets.lib.pruning import days_predicate, event_days
 from anomaly_assets.llm.grouping import EXAMPLE_FIELDS
-from anomaly_assets.llm.prompts import DEFAULT_PROMPT
+from anomaly_assets.llm.prompt_registry import PRODUCTION, PROMPT_NAME
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
+from anomaly_assets.resources.mlflow import MlflowResource
 
 #: Columns carried from gold_anomaly_predictions (status is renamed anomaly_status).
 LINEAGE = column_lineage(
@@ -51,7 +52,8 @@ ENRICHED_SCHEMA = (
     "confidence double, top_factors array<string>, recommended_action string, "
     "provider string, model string, prompt_version string, enriched_at timestamp, "
     "step_seconds double, failed_runs int, will_retry boolean, "
-    "attempt_history array<struct<run_id:string,at:timestamp,status:string,error:string>>"
+    "attempt_history array<struct<run_id:string,at:timestamp,status:string,error:string>>, "
+    "prompt_name string, trace_id string"
 )
 CACHE_SCHEMA = (
     "prompt_version string, model string, group_key string, explanation_json string, "
@@ -84,8 +86,20 @@ class EnrichmentConfig(Config):
         default=200, description="Longer strings are truncated."
     )
     segment_column: str = Field(default="event_type")
-    prompt: str = Field(
-        default=DEFAULT_PROMPT, description="Prompt file in llm/prompts/."
+    prompt_name: str = Field(
+        default=PROMPT_NAME,
+        description="Prompt in MLflow's Prompt Registry (seeded from llm/prompts/ when "
+        "the registry does not have it).",
+    )
+    prompt_alias: str = Field(
+        default=PRODUCTION,
+        description="Alias whose version is used, read afresh each run: promoting or "
+        "rolling back (anomaly-prompts) is moving it.",
+    )
+    trace_calls: bool = Field(
+        default=True,
+        description="An MLflow trace per call (redacted prompt, answer, tokens, latency, "
+        "cost, status) in the ai_enrichment_eval experiment.",
     )
     cache_ttl_hours: float = Field(
         default=168.0, description="Cached explanations expire."
@@ -177,17 +191,18 @@ def enrichment(
     config: EnrichmentConfig,
     lakehouse: LakehouseResource,
     llm: LLMResource,
+    mlflow_settings: MlflowResource,
 ):
+    from anomaly_assets.llm import telemetry
     from anomaly_assets.llm.enrich import (
         EnrichmentSettings,
         cache_from_rows,
         enrich,
         with_attempts,
     )
-    from anomaly_assets.llm.prompts import load_prompt
 
     t0 = time.perf_counter()
-    prompt = load_prompt(config.prompt)
+    prompt = registered_prompt(mlflow_settings, config.prompt_name, config.prompt_alias)
     explainer = llm.explainer()
     spark = lakehouse.spark_session
     pending = lakehouse.pending_changes(CONSUMER, "gold_anomaly_predictions")
@@ -227,7 +242,7 @@ def enrichment(
         fresh = cache_table.filter(
             (cache_table.provider == explainer.provider)
             & (cache_table.model == explainer.model)
-            & (cache_table.prompt_version == prompt.version)
+            & (cache_table.prompt_version == prompt.label)
             & (cache_table.created_at >= cutoff)
         )
         cache = cache_from_rows(fresh.collect())
@@ -248,8 +263,21 @@ def enrichment(
         max_concurrency=llm.max_concurrency,
         run_id=context.run_id,
         log=context.log.info,
+        trace=call_tracer(
+            context, mlflow_settings, explainer, prompt, llm.price_table(), batches
+        )
+        if config.trace_calls
+        else None,
     )
     stats = outcome.stats
+    if config.trace_calls:
+        import mlflow
+
+        mlflow.flush_trace_async_logging()  # the evaluation links them to its run
+    if getattr(explainer, "metrics", None):
+        explainer.metrics.cache(stats["cache_hits"], stats["calls"])
+    if not telemetry.flush():
+        context.log.warning("The OTLP metrics export did not finish in time.")
     context.log.info(
         f"Enriched {stats['anomalies']:,} anomalies of {len(batches)} batch(es) "
         f"with {explainer.provider}/{explainer.model}: {stats['status_counts']}"
@@ -259,6 +287,7 @@ def enrichment(
         "gold_version": through,
         "provider": explainer.provider,
         "model": explainer.model,
+        "prompt_name": prompt.name,
         "prompt_version": prompt.version,
         "anomalies": stats["anomalies"],
         "groups": stats["groups"],
@@ -284,7 +313,7 @@ def enrichment(
         "llm_explanation_cache",
         metadata={
             "new_entries": len(outcome.cache_entries),
-            "prompt_version": prompt.version,
+            "prompt": prompt.label,
         },
     )
     dropped = 0 if revoked is None else drop_revoked(lakehouse, revoked)
@@ -302,6 +331,57 @@ def enrichment(
         through,
         {"last_run_at": started.isoformat()},
     )
+
+
+def registered_prompt(mlflow_settings: MlflowResource, name: str, alias: str):
+    """The prompt version behind ``alias`` in the registry, read afresh; a registry without
+    the prompt is seeded with the default file behind ``production``."""
+    from dagster import Failure
+
+    from anomaly_assets.llm.prompt_registry import PromptRegistry
+
+    registry = PromptRegistry(mlflow_settings.tracking_uri, name)
+    prompt = registry.production() if alias == PRODUCTION else registry.load(alias)
+    if prompt is None:
+        raise Failure(
+            f"Prompt {name!r} has no alias {alias!r} in {mlflow_settings.tracking_uri}: "
+            f"set one with `anomaly-prompts --name {name} promote VERSION` or choose "
+            "another prompt_alias."
+        )
+    return prompt
+
+
+def call_tracer(
+    context, mlflow_settings, explainer, prompt, prices, batches, role="production"
+):
+    """``trace(result, group_key)`` for ``enrich``: an MLflow trace per call, in the
+    evaluation experiment. A trace that cannot be written costs its id, not the row."""
+    from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT
+    from anomaly_assets.llm.tracing import log_call_trace
+
+    experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
+    tags = {
+        "dagster_run_id": context.run_id,
+        "batches": ",".join(batches)[:250],
+        "prompt_role": role,
+    }
+
+    def trace(result, group_key: str) -> str | None:
+        try:
+            return log_call_trace(
+                result,
+                experiment_id=experiment_id,
+                explainer=explainer,
+                prompt=prompt,
+                group_key=group_key,
+                prices=prices,
+                tags=tags,
+            )
+        except Exception as exc:  # noqa: BLE001 - tracing is an aid, never a failure
+            context.log.warning(f"No trace for {group_key}: {exc}")
+            return None
+
+    return trace
 
 
 def retry_candidates(

@@ -10,6 +10,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from anomaly_assets.llm.explainers import OfflineExplainer, OpenAIExplainer
+from anomaly_assets.llm.pricing import price_table
 
 
 class LLMResource(ConfigurableResource):
@@ -32,6 +33,29 @@ class LLMResource(ConfigurableResource):
     )
     max_concurrency: int = Field(default=4, description="Requests in flight at once.")
     temperature: float = Field(default=0.0)
+    prices: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="USD per million tokens [input, output] by model, on top of the list "
+        "prices of llm/pricing.py: the cost in metrics, traces and the evaluation.",
+    )
+
+    def price_table(self) -> dict[str, tuple[float, float]]:
+        return price_table(self.prices)
+
+    def _openai_explainer(self, client, model: str, provider: str, endpoint: str):
+        from anomaly_assets.llm.telemetry import call_metrics
+
+        return OpenAIExplainer(
+            client,
+            model,
+            provider,
+            endpoint,
+            self.max_attempts,
+            self.temperature,
+            max_retries=self.max_retries,
+            max_retry_wait_s=self.max_retry_wait_s,
+            metrics=call_metrics(provider, model, endpoint, self.price_table()),
+        )
 
 
 class AzureOpenAIResource(LLMResource):
@@ -53,15 +77,8 @@ class AzureOpenAIResource(LLMResource):
             timeout=self.timeout_s,
             max_retries=0,  # the explainer retries, within max_retry_wait_s
         )
-        return OpenAIExplainer(
-            client,
-            self.deployment,
-            "azure_openai",
-            self.endpoint,
-            self.max_attempts,
-            self.temperature,
-            max_retries=self.max_retries,
-            max_retry_wait_s=self.max_retry_wait_s,
+        return self._openai_explainer(
+            client, self.deployment, "azure_openai", self.endpoint
         )
 
 
@@ -83,15 +100,8 @@ class OpenAICompatibleResource(LLMResource):
             timeout=self.timeout_s,
             max_retries=0,  # the explainer retries, within max_retry_wait_s
         )
-        return OpenAIExplainer(
-            client,
-            self.model,
-            "openai_compatible",
-            self.base_url,
-            self.max_attempts,
-            self.temperature,
-            max_retries=self.max_retries,
-            max_retry_wait_s=self.max_retry_wait_s,
+        return self._openai_explainer(
+            client, self.model, "openai_compatible", self.base_url
         )
 
 

@@ -1,9 +1,11 @@
 """ai_enrichment_eval_metrics: Delta rows, MLflow runs read back, the chart, idempotence and
 the prompt comparison."""
 
+import json
 from pathlib import Path
 
 import deltalake
+import mlflow
 from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
 
 from anomaly_assets.assets.enrichment import enrichment
@@ -73,7 +75,11 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
         tokens = [r["body"] for r in fake.requests]
         assert row["prompt_tokens"] > 0 and len(tokens) == 2
         assert row["estimated_cost_usd"] > 0 and row["step_seconds"] > 0
-        assert row["prompt_version"].startswith("explain_anomalies_v1@")
+        assert (row["prompt_name"], row["prompt_version"], row["prompt_role"]) == (
+            "anomaly_explanation",
+            "1",
+            "production",
+        )
 
         client = mlflow_settings.client()
         run = client.get_run(row["mlflow_run_id"])
@@ -105,8 +111,40 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
         assert csv.count("\n") == 17  # header + 16 rows
         header = csv.splitlines()[0].split(",")
         assert "user_id" not in header and "u0001" not in csv, "no user ids in MLflow"
+        # each call's trace, linked to the batch's run: what was sent (redacted), the
+        # answer, tokens, cost, status
+        traces = mlflow.search_traces(
+            locations=[run.info.experiment_id],
+            run_id=run.info.run_id,
+            return_type="list",
+        )
+        assert row["traces"] == len(traces) == 2
+        enriched = deltalake.DeltaTable(lakehouse.path("gold_events_enriched"))
+        enriched_rows = enriched.to_pyarrow_table().to_pylist()
+        assert {r["trace_id"] for r in enriched_rows} == {
+            t.info.trace_id for t in traces
+        }
+        enrichment_run = enriched_rows[0]["call_id"].split(":")[0]
+        sent = [r["body"]["messages"] for r in fake.requests]
+        for trace in traces:
+            (span,) = trace.data.spans
+            assert span.inputs["messages"] in sent
+            assert trace.info.state.value == "OK"
+            assert json.loads(span.outputs["answer"])["top_factors"]
+            usage = trace.info.token_usage
+            assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+            assert trace.info.tags["dagster_run_id"] == enrichment_run
+            assert trace.info.tags["prompt_version"] == "1"
+            assert span.get_attribute("mlflow.llm.cost")["total_cost"] > 0
+        assert (
+            sum(t.info.token_usage["input_tokens"] for t in traces)
+            == (row["prompt_tokens"])
+        )
+        text = repr([t.to_dict() for t in traces])
+        assert "u0001" not in text and "<redacted>" in text
+
         # the API key reaches neither MLflow nor the table
-        assert SECRET not in repr(run.data) + csv + repr(_table(lakehouse))
+        assert SECRET not in repr(run.data) + csv + repr(_table(lakehouse)) + text
 
         # re-evaluating leaves the table unchanged
         before = _table(lakehouse)
