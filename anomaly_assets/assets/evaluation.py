@@ -78,6 +78,13 @@ EVAL_COLUMNS = (
     ("prompt_name", "string"),
     ("prompt_role", "string"),
     ("traces", "bigint"),
+    ("judge_model", "string"),
+    ("judged_calls", "bigint"),
+    ("evidence_pass_pct", "double"),
+    ("judge_faithful_pct", "double"),
+    ("judge_actionable_pct", "double"),
+    ("judge_agreement_pct", "double"),
+    ("judge_errors", "bigint"),
 )
 EVAL_SCHEMA = ", ".join(f"{n} {t}" for n, t in EVAL_COLUMNS)
 #: Panels of the history chart: (title, metrics drawn in it).
@@ -105,6 +112,20 @@ class EvalConfig(Config):
         default_factory=list,
         description="Prompts to compare on the latest enriched batch (one row each): "
         "registry references (name@alias, name/version) or files in llm/prompts/.",
+    )
+    judges: bool = Field(
+        default=True,
+        description="Grade each batch's calls with mlflow.genai.evaluate: LLM judges of "
+        "faithfulness and actionability on the configured endpoint, and the evidence "
+        "checks as a code scorer (the only one with the offline explainer).",
+    )
+    judge_max_calls: int = Field(
+        default=20, ge=0, description="Calls graded per batch (the judges cost calls)."
+    )
+    judge_timeout_s: float = Field(
+        default=60.0,
+        description="Longest a judge may take on one call; a slower or failing judge "
+        "leaves that grade empty (counted in judge_errors).",
     )
     shadow_alias: str = Field(
         default=CANDIDATE,
@@ -202,6 +223,33 @@ def log_evaluation(
     return run.info.run_id
 
 
+def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
+    """Grade the calls traced in MLflow run ``run_id`` (at most ``judge_max_calls`` that
+    returned an explanation) in that run; the figures for the evaluation row."""
+    from dataclasses import asdict
+
+    import mlflow
+
+    from anomaly_assets.llm.judges import GRADED, judge_traces
+
+    experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
+    traces = mlflow.search_traces(locations=[experiment_id], run_id=run_id)
+    if not traces.empty:
+        status = traces["tags"].map(lambda tags: (tags or {}).get("status"))
+        traces = traces[status.isin(GRADED)].head(config.judge_max_calls)
+    with llm.judge_endpoint() as model, mlflow.start_run(run_id=run_id):
+        if model is None:
+            context.log.info(
+                "LLM judges skipped: the offline explainer has no model to judge with; "
+                "only the evidence checks graded the calls."
+            )
+        figures = judge_traces(traces, model, config.judge_timeout_s)
+        mlflow.log_metrics(
+            {k: float(v) for k, v in asdict(figures).items() if v is not None}
+        )
+    return {**asdict(figures), "judge_model": model or ""}
+
+
 #: Columns of the MLflow rows artifact that identify a person.
 PERSONAL_COLUMNS = ("user_id",)
 
@@ -218,7 +266,7 @@ def _evaluation_rows(
     evaluations,
     lakehouse,
     mlflow_settings,
-    prices,
+    llm,
     labels,
     silver_ids,
 ) -> list[dict]:
@@ -242,7 +290,7 @@ def _evaluation_rows(
     )
     out = []
     for evaluation_id, (batch, rows, role) in evaluations.items():
-        metrics = evaluate(rows, prices, labels, silver_ids.get(batch))
+        metrics = evaluate(rows, llm.price_table(), labels, silver_ids.get(batch))
         first = rows.iloc[0]
         traces = sorted(set(rows["trace_id"].dropna())) if "trace_id" in rows else []
         row = {
@@ -272,6 +320,10 @@ def _evaluation_rows(
             context.run_id,
             traces,
         )
+        if config.judges:
+            row.update(
+                judge_batch(mlflow_settings, row["mlflow_run_id"], llm, config, context)
+            )
         context.log.info(
             f"Evaluated {evaluation_id} ({role}): validity {row['validity_pct']:.1f}%, "
             f"groundedness {row['groundedness_pct']:.1f}%, "
@@ -351,7 +403,7 @@ def ai_enrichment_eval_metrics(
         evaluations,
         lakehouse,
         mlflow_settings,
-        llm.price_table(),
+        llm,
         labels,
         silver_ids,
     )

@@ -311,7 +311,7 @@ class OfflineExplainer:
         return None
 
     def explain(self, prompt: Prompt, payload: dict) -> CallResult:
-        t0 = time.perf_counter()
+        t0, started_ns = time.perf_counter(), time.time_ns()
         contributions = payload["top_contributions"]
         # The factors every row of the group shares, strongest first: grounded for each row.
         shared = payload.get("group_factors") or list(contributions)[:1]
@@ -349,4 +349,7 @@ class OfflineExplainer:
             raw_response=explanation.model_dump_json()[:RAW_LIMIT],
             latency_ms=(time.perf_counter() - t0) * 1000,
             attempts=1,
+            started_ns=started_ns,
+            # what an endpoint would have been sent: the trace shows the same evidence
+            messages=_messages(prompt, payload),
         )

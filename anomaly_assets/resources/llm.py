@@ -5,6 +5,7 @@ Secrets only come from environment variables (``dagster.EnvVar``); nothing here 
 """
 
 import os
+from contextlib import contextmanager
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
@@ -41,6 +42,12 @@ class LLMResource(ConfigurableResource):
 
     def price_table(self) -> dict[str, tuple[float, float]]:
         return price_table(self.prices)
+
+    @contextmanager
+    def judge_endpoint(self):
+        """The MLflow judge model URI for this endpoint (None: no model to judge with),
+        with the variables MLflow's judge client reads set while it is used."""
+        yield None
 
     def _openai_explainer(self, client, model: str, provider: str, endpoint: str):
         from anomaly_assets.llm.telemetry import call_metrics
@@ -81,6 +88,15 @@ class AzureOpenAIResource(LLMResource):
             client, self.deployment, "azure_openai", self.endpoint
         )
 
+    @contextmanager
+    def judge_endpoint(self):
+        with _environ(
+            AZURE_API_KEY=self.api_key,
+            AZURE_API_BASE=self.endpoint,
+            AZURE_API_VERSION=self.api_version,
+        ):
+            yield f"azure:/{self.deployment}"
+
 
 class OpenAICompatibleResource(LLMResource):
     """OpenAI itself, or any OpenAI-compatible server (vLLM, Ollama, LM Studio) by base_url."""
@@ -104,12 +120,46 @@ class OpenAICompatibleResource(LLMResource):
             client, self.model, "openai_compatible", self.base_url
         )
 
+    @contextmanager
+    def judge_endpoint(self):
+        # OPENAI_API_BASE would win over OPENAI_BASE_URL in MLflow's judge client
+        with _environ(
+            OPENAI_BASE_URL=self.base_url,
+            OPENAI_API_KEY=self.api_key,
+            OPENAI_API_BASE=None,
+        ):
+            yield f"openai:/{self.model}"
+
 
 class OfflineExplainerResource(LLMResource):
     """No endpoint configured: deterministic explanations that say they are offline."""
 
     def explainer(self) -> OfflineExplainer:
         return OfflineExplainer()
+
+
+@contextmanager
+def _environ(**values: str | None):
+    """Environment variables set (None: removed) for the duration, then restored. MLflow's
+    model catalogue lookup is switched off too, unless configured: offline it retries
+    github.com for seconds per run."""
+    values.setdefault(
+        "MLFLOW_MODEL_CATALOG_URI", os.environ.get("MLFLOW_MODEL_CATALOG_URI", "")
+    )
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def llm_from_env() -> LLMResource:

@@ -13,7 +13,7 @@ from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT, ai_enrichment_eval
 from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
 from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI, ImperfectModel
 from anomaly_assets.io_managers import DeltaIOManager
-from anomaly_assets.resources.llm import AzureOpenAIResource
+from anomaly_assets.resources.llm import AzureOpenAIResource, OfflineExplainerResource
 
 SECRET = "sk-eval-secret-41c7"
 ENRICH = [AssetKey("gold_events_enriched"), AssetKey("llm_explanation_cache")]
@@ -63,17 +63,30 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
     lakehouse, lake, mlflow_settings, tmp_path
 ):
     lake("b1", n_stuffing=12, n_exfil=4)
-    with FakeAzureOpenAI() as fake, DagsterInstance.ephemeral() as instance:
+    with (
+        FakeAzureOpenAI(judge_noise=0.0) as fake,
+        DagsterInstance.ephemeral() as instance,
+    ):
         llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key=SECRET, timeout_s=5)
         _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
         _run(lakehouse, mlflow_settings, llm, instance, EVAL)
         (row,) = _table(lakehouse)
+        # both calls graded by the two judges on the endpoint, and by the evidence checks
+        assert (row["judge_model"], row["judged_calls"]) == ("azure:/gpt-4.1-mini", 2)
+        assert len(fake.judged) == 4 and row["judge_errors"] == 0
+        assert all(
+            r["path"].endswith("/openai/deployments/gpt-4.1-mini/chat/completions")
+            and r["headers"]["api-key"] == SECRET
+            for r in fake.requests
+            if r["body"] in fake.judged
+        )
+        assert row["evidence_pass_pct"] == row["judge_faithful_pct"] == 100.0
+        assert row["judge_actionable_pct"] == row["judge_agreement_pct"] == 100.0
         assert row["batch_id"] == "b1" and not row["is_comparison"]
         assert (row["rows_enriched"], row["status_ok"], row["calls"]) == (16, 16, 2)
         assert row["validity_pct"] == 100.0 and row["groundedness_pct"] == 100.0
         assert row["confidence_avg"] == 0.8 and row["risk_critical"] == 12
-        tokens = [r["body"] for r in fake.requests]
-        assert row["prompt_tokens"] > 0 and len(tokens) == 2
+        assert row["prompt_tokens"] > 0 and fake.completion_calls == 2
         assert row["estimated_cost_usd"] > 0 and row["step_seconds"] > 0
         assert (row["prompt_name"], row["prompt_version"], row["prompt_role"]) == (
             "anomaly_explanation",
@@ -222,3 +235,42 @@ def test_validity_and_groundedness_follow_the_models_imperfection(
         metrics = client.get_run(row["mlflow_run_id"]).data.metrics
         assert metrics["validity_pct"] == row["validity_pct"]
         assert metrics["groundedness_pct"] == row["groundedness_pct"]
+        assert metrics["judge_agreement_pct"] == row["judge_agreement_pct"]
+
+    # the judges grade at most judge_max_calls answers a batch; the faithfulness judge
+    # (an imperfect model) mostly agrees with the evidence checks, and the figures are
+    # those of the assessments on the calls' traces
+    judged = rows["ungrounded"]
+    assert judged["judged_calls"] == 20 and judged["judge_errors"] == 0
+    assert judged["evidence_pass_pct"] < 90 and judged["judge_faithful_pct"] < 90
+    traces = mlflow.search_traces(
+        locations=[client.get_run(judged["mlflow_run_id"]).info.experiment_id],
+        run_id=judged["mlflow_run_id"],
+        return_type="list",
+    )
+    grades = [
+        {a.name: a.feedback.value for a in t.info.assessments if a.feedback}
+        for t in traces
+    ]
+    graded = [g for g in grades if "faithfulness" in g]
+    assert len(graded) == 20
+    agree = sum(g["faithfulness"] == g["evidence_checks"] for g in graded)
+    assert judged["judge_agreement_pct"] == 100.0 * agree / 20
+    assert 60 <= judged["judge_agreement_pct"] <= 100
+    assert rows["perfect"]["evidence_pass_pct"] == 100.0
+
+
+def test_with_the_offline_explainer_only_the_evidence_checks_grade(
+    lakehouse, lake, mlflow_settings
+):
+    lake("b1", n_stuffing=6, n_exfil=3)
+    with DagsterInstance.ephemeral() as instance:
+        llm = OfflineExplainerResource()
+        _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
+        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+    (row,) = _table(lakehouse)
+    assert (row["judge_model"], row["judged_calls"], row["traces"]) == ("", 2, 2)
+    assert row["evidence_pass_pct"] == 100.0
+    assert row["judge_faithful_pct"] is None and row["judge_agreement_pct"] is None
+    metrics = mlflow_settings.client().get_run(row["mlflow_run_id"]).data.metrics
+    assert metrics["evidence_checks/mean"] == 1.0 and "faithfulness/mean" not in metrics

@@ -32,7 +32,8 @@ def test_promote_rollback_and_shadow(lakehouse, lake, mlflow_settings, capsys):
         return prompts_cli(["--tracking-uri", mlflow_settings.tracking_uri, *args])
 
     def systems_since(n) -> set:
-        return {r["body"]["messages"][0]["content"] for r in fake.requests[n:]}
+        sent = fake.explanation_requests[n:]
+        return {r["body"]["messages"][0]["content"] for r in sent}
 
     with FakeAzureOpenAI() as fake, DagsterInstance.ephemeral() as instance:
         llm = AzureOpenAIResource(
@@ -41,7 +42,7 @@ def test_promote_rollback_and_shadow(lakehouse, lake, mlflow_settings, capsys):
 
         def enrich_batch(batch, start):
             lake(batch, n_stuffing=6, n_exfil=3, start=start)
-            sent = len(fake.requests)
+            sent = fake.completion_calls
             _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
             return systems_since(sent)
 
@@ -75,10 +76,12 @@ def test_promote_rollback_and_shadow(lakehouse, lake, mlflow_settings, capsys):
         # evaluation table only
         assert cli("candidate", "2") == 0
         before = _enriched(lakehouse)
-        sent = len(fake.requests)
+        sent = fake.completion_calls
         _run(lakehouse, mlflow_settings, llm, instance, EVAL)
         assert systems_since(sent) == {v2}
-        assert len(fake.requests) - sent == 3 * 2, "two groups per batch, three batches"
+        assert fake.completion_calls - sent == 3 * 2, (
+            "two groups per batch, three batches"
+        )
         assert _enriched(lakehouse) == before
         evaluations = _table(lakehouse)
         production = {
