@@ -276,8 +276,7 @@ def enrichment(
         mlflow.flush_trace_async_logging()  # the evaluation links them to its run
     if getattr(explainer, "metrics", None):
         explainer.metrics.cache(stats["cache_hits"], stats["calls"])
-    if not telemetry.flush():
-        context.log.warning("The OTLP metrics export did not finish in time.")
+    telemetry.flush()
     context.log.info(
         f"Enriched {stats['anomalies']:,} anomalies of {len(batches)} batch(es) "
         f"with {explainer.provider}/{explainer.model}: {stats['status_counts']}"

@@ -230,7 +230,7 @@ def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
 
     import mlflow
 
-    from anomaly_assets.llm.judges import GRADED, judge_traces
+    from anomaly_assets.llm.judges import GRADED, JudgeFigures, judge_traces
 
     experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
     traces = mlflow.search_traces(locations=[experiment_id], run_id=run_id)
@@ -243,7 +243,11 @@ def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
                 "LLM judges skipped: the offline explainer has no model to judge with; "
                 "only the evidence checks graded the calls."
             )
-        figures = judge_traces(traces, model, config.judge_timeout_s)
+        try:
+            figures = judge_traces(traces, model, config.judge_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - grades are an aid; the row must land
+            context.log.warning(f"Judging failed, no grades for this batch: {exc}")
+            figures = JudgeFigures(len(traces), None, None, None, None, len(traces))
         mlflow.log_metrics(
             {k: float(v) for k, v in asdict(figures).items() if v is not None}
         )

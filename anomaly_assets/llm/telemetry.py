@@ -76,9 +76,12 @@ def _meter_provider():
         return _provider
 
 
-def flush(timeout_ms: int = 10_000) -> bool:
-    """Export what this process measured now (True when exported, or nothing to do)."""
-    return True if _provider is None else _provider.force_flush(timeout_ms)
+def flush(timeout_ms: int = 10_000) -> None:
+    """Export what this process measured now, waiting at most ``timeout_ms``; a store that
+    does not answer costs that wait and an error in the log (the exporter's), never the
+    run."""
+    if _provider is not None:
+        _provider.force_flush(timeout_ms)
 
 
 class _Instruments:

@@ -2,6 +2,8 @@
 (VictoriaMetrics from Debian's package) and read back from it with PromQL; off, they cost
 nothing."""
 
+import time
+
 import pytest
 
 from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI, ImperfectModel
@@ -61,7 +63,7 @@ def test_genai_metrics_reach_an_otlp_store_with_the_conventions_names(
         ).explainer()
         results = [explainer.explain(load_prompt(), PAYLOAD) for _ in range(30)]
         explainer.metrics.cache(hits=3, misses=9)
-        assert telemetry.flush()
+        telemetry.flush()
     drawn = fake.drawn
     assert drawn.count("500") >= 3 and drawn.count("schema") >= 3
     service = 'service.name="anomaly_assets_test_telemetry"'
@@ -133,3 +135,20 @@ def test_a_grpc_protocol_is_refused_with_what_to_set(fresh_telemetry):
     fresh_telemetry.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     with pytest.raises(ValueError, match="http/protobuf"):
         telemetry.call_metrics("azure_openai", "m", "http://x", {})
+
+
+def test_an_unreachable_store_costs_a_bounded_flush_not_a_call(fresh_telemetry, caplog):
+    fresh_telemetry.setenv(
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        f"http://127.0.0.1:{free_port()}/opentelemetry/v1/metrics",
+    )
+    fresh_telemetry.setenv("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "1")
+    with FakeAzureOpenAI() as fake:
+        explainer = AzureOpenAIResource(
+            endpoint=fake.endpoint, api_key="placeholder-key-123", timeout_s=5
+        ).explainer()
+        assert explainer.explain(load_prompt(), PAYLOAD).status == "ok"
+    t0 = time.monotonic()
+    telemetry.flush(timeout_ms=3000)
+    assert time.monotonic() - t0 < 5
+    assert "Failed to export metrics" in caplog.text, "the exporter says so in the log"
