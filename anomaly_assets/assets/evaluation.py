@@ -233,6 +233,8 @@ def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
     from anomaly_assets.llm.judges import GRADED, JudgeFigures, judge_traces
 
     experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
+    # resuming a run needs its experiment active (training sets another in this process)
+    mlflow.set_experiment(experiment_id=experiment_id)
     traces = mlflow.search_traces(locations=[experiment_id], run_id=run_id)
     if not traces.empty:
         status = traces["tags"].map(lambda tags: (tags or {}).get("status"))

@@ -267,6 +267,9 @@ def test_with_the_offline_explainer_only_the_evidence_checks_grade(
     with DagsterInstance.ephemeral() as instance:
         llm = OfflineExplainerResource()
         _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
+        # as after training in the same process: another experiment is the active one
+        mlflow_settings.ensure_experiment("anomaly_model")
+        mlflow.set_experiment("anomaly_model")
         _run(lakehouse, mlflow_settings, llm, instance, EVAL)
     (row,) = _table(lakehouse)
     assert (row["judge_model"], row["judged_calls"], row["traces"]) == ("", 2, 2)
