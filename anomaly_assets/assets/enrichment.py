@@ -242,22 +242,23 @@ def enrichment(
         fresh = cache_table.filter(
             (cache_table.provider == explainer.provider)
             & (cache_table.model == explainer.model)
-            & (cache_table.prompt_version == prompt.label)
+            & (cache_table.prompt_version == prompt.key)
             & (cache_table.created_at >= cutoff)
         )
         cache = cache_from_rows(fresh.collect())
+    settings = EnrichmentSettings(
+        config.mode,
+        config.max_groups,
+        config.examples_per_group,
+        set(config.redact_columns),
+        config.max_string_chars,
+        config.segment_column,
+    )
     outcome = enrich(
         anomalies,
         explainer,
         prompt,
-        EnrichmentSettings(
-            config.mode,
-            config.max_groups,
-            config.examples_per_group,
-            set(config.redact_columns),
-            config.max_string_chars,
-            config.segment_column,
-        ),
+        settings,
         drift=_drift_by_batch(lakehouse.read("gold_batch_drift"), batches),
         cache=cache,
         max_concurrency=llm.max_concurrency,
@@ -275,13 +276,14 @@ def enrichment(
 
         mlflow.flush_trace_async_logging()  # the evaluation links them to its run
     if getattr(explainer, "metrics", None):
-        explainer.metrics.cache(stats["cache_hits"], stats["calls"])
+        explainer.metrics.cache(stats["cache_hits"], stats["cache_misses"])
     telemetry.flush()
     context.log.info(
         f"Enriched {stats['anomalies']:,} anomalies of {len(batches)} batch(es) "
         f"with {explainer.provider}/{explainer.model}: {stats['status_counts']}"
     )
     meta = {
+        "enrichment_settings": MetadataValue.json(sent_settings(settings)),
         "batches": MetadataValue.json(batches),
         "gold_version": through,
         "provider": explainer.provider,
@@ -332,15 +334,50 @@ def enrichment(
     )
 
 
+def sent_settings(settings) -> dict:
+    """What decided the groups and what their calls sent, as JSON: the shadow and the
+    comparisons explain the same anomalies the same way (redaction included)."""
+    from dataclasses import asdict
+
+    return {**asdict(settings), "redact_columns": sorted(settings.redact_columns)}
+
+
+def settings_sent_last(context, look_back: int = 50):
+    """The EnrichmentSettings of the latest enrichment that explained anything (runs with
+    nothing new record none), or the defaults."""
+    from dagster import AssetKey
+
+    from anomaly_assets.llm.enrich import EnrichmentSettings
+
+    records = context.instance.fetch_materializations(
+        AssetKey("gold_events_enriched"), limit=look_back
+    ).records
+    for record in records:  # newest first
+        recorded = record.asset_materialization.metadata.get("enrichment_settings")
+        if recorded is not None:
+            data = dict(recorded.value)
+            return EnrichmentSettings(
+                **{**data, "redact_columns": set(data["redact_columns"])}
+            )
+    return EnrichmentSettings()
+
+
 def registered_prompt(mlflow_settings: MlflowResource, name: str, alias: str):
     """The prompt version behind ``alias`` in the registry, read afresh; a registry without
     the prompt is seeded with the default file behind ``production``."""
     from dagster import Failure
+    from mlflow.exceptions import MlflowException
 
     from anomaly_assets.llm.prompt_registry import PromptRegistry
 
     registry = PromptRegistry(mlflow_settings.tracking_uri, name)
-    prompt = registry.production() if alias == PRODUCTION else registry.load(alias)
+    try:
+        prompt = registry.production() if alias == PRODUCTION else registry.load(alias)
+    except MlflowException as exc:
+        raise Failure(
+            f"The prompt could not be read from MLflow at {mlflow_settings.tracking_uri} "
+            f"({exc}); the run explains nothing until it can (a later run retries)."
+        ) from exc
     if prompt is None:
         raise Failure(
             f"Prompt {name!r} has no alias {alias!r} in {mlflow_settings.tracking_uri}: "
@@ -351,14 +388,18 @@ def registered_prompt(mlflow_settings: MlflowResource, name: str, alias: str):
 
 
 def call_tracer(
-    context, mlflow_settings, explainer, prompt, prices, batches, role="production"
+    context, mlflow_settings, explainer, prompt, prices, batches, role=PRODUCTION
 ):
     """``trace(result, group_key)`` for ``enrich``: an MLflow trace per call, in the
     evaluation experiment. A trace that cannot be written costs its id, not the row."""
     from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT
     from anomaly_assets.llm.tracing import log_call_trace
 
-    experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
+    try:
+        experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
+    except Exception as exc:  # noqa: BLE001 - tracing is an aid, never a failure
+        context.log.warning(f"No traces this run: MLflow refused the experiment: {exc}")
+        return None
     tags = {
         "dagster_run_id": context.run_id,
         "batches": ",".join(batches)[:250],

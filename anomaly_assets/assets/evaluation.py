@@ -122,8 +122,12 @@ class EvalConfig(Config):
     judge_max_calls: int = Field(
         default=20, ge=0, description="Calls graded per batch (the judges cost calls)."
     )
+    judge_concurrency: int = Field(
+        default=4, ge=1, description="Judge requests in flight at once."
+    )
     judge_timeout_s: float = Field(
         default=60.0,
+        ge=1.0,
         description="Longest a judge may take on one call; a slower or failing judge "
         "leaves that grade empty (counted in judge_errors).",
     )
@@ -142,6 +146,7 @@ def history_chart(history) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(len(HISTORY_PANELS), 1, figsize=(7, 9), sharex=True)
     xs = list(range(1, len(history) + 1))
@@ -158,6 +163,7 @@ def history_chart(history) -> bytes:
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("evaluated batch")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("AI enrichment evaluation history")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -172,6 +178,7 @@ def log_evaluation(
     chart_png: bytes,
     dagster_run_id: str,
     trace_ids: list[str] = (),
+    log=print,
 ) -> str:
     """One MLflow run in the eval experiment, FINISHED on success, FAILED otherwise, with
     the traces of the batch's calls linked to it."""
@@ -216,43 +223,50 @@ def log_evaluation(
         (Path(tmp) / "metric_history.png").write_bytes(chart_png)
         mlflow.log_artifact(str(Path(tmp) / "enriched_rows.csv"))
         mlflow.log_artifact(str(Path(tmp) / "metric_history.png"))
-    for i in range(0, len(trace_ids), LINK_CHUNK):
-        mlflow_settings.client().link_traces_to_run(
-            trace_ids[i : i + LINK_CHUNK], run.info.run_id
-        )
+    try:
+        for i in range(0, len(trace_ids), LINK_CHUNK):
+            mlflow_settings.client().link_traces_to_run(
+                trace_ids[i : i + LINK_CHUNK], run.info.run_id
+            )
+    except Exception as exc:  # noqa: BLE001 - the figures are logged; links are an aid
+        log(f"The batch's traces could not be linked to run {run.info.run_id}: {exc}")
     return run.info.run_id
 
 
 def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
     """Grade the calls traced in MLflow run ``run_id`` (at most ``judge_max_calls`` that
-    returned an explanation) in that run; the figures for the evaluation row."""
+    returned an explanation) in that run; the figures for the evaluation row. Grades are
+    an aid: when judging fails as a whole, the row lands without them (``judged_calls`` 0,
+    ``judge_errors`` the calls left ungraded) and the log says why."""
     from dataclasses import asdict
 
     import mlflow
 
     from anomaly_assets.llm.judges import GRADED, JudgeFigures, judge_traces
 
-    experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
-    # resuming a run needs its experiment active (training sets another in this process)
-    mlflow.set_experiment(experiment_id=experiment_id)
-    traces = mlflow.search_traces(locations=[experiment_id], run_id=run_id)
-    if not traces.empty:
-        status = traces["tags"].map(lambda tags: (tags or {}).get("status"))
-        traces = traces[status.isin(GRADED)].head(config.judge_max_calls)
-    with llm.judge_endpoint() as model, mlflow.start_run(run_id=run_id):
-        if model is None:
-            context.log.info(
-                "LLM judges skipped: the offline explainer has no model to judge with; "
-                "only the evidence checks graded the calls."
-            )
+    with llm.judge_endpoint(config.judge_concurrency) as model:
         try:
-            figures = judge_traces(traces, model, config.judge_timeout_s)
+            experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
+            # resuming a run needs its experiment active (training sets another one)
+            mlflow.set_experiment(experiment_id=experiment_id)
+            traces = mlflow.search_traces(locations=[experiment_id], run_id=run_id)
+            if not traces.empty:
+                status = traces["tags"].map(lambda tags: (tags or {}).get("status"))
+                traces = traces[status.isin(GRADED)].head(config.judge_max_calls)
+            if model is None:
+                context.log.info(
+                    "LLM judges skipped: the offline explainer has no model to judge "
+                    "with; only the evidence checks graded the calls."
+                )
+            with mlflow.start_run(run_id=run_id):
+                figures = judge_traces(traces, model, config.judge_timeout_s)
+                mlflow.log_metrics(
+                    {k: float(v) for k, v in asdict(figures).items() if v is not None}
+                )
         except Exception as exc:  # noqa: BLE001 - grades are an aid; the row must land
             context.log.warning(f"Judging failed, no grades for this batch: {exc}")
-            figures = JudgeFigures(len(traces), None, None, None, None, len(traces))
-        mlflow.log_metrics(
-            {k: float(v) for k, v in asdict(figures).items() if v is not None}
-        )
+            ungraded = len(locals().get("traces", ()))
+            figures = JudgeFigures(0, None, None, None, None, ungraded)
     return {**asdict(figures), "judge_model": model or ""}
 
 
@@ -325,6 +339,7 @@ def _evaluation_rows(
             chart,
             context.run_id,
             traces,
+            context.log.warning,
         )
         if config.judges:
             row.update(
@@ -461,14 +476,17 @@ def _summary_table(rows: list[dict]) -> str:
 def _explained_again(
     context, batch, prompt, silver_events, lakehouse, llm, mlflow_settings, role
 ):
-    """The batch's anomalies explained with ``prompt``: the same groups, no cache, each call
-    traced; the rows for its evaluation only."""
+    """The batch's anomalies explained with ``prompt`` as the enrichment explains them (its
+    last settings, the batch's drift), without the cache, each call traced; the rows for
+    its evaluation only."""
     from anomaly_assets.assets.enrichment import (
+        _drift_by_batch,
         call_tracer,
         enriched_rows_frame,
         load_anomalies,
+        settings_sent_last,
     )
-    from anomaly_assets.llm.enrich import EnrichmentSettings, enrich
+    from anomaly_assets.llm.enrich import enrich
 
     gold = lakehouse.read("gold_anomaly_predictions")
     anomalies = load_anomalies(
@@ -480,7 +498,8 @@ def _explained_again(
         anomalies,
         explainer,
         prompt,
-        EnrichmentSettings(),
+        settings_sent_last(context),
+        drift=_drift_by_batch(lakehouse.read("gold_batch_drift"), [batch]),
         max_concurrency=llm.max_concurrency,
         run_id=context.run_id,
         log=context.log.info,
@@ -524,7 +543,10 @@ def _comparisons(
             mlflow_settings,
             COMPARISON,
         )
-        model = rows["model"].iloc[0] if len(rows) else ""
+        if rows.empty:
+            context.log.info(f"Nothing to compare with {prompt.label} in batch {batch}")
+            continue
+        model = rows["model"].iloc[0]
         out[f"compare:{batch}:{prompt.label}:{model}:{context.run_id[:8]}"] = (
             batch,
             rows,
@@ -542,27 +564,39 @@ def _shadows(context, config, enriched, silver_events, lakehouse, llm, mlflow_se
         return {}
     out = {}
     for name in sorted(set(enriched["prompt_name"].dropna())):
-        registry = PromptRegistry(mlflow_settings.tracking_uri, name)
-        candidate = registry.load(config.shadow_alias)
-        production = registry.version_of(PRODUCTION)
-        if candidate is None or candidate.version == str(production):
-            continue
-        batches = sorted(set(enriched.loc[enriched["prompt_name"] == name, "batch_id"]))
-        context.log.info(
-            f"Shadow: explaining {len(batches)} batch(es) again with {candidate.label} "
-            f"({config.shadow_alias})"
-        )
-        for batch in batches:
-            rows = _explained_again(
-                context,
-                batch,
-                candidate,
-                silver_events,
-                lakehouse,
-                llm,
-                mlflow_settings,
-                SHADOW,
+        mine = enriched[enriched["prompt_name"] == name]
+        try:
+            candidate = PromptRegistry(mlflow_settings.tracking_uri, name).load(
+                config.shadow_alias
             )
+        except Exception as exc:  # noqa: BLE001 - the shadow never costs the evaluation
+            context.log.warning(f"No shadow run: the registry could not be read: {exc}")
+            continue
+        if candidate is None:
+            continue
+        batches = sorted(
+            set(mine.loc[mine["prompt_version"] != candidate.version, "batch_id"])
+        )
+        if batches:
+            context.log.info(
+                f"Shadow: explaining {len(batches)} batch(es) again with "
+                f"{candidate.label} ({config.shadow_alias})"
+            )
+        for batch in batches:
+            try:
+                rows = _explained_again(
+                    context,
+                    batch,
+                    candidate,
+                    silver_events,
+                    lakehouse,
+                    llm,
+                    mlflow_settings,
+                    SHADOW,
+                )
+            except Exception as exc:  # noqa: BLE001
+                context.log.warning(f"Shadow run of batch {batch} failed: {exc}")
+                continue
             if len(rows):
                 out[f"shadow:{batch}:{candidate.label}"] = (batch, rows, SHADOW)
     return out

@@ -294,9 +294,11 @@ class FakeAzureOpenAI:
         self.faults: deque[str] = deque()
         self.requests: list[dict] = []
         self.drawn: list[str | None] = []
-        #: MLflow judge requests, answered wrong at rate judge_noise.
+        #: MLflow judge requests, answered wrong at rate judge_noise (or refused with a
+        #: 400 while judge_down).
         self.judged: list[dict] = []
         self.judge_noise = judge_noise
+        self.judge_down = False
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -443,6 +445,10 @@ class FakeAzureOpenAI:
                 with fake._lock:
                     fake.judged.append(body)
                     number = len(fake.judged)
+                if fake.judge_down:
+                    return self._error(
+                        400, "The judge deployment is unavailable.", code="400"
+                    )
                 task = body["messages"][0]["content"]
                 parts = _judge_parts(body["messages"][-1]["content"])
                 verdict, why = judge_verdict(

@@ -43,7 +43,9 @@ class CallResult:
     latency_ms: float = 0.0
     attempts: int = 0
     started_ns: int = 0  # wall clock, for the call's trace
-    messages: list | None = None  # as last sent (redacted data), for the call's trace
+    messages: list | None = (
+        None  # as last sent (redacted data); None if nothing was sent
+    )
 
 
 def _messages(prompt: Prompt, payload: dict) -> list[dict]:
@@ -179,8 +181,10 @@ class OpenAIExplainer:
         result = CallResult(status="error")
         messages = _messages(prompt, payload)
         for attempt in range(1, self.max_attempts + 1):
-            result.attempts, result.messages = attempt, messages
+            result.attempts = attempt
             completion, error = self._complete(messages)
+            if not error or not error.startswith("not called"):
+                result.messages = messages  # sent (a halted run sends nothing)
             if completion is None:
                 if result.error:  # the answer asked again about is the better record
                     error = (

@@ -83,7 +83,7 @@ class JudgeFigures:
 
 
 def _pct(values) -> float | None:
-    values = [bool(v) for v in values]
+    values = [v is True for v in values]  # a judge's "no" (a string) is not a pass
     return 100.0 * sum(values) / len(values) if values else None
 
 
@@ -110,7 +110,7 @@ def figures(result_df) -> JudgeFigures:
         evidence_pass_pct=_pct(v for v in evidence if v is not None),
         judge_faithful_pct=_pct(v for v in faithful if v is not None),
         judge_actionable_pct=_pct(v for v in actionable if v is not None),
-        judge_agreement_pct=_pct(bool(e) == bool(f) for e, f in both),
+        judge_agreement_pct=_pct((e is True) == (f is True) for e, f in both),
         judge_errors=sum(v is None for v in faithful + actionable) if judged else 0,
     )
 

@@ -36,38 +36,32 @@ class PromptRegistry:
         mlflow.set_registry_uri(self.tracking_uri)
         return mlflow
 
+    def _load(self, reference: str):
+        """MLflow's prompt version at ``prompts:/name<reference>``, or None when the
+        prompt, version or alias does not exist. Any other failure (the store down, a
+        locked database) raises: it must not read as "not set"."""
+        return self._mlflow().genai.load_prompt(
+            f"prompts:/{self.name}{reference}",
+            allow_missing=True,
+            link_to_model=False,
+            cache_ttl_seconds=0,
+        )
+
     def version_of(self, alias: str) -> int | None:
         """The version behind ``alias``, or None when the alias (or prompt) is not set."""
-        from mlflow.exceptions import MlflowException
-
-        mlflow = self._mlflow()
-        try:
-            found = mlflow.genai.load_prompt(
-                f"prompts:/{self.name}@{alias}",
-                link_to_model=False,
-                cache_ttl_seconds=0,
-            )
-        except MlflowException:
-            return None
+        found = self._load(f"@{alias}")
         return None if found is None else int(found.version)
 
     def load(self, alias: str = PRODUCTION) -> Prompt | None:
         """The prompt version behind ``alias`` (read afresh), or None."""
-        version = self.version_of(alias)
-        return None if version is None else self.get(version)
+        found = self._load(f"@{alias}")
+        return None if found is None else _prompt(found)
 
     def get(self, version: int) -> Prompt:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = self._mlflow().genai.load_prompt(
-                f"prompts:/{self.name}/{version}",
-                link_to_model=False,
-                cache_ttl_seconds=0,
-            )
-        except MlflowException as exc:
-            raise LookupError(f"No version {version} of prompt {self.name!r}") from exc
-        return Prompt(self.name, found.template, str(found.version))
+        found = self._load(f"/{version}")
+        if found is None:
+            raise LookupError(f"No version {version} of prompt {self.name!r}")
+        return _prompt(found)
 
     def register(self, text: str, message: str) -> int:
         """A new version of the prompt (no alias moves)."""
@@ -94,15 +88,7 @@ class PromptRegistry:
         return self.get(version)
 
     def latest_version(self) -> int | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = self._mlflow().genai.load_prompt(
-                f"prompts:/{self.name}@latest", link_to_model=False, cache_ttl_seconds=0
-            )
-        except MlflowException:
-            return None
-        return None if found is None else int(found.version)
+        return self.version_of("latest")
 
     def _alias(self, alias: str, version: int) -> None:
         self._mlflow().genai.set_prompt_alias(self.name, alias, version)
@@ -143,13 +129,6 @@ class PromptRegistry:
     def clear_candidate(self) -> None:
         self._drop_alias(CANDIDATE)
 
-    def shadow(self) -> Prompt | None:
-        """The candidate prompt, when one is set and differs from production."""
-        candidate = self.version_of(CANDIDATE)
-        if candidate is None or candidate == self.version_of(PRODUCTION):
-            return None
-        return self.get(candidate)
-
     def describe(self) -> str:
         aliases = {a: self.version_of(a) for a in (PRODUCTION, PREVIOUS, CANDIDATE)}
         shown = ", ".join(f"{a}={v}" for a, v in aliases.items() if v is not None)
@@ -157,6 +136,10 @@ class PromptRegistry:
             f"{self.name}: latest version {self.latest_version()}; "
             f"{shown or 'no aliases'}"
         )
+
+
+def _prompt(found) -> Prompt:
+    return Prompt(found.name, found.template, str(found.version))
 
 
 def resolve(reference: str, registry: PromptRegistry) -> Prompt:
@@ -170,12 +153,17 @@ def resolve(reference: str, registry: PromptRegistry) -> Prompt:
             if prompt is None:
                 raise LookupError(f"No prompt behind {reference!r}")
             return prompt
-        return named.get(int(reference.split("/", 1)[1]))
+        version = reference.split("/", 1)[1]
+        if not version.isdigit():
+            raise LookupError(f"{reference!r}: a version is a number (name/2)")
+        return named.get(int(version))
     return load_prompt(reference)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``anomaly-prompts``: show, register, promote, roll back, set a shadow candidate."""
+    from mlflow.exceptions import MlflowException
+
     from anomaly_assets.resources.mlflow import MlflowResource
 
     parser = argparse.ArgumentParser(
@@ -219,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     except (LookupError, OSError) as exc:
         print(f"anomaly-prompts: {exc}", file=sys.stderr)
         return 1
+    except MlflowException as exc:
+        print(f"anomaly-prompts: MLflow at {args.tracking_uri}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -25,6 +25,12 @@ class Prompt:
         """``name/version``, as MLflow's ``prompts:/name/version`` URIs say it."""
         return f"{self.name}/{self.version}"
 
+    @property
+    def key(self) -> str:
+        """``name/version@hash`` of the text: what the cache keys on, so an answer is never
+        reused for another text under the same number (a new tracking store, say)."""
+        return f"{self.label}@{_digest(self.text)}"
+
 
 def load_prompt(name: str = DEFAULT_PROMPT, directory: Path = PROMPT_DIR) -> Prompt:
     """A prompt file, versioned by its content."""
@@ -35,4 +41,8 @@ def load_prompt(name: str = DEFAULT_PROMPT, directory: Path = PROMPT_DIR) -> Pro
             f"No prompt {name!r} in {directory}; known prompts: {known}"
         )
     text = path.read_text()
-    return Prompt(name, text, hashlib.sha256(text.encode()).hexdigest()[:10])
+    return Prompt(name, text, _digest(text))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -12,6 +12,8 @@ own ``service.instance.id``: Dagster runs steps in separate processes, and two p
 cumulative series must not be taken for one.
 """
 
+import functools
+import logging
 import os
 import threading
 import uuid
@@ -29,6 +31,20 @@ TOKEN_BUCKETS = [4**i for i in range(14)]  # 1 .. 67,108,864
 
 _lock = threading.Lock()
 _provider = None
+log = logging.getLogger(__name__)
+
+
+def _observing(method):
+    """A measurement that fails is logged, never raised: it must not fail the call."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except Exception:
+            log.warning("LLM metrics: %s failed", method.__name__, exc_info=True)
+
+    return wrapper
 
 
 def enabled() -> bool:
@@ -44,7 +60,8 @@ def enabled() -> bool:
 
 
 def _meter_provider():
-    """This process's MeterProvider with the OTLP/HTTP exporter (created once)."""
+    """This process's MeterProvider with the OTLP/HTTP exporter (created once), or None
+    when the configured protocol is not OTLP/HTTP."""
     global _provider
     with _lock:
         if _provider is None:
@@ -53,11 +70,14 @@ def _meter_provider():
                 os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             )
             if protocol != "http/protobuf":
-                raise ValueError(
-                    f"OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL={protocol!r}: this project "
-                    "exports metrics over OTLP/HTTP only; set it to 'http/protobuf' (or "
-                    "unset it) and point the endpoint at the receiver's HTTP port"
+                log.warning(
+                    "LLM metrics off: OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL=%r, and this "
+                    "project exports metrics over OTLP/HTTP only; set "
+                    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=http/protobuf and point the "
+                    "endpoint at the receiver's HTTP port",
+                    protocol,
                 )
+                return None
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
                 OTLPMetricExporter,
             )
@@ -81,7 +101,10 @@ def flush(timeout_ms: int = 10_000) -> None:
     does not answer costs that wait and an error in the log (the exporter's), never the
     run."""
     if _provider is not None:
-        _provider.force_flush(timeout_ms)
+        try:
+            _provider.force_flush(timeout_ms)
+        except Exception:
+            log.warning("LLM metrics: export failed", exc_info=True)
 
 
 class _Instruments:
@@ -143,6 +166,7 @@ class CallMetrics:
         self.model, self.prices = model, prices
         self._i = instruments
 
+    @_observing
     def request(self, seconds: float, usage=None, error_type: str | None = None):
         """One request: its duration, and its tokens and cost, or its error type."""
         if error_type is not None:
@@ -163,11 +187,13 @@ class CallMetrics:
             self.attributes,
         )
 
+    @_observing
     def rejected(self, kind: str) -> None:
         """An answer refused (``invalid_answer``, ``ungrounded_answer``, ``content_filter``),
         whether it is asked again or ends as the row's status."""
         self._i.errors.add(1, {**self.attributes, "error.type": kind})
 
+    @_observing
     def cache(self, hits: int, misses: int) -> None:
         """One run's cache lookups (no record when the run looked nothing up)."""
         if hits + misses == 0:
@@ -189,6 +215,8 @@ def call_metrics(
     if not enabled():
         return None
     meter_provider = _meter_provider()
+    if meter_provider is None:
+        return None
     with _lock:
         if _instruments is None:
             _instruments = _Instruments(meter_provider.get_meter(METER_NAME))

@@ -25,19 +25,25 @@ def log_call_trace(
     group_key: str,
     prices: dict,
     tags: dict[str, str],
-) -> str:
-    """Write the trace of one call; returns its trace id."""
+) -> str | None:
+    """Write the trace of one call; returns its trace id (None when MLflow made none)."""
     import mlflow
     from mlflow.entities import SpanType
+    from mlflow.entities.span import NO_OP_SPAN_TRACE_ID
     from mlflow.tracing.constant import SpanAttributeKey
 
     cost_in, cost_out = call_cost(
         prices, explainer.model, result.prompt_tokens, result.completion_tokens
     )
+    # the data was redacted before it was sent; answers asked again about are masked here
+    messages = [
+        {**m, "content": mask_text(m["content"])} if m.get("role") == "assistant" else m
+        for m in result.messages or []
+    ]
     span = mlflow.start_span_no_context(
         name=f"explain {group_key}"[:200],
         span_type=SpanType.CHAT_MODEL,
-        inputs={"messages": result.messages or []},
+        inputs={"messages": messages},
         attributes={
             "anomaly_assets.status": result.status,
             "anomaly_assets.attempts": result.attempts,
@@ -80,4 +86,5 @@ def log_call_trace(
         result.started_ns + int(result.latency_ms * 1e6) if result.started_ns else None
     )
     span.end(end_time_ns=end)
-    return span.trace_id
+    # MLflow hands out a placeholder span when tracing is off or the span failed to start
+    return None if span.trace_id == NO_OP_SPAN_TRACE_ID else span.trace_id

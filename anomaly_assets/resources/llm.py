@@ -44,10 +44,12 @@ class LLMResource(ConfigurableResource):
         return price_table(self.prices)
 
     @contextmanager
-    def judge_endpoint(self):
+    def judge_endpoint(self, concurrency: int = 4):
         """The MLflow judge model URI for this endpoint (None: no model to judge with),
-        with the variables MLflow's judge client reads set while it is used."""
-        yield None
+        with the variables MLflow's judge client reads set while it is used, and at most
+        ``concurrency`` calls graded at once."""
+        with _environ(MLFLOW_GENAI_EVAL_MAX_WORKERS=str(concurrency)):
+            yield None
 
     def _openai_explainer(self, client, model: str, provider: str, endpoint: str):
         from anomaly_assets.llm.telemetry import call_metrics
@@ -89,8 +91,9 @@ class AzureOpenAIResource(LLMResource):
         )
 
     @contextmanager
-    def judge_endpoint(self):
+    def judge_endpoint(self, concurrency: int = 4):
         with _environ(
+            MLFLOW_GENAI_EVAL_MAX_WORKERS=str(concurrency),
             AZURE_API_KEY=self.api_key,
             AZURE_API_BASE=self.endpoint,
             AZURE_API_VERSION=self.api_version,
@@ -121,9 +124,10 @@ class OpenAICompatibleResource(LLMResource):
         )
 
     @contextmanager
-    def judge_endpoint(self):
+    def judge_endpoint(self, concurrency: int = 4):
         # OPENAI_API_BASE would win over OPENAI_BASE_URL in MLflow's judge client
         with _environ(
+            MLFLOW_GENAI_EVAL_MAX_WORKERS=str(concurrency),
             OPENAI_BASE_URL=self.base_url,
             OPENAI_API_KEY=self.api_key,
             OPENAI_API_BASE=None,

@@ -74,11 +74,11 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
         # both calls graded by the two judges on the endpoint, and by the evidence checks
         assert (row["judge_model"], row["judged_calls"]) == ("azure:/gpt-4.1-mini", 2)
         assert len(fake.judged) == 4 and row["judge_errors"] == 0
-        assert all(
+        judges = [r for r in fake.requests if r["body"] in fake.judged]
+        assert len(judges) == 4 and all(
             r["path"].endswith("/openai/deployments/gpt-4.1-mini/chat/completions")
             and r["headers"]["api-key"] == SECRET
-            for r in fake.requests
-            if r["body"] in fake.judged
+            for r in judges
         )
         assert row["evidence_pass_pct"] == row["judge_faithful_pct"] == 100.0
         assert row["judge_actionable_pct"] == row["judge_agreement_pct"] == 100.0
@@ -185,6 +185,10 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
         compared = [r for r in _table(lakehouse) if r["is_comparison"]]
         assert len(compared) == 2 and {r["batch_id"] for r in compared} == {"b2"}
         assert len({r["prompt_version"] for r in compared}) == 2
+        assert {(r["prompt_role"], r["prompt_name"]) for r in compared} == {
+            ("comparison", "explain_anomalies_v1"),
+            ("comparison", "explain_anomalies_v2"),
+        }
         assert all(r["rows_enriched"] == 5 and r["calls"] == 2 for r in compared)
         assert fake.completion_calls == calls_before + 4
 

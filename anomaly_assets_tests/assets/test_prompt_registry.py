@@ -6,6 +6,7 @@ import deltalake
 from dagster import DagsterInstance
 
 from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
+from anomaly_assets.llm.prompt_registry import PromptRegistry
 from anomaly_assets.llm.prompt_registry import main as prompts_cli
 from anomaly_assets.llm.prompts import PROMPT_DIR, load_prompt
 from anomaly_assets.resources.llm import AzureOpenAIResource
@@ -69,30 +70,39 @@ def test_promote_rollback_and_shadow(lakehouse, lake, mlflow_settings, capsys):
             r["enrichment_status"] for r in rows.values() if r["batch_id"] == "b3"
         } == {"cached"}
         assert cli("rollback") == 0 and cli("rollback") == 0, "a rollback undoes one"
+        registry = PromptRegistry(mlflow_settings.tracking_uri)
+        assert (registry.version_of("production"), registry.version_of("previous")) == (
+            1,
+            2,
+        )
         assert cli("promote", "9") == 1
         assert "No version 9" in capsys.readouterr().err
+        assert registry.version_of("production") == 1, "a failed promote moves nothing"
 
-        # shadow: the candidate explains each evaluated batch's groups again, into the
-        # evaluation table only
+        # shadow: the candidate explains each evaluated batch's groups again (unless it
+        # explained them already), into the evaluation table only
         assert cli("candidate", "2") == 0
         before = _enriched(lakehouse)
         sent = fake.completion_calls
+        fake.judge_down = True  # and a judge that fails leaves rows without grades
         _run(lakehouse, mlflow_settings, llm, instance, EVAL)
         assert systems_since(sent) == {v2}
-        assert fake.completion_calls - sent == 3 * 2, (
-            "two groups per batch, three batches"
-        )
+        # b2 was explained with version 2 already: b1 and b3, two groups each
+        assert fake.completion_calls - sent == 2 * 2
         assert _enriched(lakehouse) == before
         evaluations = _table(lakehouse)
         production = {
             r["batch_id"]: r for r in evaluations if r["prompt_role"] == "production"
         }
         shadow = {r["batch_id"]: r for r in evaluations if r["prompt_role"] == "shadow"}
-        assert set(production) == set(shadow) == {"b1", "b2", "b3"}
+        assert set(production) == {"b1", "b2", "b3"} and set(shadow) == {"b1", "b3"}
         assert {r["prompt_version"] for r in shadow.values()} == {"2"}
         assert all(r["is_comparison"] and r["calls"] == 2 for r in shadow.values())
         assert all(r["rows_enriched"] == 9 for r in shadow.values())
         assert production["b3"]["prompt_version"] == "1"
+        b1 = production["b1"]
+        assert (b1["judged_calls"], b1["judge_errors"]) == (2, 4)
+        assert b1["judge_faithful_pct"] is None and b1["evidence_pass_pct"] == 100.0
         client = mlflow_settings.client()
         run = client.get_run(shadow["b1"]["mlflow_run_id"])
         assert run.data.tags["prompt_role"] == "shadow"
@@ -101,3 +111,7 @@ def test_promote_rollback_and_shadow(lakehouse, lake, mlflow_settings, capsys):
         # candidate promoted: no more shadow runs
         assert cli("promote", "2") == 0
         assert "candidate" not in capsys.readouterr().out.splitlines()[-1]
+        enrich_batch("b4", 300)
+        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        (b4,) = [r for r in _table(lakehouse) if r["batch_id"] == "b4"]
+        assert (b4["prompt_role"], b4["prompt_version"]) == ("production", "2")

@@ -130,11 +130,13 @@ def test_without_an_endpoint_nothing_is_measured(fresh_telemetry):
     assert telemetry._provider is None
 
 
-def test_a_grpc_protocol_is_refused_with_what_to_set(fresh_telemetry):
+def test_a_grpc_protocol_turns_metrics_off_and_says_what_to_set(
+    fresh_telemetry, caplog
+):
     fresh_telemetry.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
     fresh_telemetry.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    with pytest.raises(ValueError, match="http/protobuf"):
-        telemetry.call_metrics("azure_openai", "m", "http://x", {})
+    assert telemetry.call_metrics("azure_openai", "m", "http://x", {}) is None
+    assert "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=http/protobuf" in caplog.text
 
 
 def test_an_unreachable_store_costs_a_bounded_flush_not_a_call(fresh_telemetry, caplog):
