@@ -442,6 +442,9 @@ def ai_enrichment_eval_metrics(
     )
     if pending is not None:
         lakehouse.save_cursor(CONSUMER, "gold_events_enriched", pending.through)
+    from anomaly_assets.llm import telemetry
+
+    telemetry.flush()  # the shadow's and comparisons' calls
 
 
 def _new_batches(lakehouse: LakehouseResource, changes) -> list[str]:
