@@ -382,6 +382,7 @@ def ai_enrichment_eval_metrics(
     llm: LLMResource,
 ):
     from anomaly_assets.assets.model import load_labels
+    from anomaly_assets.llm import telemetry
 
     labels = load_labels(config.labels_path)
     spark = lakehouse.spark_session
@@ -442,8 +443,6 @@ def ai_enrichment_eval_metrics(
     )
     if pending is not None:
         lakehouse.save_cursor(CONSUMER, "gold_events_enriched", pending.through)
-    from anomaly_assets.llm import telemetry
-
     telemetry.flush()  # the shadow's and comparisons' calls
 
 
