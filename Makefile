@@ -11,7 +11,8 @@ SPARK_CONNECT_PORT ?= 15002
 EVENTS ?= 20000
 
 .PHONY: install jars browser broker-start broker-stop broker-status spark-start spark-stop \
-	spark-status demo dev dev-classic test lint bench clean
+	spark-status demo dev dev-classic test lint bench clean metrics-store \
+	metrics-store-fetch
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +60,13 @@ browser:  ## Debian's Chromium, for the UI screenshot test
 	command -v chromium >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: jars browser  ## lint, then the whole suite on a real broker, Spark and Delta
+metrics-store-fetch: install  ## VictoriaMetrics from Debian's package: the OTLP metrics store of the tests
+	$(BIN)/python -m anomaly_assets.devtools.metrics_store fetch
+
+metrics-store: metrics-store-fetch  ## VictoriaMetrics on 127.0.0.1:8428 receiving OTLP (foreground)
+	$(BIN)/python -m anomaly_assets.devtools.metrics_store run --port 8428
+
+test: jars browser metrics-store-fetch  ## lint, then the whole suite on a real broker, Spark and Delta
 	$(BIN)/ruff check anomaly_assets anomaly_assets_tests bench
 	$(BIN)/python -m pytest
 

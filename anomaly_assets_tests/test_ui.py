@@ -146,7 +146,10 @@ def test_materialize_all_then_metadata_and_checks(dagster_dev):
     assert model["quality_gate"] == "passed"
     assert meta("gold_anomaly_predictions")["model_version"] == "1"
     enriched = meta("gold_events_enriched")
-    assert enriched["prompt_version"].startswith("explain_anomalies_v1@")
+    assert (enriched["prompt_name"], enriched["prompt_version"]) == (
+        "anomaly_explanation",
+        "1",
+    )
     assert enriched["provider"] == "offline"
     assert meta("ai_enrichment_eval_metrics")["dagster/row_count"] == 1
     # column lineage, as the UI's column view shows it

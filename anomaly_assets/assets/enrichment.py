@@ -29,9 +29,10 @@ from anomaly_assets.lib import cursors
 from anomaly_assets.lib.features import EVENT_COLUMNS, GOLD_EVENT_COLUMNS
 from anomaly_assets.lib.pruning import days_predicate, event_days
 from anomaly_assets.llm.grouping import EXAMPLE_FIELDS
-from anomaly_assets.llm.prompts import DEFAULT_PROMPT
+from anomaly_assets.llm.prompt_registry import PRODUCTION, PROMPT_NAME
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
+from anomaly_assets.resources.mlflow import MlflowResource
 
 #: Columns carried from gold_anomaly_predictions (status is renamed anomaly_status).
 LINEAGE = column_lineage(
@@ -51,7 +52,8 @@ ENRICHED_SCHEMA = (
     "confidence double, top_factors array<string>, recommended_action string, "
     "provider string, model string, prompt_version string, enriched_at timestamp, "
     "step_seconds double, failed_runs int, will_retry boolean, "
-    "attempt_history array<struct<run_id:string,at:timestamp,status:string,error:string>>"
+    "attempt_history array<struct<run_id:string,at:timestamp,status:string,error:string>>, "
+    "prompt_name string, trace_id string"
 )
 CACHE_SCHEMA = (
     "prompt_version string, model string, group_key string, explanation_json string, "
@@ -84,8 +86,20 @@ class EnrichmentConfig(Config):
         default=200, description="Longer strings are truncated."
     )
     segment_column: str = Field(default="event_type")
-    prompt: str = Field(
-        default=DEFAULT_PROMPT, description="Prompt file in llm/prompts/."
+    prompt_name: str = Field(
+        default=PROMPT_NAME,
+        description="Prompt in MLflow's Prompt Registry (seeded from llm/prompts/ when "
+        "the registry does not have it).",
+    )
+    prompt_alias: str = Field(
+        default=PRODUCTION,
+        description="Alias whose version is used, read afresh each run: promoting or "
+        "rolling back (anomaly-prompts) is moving it.",
+    )
+    trace_calls: bool = Field(
+        default=True,
+        description="An MLflow trace per call (redacted prompt, answer, tokens, latency, "
+        "cost, status) in the ai_enrichment_eval experiment.",
     )
     cache_ttl_hours: float = Field(
         default=168.0, description="Cached explanations expire."
@@ -177,17 +191,18 @@ def enrichment(
     config: EnrichmentConfig,
     lakehouse: LakehouseResource,
     llm: LLMResource,
+    mlflow_settings: MlflowResource,
 ):
+    from anomaly_assets.llm import telemetry
     from anomaly_assets.llm.enrich import (
         EnrichmentSettings,
         cache_from_rows,
         enrich,
         with_attempts,
     )
-    from anomaly_assets.llm.prompts import load_prompt
 
     t0 = time.perf_counter()
-    prompt = load_prompt(config.prompt)
+    prompt = registered_prompt(mlflow_settings, config.prompt_name, config.prompt_alias)
     explainer = llm.explainer()
     spark = lakehouse.spark_session
     pending = lakehouse.pending_changes(CONSUMER, "gold_anomaly_predictions")
@@ -227,38 +242,53 @@ def enrichment(
         fresh = cache_table.filter(
             (cache_table.provider == explainer.provider)
             & (cache_table.model == explainer.model)
-            & (cache_table.prompt_version == prompt.version)
+            & (cache_table.prompt_version == prompt.key)
             & (cache_table.created_at >= cutoff)
         )
         cache = cache_from_rows(fresh.collect())
+    settings = EnrichmentSettings(
+        config.mode,
+        config.max_groups,
+        config.examples_per_group,
+        set(config.redact_columns),
+        config.max_string_chars,
+        config.segment_column,
+    )
     outcome = enrich(
         anomalies,
         explainer,
         prompt,
-        EnrichmentSettings(
-            config.mode,
-            config.max_groups,
-            config.examples_per_group,
-            set(config.redact_columns),
-            config.max_string_chars,
-            config.segment_column,
-        ),
+        settings,
         drift=_drift_by_batch(lakehouse.read("gold_batch_drift"), batches),
         cache=cache,
         max_concurrency=llm.max_concurrency,
         run_id=context.run_id,
         log=context.log.info,
+        trace=call_tracer(
+            context, mlflow_settings, explainer, prompt, llm.price_table(), batches
+        )
+        if config.trace_calls
+        else None,
     )
     stats = outcome.stats
+    if config.trace_calls:
+        import mlflow
+
+        mlflow.flush_trace_async_logging()  # the evaluation links them to its run
+    if getattr(explainer, "metrics", None):
+        explainer.metrics.cache(stats["cache_hits"], stats["cache_misses"])
+    telemetry.flush()
     context.log.info(
         f"Enriched {stats['anomalies']:,} anomalies of {len(batches)} batch(es) "
         f"with {explainer.provider}/{explainer.model}: {stats['status_counts']}"
     )
     meta = {
+        "enrichment_settings": MetadataValue.json(sent_settings(settings)),
         "batches": MetadataValue.json(batches),
         "gold_version": through,
         "provider": explainer.provider,
         "model": explainer.model,
+        "prompt_name": prompt.name,
         "prompt_version": prompt.version,
         "anomalies": stats["anomalies"],
         "groups": stats["groups"],
@@ -284,7 +314,7 @@ def enrichment(
         "llm_explanation_cache",
         metadata={
             "new_entries": len(outcome.cache_entries),
-            "prompt_version": prompt.version,
+            "prompt": prompt.label,
         },
     )
     dropped = 0 if revoked is None else drop_revoked(lakehouse, revoked)
@@ -302,6 +332,96 @@ def enrichment(
         through,
         {"last_run_at": started.isoformat()},
     )
+
+
+def sent_settings(settings) -> dict:
+    """What decided the groups and what their calls sent, as JSON: the shadow and the
+    comparisons explain the same anomalies the same way (redaction included)."""
+    from dataclasses import asdict
+
+    return {**asdict(settings), "redact_columns": sorted(settings.redact_columns)}
+
+
+def settings_sent_last(context, look_back: int = 50):
+    """The EnrichmentSettings of the latest enrichment that explained anything (runs with
+    nothing new record none), or the defaults."""
+    from dagster import AssetKey
+
+    from anomaly_assets.llm.enrich import EnrichmentSettings
+
+    records = context.instance.fetch_materializations(
+        AssetKey("gold_events_enriched"), limit=look_back
+    ).records
+    for record in records:  # newest first
+        recorded = record.asset_materialization.metadata.get("enrichment_settings")
+        if recorded is not None:
+            data = dict(recorded.value)
+            return EnrichmentSettings(
+                **{**data, "redact_columns": set(data["redact_columns"])}
+            )
+    return EnrichmentSettings()
+
+
+def registered_prompt(mlflow_settings: MlflowResource, name: str, alias: str):
+    """The prompt version behind ``alias`` in the registry, read afresh; a registry without
+    the prompt is seeded with the default file behind ``production``."""
+    from dagster import Failure
+    from mlflow.exceptions import MlflowException
+
+    from anomaly_assets.llm.prompt_registry import PromptRegistry
+
+    registry = PromptRegistry(mlflow_settings.tracking_uri, name)
+    try:
+        prompt = registry.production() if alias == PRODUCTION else registry.load(alias)
+    except MlflowException as exc:
+        raise Failure(
+            f"The prompt could not be read from MLflow at {mlflow_settings.tracking_uri} "
+            f"({exc}); the run explains nothing until it can (a later run retries)."
+        ) from exc
+    if prompt is None:
+        raise Failure(
+            f"Prompt {name!r} has no alias {alias!r} in {mlflow_settings.tracking_uri}: "
+            f"set one with `anomaly-prompts --name {name} promote VERSION` or choose "
+            "another prompt_alias."
+        )
+    return prompt
+
+
+def call_tracer(
+    context, mlflow_settings, explainer, prompt, prices, batches, role=PRODUCTION
+):
+    """``trace(result, group_key)`` for ``enrich``: an MLflow trace per call, in the
+    evaluation experiment. A trace that cannot be written costs its id, not the row."""
+    from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT
+    from anomaly_assets.llm.tracing import log_call_trace
+
+    try:
+        experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
+    except Exception as exc:  # noqa: BLE001 - tracing is an aid, never a failure
+        context.log.warning(f"No traces this run: MLflow refused the experiment: {exc}")
+        return None
+    tags = {
+        "dagster_run_id": context.run_id,
+        "batches": ",".join(batches)[:250],
+        "prompt_role": role,
+    }
+
+    def trace(result, group_key: str) -> str | None:
+        try:
+            return log_call_trace(
+                result,
+                experiment_id=experiment_id,
+                explainer=explainer,
+                prompt=prompt,
+                group_key=group_key,
+                prices=prices,
+                tags=tags,
+            )
+        except Exception as exc:  # noqa: BLE001 - tracing is an aid, never a failure
+            context.log.warning(f"No trace for {group_key}: {exc}")
+            return None
+
+    return trace
 
 
 def retry_candidates(

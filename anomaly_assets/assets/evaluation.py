@@ -2,8 +2,12 @@
 
 Incremental like the layers before it: batches of gold_events_enriched without a row yet are
 evaluated, MERGEd insert-only on (batch_id, evaluation_id), so re-evaluating changes nothing.
-With ``compare_prompts`` set (see ``prompt_comparison_job``) it instead explains the latest
-batch's anomalies once per prompt and writes one comparison row per prompt.
+Each row's MLflow run has the traces of the batch's calls linked, so the MLflow UI shows
+a batch's calls beside its figures. While the prompt's ``candidate`` alias points at
+another version than ``production``, each new batch is also explained with it (shadow) and
+evaluated as a row of its own. With ``compare_prompts`` set (see ``prompt_comparison_job``)
+it instead explains the latest batch's anomalies once per prompt and writes one comparison
+row per prompt.
 """
 
 import io
@@ -14,11 +18,15 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Outpu
 from pydantic import Field
 
 from anomaly_assets import settings
+from anomaly_assets.llm.prompt_registry import CANDIDATE, PRODUCTION
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
 from anomaly_assets.resources.mlflow import MlflowResource
 
 EVAL_EXPERIMENT = "ai_enrichment_eval"
+#: What an evaluation row measures: the enrichment's own answers, a shadow prompt's, or a
+#: comparison's (prompt_comparison_job).
+SHADOW, COMPARISON = "shadow", "comparison"
 CONSUMER = "ai_enrichment_eval_metrics"
 #: Evaluations drawn in the history chart (the newest ones).
 HISTORY_POINTS = 200
@@ -67,19 +75,33 @@ EVAL_COLUMNS = (
     ("risk_within_one_pct", "double"),
     ("flagged_precision", "double"),
     ("flagged_recall", "double"),
+    ("prompt_name", "string"),
+    ("prompt_role", "string"),
+    ("traces", "bigint"),
+    ("judge_model", "string"),
+    ("judged_calls", "bigint"),
+    ("evidence_pass_pct", "double"),
+    ("judge_faithful_pct", "double"),
+    ("judge_actionable_pct", "double"),
+    ("judge_agreement_pct", "double"),
+    ("judge_errors", "bigint"),
 )
 EVAL_SCHEMA = ", ".join(f"{n} {t}" for n, t in EVAL_COLUMNS)
-HISTORY_METRICS = ("validity_pct", "confidence_avg", "cost_per_anomaly_usd")
+#: Panels of the history chart: (title, metrics drawn in it).
+HISTORY_PANELS = (
+    ("validity and grounded share, %", ("validity_pct", "groundedness_pct")),
+    ("call latency, ms", ("latency_p50_ms", "latency_p95_ms")),
+    ("cost per anomaly, USD", ("cost_per_anomaly_usd",)),
+    ("confidence", ("confidence_avg",)),
+)
+#: Most traces linked to a run in one request (MLflow's limit).
+LINK_CHUNK = 100
 
 
 class EvalConfig(Config):
     labels_path: str = Field(
         default=str(settings.LOCAL_DIR / "labels.csv"),
         description="Generator ground truth (CSV): enables risk agreement, precision, recall.",
-    )
-    prices: dict[str, list[float]] = Field(
-        default_factory=dict,
-        description="USD per million tokens [input, output] by model; adds to the defaults.",
     )
     artifact_user_ids: bool = Field(
         default=False,
@@ -88,24 +110,60 @@ class EvalConfig(Config):
     )
     compare_prompts: list[str] = Field(
         default_factory=list,
-        description="Prompt names to compare on the latest enriched batch (one row each).",
+        description="Prompts to compare on the latest enriched batch (one row each): "
+        "registry references (name@alias, name/version) or files in llm/prompts/.",
+    )
+    judges: bool = Field(
+        default=True,
+        description="Grade each batch's calls with mlflow.genai.evaluate: LLM judges of "
+        "faithfulness and actionability on the configured endpoint, and the evidence "
+        "checks as a code scorer (the only one with the offline explainer).",
+    )
+    judge_max_calls: int = Field(
+        default=20, ge=0, description="Calls graded per batch (the judges cost calls)."
+    )
+    judge_concurrency: int = Field(
+        default=4, ge=1, description="Judge requests in flight at once."
+    )
+    judge_timeout_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        description="Longest a judge may take on one call; a slower or failing judge "
+        "leaves that grade empty (counted in judge_errors).",
+    )
+    shadow_alias: str = Field(
+        default=CANDIDATE,
+        description="While this alias of the enrichment's prompt points at a version "
+        "other than production's, each evaluated batch is also explained with it: its "
+        "figures become evaluation rows (prompt_role shadow), its answers go nowhere else.",
     )
 
 
 def history_chart(history) -> bytes:
-    """PNG of validity, confidence and cost per anomaly over batches."""
+    """PNG over batches: validity and grounded share, latency p50 / p95, cost per anomaly
+    and confidence."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(len(HISTORY_METRICS), 1, figsize=(7, 7), sharex=True)
+    fig, axes = plt.subplots(len(HISTORY_PANELS), 1, figsize=(7, 9), sharex=True)
     xs = list(range(1, len(history) + 1))
-    for ax, metric in zip(axes, HISTORY_METRICS):
-        ax.plot(xs, [h.get(metric) or 0.0 for h in history], marker="o")
-        ax.set_ylabel(metric)
+    for ax, (title, metrics) in zip(axes, HISTORY_PANELS):
+        for metric in metrics:
+            ys = [h.get(metric) for h in history]
+            ax.plot(
+                xs,
+                [float("nan") if y is None else y for y in ys],
+                marker="o",
+                label=metric,
+            )
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("evaluated batch")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("AI enrichment evaluation history")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -119,8 +177,11 @@ def log_evaluation(
     rows_csv: str,
     chart_png: bytes,
     dagster_run_id: str,
+    trace_ids: list[str] = (),
+    log=print,
 ) -> str:
-    """One MLflow run in the eval experiment; FINISHED on success, FAILED otherwise."""
+    """One MLflow run in the eval experiment, FINISHED on success, FAILED otherwise, with
+    the traces of the batch's calls linked to it."""
     import tempfile
     from pathlib import Path
 
@@ -133,6 +194,7 @@ def log_evaluation(
         "dagster_run_id": dagster_run_id,
         "evaluation_id": row["evaluation_id"],
         "is_comparison": str(row["is_comparison"]),
+        "prompt_role": row["prompt_role"],
     }
     with (
         mlflow.start_run(
@@ -144,6 +206,7 @@ def log_evaluation(
     ):
         mlflow.log_params(
             {
+                "prompt_name": row["prompt_name"],
                 "prompt_version": row["prompt_version"],
                 "model": row["model"],
                 "explainer": row["explainer"],
@@ -160,7 +223,51 @@ def log_evaluation(
         (Path(tmp) / "metric_history.png").write_bytes(chart_png)
         mlflow.log_artifact(str(Path(tmp) / "enriched_rows.csv"))
         mlflow.log_artifact(str(Path(tmp) / "metric_history.png"))
-        return run.info.run_id
+    try:
+        for i in range(0, len(trace_ids), LINK_CHUNK):
+            mlflow_settings.client().link_traces_to_run(
+                trace_ids[i : i + LINK_CHUNK], run.info.run_id
+            )
+    except Exception as exc:  # noqa: BLE001 - the figures are logged; links are an aid
+        log(f"The batch's traces could not be linked to run {run.info.run_id}: {exc}")
+    return run.info.run_id
+
+
+def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
+    """Grade the calls traced in MLflow run ``run_id`` (at most ``judge_max_calls`` that
+    returned an explanation) in that run; the figures for the evaluation row. Grades are
+    an aid: when judging fails as a whole, the row lands without them (``judged_calls`` 0,
+    ``judge_errors`` the calls left ungraded) and the log says why."""
+    from dataclasses import asdict
+
+    import mlflow
+
+    from anomaly_assets.llm.judges import GRADED, JudgeFigures, judge_traces
+
+    with llm.judge_endpoint(config.judge_concurrency) as model:
+        try:
+            experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
+            # resuming a run needs its experiment active (training sets another one)
+            mlflow.set_experiment(experiment_id=experiment_id)
+            traces = mlflow.search_traces(locations=[experiment_id], run_id=run_id)
+            if not traces.empty:
+                status = traces["tags"].map(lambda tags: (tags or {}).get("status"))
+                traces = traces[status.isin(GRADED)].head(config.judge_max_calls)
+            if model is None:
+                context.log.info(
+                    "LLM judges skipped: the offline explainer has no model to judge "
+                    "with; only the evidence checks graded the calls."
+                )
+            with mlflow.start_run(run_id=run_id):
+                figures = judge_traces(traces, model, config.judge_timeout_s)
+                mlflow.log_metrics(
+                    {k: float(v) for k, v in asdict(figures).items() if v is not None}
+                )
+        except Exception as exc:  # noqa: BLE001 - grades are an aid; the row must land
+            context.log.warning(f"Judging failed, no grades for this batch: {exc}")
+            ungraded = len(locals().get("traces", ()))
+            figures = JudgeFigures(0, None, None, None, None, ungraded)
+    return {**asdict(figures), "judge_model": model or ""}
 
 
 #: Columns of the MLflow rows artifact that identify a person.
@@ -176,13 +283,15 @@ def artifact_csv(rows, user_ids: bool = False) -> str:
 def _evaluation_rows(
     context,
     config,
-    batches_rows,
+    evaluations,
     lakehouse,
     mlflow_settings,
+    llm,
     labels,
     silver_ids,
-    comparison: bool,
 ) -> list[dict]:
+    """One evaluation row per entry of ``evaluations`` (evaluation id -> (batch, rows,
+    role)), each logged as an MLflow run with its calls' traces linked."""
     from anomaly_assets.lib.evaluation import evaluate
 
     table = lakehouse.read("ai_enrichment_eval_metrics")
@@ -199,39 +308,48 @@ def _evaluation_rows(
             )
         ]
     )
-    prices = {k: tuple(v) for k, v in config.prices.items()}
     out = []
-    for evaluation_id, (batch, rows) in batches_rows.items():
-        metrics = evaluate(rows, prices, labels, silver_ids.get(batch))
+    for evaluation_id, (batch, rows, role) in evaluations.items():
+        metrics = evaluate(rows, llm.price_table(), labels, silver_ids.get(batch))
         first = rows.iloc[0]
+        traces = sorted(set(rows["trace_id"].dropna())) if "trace_id" in rows else []
         row = {
             "batch_id": batch,
             "evaluation_id": evaluation_id,
-            "is_comparison": comparison,
+            "is_comparison": role != PRODUCTION,
+            "prompt_role": role,
             "evaluated_at": datetime.now(UTC),
             "dagster_run_id": context.run_id,
             "provider": first["provider"],
             "model": first["model"],
+            "prompt_name": first.get("prompt_name"),
             "prompt_version": first["prompt_version"],
             "explainer": f"{first['provider']}/{first['model']}",
             "step_seconds": float(rows["step_seconds"].max()),
+            "traces": len(traces),
             **metrics,
         }
-        if not comparison:
+        if role == PRODUCTION:
             history.append(row)
-        chart = history_chart(history if not comparison else [*history, row])
+        chart = history_chart(history if role == PRODUCTION else [*history, row])
         row["mlflow_run_id"] = log_evaluation(
             mlflow_settings,
             row,
             artifact_csv(rows, config.artifact_user_ids),
             chart,
             context.run_id,
+            traces,
+            context.log.warning,
         )
+        if config.judges:
+            row.update(
+                judge_batch(mlflow_settings, row["mlflow_run_id"], llm, config, context)
+            )
         context.log.info(
-            f"Evaluated {evaluation_id}: validity {row['validity_pct']:.1f}%, "
+            f"Evaluated {evaluation_id} ({role}): validity {row['validity_pct']:.1f}%, "
             f"groundedness {row['groundedness_pct']:.1f}%, "
             f"cost ${row['estimated_cost_usd']:.4f} (MLflow run "
-            f"{row['mlflow_run_id']})"
+            f"{row['mlflow_run_id']}, {len(traces)} traces)"
         )
         out.append(row)
     return out
@@ -241,8 +359,9 @@ def _evaluation_rows(
     ins={"gold_events_enriched": AssetIn(), "silver_events": AssetIn()},
     description="One row per enriched batch: statuses, validity, confidence, risk levels, "
     "groundedness, calls, cache hits, tokens, estimated cost, latency, retries, explainer, "
-    "runtime and (with labels) risk agreement and flagged precision / recall; each also an "
-    "MLflow run in the ai_enrichment_eval experiment.",
+    "prompt name and version, runtime and (with labels) risk agreement and flagged "
+    "precision / recall; each also an MLflow run in the ai_enrichment_eval experiment, "
+    "with the batch's call traces linked. A shadow prompt's batches add rows of their own.",
     group_name="ai",
     kinds={"spark", "delta", "mlflow"},
     metadata={
@@ -263,20 +382,35 @@ def ai_enrichment_eval_metrics(
     llm: LLMResource,
 ):
     from anomaly_assets.assets.model import load_labels
+    from anomaly_assets.llm import telemetry
 
     labels = load_labels(config.labels_path)
     spark = lakehouse.spark_session
+    pending = None
     if config.compare_prompts:
-        batches_rows = _comparison_rows(
-            context, config, gold_events_enriched, silver_events, lakehouse, llm
+        evaluations = _comparisons(
+            context,
+            config,
+            gold_events_enriched,
+            silver_events,
+            lakehouse,
+            llm,
+            mlflow_settings,
         )
-        batches = sorted({b for b, _ in batches_rows.values()})
     else:
         pending = lakehouse.pending_changes(CONSUMER, "gold_events_enriched")
         batches = _new_batches(lakehouse, pending.changes)
         frame = gold_events_enriched.filter(gold_events_enriched.batch_id.isin(batches))
         pdf = frame.toPandas()
-        batches_rows = {f"batch:{b}": (b, rows) for b, rows in pdf.groupby("batch_id")}
+        evaluations = {
+            f"batch:{b}": (b, rows, PRODUCTION) for b, rows in pdf.groupby("batch_id")
+        }
+        evaluations.update(
+            _shadows(
+                context, config, pdf, silver_events, lakehouse, llm, mlflow_settings
+            )
+        )
+    batches = sorted({b for b, _, _ in evaluations.values()})
     silver_ids = {}
     if labels and batches:
         for r in (
@@ -288,12 +422,12 @@ def ai_enrichment_eval_metrics(
     rows = _evaluation_rows(
         context,
         config,
-        batches_rows,
+        evaluations,
         lakehouse,
         mlflow_settings,
+        llm,
         labels,
         silver_ids,
-        bool(config.compare_prompts),
     )
     df = spark.createDataFrame(
         [tuple(r.get(n) for n, _ in EVAL_COLUMNS) for r in rows], EVAL_SCHEMA
@@ -307,8 +441,9 @@ def ai_enrichment_eval_metrics(
             "summary": MetadataValue.md(_summary_table(rows)),
         },
     )
-    if not config.compare_prompts:
+    if pending is not None:
         lakehouse.save_cursor(CONSUMER, "gold_events_enriched", pending.through)
+    telemetry.flush()  # the shadow's and comparisons' calls
 
 
 def _new_batches(lakehouse: LakehouseResource, changes) -> list[str]:
@@ -340,36 +475,130 @@ def _summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _comparison_rows(context, config, enriched, silver_events, lakehouse, llm) -> dict:
-    """Explain the latest enriched batch's anomalies again with each prompt, no cache."""
-    from anomaly_assets.assets.enrichment import enriched_rows_frame, load_anomalies
-    from anomaly_assets.llm.enrich import EnrichmentSettings, enrich
-    from anomaly_assets.llm.prompts import load_prompt
+def _explained_again(
+    context, batch, prompt, silver_events, lakehouse, llm, mlflow_settings, role
+):
+    """The batch's anomalies explained with ``prompt`` as the enrichment explains them (its
+    last settings, the batch's drift), without the cache, each call traced; the rows for
+    its evaluation only."""
+    from anomaly_assets.assets.enrichment import (
+        _drift_by_batch,
+        call_tracer,
+        enriched_rows_frame,
+        load_anomalies,
+        settings_sent_last,
+    )
+    from anomaly_assets.llm.enrich import enrich
 
-    latest = enriched.orderBy(enriched.enriched_at.desc()).select("batch_id").first()
-    if latest is None:
-        return {}
-    batch = latest[0]
     gold = lakehouse.read("gold_anomaly_predictions")
     anomalies = load_anomalies(
         gold.filter(gold.is_anomaly & (gold.batch_id == batch)), silver_events
     )
     explainer = llm.explainer()
-    out = {}
-    for name in config.compare_prompts:
-        prompt = load_prompt(name)
-        t0 = time.perf_counter()
-        outcome = enrich(
-            anomalies,
+    t0 = time.perf_counter()
+    outcome = enrich(
+        anomalies,
+        explainer,
+        prompt,
+        settings_sent_last(context),
+        drift=_drift_by_batch(lakehouse.read("gold_batch_drift"), [batch]),
+        max_concurrency=llm.max_concurrency,
+        run_id=context.run_id,
+        log=context.log.info,
+        trace=call_tracer(
+            context,
+            mlflow_settings,
             explainer,
             prompt,
-            EnrichmentSettings(),
-            max_concurrency=llm.max_concurrency,
-            run_id=context.run_id,
-            log=context.log.info,
+            llm.price_table(),
+            [batch],
+            role,
+        ),
+    )
+    import mlflow
+
+    mlflow.flush_trace_async_logging()
+    return enriched_rows_frame(outcome.rows, time.perf_counter() - t0)
+
+
+def _comparisons(
+    context, config, enriched, silver_events, lakehouse, llm, mlflow_settings
+):
+    """The latest enriched batch explained again with each prompt of ``compare_prompts``."""
+    from anomaly_assets.llm.prompt_registry import PromptRegistry, resolve
+
+    latest = enriched.orderBy(enriched.enriched_at.desc()).select("batch_id").first()
+    if latest is None:
+        return {}
+    batch = latest[0]
+    registry = PromptRegistry(mlflow_settings.tracking_uri)
+    out = {}
+    for reference in config.compare_prompts:
+        prompt = resolve(reference, registry)
+        rows = _explained_again(
+            context,
+            batch,
+            prompt,
+            silver_events,
+            lakehouse,
+            llm,
+            mlflow_settings,
+            COMPARISON,
         )
-        rows = enriched_rows_frame(outcome.rows, time.perf_counter() - t0)
-        out[
-            f"compare:{batch}:{prompt.version}:{explainer.model}:{context.run_id[:8]}"
-        ] = (batch, rows)
+        if rows.empty:
+            context.log.info(f"Nothing to compare with {prompt.label} in batch {batch}")
+            continue
+        model = rows["model"].iloc[0]
+        out[f"compare:{batch}:{prompt.label}:{model}:{context.run_id[:8]}"] = (
+            batch,
+            rows,
+            COMPARISON,
+        )
+    return out
+
+
+def _shadows(context, config, enriched, silver_events, lakehouse, llm, mlflow_settings):
+    """The new batches explained again with the shadow prompt, if one is set: the
+    candidate alias of the prompt the batches were explained with."""
+    from anomaly_assets.llm.prompt_registry import PromptRegistry
+
+    if enriched.empty or "prompt_name" not in enriched:
+        return {}
+    out = {}
+    for name in sorted(set(enriched["prompt_name"].dropna())):
+        mine = enriched[enriched["prompt_name"] == name]
+        try:
+            candidate = PromptRegistry(mlflow_settings.tracking_uri, name).load(
+                config.shadow_alias
+            )
+        except Exception as exc:  # noqa: BLE001 - the shadow never costs the evaluation
+            context.log.warning(f"No shadow run: the registry could not be read: {exc}")
+            continue
+        if candidate is None:
+            continue
+        batches = sorted(
+            set(mine.loc[mine["prompt_version"] != candidate.version, "batch_id"])
+        )
+        if batches:
+            context.log.info(
+                f"Shadow: explaining {len(batches)} batch(es) again with "
+                f"{candidate.label} ({config.shadow_alias})"
+            )
+        for batch in batches:
+            try:
+                rows = _explained_again(
+                    context,
+                    batch,
+                    candidate,
+                    silver_events,
+                    lakehouse,
+                    llm,
+                    mlflow_settings,
+                    SHADOW,
+                )
+            except Exception as exc:  # noqa: BLE001
+                context.log.warning(f"Shadow run of batch {batch} failed: {exc}")
+                continue
+            if len(rows):
+                out[f"shadow:{batch}:{candidate.label}"] = (batch, rows, SHADOW)
     return out

@@ -55,6 +55,7 @@ FAULTS = (
     "foreign_factor",
     "low_risk",
     "invented_number",
+    "vague_action",
 )
 #: Keywords outside the strict subset (answered with a 400). The service's list, kept apart
 #: from the one the product strips (llm/schema.py) so that a keyword the product forgets to
@@ -185,7 +186,65 @@ def model_answer(payload: dict, fault: str | None, rng: random.Random) -> dict:
         answer["risk_level"] = "apocalyptic"
     elif fault == "overlong":
         answer["summary"] = (answer["summary"] + " ") * 40
+    elif fault == "vague_action":
+        answer["recommended_action"] = "Keep an eye on it."
     return answer
+
+
+#: Verbs of a step an analyst can take: what the fake judge calls actionable.
+ACTION_VERBS = ("block", "lock", "reset", "revoke", "disable", "verify", "contact")
+
+
+def judge_verdict(
+    task: str, outputs: dict, inputs: dict, rng: random.Random, noise: float
+) -> tuple[bool, str]:
+    """An LLM judge's verdict on one explanation call, as a model would reach it: its own
+    reading, not the product's checks, and wrong at rate ``noise``.
+
+    Faithful: every factor is among the contributions sent and every figure of the text
+    occurs in the data sent. Actionable: the action names a concrete step."""
+    try:
+        answer = json.loads(outputs.get("answer") or "{}")
+        data = json.loads(inputs["messages"][1]["content"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False, "The explanation or its evidence could not be read."
+    if "faithful" in task.lower():
+        factors = set(answer.get("top_factors") or [])
+        unknown = factors - set(data.get("top_contributions", {}))
+        sent = json.dumps(data)
+        text = " ".join(str(answer.get(k, "")) for k in ("summary", "risk_explanation"))
+        invented = [n for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text) if n not in sent]
+        verdict = not unknown and not invented
+        why = (
+            "Every factor and figure is in the evidence."
+            if verdict
+            else f"Not in the evidence: {sorted(unknown) + invented}."
+        )
+    else:
+        action = str(answer.get("recommended_action", "")).lower()
+        verdict = any(verb in action for verb in ACTION_VERBS)
+        why = "A concrete next step." if verdict else "No concrete step to take."
+    if rng.random() < noise:
+        verdict, why = not verdict, f"On balance, {'yes' if not verdict else 'no'}."
+    return verdict, why
+
+
+def _is_judge(body: dict) -> bool:
+    """An MLflow judge's request (make_judge's system prompt), not an explanation."""
+    messages = body.get("messages") or [{}]
+    return str(messages[0].get("content", "")).startswith("You are an expert judge")
+
+
+def _judge_parts(text: str) -> dict:
+    """The ``outputs: {...}`` and ``inputs: {...}`` JSON documents of a judge's message."""
+    parts = {}
+    for match in re.finditer(r"^(inputs|outputs): ", text, re.MULTILINE):
+        rest = text[match.end() :]
+        try:
+            parts[match.group(1)], _ = json.JSONDecoder().raw_decode(rest)
+        except ValueError:
+            continue
+    return parts
 
 
 @dataclass
@@ -226,6 +285,7 @@ class FakeAzureOpenAI:
         api_key: str | None = None,
         timeout_sleep_s: float = 5.0,
         imperfect: ImperfectModel | None = None,
+        judge_noise: float = 0.1,
     ) -> None:
         self.latency_s = latency_s
         self.api_key = api_key
@@ -234,6 +294,11 @@ class FakeAzureOpenAI:
         self.faults: deque[str] = deque()
         self.requests: list[dict] = []
         self.drawn: list[str | None] = []
+        #: MLflow judge requests, answered wrong at rate judge_noise (or refused with a
+        #: 400 while judge_down).
+        self.judged: list[dict] = []
+        self.judge_noise = judge_noise
+        self.judge_down = False
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -245,7 +310,16 @@ class FakeAzureOpenAI:
 
     @property
     def completion_calls(self) -> int:
-        return sum("/chat/completions" in r["path"] for r in self.requests)
+        """Chat completions asked for an explanation (judges' requests not counted)."""
+        return len(self.explanation_requests)
+
+    @property
+    def explanation_requests(self) -> list[dict]:
+        return [
+            r
+            for r in self.requests
+            if "/chat/completions" in r["path"] and not _is_judge(r["body"])
+        ]
 
     def inject(self, *faults: str) -> None:
         unknown = set(faults) - set(FAULTS)
@@ -319,6 +393,8 @@ class FakeAzureOpenAI:
                 if not url.path.endswith("/chat/completions"):
                     return self._error(404, "Resource not found", code="404")
                 problem = self._schema_problem(body.get("response_format"))
+                if not problem and _is_judge(body):
+                    return self._judge(url, raw, body)
                 if problem:
                     return self._error(
                         400,
@@ -363,6 +439,27 @@ class FakeAzureOpenAI:
                 elif fault == "refusal":
                     content, refusal = None, "I'm sorry, but I can't help with that."
                 self._completion(url, raw, content, refusal, finish, number)
+
+            def _judge(self, url, raw, body):
+                """Answer an MLflow judge: {"result": bool, "rationale": ...}."""
+                with fake._lock:
+                    fake.judged.append(body)
+                    number = len(fake.judged)
+                if fake.judge_down:
+                    return self._error(
+                        400, "The judge deployment is unavailable.", code="400"
+                    )
+                task = body["messages"][0]["content"]
+                parts = _judge_parts(body["messages"][-1]["content"])
+                verdict, why = judge_verdict(
+                    task,
+                    parts.get("outputs") or {},
+                    parts.get("inputs") or {},
+                    random.Random(f"judge-{number}"),
+                    fake.judge_noise,
+                )
+                content = json.dumps({"result": verdict, "rationale": why})
+                self._completion(url, raw, content, None, "stop", f"judge-{number}")
 
             def _unauthorized(self):
                 self._reply(

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly_assets.llm.enrich import EXPLAINED, PARSED, STATUSES
+from anomaly_assets.llm.pricing import call_cost, price_table
 from anomaly_assets.llm.schema import RISK_LEVELS
 
 #: The severity each injected anomaly type deserves, for risk-level agreement.
@@ -18,13 +19,6 @@ EXPECTED_RISK = {
     "high_value_purchase": "medium",
     "bot_activity": "medium",
     "account_takeover": "critical",
-}
-#: USD per million tokens (input, output); unknown models cost 0 and say so.
-DEFAULT_PRICES = {
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "offline-rules-v1": (0.0, 0.0),
 }
 
 
@@ -45,7 +39,7 @@ def evaluate(
     ``labels`` (event_id -> anomaly type) and ``batch_event_ids`` (every silver event of the
     batch) enable risk agreement and the precision / recall of the flagged anomalies.
     """
-    prices = {**DEFAULT_PRICES, **(prices or {})}
+    prices = price_table(prices)
     n = len(rows)
     status = rows["enrichment_status"].value_counts().to_dict()
     attempted = n - status.get("skipped_budget", 0)
@@ -54,10 +48,9 @@ def evaluate(
     grounded = sum(_grounded(row) for _, row in explained.iterrows())
     calls = rows[rows["call_id"].notna()].drop_duplicates("call_id")
     model = rows["model"].iloc[0] if n else ""
-    price_in, price_out = prices.get(model, (0.0, 0.0))
     prompt_tokens = int(calls["prompt_tokens"].sum())
     completion_tokens = int(calls["completion_tokens"].sum())
-    cost = (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+    cost = sum(call_cost(prices, model, prompt_tokens, completion_tokens))
     confidence = explained["confidence"].astype(float)
     latency = calls["latency_ms"].astype(float)
     metrics = {

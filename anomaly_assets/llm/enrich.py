@@ -80,8 +80,12 @@ def enrich(
     max_concurrency: int = 4,
     run_id: str = "",
     log=lambda msg: None,
+    trace=None,
 ) -> Outcome:
-    """Explanations for ``anomalies`` (gold rows joined with their silver event fields)."""
+    """Explanations for ``anomalies`` (gold rows joined with their silver event fields).
+
+    ``trace(result, group_key)``, when given, records each call (an MLflow trace) and
+    returns its id, kept on the group's rows."""
     drift, cache = drift or {}, cache or {}
     groups = group_anomalies(anomalies, settings.mode, settings.segment_column)
     selected, over_budget = groups[: settings.max_groups], groups[settings.max_groups :]
@@ -97,7 +101,7 @@ def enrich(
     }
     fingerprints = {g.key: evidence_fingerprint(payloads[g.key]) for g in selected}
     keys = {
-        g.key: cache_key(explainer, prompt.version, g.key, fingerprints[g.key])
+        g.key: cache_key(explainer, prompt.key, g.key, fingerprints[g.key])
         for g in selected
     }
     cached = {
@@ -149,6 +153,7 @@ def enrich(
             "completion_tokens": 0,
             "latency_ms": 0.0,
             "attempts": 0,
+            "trace_id": None,
         }
         explanation = None
         if rank > settings.max_groups:
@@ -174,6 +179,7 @@ def enrich(
                 latency_ms=res.latency_ms,
                 attempts=res.attempts,
                 call_id=f"{run_id}:{group.key}",
+                trace_id=trace(res, group.key) if trace and res.messages else None,
             )
             if res.status == "ok" and cacheable(explanation, payloads[group.key]):
                 entries.append(
@@ -181,7 +187,7 @@ def enrich(
                         "cache_key": keys[group.key],
                         "provider": explainer.provider,
                         "model": explainer.model,
-                        "prompt_version": prompt.version,
+                        "prompt_version": prompt.key,
                         "group_key": group.key,
                         "evidence_fingerprint": fingerprints[group.key],
                         "explanation_json": explanation.model_dump_json(),
@@ -204,6 +210,7 @@ def enrich(
                     **_explanation_columns(explanation),
                     "provider": explainer.provider,
                     "model": explainer.model,
+                    "prompt_name": prompt.name,
                     "prompt_version": prompt.version,
                     "enriched_at": now,
                 }
@@ -217,6 +224,7 @@ def enrich(
         "groups": len(groups),
         "calls": len(calls),
         "cache_hits": len(cached),
+        "cache_misses": len(to_call),
         "status_counts": counts,
         "prompt_tokens": sum(r.prompt_tokens for r in calls),
         "completion_tokens": sum(r.completion_tokens for r in calls),
@@ -275,10 +283,10 @@ def evidence_fingerprint(payload: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cache_key(explainer, prompt_version: str, group_key: str, fingerprint: str) -> str:
-    """Provider, model, prompt version, group key and evidence fingerprint: an answer is
+def cache_key(explainer, prompt_key: str, group_key: str, fingerprint: str) -> str:
+    """Provider, model, prompt (name/version@text hash), group key and evidence fingerprint: an answer is
     reused only for the same question put the same way to the same model."""
-    parts = (explainer.provider, explainer.model, prompt_version, group_key)
+    parts = (explainer.provider, explainer.model, prompt_key, group_key)
     return f"{'|'.join(parts)}|{fingerprint}"
 
 

@@ -42,6 +42,10 @@ class CallResult:
     completion_tokens: int = 0
     latency_ms: float = 0.0
     attempts: int = 0
+    started_ns: int = 0  # wall clock, for the call's trace
+    messages: list | None = (
+        None  # as last sent (redacted data); None if nothing was sent
+    )
 
 
 def _messages(prompt: Prompt, payload: dict) -> list[dict]:
@@ -66,8 +70,10 @@ class OpenAIExplainer:
         probe_timeout_s: float = 3.0,
         max_retries: int = 3,
         max_retry_wait_s: float = 20.0,
+        metrics=None,
     ) -> None:
-        """``client`` should not retry by itself (``max_retries=0``): this class does."""
+        """``client`` should not retry by itself (``max_retries=0``): this class does.
+        ``metrics``: a ``telemetry.CallMetrics``, or None to measure nothing."""
         self.client, self.model, self.provider = client, model, provider
         self.endpoint = endpoint
         self.max_attempts = max_attempts
@@ -77,6 +83,7 @@ class OpenAIExplainer:
         self._lock = threading.Lock()
         self._halted: str | None = None  # set once: why this run makes no more calls
         self._failures = 0  # calls in a row that failed after their retries
+        self.metrics = metrics
 
     def probe(self) -> str | None:
         """None when the endpoint accepts connections, else why not (one per run)."""
@@ -113,6 +120,7 @@ class OpenAIExplainer:
         while True:
             if self._halted:
                 return None, f"not called: {self._halted}"
+            t0 = time.perf_counter()
             try:
                 completion = self.client.chat.completions.create(
                     model=self.model,
@@ -120,12 +128,19 @@ class OpenAIExplainer:
                     response_format=RESPONSE_FORMAT,
                     temperature=self.temperature,
                 )
+                if self.metrics:
+                    self.metrics.request(time.perf_counter() - t0, completion.usage)
                 with self._lock:
                     self._failures = 0
                 return completion, None
             except openai.OpenAIError as exc:
                 error, retry = self._mask(_describe(exc)), retry + 1
                 status = getattr(exc, "status_code", None)
+                if self.metrics:
+                    self.metrics.request(
+                        time.perf_counter() - t0,
+                        error_type=str(status) if status else type(exc).__name__,
+                    )
                 if status in (401, 403):
                     self._halt(f"the endpoint refused the credentials ({error})")
                     return None, error
@@ -150,7 +165,7 @@ class OpenAIExplainer:
                 time.sleep(wait)
 
     def explain(self, prompt: Prompt, payload: dict) -> CallResult:
-        t0 = time.perf_counter()
+        t0, started_ns = time.perf_counter(), time.time_ns()
         try:
             result = self._explain(prompt, payload)
         except Exception as exc:  # noqa: BLE001 - a failure is a row, never a crash
@@ -159,6 +174,7 @@ class OpenAIExplainer:
                 error=self._mask(f"{type(exc).__name__}: {_first_line(exc)}"),
             )
         result.latency_ms = (time.perf_counter() - t0) * 1000
+        result.started_ns = started_ns
         return result
 
     def _explain(self, prompt: Prompt, payload: dict) -> CallResult:
@@ -167,6 +183,8 @@ class OpenAIExplainer:
         for attempt in range(1, self.max_attempts + 1):
             result.attempts = attempt
             completion, error = self._complete(messages)
+            if not error or not error.startswith("not called"):
+                result.messages = messages  # sent (a halted run sends nothing)
             if completion is None:
                 if result.error:  # the answer asked again about is the better record
                     error = (
@@ -181,6 +199,9 @@ class OpenAIExplainer:
             status, error, content, explanation = read_answer(completion, payload)
             result.status, result.error, result.explanation = status, error, explanation
             result.raw_response = content[:RAW_LIMIT] if content else None
+            if status != "ok" and self.metrics:
+                kind = "content_filter" if status == "error" else f"{status}_answer"
+                self.metrics.rejected(kind)
             if status == "ok" or status == "error":
                 break
             # Ask again, naming the problem, after the answer that had it.
@@ -294,7 +315,7 @@ class OfflineExplainer:
         return None
 
     def explain(self, prompt: Prompt, payload: dict) -> CallResult:
-        t0 = time.perf_counter()
+        t0, started_ns = time.perf_counter(), time.time_ns()
         contributions = payload["top_contributions"]
         # The factors every row of the group shares, strongest first: grounded for each row.
         shared = payload.get("group_factors") or list(contributions)[:1]
@@ -332,4 +353,7 @@ class OfflineExplainer:
             raw_response=explanation.model_dump_json()[:RAW_LIMIT],
             latency_ms=(time.perf_counter() - t0) * 1000,
             attempts=1,
+            started_ns=started_ns,
+            # what an endpoint would have been sent: the trace shows the same evidence
+            messages=_messages(prompt, payload),
         )

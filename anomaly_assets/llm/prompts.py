@@ -1,5 +1,10 @@
-"""Versioned prompt files. A prompt's version is its file name plus a hash of its content, so
-any edit to the text is a new version, recorded on every row and in every evaluation."""
+"""Prompts: a name, a version and the system text.
+
+The enrichment takes its prompt from MLflow's Prompt Registry (llm/prompt_registry.py), the
+version behind an alias. The files in ``prompts/`` are what a new registry starts from, and
+what comparisons may name directly: a file's version is a hash of its text, so any edit to it
+is a new version.
+"""
 
 import hashlib
 from dataclasses import dataclass
@@ -13,18 +18,31 @@ DEFAULT_PROMPT = "explain_anomalies_v1"
 class Prompt:
     name: str
     text: str
+    version: str
 
     @property
-    def version(self) -> str:
-        digest = hashlib.sha256(self.text.encode()).hexdigest()[:10]
-        return f"{self.name}@{digest}"
+    def label(self) -> str:
+        """``name/version``, as MLflow's ``prompts:/name/version`` URIs say it."""
+        return f"{self.name}/{self.version}"
+
+    @property
+    def key(self) -> str:
+        """``name/version@hash`` of the text: what the cache keys on, so an answer is never
+        reused for another text under the same number (a new tracking store, say)."""
+        return f"{self.label}@{_digest(self.text)}"
 
 
 def load_prompt(name: str = DEFAULT_PROMPT, directory: Path = PROMPT_DIR) -> Prompt:
+    """A prompt file, versioned by its content."""
     path = directory / f"{name}.md"
     if not path.exists():
         known = sorted(p.stem for p in directory.glob("*.md"))
         raise FileNotFoundError(
             f"No prompt {name!r} in {directory}; known prompts: {known}"
         )
-    return Prompt(name, path.read_text())
+    text = path.read_text()
+    return Prompt(name, text, _digest(text))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]

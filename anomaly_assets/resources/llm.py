@@ -5,11 +5,13 @@ Secrets only come from environment variables (``dagster.EnvVar``); nothing here 
 """
 
 import os
+from contextlib import contextmanager
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from anomaly_assets.llm.explainers import OfflineExplainer, OpenAIExplainer
+from anomaly_assets.llm.pricing import price_table
 
 
 class LLMResource(ConfigurableResource):
@@ -32,6 +34,37 @@ class LLMResource(ConfigurableResource):
     )
     max_concurrency: int = Field(default=4, description="Requests in flight at once.")
     temperature: float = Field(default=0.0)
+    prices: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="USD per million tokens [input, output] by model, on top of the list "
+        "prices of llm/pricing.py: the cost in metrics, traces and the evaluation.",
+    )
+
+    def price_table(self) -> dict[str, tuple[float, float]]:
+        return price_table(self.prices)
+
+    @contextmanager
+    def judge_endpoint(self, concurrency: int = 4):
+        """The MLflow judge model URI for this endpoint (None: no model to judge with),
+        with the variables MLflow's judge client reads set while it is used, and at most
+        ``concurrency`` calls graded at once."""
+        with _environ(MLFLOW_GENAI_EVAL_MAX_WORKERS=str(concurrency)):
+            yield None
+
+    def _openai_explainer(self, client, model: str, provider: str, endpoint: str):
+        from anomaly_assets.llm.telemetry import call_metrics
+
+        return OpenAIExplainer(
+            client,
+            model,
+            provider,
+            endpoint,
+            self.max_attempts,
+            self.temperature,
+            max_retries=self.max_retries,
+            max_retry_wait_s=self.max_retry_wait_s,
+            metrics=call_metrics(provider, model, endpoint, self.price_table()),
+        )
 
 
 class AzureOpenAIResource(LLMResource):
@@ -53,16 +86,19 @@ class AzureOpenAIResource(LLMResource):
             timeout=self.timeout_s,
             max_retries=0,  # the explainer retries, within max_retry_wait_s
         )
-        return OpenAIExplainer(
-            client,
-            self.deployment,
-            "azure_openai",
-            self.endpoint,
-            self.max_attempts,
-            self.temperature,
-            max_retries=self.max_retries,
-            max_retry_wait_s=self.max_retry_wait_s,
+        return self._openai_explainer(
+            client, self.deployment, "azure_openai", self.endpoint
         )
+
+    @contextmanager
+    def judge_endpoint(self, concurrency: int = 4):
+        with _environ(
+            MLFLOW_GENAI_EVAL_MAX_WORKERS=str(concurrency),
+            AZURE_API_KEY=self.api_key,
+            AZURE_API_BASE=self.endpoint,
+            AZURE_API_VERSION=self.api_version,
+        ):
+            yield f"azure:/{self.deployment}"
 
 
 class OpenAICompatibleResource(LLMResource):
@@ -83,16 +119,20 @@ class OpenAICompatibleResource(LLMResource):
             timeout=self.timeout_s,
             max_retries=0,  # the explainer retries, within max_retry_wait_s
         )
-        return OpenAIExplainer(
-            client,
-            self.model,
-            "openai_compatible",
-            self.base_url,
-            self.max_attempts,
-            self.temperature,
-            max_retries=self.max_retries,
-            max_retry_wait_s=self.max_retry_wait_s,
+        return self._openai_explainer(
+            client, self.model, "openai_compatible", self.base_url
         )
+
+    @contextmanager
+    def judge_endpoint(self, concurrency: int = 4):
+        # OPENAI_API_BASE would win over OPENAI_BASE_URL in MLflow's judge client
+        with _environ(
+            MLFLOW_GENAI_EVAL_MAX_WORKERS=str(concurrency),
+            OPENAI_BASE_URL=self.base_url,
+            OPENAI_API_KEY=self.api_key,
+            OPENAI_API_BASE=None,
+        ):
+            yield f"openai:/{self.model}"
 
 
 class OfflineExplainerResource(LLMResource):
@@ -100,6 +140,30 @@ class OfflineExplainerResource(LLMResource):
 
     def explainer(self) -> OfflineExplainer:
         return OfflineExplainer()
+
+
+@contextmanager
+def _environ(**values: str | None):
+    """Environment variables set (None: removed) for the duration, then restored. MLflow's
+    model catalogue lookup is switched off too, unless configured: offline it retries
+    github.com for seconds per run."""
+    values.setdefault(
+        "MLFLOW_MODEL_CATALOG_URI", os.environ.get("MLFLOW_MODEL_CATALOG_URI", "")
+    )
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def llm_from_env() -> LLMResource:

@@ -1,6 +1,8 @@
 """gold_events_enriched against a local Azure-protocol server: grouping, cache, redaction,
 faults as statuses, and no secret anywhere."""
 
+from pathlib import Path
+
 import deltalake
 from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
 
@@ -10,6 +12,7 @@ from anomaly_assets.devtools.broker import free_port
 from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.resources.llm import AzureOpenAIResource, OfflineExplainerResource
+from anomaly_assets.resources.mlflow import MlflowResource
 
 KEY = "sk-secret-9d1e"
 
@@ -26,6 +29,11 @@ def _run(lakehouse, llm, instance, **config):
             "io_manager": DeltaIOManager(lakehouse=lakehouse),
             "lakehouse": lakehouse,
             "llm": llm,
+            # the store the mlflow_settings fixture would give: beside the lakehouse
+            "mlflow_settings": MlflowResource(
+                tracking_uri=f"sqlite:///{Path(lakehouse.root).parent / 'mlflow.db'}",
+                artifact_location=str(Path(lakehouse.root).parent / "mlartifacts"),
+            ),
         },
         run_config={"ops": {"enrichment": {"config": config}}} if config else None,
         instance=instance,
@@ -53,10 +61,10 @@ def test_groups_cache_redaction_and_no_secrets(lakehouse, lake, tmp_path):
         assert {r["summary"] for r in stuffing} == {stuffing[0]["summary"]}
         assert {r["group_size"] for r in stuffing} == {12}
         assert {r["enrichment_status"] for r in rows.values()} == {"ok"}
-        assert all(
-            r["prompt_version"].startswith("explain_anomalies_v1@")
-            for r in rows.values()
-        )
+        # the registry's production prompt, seeded from the default file
+        assert {(r["prompt_name"], r["prompt_version"]) for r in rows.values()} == {
+            ("anomaly_explanation", "1")
+        }
         assert all(
             set(r["top_factors"]) <= set(r["top_features"]) for r in rows.values()
         )

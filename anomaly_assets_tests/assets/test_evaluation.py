@@ -1,9 +1,11 @@
 """ai_enrichment_eval_metrics: Delta rows, MLflow runs read back, the chart, idempotence and
 the prompt comparison."""
 
+import json
 from pathlib import Path
 
 import deltalake
+import mlflow
 from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
 
 from anomaly_assets.assets.enrichment import enrichment
@@ -11,7 +13,7 @@ from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT, ai_enrichment_eval
 from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
 from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI, ImperfectModel
 from anomaly_assets.io_managers import DeltaIOManager
-from anomaly_assets.resources.llm import AzureOpenAIResource
+from anomaly_assets.resources.llm import AzureOpenAIResource, OfflineExplainerResource
 
 SECRET = "sk-eval-secret-41c7"
 ENRICH = [AssetKey("gold_events_enriched"), AssetKey("llm_explanation_cache")]
@@ -61,19 +63,36 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
     lakehouse, lake, mlflow_settings, tmp_path
 ):
     lake("b1", n_stuffing=12, n_exfil=4)
-    with FakeAzureOpenAI() as fake, DagsterInstance.ephemeral() as instance:
+    with (
+        FakeAzureOpenAI(judge_noise=0.0) as fake,
+        DagsterInstance.ephemeral() as instance,
+    ):
         llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key=SECRET, timeout_s=5)
         _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
         _run(lakehouse, mlflow_settings, llm, instance, EVAL)
         (row,) = _table(lakehouse)
+        # both calls graded by the two judges on the endpoint, and by the evidence checks
+        assert (row["judge_model"], row["judged_calls"]) == ("azure:/gpt-4.1-mini", 2)
+        assert len(fake.judged) == 4 and row["judge_errors"] == 0
+        judges = [r for r in fake.requests if r["body"] in fake.judged]
+        assert len(judges) == 4 and all(
+            r["path"].endswith("/openai/deployments/gpt-4.1-mini/chat/completions")
+            and r["headers"]["api-key"] == SECRET
+            for r in judges
+        )
+        assert row["evidence_pass_pct"] == row["judge_faithful_pct"] == 100.0
+        assert row["judge_actionable_pct"] == row["judge_agreement_pct"] == 100.0
         assert row["batch_id"] == "b1" and not row["is_comparison"]
         assert (row["rows_enriched"], row["status_ok"], row["calls"]) == (16, 16, 2)
         assert row["validity_pct"] == 100.0 and row["groundedness_pct"] == 100.0
         assert row["confidence_avg"] == 0.8 and row["risk_critical"] == 12
-        tokens = [r["body"] for r in fake.requests]
-        assert row["prompt_tokens"] > 0 and len(tokens) == 2
+        assert row["prompt_tokens"] > 0 and fake.completion_calls == 2
         assert row["estimated_cost_usd"] > 0 and row["step_seconds"] > 0
-        assert row["prompt_version"].startswith("explain_anomalies_v1@")
+        assert (row["prompt_name"], row["prompt_version"], row["prompt_role"]) == (
+            "anomaly_explanation",
+            "1",
+            "production",
+        )
 
         client = mlflow_settings.client()
         run = client.get_run(row["mlflow_run_id"])
@@ -105,8 +124,40 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
         assert csv.count("\n") == 17  # header + 16 rows
         header = csv.splitlines()[0].split(",")
         assert "user_id" not in header and "u0001" not in csv, "no user ids in MLflow"
+        # each call's trace, linked to the batch's run: what was sent (redacted), the
+        # answer, tokens, cost, status
+        traces = mlflow.search_traces(
+            locations=[run.info.experiment_id],
+            run_id=run.info.run_id,
+            return_type="list",
+        )
+        assert row["traces"] == len(traces) == 2
+        enriched = deltalake.DeltaTable(lakehouse.path("gold_events_enriched"))
+        enriched_rows = enriched.to_pyarrow_table().to_pylist()
+        assert {r["trace_id"] for r in enriched_rows} == {
+            t.info.trace_id for t in traces
+        }
+        enrichment_run = enriched_rows[0]["call_id"].split(":")[0]
+        sent = [r["body"]["messages"] for r in fake.requests]
+        for trace in traces:
+            (span,) = trace.data.spans
+            assert span.inputs["messages"] in sent
+            assert trace.info.state.value == "OK"
+            assert json.loads(span.outputs["answer"])["top_factors"]
+            usage = trace.info.token_usage
+            assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+            assert trace.info.tags["dagster_run_id"] == enrichment_run
+            assert trace.info.tags["prompt_version"] == "1"
+            assert span.get_attribute("mlflow.llm.cost")["total_cost"] > 0
+        assert (
+            sum(t.info.token_usage["input_tokens"] for t in traces)
+            == (row["prompt_tokens"])
+        )
+        text = repr([t.to_dict() for t in traces])
+        assert "u0001" not in text and "<redacted>" in text
+
         # the API key reaches neither MLflow nor the table
-        assert SECRET not in repr(run.data) + csv + repr(_table(lakehouse))
+        assert SECRET not in repr(run.data) + csv + repr(_table(lakehouse)) + text
 
         # re-evaluating leaves the table unchanged
         before = _table(lakehouse)
@@ -134,6 +185,10 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
         compared = [r for r in _table(lakehouse) if r["is_comparison"]]
         assert len(compared) == 2 and {r["batch_id"] for r in compared} == {"b2"}
         assert len({r["prompt_version"] for r in compared}) == 2
+        assert {(r["prompt_role"], r["prompt_name"]) for r in compared} == {
+            ("comparison", "explain_anomalies_v1"),
+            ("comparison", "explain_anomalies_v2"),
+        }
         assert all(r["rows_enriched"] == 5 and r["calls"] == 2 for r in compared)
         assert fake.completion_calls == calls_before + 4
 
@@ -184,3 +239,45 @@ def test_validity_and_groundedness_follow_the_models_imperfection(
         metrics = client.get_run(row["mlflow_run_id"]).data.metrics
         assert metrics["validity_pct"] == row["validity_pct"]
         assert metrics["groundedness_pct"] == row["groundedness_pct"]
+        assert metrics["judge_agreement_pct"] == row["judge_agreement_pct"]
+
+    # the judges grade at most judge_max_calls answers a batch; the faithfulness judge
+    # (an imperfect model) mostly agrees with the evidence checks, and the figures are
+    # those of the assessments on the calls' traces
+    judged = rows["ungrounded"]
+    assert judged["judged_calls"] == 20 and judged["judge_errors"] == 0
+    assert judged["evidence_pass_pct"] < 90 and judged["judge_faithful_pct"] < 90
+    traces = mlflow.search_traces(
+        locations=[client.get_run(judged["mlflow_run_id"]).info.experiment_id],
+        run_id=judged["mlflow_run_id"],
+        return_type="list",
+    )
+    grades = [
+        {a.name: a.feedback.value for a in t.info.assessments if a.feedback}
+        for t in traces
+    ]
+    graded = [g for g in grades if "faithfulness" in g]
+    assert len(graded) == 20
+    agree = sum(g["faithfulness"] == g["evidence_checks"] for g in graded)
+    assert judged["judge_agreement_pct"] == 100.0 * agree / 20
+    assert 60 <= judged["judge_agreement_pct"] <= 100
+    assert rows["perfect"]["evidence_pass_pct"] == 100.0
+
+
+def test_with_the_offline_explainer_only_the_evidence_checks_grade(
+    lakehouse, lake, mlflow_settings
+):
+    lake("b1", n_stuffing=6, n_exfil=3)
+    with DagsterInstance.ephemeral() as instance:
+        llm = OfflineExplainerResource()
+        _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
+        # as after training in the same process: another experiment is the active one
+        mlflow_settings.ensure_experiment("anomaly_model")
+        mlflow.set_experiment("anomaly_model")
+        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+    (row,) = _table(lakehouse)
+    assert (row["judge_model"], row["judged_calls"], row["traces"]) == ("", 2, 2)
+    assert row["evidence_pass_pct"] == 100.0
+    assert row["judge_faithful_pct"] is None and row["judge_agreement_pct"] is None
+    metrics = mlflow_settings.client().get_run(row["mlflow_run_id"]).data.metrics
+    assert metrics["evidence_checks/mean"] == 1.0 and "faithfulness/mean" not in metrics

@@ -45,7 +45,7 @@ def test_a_later_batch_with_the_same_evidence_is_served_from_the_cache():
     batch = synthetic_anomalies(60, seed=1, batch="b1")
     first, _ = run(batch, CountingExplainer())
     cache = cache_from_rows(first.cache_entries)
-    prefix = f"offline|offline-rules-v1|{PROMPT.version}|"
+    prefix = f"offline|offline-rules-v1|{PROMPT.key}|"
     assert cache and all(k.startswith(prefix) for k in cache)
     assert {len(k.rsplit("|", 1)[1]) for k in cache} == {16}  # the evidence fingerprint
     # another batch: other events, scores, severities (in the same bands) and examples
