@@ -30,13 +30,16 @@ def test_definitions_validate(tmp_path):
     )
 
 
-def test_loading_definitions_starts_no_jvm():
+def test_loading_definitions_starts_no_jvm_and_imports_no_heavy_library():
     code = (
         "import os, subprocess\n"
         "from anomaly_assets.definitions import defs\n"
         "repo = defs.get_repository_def()\n"
         "assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= "
         "{'bronze_events', 'bronze_quarantine', 'silver_events'}\n"
+        "import sys\n"
+        "heavy = {'pandas', 'mlflow', 'sklearn', 'openai'} & set(sys.modules)\n"
+        "assert not heavy, f'loading the definitions imported {heavy}'\n"
         "from pyspark import SparkContext\n"
         "assert SparkContext._gateway is None and SparkContext._active_spark_context is None\n"
         "kids = subprocess.run(['pgrep', '-P', str(os.getpid())], capture_output=True, "

@@ -20,9 +20,10 @@ from anomaly_assets.devtools.fake_azure_openai import (
     ImperfectModel,
 )
 from anomaly_assets.devtools.synthetic_anomalies import synthetic_anomalies
-from anomaly_assets.lib.evaluation import EXPLAINED, evaluate
-from anomaly_assets.llm.enrich import RETRYABLE, EnrichmentSettings, enrich
+from anomaly_assets.lib.evaluation import evaluate
+from anomaly_assets.llm.enrich import EnrichmentSettings, enrich
 from anomaly_assets.llm.prompts import load_prompt
+from anomaly_assets.llm.statuses import EXPLAINED, RETRYABLE
 from anomaly_assets.resources.llm import AzureOpenAIResource
 
 #: Faults spread over the requests: all but a refused key and a long Retry-After, which stop

@@ -434,7 +434,7 @@ def retry_candidates(
     since retries exist) the last RETRY_FALLBACK is read."""
     from pyspark.sql import functions as F
 
-    from anomaly_assets.llm.enrich import RETRYABLE
+    from anomaly_assets.llm.statuses import RETRYABLE
 
     table = lakehouse.read("gold_events_enriched")
     if table is None:

@@ -12,7 +12,7 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets.checks.scope import AFTER_ASSETS, NOTHING, written_rows
-from anomaly_assets.llm.enrich import EXPLAINED, PARSED
+from anomaly_assets.llm.statuses import EXPLAINED, PARSED
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 ENRICHED = AssetKey("gold_events_enriched")

@@ -7,9 +7,9 @@ retries) count each call once, however many rows share its explanation.
 import numpy as np
 import pandas as pd
 
-from anomaly_assets.llm.enrich import EXPLAINED, PARSED, STATUSES
 from anomaly_assets.llm.pricing import call_cost, price_table
 from anomaly_assets.llm.schema import RISK_LEVELS
+from anomaly_assets.llm.statuses import EXPLAINED, PARSED, STATUSES
 
 #: The severity each injected anomaly type deserves, for risk-level agreement.
 EXPECTED_RISK = {

@@ -22,24 +22,9 @@ from anomaly_assets.llm.grouping import as_list, group_anomalies, prompt_payload
 from anomaly_assets.llm.prompts import Prompt
 from anomaly_assets.llm.redaction import mask_text
 from anomaly_assets.llm.schema import AnomalyExplanation
+from anomaly_assets.llm.statuses import EXPLAINED, RETRYABLE, STATUSES
 
-STATUSES = (
-    "ok",
-    "invalid",
-    "ungrounded",
-    "error",
-    "skipped_budget",
-    "cached",
-    "endpoint_unreachable",
-)
 EXPLANATION_FIELDS = tuple(AnomalyExplanation.model_fields)
-#: Statuses of a row with a usable explanation.
-EXPLAINED = ("ok", "cached")
-#: Statuses of a row whose answer parsed into the schema: the explained ones and those that
-#: failed the evidence checks.
-PARSED = (*EXPLAINED, "ungrounded")
-#: Statuses a later run explains again (within the runs allowed).
-RETRYABLE = ("error", "endpoint_unreachable", "skipped_budget", "invalid", "ungrounded")
 #: Attempts kept in a row's history: the latest ones.
 HISTORY_KEPT = 10
 

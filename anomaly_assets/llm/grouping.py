@@ -6,11 +6,13 @@ on patterns with a CRITICAL anomaly first, then on the largest and most severe.
 """
 
 from dataclasses import dataclass, field
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from anomaly_assets.lib.features import FEATURES
 from anomaly_assets.llm.redaction import redact_record
+
+if TYPE_CHECKING:  # pandas loads when a run groups, not when the definitions load
+    import pandas as pd
 
 #: Event fields that may go into a prompt (after redaction); the rest never leave.
 EXAMPLE_FIELDS = (
@@ -37,7 +39,7 @@ class Group:
     key: str
     segment: str
     factors: tuple[str, ...]
-    rows: pd.DataFrame = field(repr=False)
+    rows: "pd.DataFrame" = field(repr=False)
 
     @property
     def size(self) -> int:
@@ -64,7 +66,7 @@ def group_key(segment: str, top_features) -> tuple[str, tuple[str, ...]]:
 
 
 def group_anomalies(
-    anomalies: pd.DataFrame, mode: str = "group", segment_column: str = "event_type"
+    anomalies: "pd.DataFrame", mode: str = "group", segment_column: str = "event_type"
 ) -> list[Group]:
     """Groups ranked for the budget: those with a CRITICAL anomaly first, then by
     priority (size x severity), highest first. ``mode='event'``: one group per anomaly."""
@@ -90,7 +92,7 @@ def group_anomalies(
     return sorted(groups.values(), key=lambda g: (not g.critical, -g.priority, g.key))
 
 
-def _mean_contributions(rows: pd.DataFrame) -> dict[str, float]:
+def _mean_contributions(rows: "pd.DataFrame") -> dict[str, float]:
     totals: dict[str, float] = {}
     for contrib in rows["feature_contributions"]:
         for name, value in dict(contrib or {}).items():

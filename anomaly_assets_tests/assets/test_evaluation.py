@@ -2,16 +2,25 @@
 the prompt comparison."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import deltalake
 import mlflow
 from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
+from mlflow import MlflowClient
 
 from anomaly_assets.assets.enrichment import enrichment
 from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT, ai_enrichment_eval_metrics
 from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
 from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI, ImperfectModel
+from anomaly_assets.devtools.services import free_port
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.resources.llm import AzureOpenAIResource, OfflineExplainerResource
 
@@ -281,3 +290,69 @@ def test_with_the_offline_explainer_only_the_evidence_checks_grade(
     assert row["judge_faithful_pct"] is None and row["judge_agreement_pct"] is None
     metrics = mlflow_settings.client().get_run(row["mlflow_run_id"]).data.metrics
     assert metrics["evidence_checks/mean"] == 1.0 and "faithfulness/mean" not in metrics
+
+
+@contextmanager
+def mlflow_server(store_uri: str):
+    """The MLflow tracking server and UI on the test's store, as a user opens it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            store_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_the_mlflow_ui_serves_each_calls_trace_with_the_batch_run(
+    lakehouse, lake, mlflow_settings
+):
+    lake("b1", n_stuffing=6, n_exfil=3)
+    with (
+        FakeAzureOpenAI(judge_noise=0.0) as fake,
+        DagsterInstance.ephemeral() as instance,
+    ):
+        llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key=SECRET, timeout_s=5)
+        _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
+        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+    (row,) = _table(lakehouse)
+    with mlflow_server(mlflow_settings.tracking_uri) as url:
+        with urllib.request.urlopen(url + "/", timeout=10) as page:
+            assert page.read(15).lower() == b"<!doctype html>", "the UI is served"
+        client = MlflowClient(url)
+        run = client.get_run(row["mlflow_run_id"])
+        traces = client.search_traces(
+            locations=[run.info.experiment_id], run_id=run.info.run_id
+        )
+        assert len(traces) == row["traces"] == 2
+        for found in traces:
+            trace = client.get_trace(found.info.trace_id)
+            (span,) = trace.data.spans
+            assert span.inputs["messages"][0]["role"] == "system"
+            assert trace.info.token_usage["input_tokens"] > 0
+            grades = {a.name for a in trace.info.assessments}
+            assert grades >= {"faithfulness", "actionability", "evidence_checks"}
