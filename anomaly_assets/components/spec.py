@@ -1,0 +1,197 @@
+"""What one stream's ``defs.yaml`` declares: a strict model, so a typo is an error that
+names its field, never a setting silently ignored.
+
+Cross-field rules the schema alone cannot say are validators here: a feature must exist in
+the feature library (lib/features.py), the contract must carry the event fields a chosen
+feature is computed from, severity cut-offs must be ordered percentiles. Plain pydantic,
+testable without Dagster; the component (anomaly_pipeline.py) adds the file and line.
+"""
+
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from anomaly_assets.assets.enrichment import EnrichmentConfig
+from anomaly_assets.assets.evaluation import EvalConfig
+from anomaly_assets.assets.gold import ScoringConfig
+from anomaly_assets.assets.model import TrainConfig
+from anomaly_assets.contract import (
+    EVENT_TYPES,
+    OPTIONAL_FIELDS,
+    REQUIRED_BY_EVENT_TYPE,
+    REQUIRED_FIELDS,
+)
+from anomaly_assets.lib.features import FEATURE_INPUTS, FEATURES
+
+#: Contract fields every stream carries: what identifies, orders and keys an event.
+CORE_FIELDS = ("event_id", "event_type", "event_ts", "user_id", "schema_version")
+CONTRACT_FIELDS = tuple(REQUIRED_FIELDS) + tuple(OPTIONAL_FIELDS)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSpec(_Strict):
+    topic: str = Field(min_length=1, description="The topic the stream reads.")
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port list; unset: ANOMALY_KAFKA_BOOTSTRAP (127.0.0.1:9092).",
+    )
+    max_batch_events: int = Field(default=100_000, ge=1)
+    read_committed: bool = True
+
+
+class ContractSpec(_Strict):
+    fields: list[str] = Field(
+        default_factory=lambda: list(CONTRACT_FIELDS),
+        description="Event fields of this stream (a subset of the project's contract; "
+        f"always including {', '.join(CORE_FIELDS)}).",
+    )
+    event_types: list[str] = Field(
+        default_factory=lambda: list(EVENT_TYPES),
+        description="Event types the stream carries.",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, fields: list[str]) -> list[str]:
+        unknown = [f for f in fields if f not in CONTRACT_FIELDS]
+        if unknown:
+            raise ValueError(
+                f"unknown contract field(s) {unknown}; known: {list(CONTRACT_FIELDS)}"
+            )
+        missing = [f for f in CORE_FIELDS if f not in fields]
+        if missing:
+            raise ValueError(f"every stream carries {missing}")
+        return fields
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, types: list[str]) -> list[str]:
+        unknown = [t for t in types if t not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(
+                f"unknown event type(s) {unknown}; known: {list(EVENT_TYPES)}"
+            )
+        return types
+
+    @model_validator(mode="after")
+    def _fields_the_types_need(self) -> "ContractSpec":
+        for event_type in self.event_types:
+            needed = [
+                f
+                for f in REQUIRED_BY_EVENT_TYPE.get(event_type, ())
+                if f not in self.fields
+            ]
+            if needed:
+                raise ValueError(
+                    f"event type {event_type!r} needs contract field(s) {needed}"
+                )
+        return self
+
+
+def _default(config, name: str):
+    """The default of ``config``'s field: the assets' own, so the two cannot drift."""
+    return config.model_fields[name].get_default(call_default_factory=True)
+
+
+class ModelSpec(_Strict):
+    n_estimators: int = Field(default=_default(TrainConfig, "n_estimators"), ge=10)
+    max_samples: int = Field(default=_default(TrainConfig, "max_samples"), ge=16)
+    seed: int = _default(TrainConfig, "seed")
+    threshold_percentile: float = Field(
+        default=_default(TrainConfig, "threshold_percentile"),
+        gt=50,
+        lt=100,
+        description="Alert budget: events above this percentile of the training "
+        "scores are flagged.",
+    )
+    min_roc_auc: float = Field(
+        default=_default(TrainConfig, "min_roc_auc"), ge=0.5, le=1.0
+    )
+
+
+class SeveritySpec(_Strict):
+    critical_at: float = Field(
+        default=_default(ScoringConfig, "critical_at"),
+        gt=0,
+        lt=100,
+        description="Severity percentile from which an anomaly is CRITICAL.",
+    )
+
+
+class EnrichmentSpec(_Strict):
+    provider: Literal["env", "azure_openai", "openai_compatible", "offline"] = Field(
+        default="env",
+        description="env: Azure, OpenAI-compatible or offline by variables.",
+    )
+    prompt_name: str = _default(EnrichmentConfig, "prompt_name")
+    prompt_alias: str = _default(EnrichmentConfig, "prompt_alias")
+    max_groups: int = Field(default=_default(EnrichmentConfig, "max_groups"), ge=0)
+    redact_columns: list[str] = Field(
+        default_factory=lambda: _default(EnrichmentConfig, "redact_columns")
+    )
+
+
+class EvaluationSpec(_Strict):
+    judges: bool = _default(EvalConfig, "judges")
+    judge_max_calls: int = Field(default=_default(EvalConfig, "judge_max_calls"), ge=0)
+
+
+class StreamSpec(_Strict):
+    """One stream: where its events come from, what they look like, which features and
+    model detect its anomalies, how they are explained and evaluated, and what its assets
+    are called."""
+
+    key_prefix: list[str] = Field(
+        default_factory=list,
+        description="Asset key prefix of this stream's tables ([] keeps today's names).",
+    )
+    group_prefix: str = Field(
+        default="", description="Prefix of the asset groups (ingestion, model, ai)."
+    )
+    kafka: KafkaSpec
+    contract: ContractSpec = Field(default_factory=ContractSpec)
+    features: list[str] = Field(
+        default_factory=lambda: list(FEATURES),
+        description="Features from the project's library (lib/features.py); each "
+        "feature's window is part of its definition (events_1m, bytes_1h_log, ...).",
+    )
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    severity: SeveritySpec = Field(default_factory=SeveritySpec)
+    enrichment: EnrichmentSpec = Field(default_factory=EnrichmentSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+
+    @field_validator("features")
+    @classmethod
+    def _known_features_the_contract_can_feed(
+        cls, features: list[str], info: ValidationInfo
+    ) -> list[str]:
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown:
+            raise ValueError(
+                f"unknown feature(s) {unknown}; the library has: {list(FEATURES)}"
+            )
+        if len(set(features)) != len(features):
+            raise ValueError("a feature is listed twice")
+        if not features:
+            raise ValueError("at least one feature")
+        contract = info.data.get("contract")
+        if contract is None:  # the contract failed on its own; reported there
+            return features
+        for feature in features:
+            missing = [c for c in FEATURE_INPUTS[feature] if c not in contract.fields]
+            if missing:
+                raise ValueError(
+                    f"feature {feature!r} needs contract field(s) {missing}, which "
+                    "contract.fields leaves out"
+                )
+        return features

@@ -1,0 +1,110 @@
+"""A stream's declaration: valid exactly when its contract can feed its features and event
+types; every mistake an error that names its field."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from anomaly_assets.components.spec import CONTRACT_FIELDS, CORE_FIELDS, StreamSpec
+from anomaly_assets.contract import EVENT_TYPES, REQUIRED_BY_EVENT_TYPE
+from anomaly_assets.lib.features import FEATURE_INPUTS, FEATURES
+
+OPTIONAL = [f for f in CONTRACT_FIELDS if f not in CORE_FIELDS]
+
+
+def errors(**spec) -> list[dict]:
+    with pytest.raises(ValidationError) as caught:
+        StreamSpec(**spec)
+    return caught.value.errors()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    fields=st.sets(st.sampled_from(OPTIONAL)),
+    features=st.sets(st.sampled_from(list(FEATURES)), min_size=1),
+    types=st.sets(st.sampled_from(EVENT_TYPES), min_size=1),
+)
+def test_valid_exactly_when_the_contract_feeds_features_and_event_types(
+    fields, features, types
+):
+    contract = [*CORE_FIELDS, *sorted(fields)]
+    starved = {
+        f: [c for c in FEATURE_INPUTS[f] if c not in contract] for f in sorted(features)
+    }
+    needy = {
+        t: [c for c in REQUIRED_BY_EVENT_TYPE.get(t, ()) if c not in contract]
+        for t in sorted(types)
+    }
+    spec = {
+        "kafka": {"topic": "payments"},
+        "contract": {"fields": contract, "event_types": sorted(types)},
+        "features": sorted(features),
+    }
+    if not any(needy.values()) and not any(starved.values()):
+        built = StreamSpec(**spec)
+        assert built.features == sorted(features)
+        return
+    (error,) = errors(**spec)
+    if any(needy.values()):  # the contract fails first, and the features say nothing
+        assert error["loc"] == ("contract",)
+        event_type, missing = next((t, m) for t, m in needy.items() if m)
+        assert (
+            f"event type {event_type!r} needs contract field(s) {missing}"
+            in error["msg"]
+        )
+    else:
+        assert error["loc"] == ("features",)
+        feature, missing = next((f, m) for f, m in starved.items() if m)
+        assert f"feature {feature!r} needs contract field(s) {missing}" in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "loc", "says"),
+    [
+        ({}, ("kafka",), "Field required"),
+        ({"kafka": {}}, ("kafka", "topic"), "Field required"),
+        ({"kafka": {"topic": ""}}, ("kafka", "topic"), "at least 1 character"),
+        ({"kafka": {"topic": "t", "topik": "t"}}, ("kafka", "topik"), "Extra inputs"),
+        (
+            {"kafka": {"topic": "t"}, "features": ["events_1m", "events_2m"]},
+            ("features",),
+            "unknown feature(s) ['events_2m']",
+        ),
+        (
+            {"kafka": {"topic": "t"}, "severity": {"critical_at": "high"}},
+            ("severity", "critical_at"),
+            "valid number",
+        ),
+        (
+            {"kafka": {"topic": "t"}, "severity": {"critical_at": 150}},
+            ("severity", "critical_at"),
+            "less than 100",
+        ),
+        (
+            {"kafka": {"topic": "t"}, "model": {"threshold_percentile": 40}},
+            ("model", "threshold_percentile"),
+            "greater than 50",
+        ),
+        (
+            {"kafka": {"topic": "t"}, "contract": {"fields": ["event_id", "colour"]}},
+            ("contract", "fields"),
+            "unknown contract field(s) ['colour']",
+        ),
+        (
+            {"kafka": {"topic": "t"}, "enrichment": {"provider": "bard"}},
+            ("enrichment", "provider"),
+            "'env', 'azure_openai', 'openai_compatible' or 'offline'",
+        ),
+    ],
+)
+def test_each_mistake_names_its_field(spec, loc, says):
+    (error,) = errors(**spec)
+    assert error["loc"] == loc and says in error["msg"], error
+
+
+def test_the_defaults_are_todays_pipeline():
+    spec = StreamSpec(kafka={"topic": "user-activity"})
+    assert spec.key_prefix == [] and spec.features == list(FEATURES)
+    assert spec.contract.fields == list(CONTRACT_FIELDS)
+    assert (spec.model.threshold_percentile, spec.severity.critical_at) == (99.0, 99.9)
