@@ -7,9 +7,10 @@ feature is computed from, severity cut-offs must be ordered percentiles. Plain p
 testable without Dagster; the component (anomaly_pipeline.py) adds the file and line.
 """
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -146,6 +147,25 @@ class EvaluationSpec(_Strict):
     judge_max_calls: int = Field(default=_default(EvalConfig, "judge_max_calls"), ge=0)
 
 
+#: A feature of the library (lib/features.py).
+FeatureName = Literal[tuple(FEATURES)]
+
+
+def _fed_by_contract(feature: str, info: ValidationInfo) -> str:
+    """A feature the stream's contract carries the event fields of (checked per item, so
+    the error points at the item)."""
+    contract = info.data.get("contract")
+    if contract is None:  # the contract failed on its own; reported there
+        return feature
+    missing = [c for c in FEATURE_INPUTS[feature] if c not in contract.fields]
+    if missing:
+        raise ValueError(
+            f"feature {feature!r} needs contract field(s) {missing}, which "
+            "contract.fields leaves out"
+        )
+    return feature
+
+
 class StreamSpec(_Strict):
     """One stream: where its events come from, what they look like, which features and
     model detect its anomalies, how they are explained and evaluated, and what its assets
@@ -160,8 +180,9 @@ class StreamSpec(_Strict):
     )
     kafka: KafkaSpec
     contract: ContractSpec = Field(default_factory=ContractSpec)
-    features: list[str] = Field(
+    features: list[Annotated[FeatureName, AfterValidator(_fed_by_contract)]] = Field(
         default_factory=lambda: list(FEATURES),
+        min_length=1,
         description="Features from the project's library (lib/features.py); each "
         "feature's window is part of its definition (events_1m, bytes_1h_log, ...).",
     )
@@ -172,26 +193,7 @@ class StreamSpec(_Strict):
 
     @field_validator("features")
     @classmethod
-    def _known_features_the_contract_can_feed(
-        cls, features: list[str], info: ValidationInfo
-    ) -> list[str]:
-        unknown = [f for f in features if f not in FEATURES]
-        if unknown:
-            raise ValueError(
-                f"unknown feature(s) {unknown}; the library has: {list(FEATURES)}"
-            )
+    def _each_once(cls, features: list[str]) -> list[str]:
         if len(set(features)) != len(features):
             raise ValueError("a feature is listed twice")
-        if not features:
-            raise ValueError("at least one feature")
-        contract = info.data.get("contract")
-        if contract is None:  # the contract failed on its own; reported there
-            return features
-        for feature in features:
-            missing = [c for c in FEATURE_INPUTS[feature] if c not in contract.fields]
-            if missing:
-                raise ValueError(
-                    f"feature {feature!r} needs contract field(s) {missing}, which "
-                    "contract.fields leaves out"
-                )
         return features
