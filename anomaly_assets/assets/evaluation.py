@@ -244,6 +244,7 @@ def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
 
     from anomaly_assets.llm.judges import GRADED, JudgeFigures, judge_traces
 
+    traces = None
     with llm.judge_endpoint(config.judge_concurrency) as model:
         try:
             experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
@@ -265,7 +266,7 @@ def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
                 )
         except Exception as exc:  # noqa: BLE001 - grades are an aid; the row must land
             context.log.warning(f"Judging failed, no grades for this batch: {exc}")
-            ungraded = len(locals().get("traces", ()))
+            ungraded = 0 if traces is None else len(traces)
             figures = JudgeFigures(0, None, None, None, None, ungraded)
     return {**asdict(figures), "judge_model": model or ""}
 
