@@ -200,6 +200,7 @@ def enrichment(
         enrich,
         with_attempts,
     )
+    from anomaly_assets.llm.tracing import flush_traces
 
     t0 = time.perf_counter()
     prompt = registered_prompt(mlflow_settings, config.prompt_name, config.prompt_alias)
@@ -272,9 +273,7 @@ def enrichment(
     )
     stats = outcome.stats
     if config.trace_calls:
-        import mlflow
-
-        mlflow.flush_trace_async_logging()  # the evaluation links them to its run
+        flush_traces()
     if getattr(explainer, "metrics", None):
         explainer.metrics.cache(stats["cache_hits"], stats["cache_misses"])
     telemetry.flush()

@@ -12,6 +12,7 @@ row per prompt.
 
 import io
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
@@ -177,8 +178,8 @@ def log_evaluation(
     rows_csv: str,
     chart_png: bytes,
     dagster_run_id: str,
-    trace_ids: list[str] = (),
-    log=print,
+    trace_ids: list[str],
+    log,
 ) -> str:
     """One MLflow run in the eval experiment, FINISHED on success, FAILED otherwise, with
     the traces of the batch's calls linked to it."""
@@ -244,6 +245,7 @@ def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
 
     from anomaly_assets.llm.judges import GRADED, JudgeFigures, judge_traces
 
+    traces = None
     with llm.judge_endpoint(config.judge_concurrency) as model:
         try:
             experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
@@ -265,7 +267,7 @@ def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
                 )
         except Exception as exc:  # noqa: BLE001 - grades are an aid; the row must land
             context.log.warning(f"Judging failed, no grades for this batch: {exc}")
-            ungraded = len(locals().get("traces", ()))
+            ungraded = 0 if traces is None else len(traces)
             figures = JudgeFigures(0, None, None, None, None, ungraded)
     return {**asdict(figures), "judge_model": model or ""}
 
@@ -475,49 +477,71 @@ def _summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _explained_again(
-    context, batch, prompt, silver_events, lakehouse, llm, mlflow_settings, role
-):
+@dataclass
+class _Again:
+    """What explaining batches again needs, read once per run: the explainer, the
+    settings the enrichment last explained with (redaction included), and each batch's
+    anomalies and drift, read the first time a prompt asks for them."""
+
+    explainer: object
+    settings: object
+    lakehouse: LakehouseResource
+    silver_events: object
+    loaded: dict = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, context, llm, lakehouse, silver_events) -> "_Again":
+        from anomaly_assets.assets.enrichment import settings_sent_last
+
+        return cls(
+            llm.explainer(), settings_sent_last(context), lakehouse, silver_events
+        )
+
+    def batch(self, batch: str):
+        """(anomalies as pandas, drifted features) of ``batch``."""
+        from anomaly_assets.assets.enrichment import _drift_by_batch, load_anomalies
+
+        if batch not in self.loaded:
+            gold = self.lakehouse.read("gold_anomaly_predictions")
+            anomalies = load_anomalies(
+                gold.filter(gold.is_anomaly & (gold.batch_id == batch)),
+                self.silver_events,
+            )
+            drift = _drift_by_batch(self.lakehouse.read("gold_batch_drift"), [batch])
+            self.loaded[batch] = (anomalies, drift)
+        return self.loaded[batch]
+
+
+def _explained_again(context, again, batch, prompt, llm, mlflow_settings, role):
     """The batch's anomalies explained with ``prompt`` as the enrichment explains them (its
     last settings, the batch's drift), without the cache, each call traced; the rows for
     its evaluation only."""
-    from anomaly_assets.assets.enrichment import (
-        _drift_by_batch,
-        call_tracer,
-        enriched_rows_frame,
-        load_anomalies,
-        settings_sent_last,
-    )
+    from anomaly_assets.assets.enrichment import call_tracer, enriched_rows_frame
     from anomaly_assets.llm.enrich import enrich
+    from anomaly_assets.llm.tracing import flush_traces
 
-    gold = lakehouse.read("gold_anomaly_predictions")
-    anomalies = load_anomalies(
-        gold.filter(gold.is_anomaly & (gold.batch_id == batch)), silver_events
-    )
-    explainer = llm.explainer()
+    anomalies, drift = again.batch(batch)
     t0 = time.perf_counter()
     outcome = enrich(
         anomalies,
-        explainer,
+        again.explainer,
         prompt,
-        settings_sent_last(context),
-        drift=_drift_by_batch(lakehouse.read("gold_batch_drift"), [batch]),
+        again.settings,
+        drift=drift,
         max_concurrency=llm.max_concurrency,
         run_id=context.run_id,
         log=context.log.info,
         trace=call_tracer(
             context,
             mlflow_settings,
-            explainer,
+            again.explainer,
             prompt,
             llm.price_table(),
             [batch],
             role,
         ),
     )
-    import mlflow
-
-    mlflow.flush_trace_async_logging()
+    flush_traces()
     return enriched_rows_frame(outcome.rows, time.perf_counter() - t0)
 
 
@@ -532,18 +556,12 @@ def _comparisons(
         return {}
     batch = latest[0]
     registry = PromptRegistry(mlflow_settings.tracking_uri)
+    again = _Again.read(context, llm, lakehouse, silver_events)
     out = {}
     for reference in config.compare_prompts:
         prompt = resolve(reference, registry)
         rows = _explained_again(
-            context,
-            batch,
-            prompt,
-            silver_events,
-            lakehouse,
-            llm,
-            mlflow_settings,
-            COMPARISON,
+            context, again, batch, prompt, llm, mlflow_settings, COMPARISON
         )
         if rows.empty:
             context.log.info(f"Nothing to compare with {prompt.label} in batch {batch}")
@@ -564,7 +582,7 @@ def _shadows(context, config, enriched, silver_events, lakehouse, llm, mlflow_se
 
     if enriched.empty or "prompt_name" not in enriched:
         return {}
-    out = {}
+    out, again = {}, None
     for name in sorted(set(enriched["prompt_name"].dropna())):
         mine = enriched[enriched["prompt_name"] == name]
         try:
@@ -586,15 +604,9 @@ def _shadows(context, config, enriched, silver_events, lakehouse, llm, mlflow_se
             )
         for batch in batches:
             try:
+                again = again or _Again.read(context, llm, lakehouse, silver_events)
                 rows = _explained_again(
-                    context,
-                    batch,
-                    candidate,
-                    silver_events,
-                    lakehouse,
-                    llm,
-                    mlflow_settings,
-                    SHADOW,
+                    context, again, batch, candidate, llm, mlflow_settings, SHADOW
                 )
             except Exception as exc:  # noqa: BLE001
                 context.log.warning(f"Shadow run of batch {batch} failed: {exc}")

@@ -277,6 +277,11 @@ class ImperfectModel:
         return None
 
 
+#: What tests give the client as its key when the fake checks none (no ``api_key``): any
+#: value is accepted, and this one says so.
+UNCHECKED_KEY = "unchecked"
+
+
 class FakeAzureOpenAI:
     def __init__(
         self,

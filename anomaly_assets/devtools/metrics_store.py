@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Self
 
 from anomaly_assets import settings
+from anomaly_assets.devtools.services import wait_for_http
 
 VERSION = "1.112.0"
 DEB_URL = (
@@ -103,19 +104,14 @@ class LocalMetricsStore:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise MetricsStoreError(
-                    f"victoria-metrics exited with {self.process.returncode}; see "
-                    f"{self.data_dir / 'victoria-metrics.log'}"
-                )
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
+        running = self.process.poll
+        if wait_for_http(self.url + "/health", timeout_s, lambda: running() is None):
+            return self
+        if running() is not None:
+            raise MetricsStoreError(
+                f"victoria-metrics exited with {self.process.returncode}; see "
+                f"{self.data_dir / 'victoria-metrics.log'}"
+            )
         self.stop()
         raise MetricsStoreError(f"victoria-metrics did not answer on {self.url}")
 

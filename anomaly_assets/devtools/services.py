@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -68,3 +69,17 @@ def stop_group(pid_file: Path, timeout: float = 30.0) -> bool:
             break
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def wait_for_http(url: str, timeout_s: float, alive=lambda: True) -> bool:
+    """Whether ``url`` answered 200 within ``timeout_s``; gives up early once ``alive()``
+    (the server's process still running) turns false."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False

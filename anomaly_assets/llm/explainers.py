@@ -30,6 +30,8 @@ from anomaly_assets.llm.schema import RESPONSE_FORMAT, AnomalyExplanation
 RAW_LIMIT = 2000
 #: Calls in a row that fail after their retries before a run stops calling.
 HALT_AFTER = 3
+#: How the error of a call a halted run did not make begins.
+NOT_CALLED = "not called: "
 
 
 @dataclass
@@ -119,7 +121,7 @@ class OpenAIExplainer:
         retry = 0
         while True:
             if self._halted:
-                return None, f"not called: {self._halted}"
+                return None, f"{NOT_CALLED}{self._halted}"
             t0 = time.perf_counter()
             try:
                 completion = self.client.chat.completions.create(
@@ -183,7 +185,7 @@ class OpenAIExplainer:
         for attempt in range(1, self.max_attempts + 1):
             result.attempts = attempt
             completion, error = self._complete(messages)
-            if not error or not error.startswith("not called"):
+            if not error or not error.startswith(NOT_CALLED):
                 result.messages = messages  # sent (a halted run sends nothing)
             if completion is None:
                 if result.error:  # the answer asked again about is the better record

@@ -88,3 +88,10 @@ def log_call_trace(
     span.end(end_time_ns=end)
     # MLflow hands out a placeholder span when tracing is off or the span failed to start
     return None if span.trace_id == NO_OP_SPAN_TRACE_ID else span.trace_id
+
+
+def flush_traces() -> None:
+    """Write the traces MLflow still queues: the evaluation links them to its run."""
+    import mlflow
+
+    mlflow.flush_trace_async_logging()

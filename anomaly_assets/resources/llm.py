@@ -48,8 +48,13 @@ class LLMResource(ConfigurableResource):
         """The MLflow judge model URI for this endpoint (None: no model to judge with),
         with the variables MLflow's judge client reads set while it is used, and at most
         ``concurrency`` calls graded at once."""
-        with _environ(MLFLOW_GENAI_EVAL_MAX_WORKERS=str(concurrency)):
-            yield None
+        model, variables = self._judge_target()
+        with _environ(MLFLOW_GENAI_EVAL_MAX_WORKERS=str(concurrency), **variables):
+            yield model
+
+    def _judge_target(self) -> tuple[str | None, dict[str, str | None]]:
+        """(judge model URI, the variables MLflow's judge client reads for it)."""
+        return None, {}
 
     def _openai_explainer(self, client, model: str, provider: str, endpoint: str):
         from anomaly_assets.llm.telemetry import call_metrics
@@ -90,15 +95,13 @@ class AzureOpenAIResource(LLMResource):
             client, self.deployment, "azure_openai", self.endpoint
         )
 
-    @contextmanager
-    def judge_endpoint(self, concurrency: int = 4):
-        with _environ(
-            MLFLOW_GENAI_EVAL_MAX_WORKERS=str(concurrency),
-            AZURE_API_KEY=self.api_key,
-            AZURE_API_BASE=self.endpoint,
-            AZURE_API_VERSION=self.api_version,
-        ):
-            yield f"azure:/{self.deployment}"
+    def _judge_target(self):
+        variables = {
+            "AZURE_API_KEY": self.api_key,
+            "AZURE_API_BASE": self.endpoint,
+            "AZURE_API_VERSION": self.api_version,
+        }
+        return f"azure:/{self.deployment}", variables
 
 
 class OpenAICompatibleResource(LLMResource):
@@ -123,16 +126,14 @@ class OpenAICompatibleResource(LLMResource):
             client, self.model, "openai_compatible", self.base_url
         )
 
-    @contextmanager
-    def judge_endpoint(self, concurrency: int = 4):
-        # OPENAI_API_BASE would win over OPENAI_BASE_URL in MLflow's judge client
-        with _environ(
-            MLFLOW_GENAI_EVAL_MAX_WORKERS=str(concurrency),
-            OPENAI_BASE_URL=self.base_url,
-            OPENAI_API_KEY=self.api_key,
-            OPENAI_API_BASE=None,
-        ):
-            yield f"openai:/{self.model}"
+    def _judge_target(self):
+        variables = {
+            "OPENAI_BASE_URL": self.base_url,
+            "OPENAI_API_KEY": self.api_key,
+            # it would win over OPENAI_BASE_URL in MLflow's judge client
+            "OPENAI_API_BASE": None,
+        }
+        return f"openai:/{self.model}", variables
 
 
 class OfflineExplainerResource(LLMResource):

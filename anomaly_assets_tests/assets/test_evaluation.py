@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from anomaly_assets.assets.enrichment import enrichment
 from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT, ai_enrichment_eval_metrics
 from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
 from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI, ImperfectModel
-from anomaly_assets.devtools.services import free_port
+from anomaly_assets.devtools.services import free_port, wait_for_http
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.resources.llm import AzureOpenAIResource, OfflineExplainerResource
 
@@ -59,6 +58,15 @@ def _run(
     return result
 
 
+def _azure(fake) -> AzureOpenAIResource:
+    return AzureOpenAIResource(endpoint=fake.endpoint, api_key=SECRET, timeout_s=5)
+
+
+def _enrich_then_evaluate(lakehouse, mlflow_settings, llm, instance, enrich=None):
+    _run(lakehouse, mlflow_settings, llm, instance, ENRICH, enrich=enrich)
+    return _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+
+
 def _table(lakehouse):
     rows = deltalake.DeltaTable(
         lakehouse.path("ai_enrichment_eval_metrics")
@@ -76,9 +84,8 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
         FakeAzureOpenAI(judge_noise=0.0) as fake,
         DagsterInstance.ephemeral() as instance,
     ):
-        llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key=SECRET, timeout_s=5)
-        _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
-        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        llm = _azure(fake)
+        _enrich_then_evaluate(lakehouse, mlflow_settings, llm, instance)
         (row,) = _table(lakehouse)
         # both calls graded by the two judges on the endpoint, and by the evidence checks
         assert (row["judge_model"], row["judged_calls"]) == ("azure:/gpt-4.1-mini", 2)
@@ -175,8 +182,7 @@ def test_eval_rows_mlflow_runs_chart_and_comparison(
 
         # a second batch gets its own row; the coverage check holds
         lake("b2", n_stuffing=3, n_exfil=2, start=100)
-        _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
-        result = _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        result = _enrich_then_evaluate(lakehouse, mlflow_settings, llm, instance)
         assert [r["batch_id"] for r in _table(lakehouse)] == ["b1", "b2"]
         assert _table(lakehouse)[1]["status_cached"] == 5
         assert all(c.passed for c in result.get_asset_check_evaluations())
@@ -215,19 +221,17 @@ def test_validity_and_groundedness_follow_the_models_imperfection(
         "ungrounded": {"foreign_factor": 0.35, "invented_number": 0.35},
     }
     with FakeAzureOpenAI() as fake, DagsterInstance.ephemeral() as instance:
-        llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key=SECRET, timeout_s=5)
+        llm = _azure(fake)
         for i, (batch, rates) in enumerate(content.items()):
             fake.imperfect = ImperfectModel(rates, seed=i)
             lake(batch, n_stuffing=20, n_exfil=20, start=100 * i)
-            _run(lakehouse, mlflow_settings, llm, instance, ENRICH, enrich=event)
-            _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+            _enrich_then_evaluate(lakehouse, mlflow_settings, llm, instance, event)
         # the next enrichment explains the failed rows again (a perfect model now); the
         # evaluation of batches already evaluated is not rewritten
         before = _table(lakehouse)
         fake.imperfect = None
         calls = fake.completion_calls
-        _run(lakehouse, mlflow_settings, llm, instance, ENRICH, enrich=event)
-        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        _enrich_then_evaluate(lakehouse, mlflow_settings, llm, instance, event)
         assert fake.completion_calls > calls, "failed rows were explained again"
         enriched = deltalake.DeltaTable(lakehouse.path("gold_events_enriched"))
         statuses = {
@@ -315,13 +319,7 @@ def mlflow_server(store_uri: str):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
+        wait_for_http(url + "/health", 90, lambda: server.poll() is None)
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -336,9 +334,8 @@ def test_the_mlflow_ui_serves_each_calls_trace_with_the_batch_run(
         FakeAzureOpenAI(judge_noise=0.0) as fake,
         DagsterInstance.ephemeral() as instance,
     ):
-        llm = AzureOpenAIResource(endpoint=fake.endpoint, api_key=SECRET, timeout_s=5)
-        _run(lakehouse, mlflow_settings, llm, instance, ENRICH)
-        _run(lakehouse, mlflow_settings, llm, instance, EVAL)
+        llm = _azure(fake)
+        _enrich_then_evaluate(lakehouse, mlflow_settings, llm, instance)
     (row,) = _table(lakehouse)
     with mlflow_server(mlflow_settings.tracking_uri) as url:
         with urllib.request.urlopen(url + "/", timeout=10) as page:

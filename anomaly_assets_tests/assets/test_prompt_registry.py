@@ -5,7 +5,7 @@ table only."""
 import deltalake
 from dagster import DagsterInstance
 
-from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
+from anomaly_assets.devtools.fake_azure_openai import UNCHECKED_KEY, FakeAzureOpenAI
 from anomaly_assets.llm.prompt_registry import PromptRegistry
 from anomaly_assets.llm.prompt_registry import main as prompts_cli
 from anomaly_assets.llm.prompts import PROMPT_DIR, load_prompt
@@ -38,7 +38,7 @@ def test_promote_rollback_and_shadow(lakehouse, lake, mlflow_settings, capsys):
 
     with FakeAzureOpenAI() as fake, DagsterInstance.ephemeral() as instance:
         llm = AzureOpenAIResource(
-            endpoint=fake.endpoint, api_key="placeholder-key-123", timeout_s=5
+            endpoint=fake.endpoint, api_key=UNCHECKED_KEY, timeout_s=5
         )
 
         def enrich_batch(batch, start):

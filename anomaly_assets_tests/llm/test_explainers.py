@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI
+from anomaly_assets.devtools.fake_azure_openai import UNCHECKED_KEY, FakeAzureOpenAI
 from anomaly_assets.llm.prompts import load_prompt
 from anomaly_assets.llm.redaction import REDACTED, mask_text, redact_record
 from anomaly_assets.resources.llm import AzureOpenAIResource, OfflineExplainerResource
@@ -257,21 +257,21 @@ def test_any_other_failure_is_an_error_row_not_an_exception():
     from anomaly_assets.llm.explainers import OpenAIExplainer
 
     class Broken:
-        api_key = "placeholder-key-123"
+        api_key = UNCHECKED_KEY
 
         class chat:
             class completions:
                 @staticmethod
                 def create(**kw):
                     raise AttributeError(
-                        "usage has no field prompt_tokens (placeholder-key-123)"
+                        f"usage has no field prompt_tokens ({UNCHECKED_KEY})"
                     )
 
     result = OpenAIExplainer(Broken(), "m", "openai_compatible", "http://x").explain(
         load_prompt(), PAYLOAD
     )
     assert result.status == "error" and "AttributeError" in result.error
-    assert "placeholder-key-123" not in result.error
+    assert UNCHECKED_KEY not in result.error
 
 
 @pytest.mark.parametrize(

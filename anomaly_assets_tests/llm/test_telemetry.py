@@ -6,7 +6,11 @@ import time
 
 import pytest
 
-from anomaly_assets.devtools.fake_azure_openai import FakeAzureOpenAI, ImperfectModel
+from anomaly_assets.devtools.fake_azure_openai import (
+    UNCHECKED_KEY,
+    FakeAzureOpenAI,
+    ImperfectModel,
+)
 from anomaly_assets.devtools.metrics_store import LocalMetricsStore
 from anomaly_assets.devtools.services import free_port
 from anomaly_assets.llm import telemetry
@@ -59,7 +63,7 @@ def test_genai_metrics_reach_an_otlp_store_with_the_conventions_names(
     rates = {"500": 0.15, "schema": 0.15, "foreign_factor": 0.15}
     with FakeAzureOpenAI(imperfect=ImperfectModel(rates, seed=3)) as fake:
         explainer = AzureOpenAIResource(
-            endpoint=fake.endpoint, api_key="placeholder-key-123", timeout_s=5
+            endpoint=fake.endpoint, api_key=UNCHECKED_KEY, timeout_s=5
         ).explainer()
         results = [explainer.explain(load_prompt(), PAYLOAD) for _ in range(30)]
         explainer.metrics.cache(hits=3, misses=9)
@@ -119,7 +123,7 @@ def test_genai_metrics_reach_an_otlp_store_with_the_conventions_names(
 def test_without_an_endpoint_nothing_is_measured(fresh_telemetry):
     with FakeAzureOpenAI() as fake:
         explainer = AzureOpenAIResource(
-            endpoint=fake.endpoint, api_key="placeholder-key-123", timeout_s=5
+            endpoint=fake.endpoint, api_key=UNCHECKED_KEY, timeout_s=5
         ).explainer()
         assert explainer.explain(load_prompt(), PAYLOAD).status == "ok"
     assert explainer.metrics is None and telemetry._provider is None
@@ -147,7 +151,7 @@ def test_an_unreachable_store_costs_a_bounded_flush_not_a_call(fresh_telemetry, 
     fresh_telemetry.setenv("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "1")
     with FakeAzureOpenAI() as fake:
         explainer = AzureOpenAIResource(
-            endpoint=fake.endpoint, api_key="placeholder-key-123", timeout_s=5
+            endpoint=fake.endpoint, api_key=UNCHECKED_KEY, timeout_s=5
         ).explainer()
         assert explainer.explain(load_prompt(), PAYLOAD).status == "ok"
     t0 = time.monotonic()
