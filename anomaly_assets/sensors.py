@@ -32,7 +32,7 @@ from dagster import (
 )
 
 from anomaly_assets import settings
-from anomaly_assets.jobs import ingest_and_train_job, ingest_job
+from anomaly_assets.jobs import StreamJobs, build_jobs
 from anomaly_assets.lib.offsets import (
     KafkaUnavailable,
     advance,
@@ -52,6 +52,7 @@ from anomaly_assets.lib.sensor_state import (
     decide,
 )
 from anomaly_assets.resources.kafka import KafkaResource
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 IN_FLIGHT_STATUSES = [
     DagsterRunStatus.QUEUED,
@@ -61,20 +62,20 @@ IN_FLIGHT_STATUSES = [
 ]
 
 
-def needs_model(instance: DagsterInstance) -> bool:
-    """No champion from anomaly_model's latest materialisation, and no run training one.
+def needs_model(instance: DagsterInstance, model: AssetKey, training_job: str) -> bool:
+    """No champion from the latest materialisation of ``model`` (a stream's
+    anomaly_model), and no ``training_job`` run training one.
 
     A materialisation whose quality gate failed leaves no champion, so the next batch
     trains again (on all silver rows so far) rather than every batch failing at gold.
     """
-    event = instance.get_latest_materialization_event(AssetKey("anomaly_model"))
+    event = instance.get_latest_materialization_event(model)
     if event is not None and event.asset_materialization is not None:
         champion = event.asset_materialization.metadata.get("champion_version")
         if champion is not None and champion.value != "none":
             return False
     training = instance.get_runs(
-        RunsFilter(job_name=ingest_and_train_job.name, statuses=IN_FLIGHT_STATUSES),
-        limit=1,
+        RunsFilter(job_name=training_job, statuses=IN_FLIGHT_STATUSES), limit=1
     )
     return not training
 
@@ -88,15 +89,17 @@ _FINISHED = {
 }
 
 
-def run_request(topic: str, batch: PendingBatch, train: bool = False) -> RunRequest:
+def run_request(
+    topic: str, batch: PendingBatch, job: str, bronze_op: str = "bronze"
+) -> RunRequest:
     ranges = list(batch.ranges)
     key = batch_key(topic, ranges)
     return RunRequest(
-        job_name=(ingest_and_train_job if train else ingest_job).name,
+        job_name=job,
         run_key=key if batch.attempt == 1 else f"{key}|attempt={batch.attempt}",
         run_config={
             "ops": {
-                "bronze": {
+                bronze_op: {
                     "config": {
                         "batch_id": batch.batch_id,
                         "topic_id": batch.topic_id,
@@ -125,7 +128,9 @@ def run_outcomes(instance: DagsterInstance, batch_ids: list[str]) -> dict[str, s
     return {b: outcomes.get(b, UNKNOWN) for b in batch_ids}
 
 
-def _restart_topic(cursor: SensorCursor, state, log) -> AssetObservation | None:
+def _restart_topic(
+    cursor: SensorCursor, state, log, bronze: AssetKey
+) -> AssetObservation | None:
     """A new topic name or a recreated topic starts from its log start; says so."""
     if cursor.topic == state.topic and cursor.topic_id in ("", state.topic_id):
         cursor.topic_id = state.topic_id
@@ -146,22 +151,36 @@ def _restart_topic(cursor: SensorCursor, state, log) -> AssetObservation | None:
     log.warning(message)
     cursor.topic, cursor.topic_id, cursor.offsets = state.topic, state.topic_id, {}
     return AssetObservation(
-        asset_key="bronze_events",
+        asset_key=bronze,
         description=message,
         metadata={"topic": state.topic, "topic_id": state.topic_id},
     )
 
 
-@sensor(
-    jobs=[ingest_job, ingest_and_train_job],
-    minimum_interval_seconds=settings.SENSOR_INTERVAL_S,
-    default_status=DefaultSensorStatus.RUNNING
-    if settings.SENSOR_RUNNING
-    else DefaultSensorStatus.STOPPED,
-    description="Starts an ingestion run for each bounded batch of new Kafka offsets, and "
-    "requests a failed batch again with backoff.",
-)
-def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
+def build_kafka_offsets_sensor(
+    stream: Stream = DEFAULT_STREAM, jobs: StreamJobs = None
+):
+    """``stream``'s offsets sensor: its own name, cursor, topic and jobs."""
+    jobs = jobs or build_jobs(stream)
+
+    @sensor(
+        name=stream.named("kafka_offsets_sensor"),
+        jobs=[jobs.ingest, jobs.ingest_and_train],
+        minimum_interval_seconds=settings.SENSOR_INTERVAL_S,
+        default_status=DefaultSensorStatus.RUNNING
+        if settings.SENSOR_RUNNING
+        else DefaultSensorStatus.STOPPED,
+        description="Starts an ingestion run for each bounded batch of new Kafka offsets, "
+        "and requests a failed batch again with backoff.",
+    )
+    def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
+        return tick(context, stream.kafka(kafka), stream, jobs)
+
+    return kafka_offsets_sensor
+
+
+def tick(context, kafka: KafkaResource, stream: Stream, jobs: StreamJobs):
+    """One evaluation: retries due, new batches planned, the cursor moved past them."""
     try:
         state = fetch_topic_state(
             kafka.client_config(),
@@ -172,7 +191,9 @@ def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
     except KafkaUnavailable as exc:
         return SkipReason(f"Kafka unavailable, cursor unchanged: {exc}")
     cursor = SensorCursor.decode(context.cursor, kafka.topic)
-    observation = _restart_topic(cursor, state, context.log)
+    observation = _restart_topic(
+        cursor, state, context.log, stream.key("bronze_events")
+    )
     now = time.time()
     policy = kafka.retry_policy()
 
@@ -220,12 +241,23 @@ def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
             cursor=cursor.encode(),
             asset_events=[observation] if observation else [],
         )
-    train_first = needs_model(context.instance)
+    train_first = needs_model(
+        context.instance, stream.key("anomaly_model"), jobs.ingest_and_train.name
+    )
+    bronze_op = stream.named("bronze")
     return SensorResult(
         run_requests=[
-            run_request(kafka.topic, b, train=train_first and i == 0)
+            run_request(
+                kafka.topic,
+                b,
+                (jobs.ingest_and_train if train_first and i == 0 else jobs.ingest).name,
+                bronze_op,
+            )
             for i, b in enumerate([*retries, *new])
         ],
         cursor=cursor.encode(),
         asset_events=[observation] if observation else [],
     )
+
+
+kafka_offsets_sensor = build_kafka_offsets_sensor()

@@ -4,13 +4,15 @@
 item, so every mistake fails loading with the file, the line and the field (a feature the
 contract cannot feed: that feature's own line).
 
-Work in progress (branch issue17): the assets are not yet built per stream; ``build_defs``
-returns nothing until the asset factories exist.
+The instance builds the stream's assets, checks, jobs, sensor and maintenance under its key
+prefix (pipeline.py); resources (Spark, lakehouse, Kafka connection, MLflow, LLM) are the
+project's, shared by every stream.
 """
 
 import dagster as dg
 
 from anomaly_assets.components.spec import StreamSpec
+from anomaly_assets.pipeline import stream_definitions
 
 
 class AnomalyPipeline(dg.Component):
@@ -28,4 +30,4 @@ class AnomalyPipeline(dg.Component):
         return cls(attributes)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return dg.Definitions()
+        return stream_definitions(self.spec.to_stream())

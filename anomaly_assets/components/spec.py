@@ -30,9 +30,13 @@ from anomaly_assets.contract import (
     REQUIRED_FIELDS,
 )
 from anomaly_assets.lib.features import FEATURE_INPUTS, FEATURES
+from anomaly_assets.stream import Stream
 
-#: Contract fields every stream carries: what identifies, orders and keys an event.
-CORE_FIELDS = ("event_id", "event_type", "event_ts", "user_id", "schema_version")
+#: Contract fields every stream carries: what identifies, orders, keys and places an
+#: event (bronze requires them of every message); a stream chooses among the optional ones.
+CORE_FIELDS = tuple(REQUIRED_FIELDS)
+#: A key prefix part or a group prefix: what Dagster accepts in names.
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 CONTRACT_FIELDS = tuple(REQUIRED_FIELDS) + tuple(OPTIONAL_FIELDS)
 
 
@@ -44,10 +48,23 @@ class KafkaSpec(_Strict):
     topic: str = Field(min_length=1, description="The topic the stream reads.")
     bootstrap_servers: str | None = Field(
         default=None,
-        description="host:port list; unset: ANOMALY_KAFKA_BOOTSTRAP (127.0.0.1:9092).",
+        description="host:port list; unset: the kafka resource's (ANOMALY_KAFKA_BOOTSTRAP).",
     )
-    max_batch_events: int = Field(default=100_000, ge=1)
-    read_committed: bool = True
+    max_batch_events: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most offsets one run reads; unset: the kafka resource's.",
+    )
+    read_committed: bool | None = Field(
+        default=None,
+        description="Read committed transactions only; unset: the resource's.",
+    )
+
+    def overrides(self) -> dict:
+        """The kafka resource settings this stream sets."""
+        return {
+            k: v for k, v in self.model_dump(exclude={"topic"}).items() if v is not None
+        }
 
 
 class ContractSpec(_Strict):
@@ -130,9 +147,10 @@ class SeveritySpec(_Strict):
 
 
 class EnrichmentSpec(_Strict):
-    provider: Literal["env", "azure_openai", "openai_compatible", "offline"] = Field(
-        default="env",
-        description="env: Azure, OpenAI-compatible or offline by variables.",
+    provider: Literal["llm", "offline"] = Field(
+        default="llm",
+        description="llm: the project's LLM resource (Azure OpenAI, an OpenAI-compatible "
+        "endpoint or offline, by environment); offline: templated explanations, no call.",
     )
     prompt_name: str = _default(EnrichmentConfig, "prompt_name")
     prompt_alias: str = _default(EnrichmentConfig, "prompt_alias")
@@ -171,12 +189,16 @@ class StreamSpec(_Strict):
     model detect its anomalies, how they are explained and evaluated, and what its assets
     are called."""
 
-    key_prefix: list[str] = Field(
-        default_factory=list,
-        description="Asset key prefix of this stream's tables ([] keeps today's names).",
+    key_prefix: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        min_length=1,
+        description="Asset key prefix of this stream's tables, also the prefix of its "
+        "ops, jobs, sensor and registered model (['payments'] -> payments/silver_events, "
+        "payments__ingest_job).",
     )
     group_prefix: str = Field(
-        default="", description="Prefix of the asset groups (ingestion, model, ai)."
+        default="",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+        description="Prefix of the asset groups (bronze, silver, gold, ai).",
     )
     kafka: KafkaSpec
     contract: ContractSpec = Field(default_factory=ContractSpec)
@@ -197,3 +219,21 @@ class StreamSpec(_Strict):
         if len(set(features)) != len(features):
             raise ValueError("a feature is listed twice")
         return features
+
+    def to_stream(self) -> Stream:
+        """The names and settings the asset factories build this stream from."""
+        return Stream(
+            key_prefix=tuple(self.key_prefix),
+            group_prefix=self.group_prefix,
+            topic=self.kafka.topic,
+            kafka_settings=self.kafka.overrides(),
+            features=tuple(self.features),
+            event_types=tuple(self.contract.event_types),
+            explainer=self.enrichment.provider,
+            config_defaults={
+                "anomaly_model": self.model.model_dump(),
+                "gold": self.severity.model_dump(),
+                "enrichment": self.enrichment.model_dump(exclude={"provider"}),
+                "ai_enrichment_eval_metrics": self.evaluation.model_dump(),
+            },
+        )

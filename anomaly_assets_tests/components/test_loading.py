@@ -71,7 +71,8 @@ def test_a_feature_the_contract_cannot_feed_names_its_own_line():
         GOOD.replace(
             "    event_types: [purchase, login]",
             textwrap.indent(
-                "fields: [event_id, event_type, event_ts, user_id, schema_version, "
+                "fields: [event_id, event_type, event_ts, user_id, session_id, "
+                "ip_address, country, device_type, user_agent, schema_version, "
                 "success]\nevent_types: [login]",
                 "    ",
             ),

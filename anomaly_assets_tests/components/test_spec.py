@@ -15,7 +15,7 @@ OPTIONAL = [f for f in CONTRACT_FIELDS if f not in CORE_FIELDS]
 
 def errors(**spec) -> list[dict]:
     with pytest.raises(ValidationError) as caught:
-        StreamSpec(**spec)
+        StreamSpec(**{"key_prefix": ["s"], **spec})
     return caught.value.errors()
 
 
@@ -37,6 +37,7 @@ def test_valid_exactly_when_the_contract_feeds_features_and_event_types(
         for t in sorted(types)
     }
     spec = {
+        "key_prefix": ["payments"],
         "kafka": {"topic": "payments"},
         "contract": {"fields": contract, "event_types": sorted(types)},
         "features": sorted(features),
@@ -95,7 +96,13 @@ def test_valid_exactly_when_the_contract_feeds_features_and_event_types(
         (
             {"kafka": {"topic": "t"}, "enrichment": {"provider": "bard"}},
             ("enrichment", "provider"),
-            "'env', 'azure_openai', 'openai_compatible' or 'offline'",
+            "'llm' or 'offline'",
+        ),
+        ({"key_prefix": [], "kafka": {"topic": "t"}}, ("key_prefix",), "at least 1"),
+        (
+            {"key_prefix": ["pay-ments"], "kafka": {"topic": "t"}},
+            ("key_prefix", 0),
+            "should match pattern",
         ),
     ],
 )
