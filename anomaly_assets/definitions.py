@@ -5,11 +5,11 @@ import os
 from dagster import Definitions, EnvVar, in_process_executor
 
 from anomaly_assets.io_managers import DeltaIOManager
+from anomaly_assets.pipeline import stream_parts
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import llm_from_env
 from anomaly_assets.resources.mlflow import MlflowResource, MlflowTracking
-from anomaly_assets.pipeline import stream_definitions
 from anomaly_assets.stream import DEFAULT_STREAM
 
 
@@ -36,19 +36,21 @@ def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
 
 
 #: The default stream: today's asset names, the kafka resource's topic.
-DEFAULT_PIPELINE = stream_definitions(DEFAULT_STREAM)
+DEFAULT_PIPELINE = stream_parts(DEFAULT_STREAM)
 #: Every asset of the default pipeline, upstream first.
-ASSETS = list(DEFAULT_PIPELINE.assets)
+ASSETS = DEFAULT_PIPELINE["assets"]
 #: Every asset check, in the same order.
-CHECKS = list(DEFAULT_PIPELINE.asset_checks)
+CHECKS = DEFAULT_PIPELINE["asset_checks"]
 
 
 def make_definitions(
     resources: dict, streams: Definitions | None = None
 ) -> Definitions:
     """The default pipeline, the streams declared in defs.yaml files, shared resources."""
-    shared = Definitions(resources=resources, executor=in_process_executor)
-    return Definitions.merge(DEFAULT_PIPELINE, *([streams] if streams else []), shared)
+    default = Definitions(
+        **DEFAULT_PIPELINE, resources=resources, executor=in_process_executor
+    )
+    return Definitions.merge(default, streams) if streams else default
 
 
 def declared_streams() -> Definitions:

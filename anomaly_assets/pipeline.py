@@ -40,14 +40,19 @@ CHECK_FACTORIES = (
 )
 
 
-def stream_definitions(stream: Stream) -> Definitions:
-    """Everything ``stream`` runs on; resources come from the project's Definitions."""
+def stream_parts(stream: Stream) -> dict:
+    """Everything ``stream`` runs on, as Definitions arguments (resources come from the
+    project's Definitions)."""
     jobs = build_jobs(stream)
     optimize_job, optimize_schedule = build_maintenance(stream)
-    return Definitions(
-        assets=[build(stream) for build in ASSET_FACTORIES],
-        asset_checks=[check for build in CHECK_FACTORIES for check in build(stream)],
-        jobs=[*jobs, optimize_job],
-        schedules=[optimize_schedule],
-        sensors=[build_kafka_offsets_sensor(stream, jobs)],
-    )
+    return {
+        "assets": [build(stream) for build in ASSET_FACTORIES],
+        "asset_checks": [check for build in CHECK_FACTORIES for check in build(stream)],
+        "jobs": [*jobs, optimize_job],
+        "schedules": [optimize_schedule],
+        "sensors": [build_kafka_offsets_sensor(stream, jobs)],
+    }
+
+
+def stream_definitions(stream: Stream) -> Definitions:
+    return Definitions(**stream_parts(stream))

@@ -111,8 +111,44 @@ def test_each_mistake_names_its_field(spec, loc, says):
     assert error["loc"] == loc and says in error["msg"], error
 
 
-def test_the_defaults_are_todays_pipeline():
-    spec = StreamSpec(kafka={"topic": "user-activity"})
-    assert spec.key_prefix == [] and spec.features == list(FEATURES)
-    assert spec.contract.fields == list(CONTRACT_FIELDS)
-    assert (spec.model.threshold_percentile, spec.severity.critical_at) == (99.0, 99.9)
+def test_a_stream_of_defaults_is_todays_pipeline_under_its_prefix():
+    """Only a prefix and a topic: the default stream's features, event types and every
+    setting the launchpad shows, so a new stream starts where the default one is."""
+    from anomaly_assets.assets.enrichment import EnrichmentConfig
+    from anomaly_assets.assets.evaluation import EvalConfig
+    from anomaly_assets.assets.gold import ScoringConfig
+    from anomaly_assets.assets.model import TrainConfig
+    from anomaly_assets.stream import DEFAULT_STREAM
+
+    stream = StreamSpec(key_prefix=["p"], kafka={"topic": "t"}).to_stream()
+    assert stream.features == DEFAULT_STREAM.features
+    assert stream.event_types == DEFAULT_STREAM.event_types
+    assert (stream.name, stream.topic, dict(stream.kafka_settings)) == ("p", "t", {})
+    for base, op in [
+        (TrainConfig, "anomaly_model"),
+        (ScoringConfig, "gold"),
+        (EnrichmentConfig, "enrichment"),
+        (EvalConfig, "ai_enrichment_eval_metrics"),
+    ]:
+        assert stream.config(base, op)().model_dump() == base().model_dump(), op
+
+
+def test_a_streams_settings_become_its_launchpad_defaults():
+    stream = StreamSpec(
+        key_prefix=["payments"],
+        kafka={"topic": "pay", "max_batch_events": 500},
+        model={"threshold_percentile": 97.5},
+        severity={"critical_at": 99.0},
+        enrichment={"max_groups": 7, "redact_columns": ["user_id"]},
+    ).to_stream()
+    from anomaly_assets.assets.enrichment import EnrichmentConfig
+    from anomaly_assets.assets.gold import ScoringConfig
+    from anomaly_assets.assets.model import TrainConfig
+
+    assert dict(stream.kafka_settings) == {"max_batch_events": 500}
+    assert stream.config(TrainConfig, "anomaly_model")().threshold_percentile == 97.5
+    assert stream.config(ScoringConfig, "gold")().critical_at == 99.0
+    enrichment = stream.config(EnrichmentConfig, "enrichment")()
+    assert (enrichment.max_groups, enrichment.redact_columns) == (7, ["user_id"])
+    # a launchpad value still wins over the stream's default
+    assert stream.config(ScoringConfig, "gold")(critical_at=99.5).critical_at == 99.5
