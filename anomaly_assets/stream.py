@@ -8,11 +8,12 @@ consumer cursors, writer pools, ingestion lane and registered model.
 """
 
 from collections.abc import Mapping
+from copy import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import AssetKey, Config
-from pydantic import Field, create_model
+from pydantic import create_model
 
 from anomaly_assets.contract import EVENT_TYPES
 from anomaly_assets.lib.features import FEATURE_COLUMNS
@@ -93,13 +94,11 @@ class Stream:
         defaults = self.config_defaults.get(op)
         if not defaults:
             return base
-        fields = {
-            name: (
-                base.model_fields[name].annotation,
-                Field(default=value, description=base.model_fields[name].description),
-            )
-            for name, value in defaults.items()
-        }
+        fields = {}
+        for name, value in defaults.items():
+            field_info = copy(base.model_fields[name])  # keeps description and bounds
+            field_info.default, field_info.default_factory = value, None
+            fields[name] = (field_info.annotation, field_info)
         prefix = "".join(p.title().replace("_", "") for p in self.key_prefix)
         return create_model(f"{prefix}{base.__name__}", __base__=base, **fields)
 

@@ -46,7 +46,7 @@ def build_enrichment_checks(stream: Stream = DEFAULT_STREAM) -> list:
     def enrichment_validity(
         context, config: ValidityConfig, lakehouse: LakehouseResource
     ):
-        df = written_rows(context, lakehouse, stream.key("gold_events_enriched"))
+        df = written_rows(context, lakehouse, enriched_key)
         if df is None:
             return NOTHING
         latest = df.filter("enrichment_status != 'skipped_budget'")
@@ -75,7 +75,7 @@ def build_enrichment_checks(stream: Stream = DEFAULT_STREAM) -> list:
     def critical_anomalies_explained(context, lakehouse: LakehouseResource):
         from pyspark.sql import functions as F
 
-        df = written_rows(context, lakehouse, stream.key("gold_events_enriched"))
+        df = written_rows(context, lakehouse, enriched_key)
         if df is None:
             return NOTHING
         unexplained = df.filter(
@@ -114,7 +114,7 @@ def build_enrichment_checks(stream: Stream = DEFAULT_STREAM) -> list:
     ):
         from pyspark.sql import functions as F
 
-        df = written_rows(context, lakehouse, stream.key("gold_events_enriched"))
+        df = written_rows(context, lakehouse, enriched_key)
         if df is None:
             return NOTHING
         df = df.filter(F.col("enrichment_status").isin(*PARSED))

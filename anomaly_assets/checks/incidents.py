@@ -24,7 +24,7 @@ def build_incident_checks(stream: Stream = DEFAULT_STREAM) -> list:
 
         from anomaly_assets.lib.incidents import anomalies_in, collect_spans
 
-        written = written_rows(context, lakehouse, stream.key("gold_user_incidents"))
+        written = written_rows(context, lakehouse, incidents_key)
         if written is None:
             return NOTHING
         spans = collect_spans(written, "first_seen", "last_seen")

@@ -1,10 +1,12 @@
 """What one stream's ``defs.yaml`` declares: a strict model, so a typo is an error that
 names its field, never a setting silently ignored.
 
-Cross-field rules the schema alone cannot say are validators here: a feature must exist in
-the feature library (lib/features.py), the contract must carry the event fields a chosen
-feature is computed from, severity cut-offs must be ordered percentiles. Plain pydantic,
-testable without Dagster; the component (anomaly_pipeline.py) adds the file and line.
+Cross-field rules the schema alone cannot say are validators here: the contract must carry
+the event fields a chosen feature is computed from (checked per list item, so the error points
+at the feature's own line) and those its event types require. Names and ranges are part of
+the schema (a feature of the library, percentiles in range, a prefix Dagster can name), so
+editors catch them too. Plain pydantic, testable without Dagster; the component
+(anomaly_pipeline.py) adds the file and line.
 """
 
 from typing import Annotated, Literal

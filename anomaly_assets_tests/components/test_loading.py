@@ -48,6 +48,12 @@ def test_a_valid_stream_loads():
     [
         (("topic: payments", "topik: payments"), 5, "attributes.kafka.topik", "Extra"),
         (
+            ("topic: payments", "max_batch_events: 500"),
+            4,
+            "attributes.kafka.topic",
+            "Field required",
+        ),
+        (
             ("    - events_1m", "    - events_2m"),
             9,
             "attributes.features.0",

@@ -6,8 +6,10 @@ import itertools
 import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import mlflow
+import yaml
 from confluent_kafka import Producer
 from dagster import AssetKey, DagsterInstance, build_sensor_context
 from dagster.components.testing import create_defs_folder_sandbox
@@ -20,41 +22,11 @@ from anomaly_assets.lib.offsets import fetch_topic_state
 from anomaly_assets.resources import KafkaResource
 from anomaly_assets_tests.helpers import assert_ledger_complete, delta_rows
 
-PAYMENT_TYPES = ["login", "logout", "page_view", "search", "add_to_cart", "purchase"]
-PAYMENT_FEATURES = [
-    "events_1m",
-    "events_5m",
-    "failed_logins_10m",
-    "seconds_since_prev",
-    "country_novelty",
-    "amount_vs_user_mean",
-    "amount_log",
-    "items_log",
-    "travel_speed_kmh",
-]
-PAYMENTS_YAML = """\
-type: anomaly_assets.components.anomaly_pipeline.AnomalyPipeline
-attributes:
-  key_prefix: [payments]
-  group_prefix: payments_
-  kafka:
-    topic: {topic}
-  contract:
-    fields: [event_id, event_type, event_ts, user_id, session_id, ip_address, country,
-             device_type, user_agent, schema_version, success, amount, items]
-    event_types: [{types}]
-  features: [{features}]
-  model:
-    n_estimators: 50
-    threshold_percentile: 97.0
-  severity:
-    critical_at: 99.0
-  enrichment:
-    provider: offline
-    max_groups: 5
-  evaluation:
-    judges: false
-"""
+#: The example stream the README points to, so the example is what runs here.
+EXAMPLE = Path(__file__).parents[2] / "examples" / "streams" / "payments" / "defs.yaml"
+SPEC = yaml.safe_load(EXAMPLE.read_text())["attributes"]
+PAYMENT_TYPES = SPEC["contract"]["event_types"]
+PAYMENT_FEATURES = SPEC["features"]
 NO_LABELS = {"config": {"labels_path": "/nonexistent", "n_estimators": 50}}
 
 
@@ -108,11 +80,9 @@ def test_a_second_stream_runs_from_yaml_alone_beside_the_first(
         lakehouse=lakehouse,
         mlflow_settings=mlflow_settings,
     )
-    yaml = PAYMENTS_YAML.format(
-        topic=payments_topic,
-        types=", ".join(PAYMENT_TYPES),
-        features=", ".join(PAYMENT_FEATURES),
-    )
+    example = EXAMPLE.read_text()
+    assert "    topic: payments\n" in example
+    yaml = example.replace("    topic: payments\n", f"    topic: {payments_topic}\n")
     with create_defs_folder_sandbox() as sandbox:
         folder = sandbox.defs_folder_path / "payments"
         folder.mkdir(parents=True)
@@ -187,7 +157,9 @@ def test_a_second_stream_runs_from_yaml_alone_beside_the_first(
         f"models:/payments__anomaly_assets_isolation_forest/{champion.version}"
     )
     assert info.metadata["features"] == PAYMENT_FEATURES
-    assert info.metadata["threshold_percentile"] == 97.0
+    assert (
+        info.metadata["threshold_percentile"] == SPEC["model"]["threshold_percentile"]
+    )
 
     # Its thresholds: scored by its model, CRITICAL from its own cut-off.
     gold = delta_rows(payments, "gold_anomaly_predictions")
@@ -198,7 +170,8 @@ def test_a_second_stream_runs_from_yaml_alone_beside_the_first(
     flagged = [r for r in gold if r["is_anomaly"]]
     assert flagged and all(math.isfinite(r["anomaly_score"]) for r in gold)
     for r in flagged:
-        assert (r["status"] == "CRITICAL") == (r["severity_percentile"] >= 99.0), r
+        critical = r["severity_percentile"] >= SPEC["severity"]["critical_at"]
+        assert (r["status"] == "CRITICAL") == critical, r
         assert set(r["top_features"]) <= set(PAYMENT_FEATURES)
     default_gold = delta_rows(lakehouse, "gold_anomaly_predictions")
     assert {r["event_id"] for r in default_gold} == {
@@ -207,6 +180,7 @@ def test_a_second_stream_runs_from_yaml_alone_beside_the_first(
     # Explained offline as configured, and evaluated in its own table.
     enriched = delta_rows(payments, "gold_events_enriched")
     assert enriched and {r["provider"] for r in enriched} == {"offline"}
+    assert SPEC["enrichment"]["provider"] == "offline"
     evaluated = {
         r["batch_id"] for r in delta_rows(payments, "ai_enrichment_eval_metrics")
     }
