@@ -1,4 +1,6 @@
-"""The one place that builds the Definitions. Importing it starts no JVM, broker or MLflow."""
+"""The one place that builds the project's Definitions: the default stream, the streams
+declared under defs/ (each an AnomalyPipeline component, built by pipeline.py like the
+default one) and the resources they share. Importing it starts no JVM, broker or MLflow."""
 
 import os
 

@@ -92,10 +92,3 @@ def build_jobs(stream: Stream = DEFAULT_STREAM) -> StreamJobs:
             "comparison row each to ai_enrichment_eval_metrics (and MLflow).",
         ),
     )
-
-
-_DEFAULT_JOBS = build_jobs()
-ingest_job = _DEFAULT_JOBS.ingest
-ingest_and_train_job = _DEFAULT_JOBS.ingest_and_train
-train_job = _DEFAULT_JOBS.train
-prompt_comparison_job = _DEFAULT_JOBS.prompt_comparison

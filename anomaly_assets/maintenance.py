@@ -103,7 +103,7 @@ def build_maintenance(stream: Stream = DEFAULT_STREAM):
             _optimize_op(stream, pool, tables)()
 
     schedule = ScheduleDefinition(
-        name=stream.named("optimize_tables_schedule"),
+        name=stream.named("optimize_tables_job_schedule"),
         job=optimize_tables_job,
         cron_schedule=settings.OPTIMIZE_CRON,
         execution_timezone="UTC",
@@ -111,6 +111,3 @@ def build_maintenance(stream: Stream = DEFAULT_STREAM):
         description="OPTIMIZE every table once a day (env ANOMALY_OPTIMIZE_CRON).",
     )
     return optimize_tables_job, schedule
-
-
-optimize_tables_job, optimize_tables_schedule = build_maintenance()

@@ -1,4 +1,5 @@
-"""The Kafka offsets sensor: new offsets in the topic become bounded, exactly-once batches.
+"""The Kafka offsets sensor, one per stream: new offsets in the stream's topic become
+bounded, exactly-once batches.
 
 Each tick reads the topic's id and per-partition end offsets (the last stable offset under
 read_committed; no consuming), plans batches of at most ``max_batch_events`` from the cursor,
@@ -8,11 +9,13 @@ or cancelled run is requested again under a fresh run key after an exponential b
 (``lib/sensor_state.py``), so a failure never leaves a hole behind the cursor. An unreachable
 broker skips the tick and leaves the cursor alone. A topic deleted and created again (new
 topic id), or a new topic name in the configuration, starts from that topic's log start and
-says so in the tick log and as an observation on bronze_events.
+says so in the tick log and as an observation on the stream's bronze_events.
 
-Cold start: while ``anomaly_model`` has not produced a champion (and no run is already
-training it), the tick's first batch goes to ``ingest_and_train_job``, which trains the model
-on the silver rows before scoring them, so a fresh deployment needs no manual step.
+Cold start: while the stream's ``anomaly_model`` has not produced a champion (and no run is
+already training it), the tick's first batch goes to its ``ingest_and_train_job``, which
+trains the model on the silver rows before scoring them, so a fresh deployment (or a new
+stream) needs no manual step. Names are the stream's (``stream.py``): the default stream's
+are the ones above; a declared stream's carry its prefix (``payments__ingest_job``).
 """
 
 import time
@@ -90,8 +93,10 @@ _FINISHED = {
 
 
 def run_request(
-    topic: str, batch: PendingBatch, job: str, bronze_op: str = "bronze"
+    topic: str, batch: PendingBatch, job: str, stream: Stream = DEFAULT_STREAM
 ) -> RunRequest:
+    """The run of one batch: its exact ranges as bronze's config, tagged with the batch,
+    the attempt and the stream's lane (run_outcomes finds the stream's runs by it)."""
     ranges = list(batch.ranges)
     key = batch_key(topic, ranges)
     return RunRequest(
@@ -99,7 +104,7 @@ def run_request(
         run_key=key if batch.attempt == 1 else f"{key}|attempt={batch.attempt}",
         run_config={
             "ops": {
-                bronze_op: {
+                stream.named("bronze"): {
                     "config": {
                         "batch_id": batch.batch_id,
                         "topic_id": batch.topic_id,
@@ -113,15 +118,19 @@ def run_request(
             ATTEMPT_TAG: str(batch.attempt),
             "anomaly_assets/topic": topic,
             "anomaly_assets/offsets": str(sum(r.count for r in ranges)),
+            **stream.lane,
         },
     )
 
 
-def run_outcomes(instance: DagsterInstance, batch_ids: list[str]) -> dict[str, str]:
-    """batch id -> outcome of its latest run (UNKNOWN when it has none yet)."""
+def run_outcomes(
+    instance: DagsterInstance, batch_ids: list[str], lane: dict[str, str]
+) -> dict[str, str]:
+    """batch id -> outcome of its latest run in ``lane`` (a stream's ingestion runs: two
+    streams reading one topic plan the same batch ids); UNKNOWN when it has none yet."""
     outcomes: dict[str, str] = {}
     if batch_ids:
-        for run in instance.get_runs(RunsFilter(tags={BATCH_TAG: batch_ids})):
+        for run in instance.get_runs(RunsFilter(tags={BATCH_TAG: batch_ids, **lane})):
             bid = run.tags.get(BATCH_TAG)
             if bid not in outcomes:  # newest first
                 outcomes[bid] = _FINISHED.get(run.status, IN_FLIGHT)
@@ -158,7 +167,7 @@ def _restart_topic(
 
 
 def build_kafka_offsets_sensor(
-    stream: Stream = DEFAULT_STREAM, jobs: StreamJobs = None
+    stream: Stream = DEFAULT_STREAM, jobs: StreamJobs | None = None
 ):
     """``stream``'s offsets sensor: its own name, cursor, topic and jobs."""
     jobs = jobs or build_jobs(stream)
@@ -198,7 +207,7 @@ def tick(context, kafka: KafkaResource, stream: Stream, jobs: StreamJobs):
     policy = kafka.retry_policy()
 
     retries: list[PendingBatch] = []
-    outcomes = run_outcomes(context.instance, list(cursor.pending))
+    outcomes = run_outcomes(context.instance, list(cursor.pending), stream.lane)
     for bid, outcome in outcomes.items():
         decision = decide(cursor.pending[bid], outcome, now, policy)
         if decision.message:
@@ -244,14 +253,13 @@ def tick(context, kafka: KafkaResource, stream: Stream, jobs: StreamJobs):
     train_first = needs_model(
         context.instance, stream.key("anomaly_model"), jobs.ingest_and_train.name
     )
-    bronze_op = stream.named("bronze")
     return SensorResult(
         run_requests=[
             run_request(
                 kafka.topic,
                 b,
                 (jobs.ingest_and_train if train_first and i == 0 else jobs.ingest).name,
-                bronze_op,
+                stream,
             )
             for i, b in enumerate([*retries, *new])
         ],

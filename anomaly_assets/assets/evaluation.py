@@ -181,6 +181,7 @@ def log_evaluation(
     dagster_run_id: str,
     trace_ids: list[str],
     log,
+    stream: str = "",
 ) -> str:
     """One MLflow run in the eval experiment, FINISHED on success, FAILED otherwise, with
     the traces of the batch's calls linked to it."""
@@ -197,6 +198,7 @@ def log_evaluation(
         "evaluation_id": row["evaluation_id"],
         "is_comparison": str(row["is_comparison"]),
         "prompt_role": row["prompt_role"],
+        "anomaly_assets.stream": stream or "default",
     }
     with (
         mlflow.start_run(
@@ -292,6 +294,7 @@ def _evaluation_rows(
     llm,
     labels,
     silver_ids,
+    stream: str = "",
 ) -> list[dict]:
     """One evaluation row per entry of ``evaluations`` (evaluation id -> (batch, rows,
     role)), each logged as an MLflow run with its calls' traces linked."""
@@ -343,6 +346,7 @@ def _evaluation_rows(
             context.run_id,
             traces,
             context.log.warning,
+            stream,
         )
         if config.judges:
             row.update(
@@ -468,6 +472,7 @@ def evaluate_batches(
         llm,
         labels,
         silver_ids,
+        stream.name,
     )
     df = spark.createDataFrame(
         [tuple(r.get(n) for n, _ in EVAL_COLUMNS) for r in rows], EVAL_SCHEMA

@@ -186,8 +186,7 @@ def _train(
 
     run_id = mlf.active_run().info.run_id
     mlf.log_params({**config.model_dump(), "features": ",".join(features)})
-    if stream.name:
-        mlf.set_tag("anomaly_assets.stream", stream.name)
+    mlf.set_tag("anomaly_assets.stream", stream.name or "default")
     metrics = {
         "train_rows": int((~kept_out).sum()),
         "held_out_rows": int(kept_out.sum()),

@@ -28,6 +28,7 @@ from anomaly_assets.lib import cursors
 from anomaly_assets.lib.bronze import BRONZE_COLUMNS
 from anomaly_assets.lib.features import (
     EVENT_COLUMNS,
+    FEATURE_COLUMNS,
     FEATURE_INPUTS,
     FEATURES,
 )
@@ -83,7 +84,7 @@ def build_silver(stream: Stream = DEFAULT_STREAM):
                 metadata={
                     "delta/write_mode": "merge_upsert",
                     "delta/merge_keys": ["event_id"],
-                    "delta/compare_columns": ["late", *stream.features],
+                    "delta/compare_columns": ["late", *FEATURE_COLUMNS],
                     "delta/prune_days_column": "event_time",
                 },
                 tags={"layer": "silver"},

@@ -58,6 +58,3 @@ def build_incident_checks(stream: Stream = DEFAULT_STREAM) -> list:
         )
 
     return [incidents_cover_their_anomalies]
-
-
-INCIDENT_CHECKS = build_incident_checks()

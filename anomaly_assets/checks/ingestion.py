@@ -365,6 +365,3 @@ def build_ingestion_checks(stream: Stream = DEFAULT_STREAM) -> list:
         silver_schema_not_null,
         silver_unique_event_id,
     ]
-
-
-INGESTION_CHECKS = build_ingestion_checks()

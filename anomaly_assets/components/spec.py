@@ -31,14 +31,19 @@ from anomaly_assets.contract import (
     REQUIRED_BY_EVENT_TYPE,
     REQUIRED_FIELDS,
 )
+from anomaly_assets.jobs import INGESTION_ASSETS
+from anomaly_assets.lib.cursors import CURSOR_TABLE
 from anomaly_assets.lib.features import FEATURE_INPUTS, FEATURES
 from anomaly_assets.stream import Stream
 
 #: Contract fields every stream carries: what identifies, orders, keys and places an
 #: event (bronze requires them of every message); a stream chooses among the optional ones.
 CORE_FIELDS = tuple(REQUIRED_FIELDS)
-#: A key prefix part or a group prefix: what Dagster accepts in names.
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: A key prefix part: a name Dagster accepts that is not a hidden folder of the lakehouse.
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+#: What a stream's first key part cannot be: its tables would land inside the default
+#: stream's table or cursor folders (<root>/<table>/...).
+RESERVED_PREFIXES = (*INGESTION_ASSETS, "anomaly_model", CURSOR_TABLE)
 CONTRACT_FIELDS = tuple(REQUIRED_FIELDS) + tuple(OPTIONAL_FIELDS)
 
 
@@ -77,6 +82,7 @@ class ContractSpec(_Strict):
     )
     event_types: list[str] = Field(
         default_factory=lambda: list(EVENT_TYPES),
+        min_length=1,
         description="Event types the stream carries.",
     )
 
@@ -214,6 +220,16 @@ class StreamSpec(_Strict):
     severity: SeveritySpec = Field(default_factory=SeveritySpec)
     enrichment: EnrichmentSpec = Field(default_factory=EnrichmentSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _not_a_table(cls, prefix: list[str]) -> list[str]:
+        if prefix and prefix[0] in RESERVED_PREFIXES:
+            raise ValueError(
+                f"{prefix[0]!r} is a table or folder of the default stream; "
+                "choose another name"
+            )
+        return prefix
 
     @field_validator("features")
     @classmethod

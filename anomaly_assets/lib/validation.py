@@ -152,8 +152,9 @@ _CONTRACT_FIELDS = set(REQUIRED_FIELDS) | set(OPTIONAL_FIELDS)
 
 @dataclass(frozen=True)
 class ValidationPolicy:
-    """Plausibility bounds for event_ts. Replays of old history pass: the lower bound is a
-    fixed date and the upper bound is relative to each message's own Kafka timestamp."""
+    """What a stream accepts beyond the contract's types: plausibility bounds for event_ts
+    (replays of old history pass: the lower bound is a fixed date and the upper bound is
+    relative to each message's own Kafka timestamp) and the event types it carries."""
 
     min_event_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
     max_future_skew: timedelta = timedelta(days=1)

@@ -185,6 +185,14 @@ def test_a_second_stream_runs_from_yaml_alone_beside_the_first(
         r["batch_id"] for r in delta_rows(payments, "ai_enrichment_eval_metrics")
     }
     assert evaluated == {r["batch_id"] for r in enriched}
+    # In the shared MLflow experiments, each stream's runs say whose they are.
+    eval_experiment = client.get_experiment_by_name("ai_enrichment_eval").experiment_id
+    tagged = client.search_runs(
+        [eval_experiment], "tags.`anomaly_assets.stream` = 'payments'"
+    )
+    assert {r.data.tags["batch_id"] for r in tagged} == evaluated
+    training = client.get_run(champion.run_id)
+    assert training.data.tags["anomaly_assets.stream"] == "payments"
 
     # Lineage: each stream's graph is its own.
     graph = defs.get_repository_def().asset_graph

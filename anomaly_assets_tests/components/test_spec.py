@@ -100,6 +100,21 @@ def test_valid_exactly_when_the_contract_feeds_features_and_event_types(
         ),
         ({"key_prefix": [], "kafka": {"topic": "t"}}, ("key_prefix",), "at least 1"),
         (
+            {"key_prefix": ["silver_events"], "kafka": {"topic": "t"}},
+            ("key_prefix",),
+            "'silver_events' is a table or folder of the default stream",
+        ),
+        (
+            {"key_prefix": ["_kafka"], "kafka": {"topic": "t"}},
+            ("key_prefix", 0),
+            "should match pattern",
+        ),
+        (
+            {"kafka": {"topic": "t"}, "contract": {"event_types": []}},
+            ("contract", "event_types"),
+            "at least 1",
+        ),
+        (
             {"key_prefix": ["pay-ments"], "kafka": {"topic": "t"}},
             ("key_prefix", 0),
             "should match pattern",

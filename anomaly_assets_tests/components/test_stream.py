@@ -77,7 +77,7 @@ def test_the_default_stream_keeps_todays_names():
     }
     assert found["jobs"] == JOBS
     assert found["sensors"] == {"kafka_offsets_sensor"}
-    assert found["schedules"] == {"optimize_tables_schedule"}
+    assert found["schedules"] == {"optimize_tables_job_schedule"}
     assert DEFAULT_STREAM.lane == {"anomaly_assets/lane": "ingestion"}
 
 

@@ -57,7 +57,7 @@ def test_dg_lists_a_declared_stream_beside_the_default(declared, tmp_path):
     listed = dg("list", "defs", "--json", home=tmp_path)
     assert listed.returncode == 0, listed.stderr[-3000:]
     found = json.loads(listed.stdout[listed.stdout.index("{") :])
-    keys = {a["key"] for a in found["assets"]}
+    keys = {a["asset_key"] for a in found["assets"]}
     for table in ("bronze_events", "silver_events", "ai_enrichment_eval_metrics"):
         assert table in keys and f"{name}/{table}" in keys
     sensors = {s["name"] for s in found["sensors"]}
@@ -85,7 +85,11 @@ def test_dg_check_yaml_names_file_line_and_field(declared, tmp_path):
 
 def test_dg_check_defs_names_a_feature_the_contract_cannot_feed(declared, tmp_path):
     write, _ = declared
-    path = write(EXAMPLE.read_text().replace(" success, amount, items]", " success]"))
+    path = write(
+        EXAMPLE.read_text()
+        .replace(" success, amount, items]", " success]")
+        .replace(" add_to_cart, purchase]", " add_to_cart]")  # purchase needs amount
+    )
     checked = dg("check", "defs", home=tmp_path)
     out = checked.stdout + checked.stderr
     assert checked.returncode != 0, out[-3000:]
