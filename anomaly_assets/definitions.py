@@ -1,34 +1,18 @@
-"""The one place that builds the Definitions. Importing it starts no JVM, broker or MLflow."""
+"""The one place that builds the project's Definitions: the default stream, the streams
+declared under defs/ (each an AnomalyPipeline component, built by pipeline.py like the
+default one) and the resources they share. Importing it starts no JVM, broker or MLflow."""
 
 import os
 
 from dagster import Definitions, EnvVar, in_process_executor
 
-from anomaly_assets.assets.bronze import bronze
-from anomaly_assets.assets.enrichment import enrichment
-from anomaly_assets.assets.evaluation import ai_enrichment_eval_metrics
-from anomaly_assets.assets.gold import gold
-from anomaly_assets.assets.incidents import gold_user_incidents
-from anomaly_assets.assets.model import anomaly_model
-from anomaly_assets.assets.silver import silver
-from anomaly_assets.checks.enrichment import ENRICHMENT_CHECKS
-from anomaly_assets.checks.evaluation import EVALUATION_CHECKS
-from anomaly_assets.checks.gold import GOLD_CHECKS
-from anomaly_assets.checks.incidents import INCIDENT_CHECKS
-from anomaly_assets.checks.ingestion import INGESTION_CHECKS
 from anomaly_assets.io_managers import DeltaIOManager
-from anomaly_assets.jobs import (
-    ingest_and_train_job,
-    ingest_job,
-    prompt_comparison_job,
-    train_job,
-)
-from anomaly_assets.maintenance import optimize_tables_job, optimize_tables_schedule
+from anomaly_assets.pipeline import stream_parts
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import llm_from_env
 from anomaly_assets.resources.mlflow import MlflowResource, MlflowTracking
-from anomaly_assets.sensors import kafka_offsets_sensor
+from anomaly_assets.stream import DEFAULT_STREAM
 
 
 def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
@@ -53,42 +37,31 @@ def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
     }
 
 
-#: Every asset of the pipeline, upstream first.
-ASSETS = [
-    bronze,
-    silver,
-    anomaly_model,
-    gold,
-    gold_user_incidents,
-    enrichment,
-    ai_enrichment_eval_metrics,
-]
+#: The default stream: today's asset names, the kafka resource's topic.
+DEFAULT_PIPELINE = stream_parts(DEFAULT_STREAM)
+#: Every asset of the default pipeline, upstream first.
+ASSETS = DEFAULT_PIPELINE["assets"]
 #: Every asset check, in the same order.
-CHECKS = [
-    *INGESTION_CHECKS,
-    *GOLD_CHECKS,
-    *INCIDENT_CHECKS,
-    *ENRICHMENT_CHECKS,
-    *EVALUATION_CHECKS,
-]
+CHECKS = DEFAULT_PIPELINE["asset_checks"]
 
 
-def make_definitions(resources: dict) -> Definitions:
-    return Definitions(
-        assets=ASSETS,
-        asset_checks=CHECKS,
-        jobs=[
-            ingest_job,
-            ingest_and_train_job,
-            train_job,
-            prompt_comparison_job,
-            optimize_tables_job,
-        ],
-        schedules=[optimize_tables_schedule],
-        sensors=[kafka_offsets_sensor],
-        resources=resources,
-        executor=in_process_executor,
+def make_definitions(
+    resources: dict, streams: Definitions | None = None
+) -> Definitions:
+    """The default pipeline, the streams declared in defs.yaml files, shared resources."""
+    default = Definitions(
+        **DEFAULT_PIPELINE, resources=resources, executor=in_process_executor
     )
+    return Definitions.merge(default, streams) if streams else default
 
 
-defs = make_definitions(build_resources())
+def declared_streams() -> Definitions:
+    """One AnomalyPipeline per ``defs.yaml`` under anomaly_assets/defs/."""
+    from pathlib import Path
+
+    from dagster import load_from_defs_folder
+
+    return load_from_defs_folder(path_within_project=Path(__file__).parent / "defs")
+
+
+defs = make_definitions(build_resources(), declared_streams())

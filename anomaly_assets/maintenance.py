@@ -9,7 +9,6 @@ remainder per table), not the table. Compaction commits change no data: change-f
 """
 
 from dagster import (
-    AssetKey,
     AssetObservation,
     Config,
     DefaultScheduleStatus,
@@ -24,6 +23,7 @@ from pydantic import Field
 from anomaly_assets import settings
 from anomaly_assets.lib import delta_sql
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 #: Writer pool -> the tables its steps write.
 TABLES_BY_POOL = {
@@ -58,11 +58,11 @@ def optimize(spark, path: str, min_file_size_mb: int) -> dict:
     }
 
 
-def _optimize_op(pool: str, tables: tuple[str, ...]):
+def _optimize_op(stream: Stream, pool: str, tables: tuple[str, ...]):
     @op(
-        name=f"optimize_{pool}",
-        description=f"OPTIMIZE {', '.join(tables)} (pool anomaly_assets/{pool}).",
-        pool=f"anomaly_assets/{pool}",
+        name=stream.named(f"optimize_{pool}"),
+        description=f"OPTIMIZE {', '.join(tables)} (pool {stream.pool(pool)}).",
+        pool=stream.pool(pool),
         tags={"kind": "delta"},
     )
     def _op(
@@ -70,6 +70,7 @@ def _optimize_op(pool: str, tables: tuple[str, ...]):
         config: OptimizeConfig,
         lakehouse: LakehouseResource,
     ):
+        lakehouse = stream.lakehouse(lakehouse)
         for table in tables:
             if not lakehouse.exists(table):
                 context.log.info(f"{table}: no table yet, nothing to compact")
@@ -80,7 +81,7 @@ def _optimize_op(pool: str, tables: tuple[str, ...]):
             context.log.info(f"{table}: {figures}")
             context.log_event(
                 AssetObservation(
-                    asset_key=AssetKey(table),
+                    asset_key=stream.key(table),
                     metadata={"optimize/" + k: v for k, v in figures.items()},
                 )
             )
@@ -88,20 +89,25 @@ def _optimize_op(pool: str, tables: tuple[str, ...]):
     return _op
 
 
-@job(
-    executor_def=in_process_executor,
-    description="Compact the small files of every Delta table (OPTIMIZE), each beside no "
-    "writer of the same table. Scheduled daily; safe to launch at any time.",
-)
-def optimize_tables_job():
-    for pool, tables in TABLES_BY_POOL.items():
-        _optimize_op(pool, tables)()
+def build_maintenance(stream: Stream = DEFAULT_STREAM):
+    """``stream``'s OPTIMIZE job and its daily schedule."""
 
+    @job(
+        name=stream.named("optimize_tables_job"),
+        executor_def=in_process_executor,
+        description="Compact the small files of every Delta table (OPTIMIZE), each beside "
+        "no writer of the same table. Scheduled daily; safe to launch at any time.",
+    )
+    def optimize_tables_job():
+        for pool, tables in TABLES_BY_POOL.items():
+            _optimize_op(stream, pool, tables)()
 
-optimize_tables_schedule = ScheduleDefinition(
-    job=optimize_tables_job,
-    cron_schedule=settings.OPTIMIZE_CRON,
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="OPTIMIZE every table once a day (env ANOMALY_OPTIMIZE_CRON).",
-)
+    schedule = ScheduleDefinition(
+        name=stream.named("optimize_tables_job_schedule"),
+        job=optimize_tables_job,
+        cron_schedule=settings.OPTIMIZE_CRON,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="OPTIMIZE every table once a day (env ANOMALY_OPTIMIZE_CRON).",
+    )
+    return optimize_tables_job, schedule

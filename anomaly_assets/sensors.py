@@ -1,4 +1,5 @@
-"""The Kafka offsets sensor: new offsets in the topic become bounded, exactly-once batches.
+"""The Kafka offsets sensor, one per stream: new offsets in the stream's topic become
+bounded, exactly-once batches.
 
 Each tick reads the topic's id and per-partition end offsets (the last stable offset under
 read_committed; no consuming), plans batches of at most ``max_batch_events`` from the cursor,
@@ -8,11 +9,13 @@ or cancelled run is requested again under a fresh run key after an exponential b
 (``lib/sensor_state.py``), so a failure never leaves a hole behind the cursor. An unreachable
 broker skips the tick and leaves the cursor alone. A topic deleted and created again (new
 topic id), or a new topic name in the configuration, starts from that topic's log start and
-says so in the tick log and as an observation on bronze_events.
+says so in the tick log and as an observation on the stream's bronze_events.
 
-Cold start: while ``anomaly_model`` has not produced a champion (and no run is already
-training it), the tick's first batch goes to ``ingest_and_train_job``, which trains the model
-on the silver rows before scoring them, so a fresh deployment needs no manual step.
+Cold start: while the stream's ``anomaly_model`` has not produced a champion (and no run is
+already training it), the tick's first batch goes to its ``ingest_and_train_job``, which
+trains the model on the silver rows before scoring them, so a fresh deployment (or a new
+stream) needs no manual step. Names are the stream's (``stream.py``): the default stream's
+are the ones above; a declared stream's carry its prefix (``payments__ingest_job``).
 """
 
 import time
@@ -32,7 +35,7 @@ from dagster import (
 )
 
 from anomaly_assets import settings
-from anomaly_assets.jobs import ingest_and_train_job, ingest_job
+from anomaly_assets.jobs import StreamJobs, build_jobs
 from anomaly_assets.lib.offsets import (
     KafkaUnavailable,
     advance,
@@ -52,6 +55,7 @@ from anomaly_assets.lib.sensor_state import (
     decide,
 )
 from anomaly_assets.resources.kafka import KafkaResource
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 IN_FLIGHT_STATUSES = [
     DagsterRunStatus.QUEUED,
@@ -61,20 +65,20 @@ IN_FLIGHT_STATUSES = [
 ]
 
 
-def needs_model(instance: DagsterInstance) -> bool:
-    """No champion from anomaly_model's latest materialisation, and no run training one.
+def needs_model(instance: DagsterInstance, model: AssetKey, training_job: str) -> bool:
+    """No champion from the latest materialisation of ``model`` (a stream's
+    anomaly_model), and no ``training_job`` run training one.
 
     A materialisation whose quality gate failed leaves no champion, so the next batch
     trains again (on all silver rows so far) rather than every batch failing at gold.
     """
-    event = instance.get_latest_materialization_event(AssetKey("anomaly_model"))
+    event = instance.get_latest_materialization_event(model)
     if event is not None and event.asset_materialization is not None:
         champion = event.asset_materialization.metadata.get("champion_version")
         if champion is not None and champion.value != "none":
             return False
     training = instance.get_runs(
-        RunsFilter(job_name=ingest_and_train_job.name, statuses=IN_FLIGHT_STATUSES),
-        limit=1,
+        RunsFilter(job_name=training_job, statuses=IN_FLIGHT_STATUSES), limit=1
     )
     return not training
 
@@ -88,15 +92,19 @@ _FINISHED = {
 }
 
 
-def run_request(topic: str, batch: PendingBatch, train: bool = False) -> RunRequest:
+def run_request(
+    topic: str, batch: PendingBatch, job: str, stream: Stream = DEFAULT_STREAM
+) -> RunRequest:
+    """The run of one batch: its exact ranges as bronze's config, tagged with the batch,
+    the attempt and the stream's lane (run_outcomes finds the stream's runs by it)."""
     ranges = list(batch.ranges)
     key = batch_key(topic, ranges)
     return RunRequest(
-        job_name=(ingest_and_train_job if train else ingest_job).name,
+        job_name=job,
         run_key=key if batch.attempt == 1 else f"{key}|attempt={batch.attempt}",
         run_config={
             "ops": {
-                "bronze": {
+                stream.named("bronze"): {
                     "config": {
                         "batch_id": batch.batch_id,
                         "topic_id": batch.topic_id,
@@ -110,22 +118,28 @@ def run_request(topic: str, batch: PendingBatch, train: bool = False) -> RunRequ
             ATTEMPT_TAG: str(batch.attempt),
             "anomaly_assets/topic": topic,
             "anomaly_assets/offsets": str(sum(r.count for r in ranges)),
+            **stream.lane,
         },
     )
 
 
-def run_outcomes(instance: DagsterInstance, batch_ids: list[str]) -> dict[str, str]:
-    """batch id -> outcome of its latest run (UNKNOWN when it has none yet)."""
+def run_outcomes(
+    instance: DagsterInstance, batch_ids: list[str], lane: dict[str, str]
+) -> dict[str, str]:
+    """batch id -> outcome of its latest run in ``lane`` (a stream's ingestion runs: two
+    streams reading one topic plan the same batch ids); UNKNOWN when it has none yet."""
     outcomes: dict[str, str] = {}
     if batch_ids:
-        for run in instance.get_runs(RunsFilter(tags={BATCH_TAG: batch_ids})):
+        for run in instance.get_runs(RunsFilter(tags={BATCH_TAG: batch_ids, **lane})):
             bid = run.tags.get(BATCH_TAG)
             if bid not in outcomes:  # newest first
                 outcomes[bid] = _FINISHED.get(run.status, IN_FLIGHT)
     return {b: outcomes.get(b, UNKNOWN) for b in batch_ids}
 
 
-def _restart_topic(cursor: SensorCursor, state, log) -> AssetObservation | None:
+def _restart_topic(
+    cursor: SensorCursor, state, log, bronze: AssetKey
+) -> AssetObservation | None:
     """A new topic name or a recreated topic starts from its log start; says so."""
     if cursor.topic == state.topic and cursor.topic_id in ("", state.topic_id):
         cursor.topic_id = state.topic_id
@@ -146,22 +160,36 @@ def _restart_topic(cursor: SensorCursor, state, log) -> AssetObservation | None:
     log.warning(message)
     cursor.topic, cursor.topic_id, cursor.offsets = state.topic, state.topic_id, {}
     return AssetObservation(
-        asset_key="bronze_events",
+        asset_key=bronze,
         description=message,
         metadata={"topic": state.topic, "topic_id": state.topic_id},
     )
 
 
-@sensor(
-    jobs=[ingest_job, ingest_and_train_job],
-    minimum_interval_seconds=settings.SENSOR_INTERVAL_S,
-    default_status=DefaultSensorStatus.RUNNING
-    if settings.SENSOR_RUNNING
-    else DefaultSensorStatus.STOPPED,
-    description="Starts an ingestion run for each bounded batch of new Kafka offsets, and "
-    "requests a failed batch again with backoff.",
-)
-def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
+def build_kafka_offsets_sensor(
+    stream: Stream = DEFAULT_STREAM, jobs: StreamJobs | None = None
+):
+    """``stream``'s offsets sensor: its own name, cursor, topic and jobs."""
+    jobs = jobs or build_jobs(stream)
+
+    @sensor(
+        name=stream.named("kafka_offsets_sensor"),
+        jobs=[jobs.ingest, jobs.ingest_and_train],
+        minimum_interval_seconds=settings.SENSOR_INTERVAL_S,
+        default_status=DefaultSensorStatus.RUNNING
+        if settings.SENSOR_RUNNING
+        else DefaultSensorStatus.STOPPED,
+        description="Starts an ingestion run for each bounded batch of new Kafka offsets, "
+        "and requests a failed batch again with backoff.",
+    )
+    def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
+        return tick(context, stream.kafka(kafka), stream, jobs)
+
+    return kafka_offsets_sensor
+
+
+def tick(context, kafka: KafkaResource, stream: Stream, jobs: StreamJobs):
+    """One evaluation: retries due, new batches planned, the cursor moved past them."""
     try:
         state = fetch_topic_state(
             kafka.client_config(),
@@ -172,12 +200,14 @@ def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
     except KafkaUnavailable as exc:
         return SkipReason(f"Kafka unavailable, cursor unchanged: {exc}")
     cursor = SensorCursor.decode(context.cursor, kafka.topic)
-    observation = _restart_topic(cursor, state, context.log)
+    observation = _restart_topic(
+        cursor, state, context.log, stream.key("bronze_events")
+    )
     now = time.time()
     policy = kafka.retry_policy()
 
     retries: list[PendingBatch] = []
-    outcomes = run_outcomes(context.instance, list(cursor.pending))
+    outcomes = run_outcomes(context.instance, list(cursor.pending), stream.lane)
     for bid, outcome in outcomes.items():
         decision = decide(cursor.pending[bid], outcome, now, policy)
         if decision.message:
@@ -220,12 +250,22 @@ def kafka_offsets_sensor(context: SensorEvaluationContext, kafka: KafkaResource)
             cursor=cursor.encode(),
             asset_events=[observation] if observation else [],
         )
-    train_first = needs_model(context.instance)
+    train_first = needs_model(
+        context.instance, stream.key("anomaly_model"), jobs.ingest_and_train.name
+    )
     return SensorResult(
         run_requests=[
-            run_request(kafka.topic, b, train=train_first and i == 0)
+            run_request(
+                kafka.topic,
+                b,
+                (jobs.ingest_and_train if train_first and i == 0 else jobs.ingest).name,
+                stream,
+            )
             for i, b in enumerate([*retries, *new])
         ],
         cursor=cursor.encode(),
         asset_events=[observation] if observation else [],
     )
+
+
+kafka_offsets_sensor = build_kafka_offsets_sensor()

@@ -30,8 +30,10 @@ from anomaly_assets.lib.ledger import (
     subtract,
 )
 from anomaly_assets.lib.offsets import OffsetRange, batch_id, fetch_topic_state
+from anomaly_assets.lib.validation import ValidationPolicy
 from anomaly_assets.resources import KafkaResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 OFFSET_KEYS = ["topic", "topic_id", "partition", "offset"]
 _DELTA_MERGE = {
@@ -74,50 +76,77 @@ def _range_text(ranges: list[OffsetRange]) -> str:
     return ", ".join(f"p{r.partition}:[{r.start},{r.end})" for r in ranges) or "none"
 
 
-@multi_asset(
-    outs={
-        "bronze_events": AssetOut(
-            description="Every valid Kafka message once: raw JSON, key, topic id, offsets, "
-            "Kafka timestamp, batch id, ingestion time and the contract's parsed columns.",
-            group_name="bronze",
-            kinds={"spark", "delta", "kafka"},
-            metadata=_DELTA_MERGE,
-            tags={"layer": "bronze"},
-            owners=["team:data-platform"],
-        ),
-        "bronze_quarantine": AssetOut(
-            description="Every message that broke the event contract: raw bytes (base64), "
-            "offsets, batch id and a machine-readable reason.",
-            group_name="bronze",
-            kinds={"spark", "delta", "kafka"},
-            metadata=_DELTA_MERGE,
-            tags={"layer": "bronze"},
-            owners=["team:data-platform"],
-        ),
-        "bronze_offset_ledger": AssetOut(
-            description="One row per landed offset range: how many offsets went to bronze, "
-            "to quarantine and to skips (retention, transaction markers, aborted records, "
-            "compaction, deleted topic), so every offset is accounted for.",
-            group_name="bronze",
-            kinds={"spark", "delta", "kafka"},
-            metadata={
-                "delta/write_mode": "merge_insert",
-                "delta/merge_keys": ["topic", "topic_id", "partition", "start_offset"],
-            },
-            tags={"layer": "bronze"},
-            owners=["team:data-platform"],
-        ),
-    },
-    name="bronze",
-    pool="anomaly_assets/bronze",
-    retry_policy=KAFKA_RETRY,
-)
-def bronze(
-    context: AssetExecutionContext,
-    config: BronzeConfig,
-    kafka: KafkaResource,
-    lakehouse: LakehouseResource,
-):
+def build_bronze(stream: Stream = DEFAULT_STREAM):
+    """bronze_events, bronze_quarantine and bronze_offset_ledger of ``stream``."""
+
+    @multi_asset(
+        outs={
+            "bronze_events": AssetOut(
+                key_prefix=list(stream.key_prefix),
+                description="Every valid Kafka message once: raw JSON, key, topic id, offsets, "
+                "Kafka timestamp, batch id, ingestion time and the contract's parsed columns.",
+                group_name=stream.group("bronze"),
+                kinds={"spark", "delta", "kafka"},
+                metadata=_DELTA_MERGE,
+                tags={"layer": "bronze"},
+                owners=["team:data-platform"],
+            ),
+            "bronze_quarantine": AssetOut(
+                key_prefix=list(stream.key_prefix),
+                description="Every message that broke the event contract: raw bytes (base64), "
+                "offsets, batch id and a machine-readable reason.",
+                group_name=stream.group("bronze"),
+                kinds={"spark", "delta", "kafka"},
+                metadata=_DELTA_MERGE,
+                tags={"layer": "bronze"},
+                owners=["team:data-platform"],
+            ),
+            "bronze_offset_ledger": AssetOut(
+                key_prefix=list(stream.key_prefix),
+                description="One row per landed offset range: how many offsets went to bronze, "
+                "to quarantine and to skips (retention, transaction markers, aborted records, "
+                "compaction, deleted topic), so every offset is accounted for.",
+                group_name=stream.group("bronze"),
+                kinds={"spark", "delta", "kafka"},
+                metadata={
+                    "delta/write_mode": "merge_insert",
+                    "delta/merge_keys": [
+                        "topic",
+                        "topic_id",
+                        "partition",
+                        "start_offset",
+                    ],
+                },
+                tags={"layer": "bronze"},
+                owners=["team:data-platform"],
+            ),
+        },
+        name=stream.named("bronze"),
+        pool=stream.pool("bronze"),
+        retry_policy=KAFKA_RETRY,
+    )
+    def bronze(
+        context: AssetExecutionContext,
+        config: BronzeConfig,
+        kafka: KafkaResource,
+        lakehouse: LakehouseResource,
+    ):
+        yield from ingest(
+            context,
+            config,
+            stream.kafka(kafka),
+            stream.lakehouse(lakehouse),
+            stream.policy,
+        )
+
+    return bronze
+
+
+bronze = build_bronze()
+
+
+def ingest(context, config: BronzeConfig, kafka, lakehouse, policy: ValidationPolicy):
+    """Land the batch's offsets not landed yet: bronze, quarantine, then the ledger."""
     spark = lakehouse.spark_session
     state = fetch_topic_state(
         kafka.client_config(),
@@ -153,6 +182,7 @@ def bronze(
         bid,
         kafka.read_committed,
         kafka.request_timeout_s,
+        policy,
     )
     skipped: dict[str, int] = {}
     for s in batch.skips:

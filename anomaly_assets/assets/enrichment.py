@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetOut,
     Config,
     MetadataValue,
@@ -33,14 +34,18 @@ from anomaly_assets.llm.prompt_registry import PRODUCTION, PROMPT_NAME
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
 from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
-#: Columns carried from gold_anomaly_predictions (status is renamed anomaly_status).
-LINEAGE = column_lineage(
-    "gold_anomaly_predictions",
-    ["event_id", "batch_id", "user_id", "event_type", "event_time"]
-    + ["anomaly_score", "severity_percentile", "top_features"],
-    {"anomaly_status": ["status"]},
-)
+
+def lineage(stream: Stream) -> dict:
+    """Columns carried from gold_anomaly_predictions (status is renamed anomaly_status)."""
+    return column_lineage(
+        stream.key("gold_anomaly_predictions"),
+        ["event_id", "batch_id", "user_id", "event_type", "event_time"]
+        + ["anomaly_score", "severity_percentile", "top_features"],
+        {"anomaly_status": ["status"]},
+    )
+
 
 ENRICHED_SCHEMA = (
     "event_id string, batch_id string, user_id string, event_type string, "
@@ -147,52 +152,78 @@ def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
     return out
 
 
-@multi_asset(
-    deps=["gold_anomaly_predictions", "silver_events", "gold_batch_drift"],
-    outs={
-        "gold_events_enriched": AssetOut(
-            description="Every anomaly with its group's Pydantic-validated LLM explanation "
-            "(summary, intent, risk, confidence, top factors, action), its own score and "
-            "top features, and the call's status, tokens, latency, provider and prompt "
-            "version.",
-            group_name="ai",
-            kinds={"spark", "delta", "openai"},
-            metadata={
-                "delta/write_mode": "merge_upsert",
-                "delta/merge_keys": ["event_id"],
-                "delta/compare_columns": [
-                    "anomaly_status",
-                    "anomaly_score",
-                    "call_id",
-                    "enrichment_status",
-                    "failed_runs",
-                ],
-                "delta/prune_days_column": "event_time",
-            },
-            tags={"layer": "ai"},
-            owners=["team:ml-platform"],
-        ),
-        "llm_explanation_cache": AssetOut(
-            description="Explanations by (provider, model, prompt version, group key, "
-            "evidence fingerprint), reused by later batches and re-runs until they "
-            "expire; only grounded answers that state no batch-specific figure.",
-            group_name="ai",
-            kinds={"delta", "openai"},
-            metadata={"delta/write_mode": "append"},
-            tags={"layer": "ai"},
-            owners=["team:ml-platform"],
-        ),
-    },
-    name="enrichment",
-    pool="anomaly_assets/enrichment",
-)
-def enrichment(
-    context: AssetExecutionContext,
-    config: EnrichmentConfig,
-    lakehouse: LakehouseResource,
-    llm: LLMResource,
-    mlflow_settings: MlflowResource,
-):
+def build_enrichment(stream: Stream = DEFAULT_STREAM):
+    """gold_events_enriched and llm_explanation_cache of ``stream``."""
+
+    @multi_asset(
+        deps=[
+            stream.key("gold_anomaly_predictions"),
+            stream.key("silver_events"),
+            stream.key("gold_batch_drift"),
+        ],
+        outs={
+            "gold_events_enriched": AssetOut(
+                key_prefix=list(stream.key_prefix),
+                description="Every anomaly with its group's Pydantic-validated LLM explanation "
+                "(summary, intent, risk, confidence, top factors, action), its own score and "
+                "top features, and the call's status, tokens, latency, provider and prompt "
+                "version.",
+                group_name=stream.group("ai"),
+                kinds={"spark", "delta", "openai"},
+                metadata={
+                    "delta/write_mode": "merge_upsert",
+                    "delta/merge_keys": ["event_id"],
+                    "delta/compare_columns": [
+                        "anomaly_status",
+                        "anomaly_score",
+                        "call_id",
+                        "enrichment_status",
+                        "failed_runs",
+                    ],
+                    "delta/prune_days_column": "event_time",
+                },
+                tags={"layer": "ai"},
+                owners=["team:ml-platform"],
+            ),
+            "llm_explanation_cache": AssetOut(
+                key_prefix=list(stream.key_prefix),
+                description="Explanations by (provider, model, prompt version, group key, "
+                "evidence fingerprint), reused by later batches and re-runs until they "
+                "expire; only grounded answers that state no batch-specific figure.",
+                group_name=stream.group("ai"),
+                kinds={"delta", "openai"},
+                metadata={"delta/write_mode": "append"},
+                tags={"layer": "ai"},
+                owners=["team:ml-platform"],
+            ),
+        },
+        name=stream.named("enrichment"),
+        pool=stream.pool("enrichment"),
+    )
+    def enrichment(
+        context: AssetExecutionContext,
+        config: stream.config(EnrichmentConfig, "enrichment"),
+        lakehouse: LakehouseResource,
+        llm: LLMResource,
+        mlflow_settings: MlflowResource,
+    ):
+        yield from explain(
+            context,
+            config,
+            stream.lakehouse(lakehouse),
+            stream.llm(llm),
+            mlflow_settings,
+            stream,
+        )
+
+    return enrichment
+
+
+enrichment = build_enrichment()
+
+
+def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, stream):
+    """Explain gold's new anomalies (and those due a retry); write them and the cache."""
     from anomaly_assets.llm import telemetry
     from anomaly_assets.llm.enrich import (
         EnrichmentSettings,
@@ -306,7 +337,7 @@ def enrichment(
     yield Output(
         spark.createDataFrame(rows, ENRICHED_SCHEMA),
         "gold_events_enriched",
-        metadata={**meta, "step_seconds": round(step_seconds, 2), **LINEAGE},
+        metadata={**meta, "step_seconds": round(step_seconds, 2), **lineage(stream)},
     )
     yield Output(
         spark.createDataFrame(outcome.cache_entries, CACHE_SCHEMA),
@@ -341,16 +372,13 @@ def sent_settings(settings) -> dict:
     return {**asdict(settings), "redact_columns": sorted(settings.redact_columns)}
 
 
-def settings_sent_last(context, look_back: int = 50):
-    """The EnrichmentSettings of the latest enrichment that explained anything (runs with
-    nothing new record none), or the defaults."""
-    from dagster import AssetKey
-
+def settings_sent_last(context, enriched: AssetKey, look_back: int = 50):
+    """The EnrichmentSettings of the latest materialisation of ``enriched`` (a stream's
+    gold_events_enriched) that explained anything (runs with nothing new record none), or
+    the defaults."""
     from anomaly_assets.llm.enrich import EnrichmentSettings
 
-    records = context.instance.fetch_materializations(
-        AssetKey("gold_events_enriched"), limit=look_back
-    ).records
+    records = context.instance.fetch_materializations(enriched, limit=look_back).records
     for record in records:  # newest first
         recorded = record.asset_materialization.metadata.get("enrichment_settings")
         if recorded is not None:

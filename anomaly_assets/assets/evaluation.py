@@ -23,6 +23,7 @@ from anomaly_assets.llm.prompt_registry import CANDIDATE, PRODUCTION
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
 from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 EVAL_EXPERIMENT = "ai_enrichment_eval"
 #: What an evaluation row measures: the enrichment's own answers, a shadow prompt's, or a
@@ -180,6 +181,7 @@ def log_evaluation(
     dagster_run_id: str,
     trace_ids: list[str],
     log,
+    stream: str = "",
 ) -> str:
     """One MLflow run in the eval experiment, FINISHED on success, FAILED otherwise, with
     the traces of the batch's calls linked to it."""
@@ -196,6 +198,7 @@ def log_evaluation(
         "evaluation_id": row["evaluation_id"],
         "is_comparison": str(row["is_comparison"]),
         "prompt_role": row["prompt_role"],
+        "anomaly_assets.stream": stream or "default",
     }
     with (
         mlflow.start_run(
@@ -291,6 +294,7 @@ def _evaluation_rows(
     llm,
     labels,
     silver_ids,
+    stream: str = "",
 ) -> list[dict]:
     """One evaluation row per entry of ``evaluations`` (evaluation id -> (batch, rows,
     role)), each logged as an MLflow run with its calls' traces linked."""
@@ -342,6 +346,7 @@ def _evaluation_rows(
             context.run_id,
             traces,
             context.log.warning,
+            stream,
         )
         if config.judges:
             row.update(
@@ -357,32 +362,65 @@ def _evaluation_rows(
     return out
 
 
-@asset(
-    ins={"gold_events_enriched": AssetIn(), "silver_events": AssetIn()},
-    description="One row per enriched batch: statuses, validity, confidence, risk levels, "
-    "groundedness, calls, cache hits, tokens, estimated cost, latency, retries, explainer, "
-    "prompt name and version, runtime and (with labels) risk agreement and flagged "
-    "precision / recall; each also an MLflow run in the ai_enrichment_eval experiment, "
-    "with the batch's call traces linked. A shadow prompt's batches add rows of their own.",
-    group_name="ai",
-    kinds={"spark", "delta", "mlflow"},
-    metadata={
-        "delta/write_mode": "merge_insert",
-        "delta/merge_keys": ["batch_id", "evaluation_id"],
-    },
-    tags={"layer": "ai"},
-    owners=["team:ml-platform"],
-    pool="anomaly_assets/ai_enrichment_eval_metrics",
-)
-def ai_enrichment_eval_metrics(
-    context: AssetExecutionContext,
+def build_ai_enrichment_eval_metrics(stream: Stream = DEFAULT_STREAM):
+    """``stream``'s ai_enrichment_eval_metrics."""
+
+    @asset(
+        key=stream.key("ai_enrichment_eval_metrics"),
+        ins={
+            "gold_events_enriched": AssetIn(key=stream.key("gold_events_enriched")),
+            "silver_events": AssetIn(key=stream.key("silver_events")),
+        },
+        description="One row per enriched batch: statuses, validity, confidence, risk "
+        "levels, groundedness, calls, cache hits, tokens, estimated cost, latency, "
+        "retries, explainer, prompt name and version, runtime and (with labels) risk "
+        "agreement and flagged precision / recall; each also an MLflow run in the "
+        "ai_enrichment_eval experiment, with the batch's call traces linked. A shadow "
+        "prompt's batches add rows of their own.",
+        group_name=stream.group("ai"),
+        kinds={"spark", "delta", "mlflow"},
+        metadata={
+            "delta/write_mode": "merge_insert",
+            "delta/merge_keys": ["batch_id", "evaluation_id"],
+        },
+        tags={"layer": "ai"},
+        owners=["team:ml-platform"],
+        pool=stream.pool("ai_enrichment_eval_metrics"),
+    )
+    def ai_enrichment_eval_metrics(
+        context: AssetExecutionContext,
+        config: stream.config(EvalConfig, "ai_enrichment_eval_metrics"),
+        gold_events_enriched,
+        silver_events,
+        lakehouse: LakehouseResource,
+        mlflow_settings: MlflowResource,
+        llm: LLMResource,
+    ):
+        yield from evaluate_batches(
+            context,
+            config,
+            gold_events_enriched,
+            silver_events,
+            stream.lakehouse(lakehouse),
+            mlflow_settings,
+            stream.llm(llm),
+            stream,
+        )
+
+    return ai_enrichment_eval_metrics
+
+
+def evaluate_batches(
+    context,
     config: EvalConfig,
     gold_events_enriched,
     silver_events,
-    lakehouse: LakehouseResource,
-    mlflow_settings: MlflowResource,
-    llm: LLMResource,
+    lakehouse,
+    mlflow_settings,
+    llm,
+    stream: Stream,
 ):
+    """Evaluate the newly enriched batches (and their shadow), or compare prompts."""
     from anomaly_assets.assets.model import load_labels
     from anomaly_assets.llm import telemetry
 
@@ -394,8 +432,7 @@ def ai_enrichment_eval_metrics(
             context,
             config,
             gold_events_enriched,
-            silver_events,
-            lakehouse,
+            _Again.read(context, llm, lakehouse, silver_events, stream),
             llm,
             mlflow_settings,
         )
@@ -409,7 +446,12 @@ def ai_enrichment_eval_metrics(
         }
         evaluations.update(
             _shadows(
-                context, config, pdf, silver_events, lakehouse, llm, mlflow_settings
+                context,
+                config,
+                pdf,
+                lambda: _Again.read(context, llm, lakehouse, silver_events, stream),
+                llm,
+                mlflow_settings,
             )
         )
     batches = sorted({b for b, _, _ in evaluations.values()})
@@ -430,6 +472,7 @@ def ai_enrichment_eval_metrics(
         llm,
         labels,
         silver_ids,
+        stream.name,
     )
     df = spark.createDataFrame(
         [tuple(r.get(n) for n, _ in EVAL_COLUMNS) for r in rows], EVAL_SCHEMA
@@ -490,12 +533,11 @@ class _Again:
     loaded: dict = field(default_factory=dict)
 
     @classmethod
-    def read(cls, context, llm, lakehouse, silver_events) -> "_Again":
+    def read(cls, context, llm, lakehouse, silver_events, stream) -> "_Again":
         from anomaly_assets.assets.enrichment import settings_sent_last
 
-        return cls(
-            llm.explainer(), settings_sent_last(context), lakehouse, silver_events
-        )
+        settings = settings_sent_last(context, stream.key("gold_events_enriched"))
+        return cls(llm.explainer(), settings, lakehouse, silver_events)
 
     def batch(self, batch: str):
         """(anomalies as pandas, drifted features) of ``batch``."""
@@ -545,9 +587,7 @@ def _explained_again(context, again, batch, prompt, llm, mlflow_settings, role):
     return enriched_rows_frame(outcome.rows, time.perf_counter() - t0)
 
 
-def _comparisons(
-    context, config, enriched, silver_events, lakehouse, llm, mlflow_settings
-):
+def _comparisons(context, config, enriched, again: _Again, llm, mlflow_settings):
     """The latest enriched batch explained again with each prompt of ``compare_prompts``."""
     from anomaly_assets.llm.prompt_registry import PromptRegistry, resolve
 
@@ -556,7 +596,6 @@ def _comparisons(
         return {}
     batch = latest[0]
     registry = PromptRegistry(mlflow_settings.tracking_uri)
-    again = _Again.read(context, llm, lakehouse, silver_events)
     out = {}
     for reference in config.compare_prompts:
         prompt = resolve(reference, registry)
@@ -575,9 +614,10 @@ def _comparisons(
     return out
 
 
-def _shadows(context, config, enriched, silver_events, lakehouse, llm, mlflow_settings):
+def _shadows(context, config, enriched, read_again, llm, mlflow_settings):
     """The new batches explained again with the shadow prompt, if one is set: the
-    candidate alias of the prompt the batches were explained with."""
+    candidate alias of the prompt the batches were explained with (``read_again`` reads
+    what that needs, once, when a batch needs it)."""
     from anomaly_assets.llm.prompt_registry import PromptRegistry
 
     if enriched.empty or "prompt_name" not in enriched:
@@ -604,7 +644,7 @@ def _shadows(context, config, enriched, silver_events, lakehouse, llm, mlflow_se
             )
         for batch in batches:
             try:
-                again = again or _Again.read(context, llm, lakehouse, silver_events)
+                again = again or read_again()
                 rows = _explained_again(
                     context, again, batch, candidate, llm, mlflow_settings, SHADOW
                 )
@@ -614,3 +654,6 @@ def _shadows(context, config, enriched, silver_events, lakehouse, llm, mlflow_se
             if len(rows):
                 out[f"shadow:{batch}:{candidate.label}"] = (batch, rows, SHADOW)
     return out
+
+
+ai_enrichment_eval_metrics = build_ai_enrichment_eval_metrics()

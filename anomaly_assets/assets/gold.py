@@ -27,12 +27,12 @@ from anomaly_assets.assets.incremental import nothing_new
 from anomaly_assets.assets.lineage import column_lineage
 from anomaly_assets.lib import cursors, monitoring
 from anomaly_assets.lib.features import (
-    FEATURE_COLUMNS,
     FEATURE_FINGERPRINT,
     GOLD_EVENT_COLUMNS,
 )
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 
 class ScoringConfig(Config):
@@ -99,22 +99,24 @@ def batch_feature_stats(df, features) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
-#: Event columns carried from silver; the model's outputs depend on every feature.
-LINEAGE = column_lineage(
-    "silver_events",
-    GOLD_EVENT_COLUMNS,
-    {
-        c: FEATURE_COLUMNS
-        for c in (
-            "anomaly_score",
-            "severity_percentile",
-            "is_anomaly",
-            "status",
-            "feature_contributions",
-            "top_features",
-        )
-    },
-)
+def lineage(stream: Stream) -> dict:
+    """Event columns carried from silver; the model's outputs depend on every feature."""
+    return column_lineage(
+        stream.key("silver_events"),
+        GOLD_EVENT_COLUMNS,
+        {
+            c: stream.features
+            for c in (
+                "anomaly_score",
+                "severity_percentile",
+                "is_anomaly",
+                "status",
+                "feature_contributions",
+                "top_features",
+            )
+        },
+    )
+
 
 CONSUMER = "gold_anomaly_predictions"
 OUTPUTS = ("gold_anomaly_predictions", "gold_batch_drift", "gold_model_monitoring")
@@ -124,65 +126,87 @@ DRIFT_SCHEMA = (
 )
 
 
-@multi_asset(
-    deps=["silver_events", "anomaly_model"],
-    outs={
-        "gold_anomaly_predictions": AssetOut(
-            description="Every silver event scored by the champion Isolation Forest: score, "
-            "calibrated severity percentile, is_anomaly, status, model version and, for "
-            "anomalies, exact TreeSHAP feature contributions and the top contributors.",
-            group_name="gold",
-            kinds={"spark", "delta", "mlflow"},
-            metadata={
-                "delta/write_mode": "merge_upsert",
-                "delta/merge_keys": ["event_id"],
-                "delta/compare_columns": [
-                    "anomaly_score",
-                    "status",
-                    "model_version",
-                    "severity_percentile",
-                ],
-                "delta/prune_days_column": "event_time",
-            },
-            tags={"layer": "gold"},
-            owners=["team:ml-platform"],
-        ),
-        "gold_model_monitoring": AssetOut(
-            description="Per scoring day and model version: predictions, flagged count and "
-            "rate, CRITICAL count, mean and p95 score (from a 1,000-bin histogram), scoring "
-            "seconds and the batches folded in; a dashboard charts it as it is.",
-            group_name="gold",
-            kinds={"spark", "delta"},
-            metadata={
-                "delta/write_mode": "merge_upsert",
-                "delta/merge_keys": ["day", "model_name", "model_version"],
-                "delta/compare_columns": ["predictions", "batch_ids"],
-            },
-            tags={"layer": "gold"},
-            owners=["team:ml-platform"],
-        ),
-        "gold_batch_drift": AssetOut(
-            description="Per scored batch and feature: mean shift (in training stds) and std "
-            "ratio against the model's training baseline, flagged over a threshold.",
-            group_name="gold",
-            kinds={"spark", "delta"},
-            metadata={
-                "delta/write_mode": "merge_insert",
-                "delta/merge_keys": ["batch_id", "feature", "model_version"],
-            },
-            tags={"layer": "gold"},
-            owners=["team:ml-platform"],
-        ),
-    },
-    name="gold",
-    pool="anomaly_assets/gold",
-)
-def gold(
-    context: AssetExecutionContext,
-    config: ScoringConfig,
-    lakehouse: LakehouseResource,
-    mlflow_settings: MlflowResource,
-):
+def build_gold(stream: Stream = DEFAULT_STREAM):
+    """gold_anomaly_predictions, gold_batch_drift and gold_model_monitoring of ``stream``."""
+
+    @multi_asset(
+        deps=[stream.key("silver_events"), stream.key("anomaly_model")],
+        outs={
+            "gold_anomaly_predictions": AssetOut(
+                key_prefix=list(stream.key_prefix),
+                description="Every silver event scored by the champion Isolation Forest: score, "
+                "calibrated severity percentile, is_anomaly, status, model version and, for "
+                "anomalies, exact TreeSHAP feature contributions and the top contributors.",
+                group_name=stream.group("gold"),
+                kinds={"spark", "delta", "mlflow"},
+                metadata={
+                    "delta/write_mode": "merge_upsert",
+                    "delta/merge_keys": ["event_id"],
+                    "delta/compare_columns": [
+                        "anomaly_score",
+                        "status",
+                        "model_version",
+                        "severity_percentile",
+                    ],
+                    "delta/prune_days_column": "event_time",
+                },
+                tags={"layer": "gold"},
+                owners=["team:ml-platform"],
+            ),
+            "gold_model_monitoring": AssetOut(
+                key_prefix=list(stream.key_prefix),
+                description="Per scoring day and model version: predictions, flagged count and "
+                "rate, CRITICAL count, mean and p95 score (from a 1,000-bin histogram), scoring "
+                "seconds and the batches folded in; a dashboard charts it as it is.",
+                group_name=stream.group("gold"),
+                kinds={"spark", "delta"},
+                metadata={
+                    "delta/write_mode": "merge_upsert",
+                    "delta/merge_keys": ["day", "model_name", "model_version"],
+                    "delta/compare_columns": ["predictions", "batch_ids"],
+                },
+                tags={"layer": "gold"},
+                owners=["team:ml-platform"],
+            ),
+            "gold_batch_drift": AssetOut(
+                key_prefix=list(stream.key_prefix),
+                description="Per scored batch and feature: mean shift (in training stds) and std "
+                "ratio against the model's training baseline, flagged over a threshold.",
+                group_name=stream.group("gold"),
+                kinds={"spark", "delta"},
+                metadata={
+                    "delta/write_mode": "merge_insert",
+                    "delta/merge_keys": ["batch_id", "feature", "model_version"],
+                },
+                tags={"layer": "gold"},
+                owners=["team:ml-platform"],
+            ),
+        },
+        name=stream.named("gold"),
+        pool=stream.pool("gold"),
+    )
+    def gold(
+        context: AssetExecutionContext,
+        config: stream.config(ScoringConfig, "gold"),
+        lakehouse: LakehouseResource,
+        mlflow_settings: MlflowResource,
+    ):
+        yield from score(
+            context,
+            config,
+            stream.lakehouse(lakehouse),
+            stream.mlflow(mlflow_settings),
+            stream,
+        )
+
+    return gold
+
+
+gold = build_gold()
+
+
+def score(context, config: ScoringConfig, lakehouse, mlflow_settings, stream: Stream):
+    """Score silver's new and corrected rows with the champion; drift and monitoring."""
     # scikit-learn loads inside the run, not when the definitions are imported.
     from anomaly_assets.lib.model import drift_summary
     from anomaly_assets.lib.scoring import ScoringSpec, score_spark
@@ -254,7 +278,7 @@ def gold(
         "p95_score": monitoring.p95(scorings.histogram),
         "scoring_seconds": round(seconds, 2),
         "drifted_features": MetadataValue.json(flagged),
-        **LINEAGE,
+        **lineage(stream),
     }
     yield Output(scored, "gold_anomaly_predictions", metadata=monitor)
     yield Output(

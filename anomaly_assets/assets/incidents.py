@@ -10,24 +10,21 @@ from pydantic import Field
 from anomaly_assets.assets.lineage import column_lineage
 from anomaly_assets.lib import cursors, delta_sql
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 CONSUMER = "gold_user_incidents"
-LINEAGE = column_lineage(
-    "gold_anomaly_predictions",
-    ["user_id"],
-    {
-        "first_seen": ["event_time"],
-        "last_seen": ["event_time"],
-        "event_count": ["event_id"],
-        "event_ids": ["event_id"],
-        "event_types": ["event_type"],
-        "top_features": ["top_features"],
-        "max_severity": ["severity_percentile"],
-        "max_score": ["anomaly_score"],
-        "status": ["status"],
-        "batch_ids": ["batch_id"],
-    },
-)
+INCIDENT_SOURCES = {
+    "first_seen": ["event_time"],
+    "last_seen": ["event_time"],
+    "event_count": ["event_id"],
+    "event_ids": ["event_id"],
+    "event_types": ["event_type"],
+    "top_features": ["top_features"],
+    "max_severity": ["severity_percentile"],
+    "max_score": ["anomaly_score"],
+    "status": ["status"],
+    "batch_ids": ["batch_id"],
+}
 
 
 class IncidentConfig(Config):
@@ -38,23 +35,34 @@ class IncidentConfig(Config):
     )
 
 
-@asset(
-    deps=["gold_anomaly_predictions"],
-    description="One row per incident: a user's anomalies, each within the gap of the one "
-    "before, with their event types, most frequent top features, highest severity and "
-    "score, status (CRITICAL if any event is), first / last seen, event count and ids: the "
-    "unit an analyst triages.",
-    group_name="gold",
-    kinds={"spark", "delta"},
-    tags={"layer": "gold"},
-    owners=["team:ml-platform"],
-    # Not on the way to gold_events_enriched: it waits until the enrichment has started.
-    op_tags={"dagster/priority": "-1"},
-    pool="anomaly_assets/gold_user_incidents",
-)
-def gold_user_incidents(
-    context: AssetExecutionContext, config: IncidentConfig, lakehouse: LakehouseResource
-) -> MaterializeResult:
+def build_gold_user_incidents(stream: Stream = DEFAULT_STREAM):
+    @asset(
+        key=stream.key("gold_user_incidents"),
+        deps=[stream.key("gold_anomaly_predictions")],
+        description="One row per incident: a user's anomalies, each within the gap of the "
+        "one before, with their event types, most frequent top features, highest severity "
+        "and score, status (CRITICAL if any event is), first / last seen, event count and "
+        "ids: the unit an analyst triages.",
+        group_name=stream.group("gold"),
+        kinds={"spark", "delta"},
+        tags={"layer": "gold"},
+        owners=["team:ml-platform"],
+        # Not on the way to gold_events_enriched: it waits until the enrichment has started.
+        op_tags={"dagster/priority": "-1"},
+        pool=stream.pool("gold_user_incidents"),
+    )
+    def gold_user_incidents(
+        context: AssetExecutionContext,
+        config: IncidentConfig,
+        lakehouse: LakehouseResource,
+    ) -> MaterializeResult:
+        return rebuild_incidents(context, config, stream.lakehouse(lakehouse), stream)
+
+    return gold_user_incidents
+
+
+def rebuild_incidents(context, config: IncidentConfig, lakehouse, stream: Stream):
+    """Rebuild the incidents that gold's changes since the cursor can affect."""
     from anomaly_assets.io_managers.delta import delta_table_metadata
     from anomaly_assets.lib.incidents import rebuild, write
 
@@ -88,4 +96,10 @@ def gold_user_incidents(
         context.log.info(f"Rebuilt the incidents of {len(rebuilt[1]):,} user(s)")
     lakehouse.save_cursor(CONSUMER, "gold_anomaly_predictions", pending.through)
     meta["gap_minutes"] = config.gap_minutes
-    return MaterializeResult(metadata={**meta, **LINEAGE})
+    lineage = column_lineage(
+        stream.key("gold_anomaly_predictions"), ["user_id"], INCIDENT_SOURCES
+    )
+    return MaterializeResult(metadata={**meta, **lineage})
+
+
+gold_user_incidents = build_gold_user_incidents()

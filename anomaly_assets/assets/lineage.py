@@ -7,13 +7,13 @@ from dagster import AssetKey, MetadataValue, TableColumnDep, TableColumnLineage
 
 
 def column_lineage(
-    upstream: str,
+    upstream: str | AssetKey,
     carried: Iterable[str],
     derived: Mapping[str, Iterable[str]] | None = None,
 ) -> dict:
     """Output metadata: each carried column from its namesake upstream, each derived
     column from the upstream columns listed for it."""
-    key = AssetKey(upstream)
+    key = AssetKey.from_coercible(upstream)
     deps = {c: [TableColumnDep(key, c)] for c in carried}
     for column, sources in (derived or {}).items():
         deps[column] = [TableColumnDep(key, s) for s in sources]

@@ -23,6 +23,7 @@ from anomaly_assets import settings
 from anomaly_assets.lib.features import FEATURE_COLUMNS, FEATURE_FINGERPRINT
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource, MlflowTracking
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 
 class TrainConfig(Config):
@@ -85,7 +86,7 @@ def quality_gate(
     )
 
 
-def sample_features(silver, sample_size: int, seed: int):
+def sample_features(silver, sample_size: int, seed: int, features=FEATURE_COLUMNS):
     """A seeded sample of silver's event ids and features, as pandas, in event_id order.
 
     Rows are picked by a hash of (event_id, seed) and sorted, not by Spark's ``sample``
@@ -99,40 +100,53 @@ def sample_features(silver, sample_size: int, seed: int):
         raise ValueError("silver_events is empty: ingest events before training.")
     fraction = min(1.0, sample_size / total * 1.05)
     draw = F.abs(F.xxhash64("event_id", F.lit(seed)) % 1_000_000) / 1_000_000
-    sample = silver.select("event_id", *FEATURE_COLUMNS).filter(draw < fraction)
+    sample = silver.select("event_id", *features).filter(draw < fraction)
     return sample.orderBy("event_id").limit(sample_size).toPandas()
 
 
-@asset(
-    deps=["silver_events"],
-    description="Isolation Forest (robust scaling + forest) on silver features, tracked in "
-    "MLflow and registered; the 'champion' alias follows the quality gate.",
-    group_name="gold",
-    kinds={"mlflow", "sklearn", "spark"},
-    tags={"layer": "model"},
-    owners=["team:ml-platform"],
-    pool="anomaly_assets/anomaly_model",
-)
-def anomaly_model(
-    context: AssetExecutionContext,
-    config: TrainConfig,
-    lakehouse: LakehouseResource,
-    mlflow_settings: MlflowResource,
-    mlflow_tracking: MlflowTracking,
+def build_anomaly_model(stream: Stream = DEFAULT_STREAM):
+    """``stream``'s anomaly_model, trained on its features and registered under its name."""
+
+    @asset(
+        key=stream.key("anomaly_model"),
+        deps=[stream.key("silver_events")],
+        description="Isolation Forest (robust scaling + forest) on silver features, "
+        "tracked in MLflow and registered; the 'champion' alias follows the quality gate.",
+        group_name=stream.group("gold"),
+        kinds={"mlflow", "sklearn", "spark"},
+        tags={"layer": "model"},
+        owners=["team:ml-platform"],
+        pool=stream.pool("anomaly_model"),
+    )
+    def anomaly_model(
+        context: AssetExecutionContext,
+        config: stream.config(TrainConfig, "anomaly_model"),
+        lakehouse: LakehouseResource,
+        mlflow_settings: MlflowResource,
+        mlflow_tracking: MlflowTracking,
+    ) -> MaterializeResult:
+        mlf = mlflow_tracking.run  # dagster-mlflow's MlFlow: mlflow, bound to this run
+        try:
+            result = _train(
+                context,
+                config,
+                stream.lakehouse(lakehouse),
+                stream.mlflow(mlflow_settings),
+                mlf,
+                stream,
+            )
+        except BaseException:
+            mlf.end_run(status="FAILED")
+            raise
+        mlf.end_run(status="FINISHED")
+        return result
+
+    return anomaly_model
+
+
+def _train(
+    context, config, lakehouse, mlflow_settings, mlf, stream
 ) -> MaterializeResult:
-    mlf = (
-        mlflow_tracking.run
-    )  # dagster-mlflow's MlFlow: the mlflow module, bound to this run
-    try:
-        result = _train(context, config, lakehouse, mlflow_settings, mlf)
-    except BaseException:
-        mlf.end_run(status="FAILED")
-        raise
-    mlf.end_run(status="FINISHED")
-    return result
-
-
-def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResult:
     # scikit-learn and mlflow load here, inside the run: the definitions stay cheap to import.
     import numpy as np
     from mlflow.models import infer_signature
@@ -146,15 +160,14 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
         score_quantiles,
     )
 
+    features = stream.features
     data = sample_features(
-        lakehouse.read("silver_events"), config.sample_size, config.seed
+        lakehouse.read("silver_events"), config.sample_size, config.seed, features
     )
-    X = data[list(FEATURE_COLUMNS)].astype(float)
-    context.log.info(
-        f"Training on {len(X):,} silver rows, {len(FEATURE_COLUMNS)} features"
-    )
+    X = data[list(features)].astype(float)
+    context.log.info(f"Training on {len(X):,} silver rows, {len(features)} features")
     pipeline = build_pipeline(
-        config.n_estimators, config.max_samples, config.seed, FEATURE_COLUMNS
+        config.n_estimators, config.max_samples, config.seed, features
     )
     kept_out = held_out(data["event_id"], config.seed)
     t0 = time.perf_counter()
@@ -172,7 +185,8 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
     passed, reason = quality_gate(quality, quantiles, config)
 
     run_id = mlf.active_run().info.run_id
-    mlf.log_params({**config.model_dump(), "features": ",".join(FEATURE_COLUMNS)})
+    mlf.log_params({**config.model_dump(), "features": ",".join(features)})
+    mlf.set_tag("anomaly_assets.stream", stream.name or "default")
     metrics = {
         "train_rows": int((~kept_out).sum()),
         "held_out_rows": int(kept_out.sum()),
@@ -193,12 +207,12 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
     mlf.log_dict(baseline, "baseline/feature_baseline.json")
     mlf.log_dict(quantiles, "baseline/score_quantiles.json")
     model_metadata = {
-        "features": list(FEATURE_COLUMNS),
+        "features": list(features),
         "feature_fingerprint": FEATURE_FINGERPRINT,
         "score_quantiles": quantiles,
         "threshold_percentile": config.threshold_percentile,
         "threshold_score": threshold_score,
-        "baseline_median": [baseline[f]["median"] for f in FEATURE_COLUMNS],
+        "baseline_median": [baseline[f]["median"] for f in features],
         "feature_baseline": baseline,
     }
     example = X.head(5)
@@ -255,3 +269,6 @@ def _train(context, config, lakehouse, mlflow_settings, mlf) -> MaterializeResul
             per_type=MetadataValue.json(quality.per_type),
         )
     return MaterializeResult(metadata=meta)
+
+
+anomaly_model = build_anomaly_model()

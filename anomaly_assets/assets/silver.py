@@ -35,17 +35,22 @@ from anomaly_assets.lib.features import (
 from anomaly_assets.lib.profile import SET_CAPS, fold
 from anomaly_assets.lib.silver import plan, to_fold
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
-#: Carried columns keep their bronze name, except event_time (parsed from event_ts); each
-#: feature comes from the user's events' time and the columns FEATURE_INPUTS names.
-LINEAGE = column_lineage(
-    "bronze_events",
-    [c for c in EVENT_COLUMNS if c in BRONZE_COLUMNS],
-    {
-        "event_time": ["event_ts"],
-        **{f: ["user_id", "event_ts", *FEATURE_INPUTS[f]] for f in FEATURE_COLUMNS},
-    },
-)
+
+def lineage(stream: Stream) -> dict:
+    """Carried columns keep their bronze name, except event_time (parsed from event_ts);
+    each feature comes from the user's events' time and the columns FEATURE_INPUTS names."""
+    return column_lineage(
+        stream.key("bronze_events"),
+        [c for c in EVENT_COLUMNS if c in BRONZE_COLUMNS],
+        {
+            "event_time": ["event_ts"],
+            **{f: ["user_id", "event_ts", *FEATURE_INPUTS[f]] for f in stream.features},
+        },
+    )
+
+
 CONSUMER = "silver_events"
 OUTPUTS = ("silver_events", "silver_user_profile")
 
@@ -63,46 +68,60 @@ def _when(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-@multi_asset(
-    deps=["bronze_events"],
-    outs={
-        "silver_events": AssetOut(
-            description="Typed events deduplicated by event_id, timestamps in UTC, the "
-            "model's per-user behaviour features over event-time windows that span "
-            "batches, and whether the event arrived later than the allowed lateness.",
-            group_name="silver",
-            kinds={"spark", "delta"},
-            metadata={
-                "delta/write_mode": "merge_upsert",
-                "delta/merge_keys": ["event_id"],
-                "delta/compare_columns": ["late", *FEATURE_COLUMNS],
-                "delta/prune_days_column": "event_time",
-            },
-            tags={"layer": "silver"},
-            owners=["team:data-platform"],
-        ),
-        "silver_user_profile": AssetOut(
-            description="One row per user: every event before the watermark folded into "
-            "counts, exact sums, circular hour sums and capped sets of known countries, "
-            "devices and IPs (first / last seen, count).",
-            group_name="silver",
-            kinds={"spark", "delta"},
-            metadata={
-                "delta/write_mode": "merge_upsert",
-                "delta/merge_keys": ["user_id"],
-                "delta/compare_columns": ["events", "through"],
-                "set_caps": MetadataValue.json(SET_CAPS),
-            },
-            tags={"layer": "silver"},
-            owners=["team:data-platform"],
-        ),
-    },
-    name="silver",
-    pool="anomaly_assets/silver_events",
-)
-def silver(
-    context: AssetExecutionContext, config: SilverConfig, lakehouse: LakehouseResource
-):
+def build_silver(stream: Stream = DEFAULT_STREAM):
+    """silver_events and silver_user_profile of ``stream``."""
+
+    @multi_asset(
+        deps=[stream.key("bronze_events")],
+        outs={
+            "silver_events": AssetOut(
+                key_prefix=list(stream.key_prefix),
+                description="Typed events deduplicated by event_id, timestamps in UTC, the "
+                "model's per-user behaviour features over event-time windows that span "
+                "batches, and whether the event arrived later than the allowed lateness.",
+                group_name=stream.group("silver"),
+                kinds={"spark", "delta"},
+                metadata={
+                    "delta/write_mode": "merge_upsert",
+                    "delta/merge_keys": ["event_id"],
+                    "delta/compare_columns": ["late", *FEATURE_COLUMNS],
+                    "delta/prune_days_column": "event_time",
+                },
+                tags={"layer": "silver"},
+                owners=["team:data-platform"],
+            ),
+            "silver_user_profile": AssetOut(
+                key_prefix=list(stream.key_prefix),
+                description="One row per user: every event before the watermark folded into "
+                "counts, exact sums, circular hour sums and capped sets of known countries, "
+                "devices and IPs (first / last seen, count).",
+                group_name=stream.group("silver"),
+                kinds={"spark", "delta"},
+                metadata={
+                    "delta/write_mode": "merge_upsert",
+                    "delta/merge_keys": ["user_id"],
+                    "delta/compare_columns": ["events", "through"],
+                    "set_caps": MetadataValue.json(SET_CAPS),
+                },
+                tags={"layer": "silver"},
+                owners=["team:data-platform"],
+            ),
+        },
+        name=stream.named("silver"),
+        pool=stream.pool("silver_events"),
+    )
+    def silver(
+        context: AssetExecutionContext,
+        config: SilverConfig,
+        lakehouse: LakehouseResource,
+    ):
+        yield from refine(context, config, stream.lakehouse(lakehouse), stream)
+
+    return silver
+
+
+def refine(context, config: SilverConfig, lakehouse, stream: Stream):
+    """Silver rows for bronze's new commits, and the profiles folded up to the watermark."""
     spark = lakehouse.spark_session
     pending = lakehouse.pending_changes(CONSUMER, "bronze_events")
     cursor, through, new = pending.cursor, pending.through, pending.changes
@@ -147,7 +166,7 @@ def silver(
             "features": MetadataValue.md(
                 "\n".join(f"- `{name}`: {doc}" for name, doc in FEATURES.items())
             ),
-            **LINEAGE,
+            **lineage(stream),
         },
     )
     folding = to_fold(step, lakehouse.read("silver_events"))
@@ -163,3 +182,6 @@ def silver(
         ),
     }
     lakehouse.save_cursor(CONSUMER, "bronze_events", through, state)
+
+
+silver = build_silver()

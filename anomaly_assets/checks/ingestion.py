@@ -13,18 +13,19 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets.checks.scope import AFTER_ASSETS, NOTHING, written_rows
-from anomaly_assets.lib.features import FEATURE_COLUMNS, REQUIRED_COLUMNS
+from anomaly_assets.lib.features import REQUIRED_COLUMNS
 from anomaly_assets.lib.ledger import scan_ledger, verify_batch
 from anomaly_assets.lib.offsets import KafkaUnavailable, OffsetRange, fetch_topic_state
 from anomaly_assets.lib.pruning import days_predicate, event_days
 from anomaly_assets.resources.kafka import KafkaResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.sensors import IN_FLIGHT_STATUSES
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 
-def _latest_batch(instance) -> dict | None:
+def _latest_batch(instance, ledger_key: AssetKey) -> dict | None:
     """The offset ranges and topic id of the ledger's latest write (this run's batch)."""
-    event = instance.get_latest_materialization_event(AssetKey("bronze_offset_ledger"))
+    event = instance.get_latest_materialization_event(ledger_key)
     if event is None or event.asset_materialization is None:
         return None
     meta = event.asset_materialization.metadata
@@ -50,66 +51,6 @@ def _overlapping(df, ranges, start_col: str, end_col: str | None = None):
     return df.filter(cond)
 
 
-@asset_check(
-    asset=AssetKey("bronze_events"),
-    additional_deps=[AssetKey("bronze_quarantine"), AssetKey("bronze_offset_ledger")],
-    blocking=True,
-    description="Every offset of the batch just written is in exactly one place: "
-    "bronze_events, bronze_quarantine or a ledger skip with a reason. Reads only the "
-    "batch's offsets.",
-)
-def bronze_batch_accounted(context, lakehouse: LakehouseResource) -> AssetCheckResult:
-    from pyspark.sql import functions as F
-
-    batch = _latest_batch(context.instance)
-    if batch is None or not batch["ranges"]:
-        return AssetCheckResult(passed=True, metadata={"batch_id": "none"})
-    ranges, topic_id = batch["ranges"], batch["topic_id"]
-    ledger = lakehouse.read("bronze_offset_ledger")
-    rows = [
-        tuple(r)
-        for r in _overlapping(
-            ledger.filter(F.col("topic_id") == topic_id),
-            ranges,
-            "start_offset",
-            "end_offset",
-        )
-        .select(
-            "partition",
-            "start_offset",
-            "end_offset",
-            "bronze_rows",
-            "quarantine_rows",
-            "skipped",
-        )
-        .collect()
-    ]
-    spans = [OffsetRange(p, s, e) for p, s, e, *_ in rows] or ranges
-    stored_rows = None
-    for name in ("bronze_events", "bronze_quarantine"):
-        table = lakehouse.read(name)
-        if table is not None:
-            part = _overlapping(
-                table.filter(F.col("topic_id") == topic_id), spans, "offset"
-            ).select("partition", "offset")
-            stored_rows = part if stored_rows is None else stored_rows.unionByName(part)
-    stored = {
-        r["partition"]: (r["n"], r["d"])
-        for r in stored_rows.groupBy("partition")
-        .agg(F.count("*").alias("n"), F.countDistinct("offset").alias("d"))
-        .collect()
-    }
-    problems = verify_batch(ranges, rows, stored)
-    return AssetCheckResult(
-        passed=not problems,
-        metadata={
-            "batch_id": batch["batch_id"],
-            "offsets_checked": sum(r.count for r in ranges),
-            "problems": MetadataValue.json(problems[:20]),
-        },
-    )
-
-
 def _previous_marks(instance, check_key) -> dict:
     """contiguous_through of this check's last finished evaluation ({} when none; the
     current evaluation is already on record as planned, so finished ones only)."""
@@ -127,7 +68,7 @@ def _previous_marks(instance, check_key) -> dict:
         return {}
 
 
-def _in_flight_ranges(instance, topic: str) -> list[OffsetRange]:
+def _in_flight_ranges(instance, topic: str, bronze_op: str) -> list[OffsetRange]:
     """Offset ranges of ingestion runs queued or running for ``topic``."""
     runs = instance.get_runs(
         RunsFilter(tags={"anomaly_assets/topic": topic}, statuses=IN_FLIGHT_STATUSES)
@@ -135,145 +76,15 @@ def _in_flight_ranges(instance, topic: str) -> list[OffsetRange]:
     out = []
     for run in runs:
         config = (
-            (run.run_config or {}).get("ops", {}).get("bronze", {}).get("config", {})
+            (run.run_config or {}).get("ops", {}).get(bronze_op, {}).get("config", {})
         )
         out += [OffsetRange(**r) for r in config.get("ranges", [])]
     return out
 
 
-@asset_check(
-    op_tags=AFTER_ASSETS,
-    asset=AssetKey("bronze_offset_ledger"),
-    description="No hole in the offset ledger: per partition, every offset from the first "
-    "landed one to the highest is in bronze, quarantine or a recorded skip. Reads only "
-    "ledger rows past the last proven-contiguous offset. A hole means a batch failed: the "
-    "sensor retries it with backoff, and a catch-up run (Materialize without config) "
-    "fills it now.",
-)
-def offset_ledger_no_holes(
-    context, kafka: KafkaResource, lakehouse: LakehouseResource
-) -> AssetCheckResult:
-    from pyspark.sql import functions as F
-
-    batch = _latest_batch(context.instance)
-    ledger = lakehouse.read("bronze_offset_ledger")
-    if batch is None or ledger is None:
-        return AssetCheckResult(passed=True, metadata={"holes": 0})
-    topic_id = batch["topic_id"]
-    previous = _previous_marks(context.instance, context.check_specs[0].key)
-    marks = {int(p): o for p, o in previous.get(topic_id, {}).items()}
-    rows = ledger.filter(
-        (F.col("topic") == kafka.topic) & (F.col("topic_id") == topic_id)
-    )
-    for p, mark in marks.items():
-        rows = rows.filter((F.col("partition") != p) | (F.col("end_offset") > mark))
-    landed: dict[int, list[tuple[int, int]]] = {}
-    for r in rows.select("partition", "start_offset", "end_offset").collect():
-        landed.setdefault(r[0], []).append((r[1], r[2]))
-    try:
-        log_starts = fetch_topic_state(
-            kafka.client_config(), kafka.topic, kafka.request_timeout_s
-        ).starts
-    except KafkaUnavailable:
-        log_starts = {}
-    new_marks, holes = scan_ledger(landed, marks, log_starts)
-    flying = _in_flight_ranges(context.instance, kafka.topic)
-    described = [
-        {
-            "partition": h.partition,
-            "start": h.start,
-            "end": h.end,
-            "run_in_flight": any(
-                f.partition == h.partition and f.start < h.end and f.end > h.start
-                for f in flying
-            ),
-        }
-        for h in holes
-    ]
-    return AssetCheckResult(
-        passed=not holes,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "holes": len(holes),
-            "missing_offsets": sum(h.count for h in holes),
-            "hole_ranges": MetadataValue.json(described[:50]),
-            "ledger_rows_read": sum(len(v) for v in landed.values()),
-            "contiguous_through": MetadataValue.json(
-                {
-                    **previous,
-                    topic_id: {str(p): o for p, o in {**marks, **new_marks}.items()},
-                }
-            ),
-        },
-    )
-
-
-@asset_check(
-    op_tags=AFTER_ASSETS,
-    asset=AssetKey("bronze_offset_ledger"),
-    description="No offset was deleted by retention before it was read (warns): the "
-    "batch's retention skips, from the ledger write's own metadata.",
-)
-def no_offsets_lost_to_retention(context) -> AssetCheckResult:
-    event = context.instance.get_latest_materialization_event(
-        AssetKey("bronze_offset_ledger")
-    )
-    meta = event.asset_materialization.metadata if event else {}
-    lost = meta["skipped_retention"].value if "skipped_retention" in meta else 0
-    return AssetCheckResult(
-        passed=lost == 0,
-        severity=AssetCheckSeverity.WARN,
-        metadata={
-            "skipped_retention": lost,
-            "batch_id": meta["batch_id"].value if "batch_id" in meta else "",
-        },
-        description=None
-        if lost == 0
-        else f"{lost} offsets were deleted by retention before they were read: raise the "
-        "topic's retention or ingest more often.",
-    )
-
-
 class QuarantineRatioConfig(Config):
     max_ratio: float = Field(
         default=0.05, description="Warn above this quarantined share."
-    )
-
-
-@asset_check(
-    op_tags=AFTER_ASSETS,
-    asset=AssetKey("bronze_quarantine"),
-    description="Share of messages quarantined in the latest batch stays under a "
-    "threshold (warns); read from the batch's ledger rows.",
-)
-def quarantine_ratio_check(
-    context, config: QuarantineRatioConfig, lakehouse: LakehouseResource
-) -> AssetCheckResult:
-    from pyspark.sql import functions as F
-
-    latest = _latest_batch(context.instance)
-    batch = latest["batch_id"] if latest else None
-    bad = total = 0
-    if batch is not None:  # the batch's ledger rows hold its counts
-        ledger = lakehouse.read("bronze_offset_ledger")
-        row = (
-            ledger.filter(ledger.batch_id == batch)
-            .agg(F.sum("quarantine_rows"), F.sum("bronze_rows"))
-            .first()
-        )
-        bad = row[0] or 0
-        total = bad + (row[1] or 0)
-    ratio = bad / total if total else 0.0
-    return AssetCheckResult(
-        passed=ratio <= config.max_ratio,
-        severity=AssetCheckSeverity.WARN,
-        metadata={
-            "batch_id": batch or "",
-            "quarantined": bad,
-            "total": total,
-            "ratio": ratio,
-            "max_ratio": config.max_ratio,
-        },
     )
 
 
@@ -285,66 +96,272 @@ def not_finite(column: str):
     return c.isNull() | F.isnan(c) | (F.abs(c) == F.lit(float("inf")))
 
 
-@asset_check(
-    asset=AssetKey("silver_events"),
-    blocking=True,
-    description="Silver has every required and feature column; the rows the latest write "
-    "inserted or corrected have no null in required columns and no null, NaN or infinite "
-    "feature.",
-)
-def silver_schema_not_null(context, lakehouse: LakehouseResource) -> AssetCheckResult:
-    from pyspark.sql import functions as F
+def build_ingestion_checks(stream: Stream = DEFAULT_STREAM) -> list:
+    """The checks of ``stream``'s tables."""
 
-    columns = lakehouse.read("silver_events").columns
-    missing = [c for c in (*REQUIRED_COLUMNS, *FEATURE_COLUMNS) if c not in columns]
-    silver = written_rows(context, lakehouse, "silver_events")
-    nulls = {}
-    if not missing and silver is not None:
-        row = silver.select(
-            *[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in REQUIRED_COLUMNS],
-            *[F.sum(not_finite(c).cast("long")).alias(c) for c in FEATURE_COLUMNS],
-        ).first()
-        nulls = {c: row[c] for c in row.asDict() if row[c]}
-    return AssetCheckResult(
-        passed=not missing and not nulls,
-        metadata={
-            "missing_columns": MetadataValue.json(missing),
-            "null_or_non_finite_counts": MetadataValue.json(nulls),
-        },
+    @asset_check(
+        asset=stream.key("bronze_events"),
+        additional_deps=[
+            stream.key("bronze_quarantine"),
+            stream.key("bronze_offset_ledger"),
+        ],
+        blocking=True,
+        description="Every offset of the batch just written is in exactly one place: "
+        "bronze_events, bronze_quarantine or a ledger skip with a reason. Reads only the "
+        "batch's offsets.",
     )
+    def bronze_batch_accounted(
+        context, lakehouse: LakehouseResource
+    ) -> AssetCheckResult:
+        from pyspark.sql import functions as F
 
+        batch = _latest_batch(context.instance, stream.key("bronze_offset_ledger"))
+        if batch is None or not batch["ranges"]:
+            return AssetCheckResult(passed=True, metadata={"batch_id": "none"})
+        ranges, topic_id = batch["ranges"], batch["topic_id"]
+        ledger = stream.lakehouse(lakehouse).read("bronze_offset_ledger")
+        rows = [
+            tuple(r)
+            for r in _overlapping(
+                ledger.filter(F.col("topic_id") == topic_id),
+                ranges,
+                "start_offset",
+                "end_offset",
+            )
+            .select(
+                "partition",
+                "start_offset",
+                "end_offset",
+                "bronze_rows",
+                "quarantine_rows",
+                "skipped",
+            )
+            .collect()
+        ]
+        spans = [OffsetRange(p, s, e) for p, s, e, *_ in rows] or ranges
+        stored_rows = None
+        for name in ("bronze_events", "bronze_quarantine"):
+            table = stream.lakehouse(lakehouse).read(name)
+            if table is not None:
+                part = _overlapping(
+                    table.filter(F.col("topic_id") == topic_id), spans, "offset"
+                ).select("partition", "offset")
+                stored_rows = (
+                    part if stored_rows is None else stored_rows.unionByName(part)
+                )
+        stored = {
+            r["partition"]: (r["n"], r["d"])
+            for r in stored_rows.groupBy("partition")
+            .agg(F.count("*").alias("n"), F.countDistinct("offset").alias("d"))
+            .collect()
+        }
+        problems = verify_batch(ranges, rows, stored)
+        return AssetCheckResult(
+            passed=not problems,
+            metadata={
+                "batch_id": batch["batch_id"],
+                "offsets_checked": sum(r.count for r in ranges),
+                "problems": MetadataValue.json(problems[:20]),
+            },
+        )
 
-@asset_check(
-    asset=AssetKey("silver_events"),
-    blocking=True,
-    description="No event_id the latest write inserted appears twice in silver (looked up "
-    "on the written rows' event days: a redelivered event keeps its event time).",
-)
-def silver_unique_event_id(context, lakehouse: LakehouseResource) -> AssetCheckResult:
-    written = written_rows(context, lakehouse, "silver_events")
-    if written is None:
-        return NOTHING
-    silver = lakehouse.read("silver_events")
-    same_days = silver.filter(days_predicate("event_time", event_days(written)))
-    dupes = (
-        same_days.join(written.select("event_id").distinct(), "event_id")
-        .groupBy("event_id")
-        .count()
-        .filter("count > 1")
+    @asset_check(
+        op_tags=AFTER_ASSETS,
+        asset=stream.key("bronze_offset_ledger"),
+        description="No hole in the offset ledger: per partition, every offset from the first "
+        "landed one to the highest is in bronze, quarantine or a recorded skip. Reads only "
+        "ledger rows past the last proven-contiguous offset. A hole means a batch failed: the "
+        "sensor retries it with backoff, and a catch-up run (Materialize without config) "
+        "fills it now.",
     )
-    n = dupes.count()
-    sample = [r[0] for r in dupes.limit(10).collect()]
-    return AssetCheckResult(
-        passed=n == 0,
-        metadata={"duplicate_event_ids": n, "sample": MetadataValue.json(sample)},
+    def offset_ledger_no_holes(
+        context, kafka: KafkaResource, lakehouse: LakehouseResource
+    ) -> AssetCheckResult:
+        from pyspark.sql import functions as F
+
+        kafka = stream.kafka(kafka)
+        batch = _latest_batch(context.instance, stream.key("bronze_offset_ledger"))
+        ledger = stream.lakehouse(lakehouse).read("bronze_offset_ledger")
+        if batch is None or ledger is None:
+            return AssetCheckResult(passed=True, metadata={"holes": 0})
+        topic_id = batch["topic_id"]
+        previous = _previous_marks(context.instance, context.check_specs[0].key)
+        marks = {int(p): o for p, o in previous.get(topic_id, {}).items()}
+        rows = ledger.filter(
+            (F.col("topic") == kafka.topic) & (F.col("topic_id") == topic_id)
+        )
+        for p, mark in marks.items():
+            rows = rows.filter((F.col("partition") != p) | (F.col("end_offset") > mark))
+        landed: dict[int, list[tuple[int, int]]] = {}
+        for r in rows.select("partition", "start_offset", "end_offset").collect():
+            landed.setdefault(r[0], []).append((r[1], r[2]))
+        try:
+            log_starts = fetch_topic_state(
+                kafka.client_config(), kafka.topic, kafka.request_timeout_s
+            ).starts
+        except KafkaUnavailable:
+            log_starts = {}
+        new_marks, holes = scan_ledger(landed, marks, log_starts)
+        flying = _in_flight_ranges(
+            context.instance, kafka.topic, stream.named("bronze")
+        )
+        described = [
+            {
+                "partition": h.partition,
+                "start": h.start,
+                "end": h.end,
+                "run_in_flight": any(
+                    f.partition == h.partition and f.start < h.end and f.end > h.start
+                    for f in flying
+                ),
+            }
+            for h in holes
+        ]
+        return AssetCheckResult(
+            passed=not holes,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={
+                "holes": len(holes),
+                "missing_offsets": sum(h.count for h in holes),
+                "hole_ranges": MetadataValue.json(described[:50]),
+                "ledger_rows_read": sum(len(v) for v in landed.values()),
+                "contiguous_through": MetadataValue.json(
+                    {
+                        **previous,
+                        topic_id: {
+                            str(p): o for p, o in {**marks, **new_marks}.items()
+                        },
+                    }
+                ),
+            },
+        )
+
+    @asset_check(
+        op_tags=AFTER_ASSETS,
+        asset=stream.key("bronze_offset_ledger"),
+        description="No offset was deleted by retention before it was read (warns): the "
+        "batch's retention skips, from the ledger write's own metadata.",
     )
+    def no_offsets_lost_to_retention(context) -> AssetCheckResult:
+        event = context.instance.get_latest_materialization_event(
+            stream.key("bronze_offset_ledger")
+        )
+        meta = event.asset_materialization.metadata if event else {}
+        lost = meta["skipped_retention"].value if "skipped_retention" in meta else 0
+        return AssetCheckResult(
+            passed=lost == 0,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "skipped_retention": lost,
+                "batch_id": meta["batch_id"].value if "batch_id" in meta else "",
+            },
+            description=None
+            if lost == 0
+            else f"{lost} offsets were deleted by retention before they were read: raise the "
+            "topic's retention or ingest more often.",
+        )
 
+    @asset_check(
+        op_tags=AFTER_ASSETS,
+        asset=stream.key("bronze_quarantine"),
+        description="Share of messages quarantined in the latest batch stays under a "
+        "threshold (warns); read from the batch's ledger rows.",
+    )
+    def quarantine_ratio_check(
+        context, config: QuarantineRatioConfig, lakehouse: LakehouseResource
+    ) -> AssetCheckResult:
+        from pyspark.sql import functions as F
 
-INGESTION_CHECKS = [
-    bronze_batch_accounted,
-    offset_ledger_no_holes,
-    no_offsets_lost_to_retention,
-    quarantine_ratio_check,
-    silver_schema_not_null,
-    silver_unique_event_id,
-]
+        latest = _latest_batch(context.instance, stream.key("bronze_offset_ledger"))
+        batch = latest["batch_id"] if latest else None
+        bad = total = 0
+        if batch is not None:  # the batch's ledger rows hold its counts
+            ledger = stream.lakehouse(lakehouse).read("bronze_offset_ledger")
+            row = (
+                ledger.filter(ledger.batch_id == batch)
+                .agg(F.sum("quarantine_rows"), F.sum("bronze_rows"))
+                .first()
+            )
+            bad = row[0] or 0
+            total = bad + (row[1] or 0)
+        ratio = bad / total if total else 0.0
+        return AssetCheckResult(
+            passed=ratio <= config.max_ratio,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "batch_id": batch or "",
+                "quarantined": bad,
+                "total": total,
+                "ratio": ratio,
+                "max_ratio": config.max_ratio,
+            },
+        )
+
+    @asset_check(
+        asset=stream.key("silver_events"),
+        blocking=True,
+        description="Silver has every required and feature column; the rows the latest write "
+        "inserted or corrected have no null in required columns and no null, NaN or infinite "
+        "feature.",
+    )
+    def silver_schema_not_null(
+        context, lakehouse: LakehouseResource
+    ) -> AssetCheckResult:
+        from pyspark.sql import functions as F
+
+        columns = stream.lakehouse(lakehouse).read("silver_events").columns
+        missing = [c for c in (*REQUIRED_COLUMNS, *stream.features) if c not in columns]
+        silver = written_rows(context, lakehouse, stream.key("silver_events"))
+        nulls = {}
+        if not missing and silver is not None:
+            row = silver.select(
+                *[
+                    F.sum(F.col(c).isNull().cast("long")).alias(c)
+                    for c in REQUIRED_COLUMNS
+                ],
+                *[F.sum(not_finite(c).cast("long")).alias(c) for c in stream.features],
+            ).first()
+            nulls = {c: row[c] for c in row.asDict() if row[c]}
+        return AssetCheckResult(
+            passed=not missing and not nulls,
+            metadata={
+                "missing_columns": MetadataValue.json(missing),
+                "null_or_non_finite_counts": MetadataValue.json(nulls),
+            },
+        )
+
+    @asset_check(
+        asset=stream.key("silver_events"),
+        blocking=True,
+        description="No event_id the latest write inserted appears twice in silver (looked up "
+        "on the written rows' event days: a redelivered event keeps its event time).",
+    )
+    def silver_unique_event_id(
+        context, lakehouse: LakehouseResource
+    ) -> AssetCheckResult:
+        written = written_rows(context, lakehouse, stream.key("silver_events"))
+        if written is None:
+            return NOTHING
+        silver = stream.lakehouse(lakehouse).read("silver_events")
+        same_days = silver.filter(days_predicate("event_time", event_days(written)))
+        dupes = (
+            same_days.join(written.select("event_id").distinct(), "event_id")
+            .groupBy("event_id")
+            .count()
+            .filter("count > 1")
+        )
+        n = dupes.count()
+        sample = [r[0] for r in dupes.limit(10).collect()]
+        return AssetCheckResult(
+            passed=n == 0,
+            metadata={"duplicate_event_ids": n, "sample": MetadataValue.json(sample)},
+        )
+
+    return [
+        bronze_batch_accounted,
+        offset_ledger_no_holes,
+        no_offsets_lost_to_retention,
+        quarantine_ratio_check,
+        silver_schema_not_null,
+        silver_unique_event_id,
+    ]

@@ -19,9 +19,10 @@ AFTER_ASSETS = {"dagster/priority": "-1"}
 NOTHING = AssetCheckResult(passed=True, metadata={"rows_checked": 0})
 
 
-def written_rows(context, lakehouse, asset: str):
-    """Rows the latest materialisation of ``asset`` inserted or updated, or None."""
-    event = context.instance.get_latest_materialization_event(AssetKey(asset))
+def written_rows(context, lakehouse, asset: AssetKey):
+    """Rows the latest materialisation of ``asset`` inserted or updated, or None (its
+    table is where the IO manager keeps it: ``<root>/<key path>``)."""
+    event = context.instance.get_latest_materialization_event(asset)
     if event is None or event.asset_materialization is None:
         return None
     meta = event.asset_materialization.metadata
@@ -30,5 +31,7 @@ def written_rows(context, lakehouse, asset: str):
         return None
     first = meta.get("delta_first_version_written", last)
     spark = lakehouse.spark_session
-    changes = read_changes(spark, lakehouse.path(asset), first.value - 1, last.value)
+    changes = read_changes(
+        spark, lakehouse.path(*asset.path), first.value - 1, last.value
+    )
     return changes.drop("_commit_version", "_change_type")

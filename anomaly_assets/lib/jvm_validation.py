@@ -25,7 +25,6 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from anomaly_assets.contract import (
-    EVENT_TYPES,
     INTEGER_BITS,
     MAX_FIELD_CHARS,
     MAX_MESSAGE_BYTES,
@@ -130,7 +129,7 @@ def _plain_condition(policy: ValidationPolicy) -> Column:
             for f, bits in INTEGER_BITS.items()
             if f != "schema_version"
         ],
-        event_type.isin(list(EVENT_TYPES)),
+        event_type.isin(list(policy.event_types)),
         *[
             (event_type != kind) | v[field].isNotNull()
             for kind, fields in REQUIRED_BY_EVENT_TYPE.items()

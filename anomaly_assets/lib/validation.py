@@ -107,6 +107,10 @@ REASONS: dict[str, tuple[str, str]] = {
         "event_type is not one of the contract's event types.",
         "Add the type to the contract, or fix the producer.",
     ),
+    "event_type_not_in_stream": (
+        "event_type is a contract type, but not one this stream's contract carries.",
+        "Route the event to its own topic, or add the type to the stream's contract.",
+    ),
     "invalid_id": (
         "event_id is not a UUID, or user_id / session_id is empty or blank.",
         "Fix the producer; non-canonical UUIDs are accepted and normalised.",
@@ -148,11 +152,14 @@ _CONTRACT_FIELDS = set(REQUIRED_FIELDS) | set(OPTIONAL_FIELDS)
 
 @dataclass(frozen=True)
 class ValidationPolicy:
-    """Plausibility bounds for event_ts. Replays of old history pass: the lower bound is a
-    fixed date and the upper bound is relative to each message's own Kafka timestamp."""
+    """What a stream accepts beyond the contract's types: plausibility bounds for event_ts
+    (replays of old history pass: the lower bound is a fixed date and the upper bound is
+    relative to each message's own Kafka timestamp) and the event types it carries."""
 
     min_event_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
     max_future_skew: timedelta = timedelta(days=1)
+    #: The event types this stream carries (a stream's contract may take a subset).
+    event_types: tuple[str, ...] = EVENT_TYPES
 
 
 DEFAULT_POLICY = ValidationPolicy()
@@ -267,7 +274,7 @@ def _check_ts(raw: str, kafka_ts: datetime | None, policy: ValidationPolicy):
     return ts
 
 
-def _check_fields(event: dict) -> None:
+def _check_fields(event: dict, event_types: tuple[str, ...] = EVENT_TYPES) -> None:
     version = event.get("schema_version")
     if _type_ok(version, int) and version > SCHEMA_VERSION:
         raise Invalid("newer_schema_version", f"{version} > {SCHEMA_VERSION}"[:60])
@@ -295,6 +302,8 @@ def _check_fields(event: dict) -> None:
             raise Invalid("negative_value", name)
     if event["event_type"] not in EVENT_TYPES:
         raise Invalid("unknown_event_type", repr(event["event_type"][:40]))
+    if event["event_type"] not in event_types:
+        raise Invalid("event_type_not_in_stream", event["event_type"])
     for name in REQUIRED_BY_EVENT_TYPE.get(event["event_type"], ()):
         if event.get(name) is None:
             raise Invalid(
@@ -340,7 +349,7 @@ def validate_event(
             "invalid_json", f"expected a JSON object, got {type(event).__name__}"
         )
     _check_nesting(event, check_strings=bool(SURROGATE_ESCAPE.search(text)))
-    _check_fields(event)
+    _check_fields(event, policy.event_types)
     _normalise_ids(event)
     ts = _check_ts(event["event_ts"], kafka_ts, policy)
     extra = {k: v for k, v in event.items() if k not in _CONTRACT_FIELDS}

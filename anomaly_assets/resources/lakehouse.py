@@ -26,6 +26,12 @@ class LakehouseResource(ConfigurableResource):
     def spark_session(self):
         return self.spark.spark_session
 
+    def under(self, *prefix: str) -> "LakehouseResource":
+        """The same lakehouse seen from ``<root>/<prefix>``: a stream's tables and cursors."""
+        if not prefix:
+            return self
+        return LakehouseResource(root=self.path(*prefix), spark=self.spark)
+
     def path(self, *key_path: str) -> str:
         return table_uri(self.root, key_path)
 

@@ -21,7 +21,7 @@ from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.devtools.generator import EventGenerator
 from anomaly_assets.lib.offsets import fetch_topic_state
 from anomaly_assets.resources import KafkaResource
-from anomaly_assets.sensors import BATCH_TAG, kafka_offsets_sensor
+from anomaly_assets.sensors import kafka_offsets_sensor
 from anomaly_assets_tests.helpers import assert_ledger_complete, delta_rows
 
 BRONZE = [
@@ -328,7 +328,7 @@ def test_a_failed_batch_is_requested_again_and_catch_up_fills_holes(
         DagsterRun(
             job_name="ingest_job",
             status=DagsterRunStatus.FAILURE,
-            tags={BATCH_TAG: a.tags[BATCH_TAG]},
+            tags=a.tags,  # the batch, its attempt, the stream's lane
         )
     )
     results = run_batches(defs, [b, c], instance)

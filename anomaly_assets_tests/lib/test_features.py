@@ -297,12 +297,14 @@ def test_automation_agents_are_told_from_browsers(spark, agent, automated):
 def test_every_feature_names_the_bronze_columns_it_comes_from():
     """The silver column lineage is built from FEATURE_INPUTS: a feature missing from it, or
     naming a column bronze does not have, would show a wrong lineage in the UI."""
-    from anomaly_assets.assets.silver import LINEAGE
+    from anomaly_assets.assets.silver import lineage as silver_lineage
     from anomaly_assets.lib.bronze import BRONZE_COLUMNS
     from anomaly_assets.lib.features import FEATURE_INPUTS, FEATURES
+    from anomaly_assets.stream import DEFAULT_STREAM
 
     assert list(FEATURE_INPUTS) == list(FEATURES)
-    lineage = LINEAGE["dagster/column_lineage"].value.deps_by_column
+    meta = silver_lineage(DEFAULT_STREAM)["dagster/column_lineage"]
+    lineage = meta.value.deps_by_column
     for feature, inputs in FEATURE_INPUTS.items():
         sources = {d.column_name for d in lineage[feature]}
         assert sources == {"user_id", "event_ts", *inputs} <= set(BRONZE_COLUMNS)

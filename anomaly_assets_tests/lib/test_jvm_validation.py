@@ -10,11 +10,13 @@ values, braces and escapes inside strings, duplicate keys), plus arbitrary bytes
 import itertools
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from anomaly_assets.contract import EVENT_TYPES
 from anomaly_assets.devtools.generator import EventGenerator
 from anomaly_assets.lib import validation
 from anomaly_assets.lib.bronze import (
@@ -192,18 +194,22 @@ def _same(a, b) -> bool:
     return a == b and type(a) is type(b)
 
 
-def _both_paths(spark, values: list[bytes | None], kafka_ts: list[datetime]):
+def _both_paths(
+    spark,
+    values: list[bytes | None],
+    kafka_ts: list[datetime],
+    policy=validation.DEFAULT_POLICY,
+):
     rows = [
         (b"k", value, "t", 0, offset, ts.replace(tzinfo=None))
         for offset, (value, ts) in enumerate(zip(values, kafka_ts, strict=True))
     ]
     frame = spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA)
-    got = {r["offset"]: r for r in validate(stage(frame).persist(), "b1").collect()}
+    staged = stage(frame, policy).persist()
+    got = {r["offset"]: r for r in validate(staged, "b1", policy=policy).collect()}
     assert sorted(got) == list(range(len(values))), "one row per message"
     for offset, (value, ts) in enumerate(zip(values, kafka_ts, strict=True)):
-        want = _validated_row(
-            value, b"k", "t", 0, offset, ts, validation.DEFAULT_POLICY
-        )
+        want = _validated_row(value, b"k", "t", 0, offset, ts, policy)
         row = got[offset]
         for name, _ in VALIDATED_COLUMNS:
             if name == "kafka_ts":
@@ -244,6 +250,43 @@ def test_each_spelling_alone_agrees(spark):
 def test_jvm_path_agrees_with_python_on_hostile_messages(spark, batch):
     values, stamps = zip(*batch, strict=True)
     _both_paths(spark, list(values), list(stamps))
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.sets(st.sampled_from(EVENT_TYPES), min_size=1),
+    st.lists(
+        st.tuples(_messages, st.sampled_from(_TIMESTAMPS)), min_size=1, max_size=40
+    ),
+)
+def test_a_streams_event_types_agree_on_both_paths(spark, types, batch):
+    """A stream carrying some event types: both paths agree, message by message, and an
+    event the contract accepts is kept exactly when its type is the stream's, else
+    quarantined as event_type_not_in_stream."""
+    policy = replace(validation.DEFAULT_POLICY, event_types=tuple(sorted(types)))
+    one_of_each = [
+        (_spell({**_valid_fields(), "event_type": f'"{t}"'}), KAFKA_TS)
+        for t in EVENT_TYPES
+    ]
+    values, stamps = zip(*[*batch, *one_of_each], strict=True)
+    got = _both_paths(spark, list(values), list(stamps), policy)
+    accepted = 0
+    for offset, (value, ts) in enumerate(zip(values, stamps, strict=True)):
+        contract = _validated_row(
+            value, b"k", "t", 0, offset, ts, validation.DEFAULT_POLICY
+        )
+        if contract["reason"] is not None:
+            continue
+        accepted += 1
+        if contract["event_type"] in types:
+            assert got[offset]["reason"] is None
+        else:
+            assert got[offset]["reason"] == "event_type_not_in_stream"
+    assert accepted >= len(EVENT_TYPES), "each type once at least"
 
 
 def test_generated_events_take_the_jvm_path(spark):

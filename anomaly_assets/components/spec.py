@@ -1,0 +1,257 @@
+"""What one stream's ``defs.yaml`` declares: a strict model, so a typo is an error that
+names its field, never a setting silently ignored.
+
+Cross-field rules the schema alone cannot say are validators here: the contract must carry
+the event fields a chosen feature is computed from (checked per list item, so the error points
+at the feature's own line) and those its event types require. Names and ranges are part of
+the schema (a feature of the library, percentiles in range, a prefix Dagster can name), so
+editors catch them too. Plain pydantic, testable without Dagster; the component
+(anomaly_pipeline.py) adds the file and line.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from anomaly_assets.assets.enrichment import EnrichmentConfig
+from anomaly_assets.assets.evaluation import EvalConfig
+from anomaly_assets.assets.gold import ScoringConfig
+from anomaly_assets.assets.model import TrainConfig
+from anomaly_assets.contract import (
+    EVENT_TYPES,
+    OPTIONAL_FIELDS,
+    REQUIRED_BY_EVENT_TYPE,
+    REQUIRED_FIELDS,
+)
+from anomaly_assets.jobs import INGESTION_ASSETS
+from anomaly_assets.lib.cursors import CURSOR_TABLE
+from anomaly_assets.lib.features import FEATURE_INPUTS, FEATURES
+from anomaly_assets.stream import Stream
+
+#: Contract fields every stream carries: what identifies, orders, keys and places an
+#: event (bronze requires them of every message); a stream chooses among the optional ones.
+CORE_FIELDS = tuple(REQUIRED_FIELDS)
+#: A key prefix part: a name Dagster accepts that is not a hidden folder of the lakehouse.
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+#: What a stream's first key part cannot be: its tables would land inside the default
+#: stream's table or cursor folders (<root>/<table>/...).
+RESERVED_PREFIXES = (*INGESTION_ASSETS, "anomaly_model", CURSOR_TABLE)
+CONTRACT_FIELDS = tuple(REQUIRED_FIELDS) + tuple(OPTIONAL_FIELDS)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSpec(_Strict):
+    topic: str = Field(min_length=1, description="The topic the stream reads.")
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port list; unset: the kafka resource's (ANOMALY_KAFKA_BOOTSTRAP).",
+    )
+    max_batch_events: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most offsets one run reads; unset: the kafka resource's.",
+    )
+    read_committed: bool | None = Field(
+        default=None,
+        description="Read committed transactions only; unset: the resource's.",
+    )
+
+    def overrides(self) -> dict:
+        """The kafka resource settings this stream sets."""
+        return {
+            k: v for k, v in self.model_dump(exclude={"topic"}).items() if v is not None
+        }
+
+
+class ContractSpec(_Strict):
+    fields: list[str] = Field(
+        default_factory=lambda: list(CONTRACT_FIELDS),
+        description="Event fields of this stream (a subset of the project's contract; "
+        f"always including {', '.join(CORE_FIELDS)}).",
+    )
+    event_types: list[str] = Field(
+        default_factory=lambda: list(EVENT_TYPES),
+        min_length=1,
+        description="Event types the stream carries.",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, fields: list[str]) -> list[str]:
+        unknown = [f for f in fields if f not in CONTRACT_FIELDS]
+        if unknown:
+            raise ValueError(
+                f"unknown contract field(s) {unknown}; known: {list(CONTRACT_FIELDS)}"
+            )
+        missing = [f for f in CORE_FIELDS if f not in fields]
+        if missing:
+            raise ValueError(f"every stream carries {missing}")
+        return fields
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, types: list[str]) -> list[str]:
+        unknown = [t for t in types if t not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(
+                f"unknown event type(s) {unknown}; known: {list(EVENT_TYPES)}"
+            )
+        return types
+
+    @model_validator(mode="after")
+    def _fields_the_types_need(self) -> "ContractSpec":
+        for event_type in self.event_types:
+            needed = [
+                f
+                for f in REQUIRED_BY_EVENT_TYPE.get(event_type, ())
+                if f not in self.fields
+            ]
+            if needed:
+                raise ValueError(
+                    f"event type {event_type!r} needs contract field(s) {needed}"
+                )
+        return self
+
+
+def _default(config, name: str):
+    """The default of ``config``'s field: the assets' own, so the two cannot drift."""
+    return config.model_fields[name].get_default(call_default_factory=True)
+
+
+class ModelSpec(_Strict):
+    n_estimators: int = Field(default=_default(TrainConfig, "n_estimators"), ge=10)
+    max_samples: int = Field(default=_default(TrainConfig, "max_samples"), ge=16)
+    seed: int = _default(TrainConfig, "seed")
+    threshold_percentile: float = Field(
+        default=_default(TrainConfig, "threshold_percentile"),
+        gt=50,
+        lt=100,
+        description="Alert budget: events above this percentile of the training "
+        "scores are flagged.",
+    )
+    min_roc_auc: float = Field(
+        default=_default(TrainConfig, "min_roc_auc"), ge=0.5, le=1.0
+    )
+
+
+class SeveritySpec(_Strict):
+    critical_at: float = Field(
+        default=_default(ScoringConfig, "critical_at"),
+        gt=0,
+        lt=100,
+        description="Severity percentile from which an anomaly is CRITICAL.",
+    )
+
+
+class EnrichmentSpec(_Strict):
+    provider: Literal["llm", "offline"] = Field(
+        default="llm",
+        description="llm: the project's LLM resource (Azure OpenAI, an OpenAI-compatible "
+        "endpoint or offline, by environment); offline: templated explanations, no call.",
+    )
+    prompt_name: str = _default(EnrichmentConfig, "prompt_name")
+    prompt_alias: str = _default(EnrichmentConfig, "prompt_alias")
+    max_groups: int = Field(default=_default(EnrichmentConfig, "max_groups"), ge=0)
+    redact_columns: list[str] = Field(
+        default_factory=lambda: _default(EnrichmentConfig, "redact_columns")
+    )
+
+
+class EvaluationSpec(_Strict):
+    judges: bool = _default(EvalConfig, "judges")
+    judge_max_calls: int = Field(default=_default(EvalConfig, "judge_max_calls"), ge=0)
+
+
+#: A feature of the library (lib/features.py).
+FeatureName = Literal[tuple(FEATURES)]
+
+
+def _fed_by_contract(feature: str, info: ValidationInfo) -> str:
+    """A feature the stream's contract carries the event fields of (checked per item, so
+    the error points at the item)."""
+    contract = info.data.get("contract")
+    if contract is None:  # the contract failed on its own; reported there
+        return feature
+    missing = [c for c in FEATURE_INPUTS[feature] if c not in contract.fields]
+    if missing:
+        raise ValueError(
+            f"feature {feature!r} needs contract field(s) {missing}, which "
+            "contract.fields leaves out"
+        )
+    return feature
+
+
+class StreamSpec(_Strict):
+    """One stream: where its events come from, what they look like, which features and
+    model detect its anomalies, how they are explained and evaluated, and what its assets
+    are called."""
+
+    key_prefix: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        min_length=1,
+        description="Asset key prefix of this stream's tables, also the prefix of its "
+        "ops, jobs, sensor and registered model (['payments'] -> payments/silver_events, "
+        "payments__ingest_job).",
+    )
+    group_prefix: str = Field(
+        default="",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+        description="Prefix of the asset groups (bronze, silver, gold, ai).",
+    )
+    kafka: KafkaSpec
+    contract: ContractSpec = Field(default_factory=ContractSpec)
+    features: list[Annotated[FeatureName, AfterValidator(_fed_by_contract)]] = Field(
+        default_factory=lambda: list(FEATURES),
+        min_length=1,
+        description="Features from the project's library (lib/features.py); each "
+        "feature's window is part of its definition (events_1m, bytes_1h_log, ...).",
+    )
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    severity: SeveritySpec = Field(default_factory=SeveritySpec)
+    enrichment: EnrichmentSpec = Field(default_factory=EnrichmentSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _not_a_table(cls, prefix: list[str]) -> list[str]:
+        if prefix and prefix[0] in RESERVED_PREFIXES:
+            raise ValueError(
+                f"{prefix[0]!r} is a table or folder of the default stream; "
+                "choose another name"
+            )
+        return prefix
+
+    @field_validator("features")
+    @classmethod
+    def _each_once(cls, features: list[str]) -> list[str]:
+        if len(set(features)) != len(features):
+            raise ValueError("a feature is listed twice")
+        return features
+
+    def to_stream(self) -> Stream:
+        """The names and settings the asset factories build this stream from."""
+        return Stream(
+            key_prefix=tuple(self.key_prefix),
+            group_prefix=self.group_prefix,
+            topic=self.kafka.topic,
+            kafka_settings=self.kafka.overrides(),
+            features=tuple(self.features),
+            event_types=tuple(self.contract.event_types),
+            explainer=self.enrichment.provider,
+            config_defaults={
+                "anomaly_model": self.model.model_dump(),
+                "gold": self.severity.model_dump(),
+                "enrichment": self.enrichment.model_dump(exclude={"provider"}),
+                "ai_enrichment_eval_metrics": self.evaluation.model_dump(),
+            },
+        )

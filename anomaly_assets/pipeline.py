@@ -1,0 +1,58 @@
+"""One stream's pipeline: its assets, checks, jobs, sensor and maintenance, built from a
+``Stream``. definitions.py adds the default stream's; each ``AnomalyPipeline`` component
+instance (a ``defs.yaml``) adds its own."""
+
+from dagster import Definitions
+
+from anomaly_assets.assets.bronze import build_bronze
+from anomaly_assets.assets.enrichment import build_enrichment
+from anomaly_assets.assets.evaluation import build_ai_enrichment_eval_metrics
+from anomaly_assets.assets.gold import build_gold
+from anomaly_assets.assets.incidents import build_gold_user_incidents
+from anomaly_assets.assets.model import build_anomaly_model
+from anomaly_assets.assets.silver import build_silver
+from anomaly_assets.checks.enrichment import build_enrichment_checks
+from anomaly_assets.checks.evaluation import build_evaluation_checks
+from anomaly_assets.checks.gold import build_gold_checks
+from anomaly_assets.checks.incidents import build_incident_checks
+from anomaly_assets.checks.ingestion import build_ingestion_checks
+from anomaly_assets.jobs import build_jobs
+from anomaly_assets.maintenance import build_maintenance
+from anomaly_assets.sensors import build_kafka_offsets_sensor
+from anomaly_assets.stream import Stream
+
+#: Asset factories, upstream first.
+ASSET_FACTORIES = (
+    build_bronze,
+    build_silver,
+    build_anomaly_model,
+    build_gold,
+    build_gold_user_incidents,
+    build_enrichment,
+    build_ai_enrichment_eval_metrics,
+)
+CHECK_FACTORIES = (
+    build_ingestion_checks,
+    build_gold_checks,
+    build_incident_checks,
+    build_enrichment_checks,
+    build_evaluation_checks,
+)
+
+
+def stream_parts(stream: Stream) -> dict:
+    """Everything ``stream`` runs on, as Definitions arguments (resources come from the
+    project's Definitions)."""
+    jobs = build_jobs(stream)
+    optimize_job, optimize_schedule = build_maintenance(stream)
+    return {
+        "assets": [build(stream) for build in ASSET_FACTORIES],
+        "asset_checks": [check for build in CHECK_FACTORIES for check in build(stream)],
+        "jobs": [*jobs, optimize_job],
+        "schedules": [optimize_schedule],
+        "sensors": [build_kafka_offsets_sensor(stream, jobs)],
+    }
+
+
+def stream_definitions(stream: Stream) -> Definitions:
+    return Definitions(**stream_parts(stream))
