@@ -254,11 +254,12 @@ def test_materialize_all_and_training_race_queued_sensor_runs(dagster_dev):
         stats = client.gql(STEP_STATS, {"id": run_id})["runOrError"]["stepStats"]
         for s in stats:
             steps.setdefault(s["stepKey"], []).append((s["startTime"], s["endTime"]))
-    for key in ("bronze", "silver_events", "gold", "anomaly_model"):
+    for key in ("bronze", "silver", "gold", "anomaly_model"):
         spans = sorted(steps.get(key, []))
         for (_, a_end), (b_start, _) in itertools.pairwise(spans):
             assert b_start >= a_end, f"two {key} steps overlapped: {spans}"
     assert len(steps["bronze"]) >= 2 and len(steps["anomaly_model"]) >= 2
+    assert len(steps["silver"]) >= 2, "the step keys are the ops' names"
 
     class Lake:
         def path(self, name):
