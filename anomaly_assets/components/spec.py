@@ -52,6 +52,8 @@ class _Strict(BaseModel):
 
 
 class KafkaSpec(_Strict):
+    """Where the events come from; unset settings are the kafka resource's."""
+
     topic: str = Field(min_length=1, description="The topic the stream reads.")
     bootstrap_servers: str | None = Field(
         default=None,
@@ -75,13 +77,15 @@ class KafkaSpec(_Strict):
 
 
 class ContractSpec(_Strict):
+    """What the events look like: a subset of the project's event contract."""
+
     fields: list[str] = Field(
-        default_factory=lambda: list(CONTRACT_FIELDS),
+        default=list(CONTRACT_FIELDS),
         description="Event fields of this stream (a subset of the project's contract; "
         f"always including {', '.join(CORE_FIELDS)}).",
     )
     event_types: list[str] = Field(
-        default_factory=lambda: list(EVENT_TYPES),
+        default=list(EVENT_TYPES),
         min_length=1,
         description="Event types the stream carries.",
     )
@@ -124,53 +128,51 @@ class ContractSpec(_Strict):
         return self
 
 
-def _default(config, name: str):
-    """The default of ``config``'s field: the assets' own, so the two cannot drift."""
-    return config.model_fields[name].get_default(call_default_factory=True)
+def _like(config, name: str, **bounds):
+    """A field with the default and description of ``config``'s (the step's own config),
+    so the stream's settings and the launchpad's cannot drift apart."""
+    field = config.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    return Field(default=default, description=field.description, **bounds)
 
 
 class ModelSpec(_Strict):
-    n_estimators: int = Field(default=_default(TrainConfig, "n_estimators"), ge=10)
-    max_samples: int = Field(default=_default(TrainConfig, "max_samples"), ge=16)
-    seed: int = _default(TrainConfig, "seed")
-    threshold_percentile: float = Field(
-        default=_default(TrainConfig, "threshold_percentile"),
-        gt=50,
-        lt=100,
-        description="Alert budget: events above this percentile of the training "
-        "scores are flagged.",
+    """The Isolation Forest and its quality gate (anomaly_model)."""
+
+    n_estimators: int = _like(TrainConfig, "n_estimators", ge=10)
+    max_samples: int = _like(TrainConfig, "max_samples", ge=16)
+    seed: int = _like(TrainConfig, "seed")
+    threshold_percentile: float = _like(
+        TrainConfig, "threshold_percentile", gt=50, lt=100
     )
-    min_roc_auc: float = Field(
-        default=_default(TrainConfig, "min_roc_auc"), ge=0.5, le=1.0
-    )
+    min_roc_auc: float = _like(TrainConfig, "min_roc_auc", ge=0.5, le=1.0)
 
 
 class SeveritySpec(_Strict):
-    critical_at: float = Field(
-        default=_default(ScoringConfig, "critical_at"),
-        gt=0,
-        lt=100,
-        description="Severity percentile from which an anomaly is CRITICAL.",
-    )
+    """Severity cut-offs of gold_anomaly_predictions."""
+
+    critical_at: float = _like(ScoringConfig, "critical_at", gt=0, lt=100)
 
 
 class EnrichmentSpec(_Strict):
+    """How anomalies are explained (gold_events_enriched)."""
+
     provider: Literal["llm", "offline"] = Field(
         default="llm",
         description="llm: the project's LLM resource (Azure OpenAI, an OpenAI-compatible "
         "endpoint or offline, by environment); offline: templated explanations, no call.",
     )
-    prompt_name: str = _default(EnrichmentConfig, "prompt_name")
-    prompt_alias: str = _default(EnrichmentConfig, "prompt_alias")
-    max_groups: int = Field(default=_default(EnrichmentConfig, "max_groups"), ge=0)
-    redact_columns: list[str] = Field(
-        default_factory=lambda: _default(EnrichmentConfig, "redact_columns")
-    )
+    prompt_name: str = _like(EnrichmentConfig, "prompt_name")
+    prompt_alias: str = _like(EnrichmentConfig, "prompt_alias")
+    max_groups: int = _like(EnrichmentConfig, "max_groups", ge=0)
+    redact_columns: list[str] = _like(EnrichmentConfig, "redact_columns")
 
 
 class EvaluationSpec(_Strict):
-    judges: bool = _default(EvalConfig, "judges")
-    judge_max_calls: int = Field(default=_default(EvalConfig, "judge_max_calls"), ge=0)
+    """How explanations are graded (ai_enrichment_eval_metrics)."""
+
+    judges: bool = _like(EvalConfig, "judges")
+    judge_max_calls: int = _like(EvalConfig, "judge_max_calls", ge=0)
 
 
 #: A feature of the library (lib/features.py).
@@ -211,7 +213,7 @@ class StreamSpec(_Strict):
     kafka: KafkaSpec
     contract: ContractSpec = Field(default_factory=ContractSpec)
     features: list[Annotated[FeatureName, AfterValidator(_fed_by_contract)]] = Field(
-        default_factory=lambda: list(FEATURES),
+        default=list(FEATURES),
         min_length=1,
         description="Features from the project's library (lib/features.py); each "
         "feature's window is part of its definition (events_1m, bytes_1h_log, ...).",

@@ -14,11 +14,12 @@ import jsonschema
 import pytest
 import yaml
 
-from anomaly_assets.components.schema import defs_yaml_schema
+from anomaly_assets.components.schema import defs_yaml_schema, settings_markdown
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "streams" / "payments" / "defs.yaml"
 SCHEMA = ROOT / "docs" / "schemas" / "anomaly_pipeline.schema.json"
+SETTINGS = ROOT / "docs" / "stream_settings.md"
 DG = str(Path(sys.executable).parent / "dg")
 
 
@@ -121,3 +122,20 @@ def test_the_editor_schema_is_current_and_catches_mistakes():
         node[path[-1]] = value
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, schema)
+
+
+def test_the_settings_reference_is_current_and_complete():
+    """docs/stream_settings.md is what the spec says today, a row per setting."""
+    text = SETTINGS.read_text()
+    assert text == settings_markdown(), (
+        "stale: python -m anomaly_assets.components.schema --markdown > "
+        "docs/stream_settings.md"
+    )
+    schema = defs_yaml_schema()
+    attributes = schema["properties"]["attributes"]["properties"]
+    for name, prop in attributes.items():
+        assert f"| `{name}` |" in text, name
+        ref = prop.get("$ref", "").rsplit("/", 1)[-1]
+        for inner in schema["$defs"][ref]["properties"] if ref else ():
+            assert f"| `{name}.{inner}` |" in text, (name, inner)
+    assert "| `model.threshold_percentile` | number > 50 < 100 | `99.0` |" in text
