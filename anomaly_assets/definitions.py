@@ -3,8 +3,9 @@ declared under defs/ (each an AnomalyPipeline component, built by pipeline.py li
 default one) and the resources they share. Importing it starts no JVM, broker or MLflow."""
 
 import os
+from pathlib import Path
 
-from dagster import Definitions, EnvVar, in_process_executor
+from dagster import Definitions, EnvVar, in_process_executor, load_from_defs_folder
 
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.pipeline import stream_parts
@@ -57,10 +58,6 @@ def make_definitions(
 
 def declared_streams() -> Definitions:
     """One AnomalyPipeline per ``defs.yaml`` under anomaly_assets/defs/."""
-    from pathlib import Path
-
-    from dagster import load_from_defs_folder
-
     return load_from_defs_folder(path_within_project=Path(__file__).parent / "defs")
 
 

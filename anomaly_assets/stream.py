@@ -73,13 +73,14 @@ class Stream:
         updates = dict(self.kafka_settings)
         if self.topic is not None:
             updates["topic"] = self.topic
-        return resource.with_settings(**updates) if updates else resource
+        return _replaced(resource, **updates) if updates else resource
 
     def mlflow(self, resource):
         """The MLflow settings with this stream's registered model."""
         if not self.name:
             return resource
-        return resource.with_model_name(self.named(resource.registered_model_name))
+        name = self.named(resource.registered_model_name)
+        return _replaced(resource, registered_model_name=name)
 
     def llm(self, resource):
         """The LLM resource, or the offline explainer for a stream that calls no LLM."""
@@ -101,6 +102,12 @@ class Stream:
             fields[name] = (field_info.annotation, field_info)
         prefix = "".join(p.title().replace("_", "") for p in self.key_prefix)
         return create_model(f"{prefix}{base.__name__}", __base__=base, **fields)
+
+
+def _replaced(resource, **updates):
+    """A copy of a configured resource (no nested resources) with some settings replaced."""
+    current = {name: getattr(resource, name) for name in type(resource).model_fields}
+    return type(resource)(**{**current, **updates})
 
 
 DEFAULT_STREAM = Stream()

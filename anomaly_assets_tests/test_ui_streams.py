@@ -10,17 +10,11 @@ import pytest
 import yaml
 
 from anomaly_assets.devtools.dagster_dev import DagsterDev
+from anomaly_assets_tests.test_ui import CHAIN
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "streams" / "payments" / "defs.yaml"
 PREFIX = "checkout"
-CHAIN = [
-    "bronze_events",
-    "silver_events",
-    "gold_anomaly_predictions",
-    "gold_events_enriched",
-    "ai_enrichment_eval_metrics",
-]
 REPOSITORY = """{ repositoryOrError(repositorySelector: {
   repositoryLocationName: "anomaly_assets", repositoryName: "__repository__"}) {
   ... on Repository { jobs { name } sensors { name sensorState { status } }

@@ -427,12 +427,16 @@ def evaluate_batches(
     labels = load_labels(config.labels_path)
     spark = lakehouse.spark_session
     pending = None
+
+    def read_again() -> _Again:  # read once, and only if a batch is explained again
+        return _Again.read(context, llm, lakehouse, silver_events, stream)
+
     if config.compare_prompts:
         evaluations = _comparisons(
             context,
             config,
             gold_events_enriched,
-            _Again.read(context, llm, lakehouse, silver_events, stream),
+            read_again,
             llm,
             mlflow_settings,
         )
@@ -449,7 +453,7 @@ def evaluate_batches(
                 context,
                 config,
                 pdf,
-                lambda: _Again.read(context, llm, lakehouse, silver_events, stream),
+                read_again,
                 llm,
                 mlflow_settings,
             )
@@ -587,14 +591,14 @@ def _explained_again(context, again, batch, prompt, llm, mlflow_settings, role):
     return enriched_rows_frame(outcome.rows, time.perf_counter() - t0)
 
 
-def _comparisons(context, config, enriched, again: _Again, llm, mlflow_settings):
+def _comparisons(context, config, enriched, read_again, llm, mlflow_settings):
     """The latest enriched batch explained again with each prompt of ``compare_prompts``."""
     from anomaly_assets.llm.prompt_registry import PromptRegistry, resolve
 
     latest = enriched.orderBy(enriched.enriched_at.desc()).select("batch_id").first()
     if latest is None:
         return {}
-    batch = latest[0]
+    batch, again = latest[0], read_again()
     registry = PromptRegistry(mlflow_settings.tracking_uri)
     out = {}
     for reference in config.compare_prompts:

@@ -46,11 +46,6 @@ class KafkaResource(ConfigurableResource):
         description="librdkafka / Spark kafka.* client settings (e.g. security.protocol).",
     )
 
-    def with_settings(self, **updates) -> "KafkaResource":
-        """A copy with some settings replaced (a stream's topic, for instance)."""
-        current = {name: getattr(self, name) for name in type(self).model_fields}
-        return type(self)(**{**current, **updates})
-
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
             max_attempts=self.max_attempts, base_delay_s=self.retry_base_delay_s

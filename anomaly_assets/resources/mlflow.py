@@ -28,11 +28,6 @@ class MlflowResource(ConfigurableResource):
     )
     registered_model_name: str = Field(default="anomaly_assets_isolation_forest")
 
-    def with_model_name(self, name: str) -> "MlflowResource":
-        """The same store, registering the model under ``name`` (a stream's own model)."""
-        current = {n: getattr(self, n) for n in type(self).model_fields}
-        return type(self)(**{**current, "registered_model_name": name})
-
     def client(self):
         import mlflow
 
