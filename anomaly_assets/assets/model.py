@@ -30,7 +30,10 @@ class TrainConfig(Config):
     sample_size: int = Field(
         default=200_000, description="Silver rows sampled for training."
     )
-    n_estimators: int = Field(default=200, description="Trees in the forest.")
+    n_estimators: int = Field(
+        default=200,
+        description="Trees in the forest over every feature, and in each threat's forest.",
+    )
     max_samples: int = Field(
         default=2048,
         description="Rows per tree (the paper's psi). Larger than the paper's 256: a "
@@ -155,8 +158,8 @@ def _train(
     from mlflow.models import infer_signature
 
     from anomaly_assets.lib.model import (
+        ThreatForests,
         anomaly_scores,
-        build_pipeline,
         detection_quality,
         feature_baseline,
         held_out,
@@ -169,7 +172,7 @@ def _train(
     )
     X = data[list(features)].astype(float)
     context.log.info(f"Training on {len(X):,} silver rows, {len(features)} features")
-    pipeline = build_pipeline(
+    pipeline = ThreatForests(
         config.n_estimators, config.max_samples, config.seed, features
     )
     kept_out = held_out(data["event_id"], config.seed)
@@ -188,7 +191,14 @@ def _train(
     passed, reason = quality_gate(quality, quantiles, config)
 
     run_id = mlf.active_run().info.run_id
-    mlf.log_params({**config.model_dump(), "features": ",".join(features)})
+    detectors = [name for name, *_ in pipeline.detectors_]
+    mlf.log_params(
+        {
+            **config.model_dump(),
+            "features": ",".join(features),
+            "detectors": ",".join(detectors),
+        }
+    )
     mlf.set_tag("anomaly_assets.stream", stream.name or "default")
     metrics = {
         "train_rows": int((~kept_out).sum()),
@@ -211,6 +221,7 @@ def _train(
     mlf.log_dict(quantiles, "baseline/score_quantiles.json")
     model_metadata = {
         "features": list(features),
+        "detectors": detectors,
         "feature_fingerprint": FEATURE_FINGERPRINT,
         "score_quantiles": quantiles,
         "threshold_percentile": config.threshold_percentile,

@@ -6,6 +6,7 @@ import pytest
 
 from anomaly_assets.lib.model import (
     QUANTILES,
+    ThreatForests,
     anomaly_scores,
     build_pipeline,
     detection_quality,
@@ -15,6 +16,8 @@ from anomaly_assets.lib.model import (
     score_quantiles,
     severity_percentile,
     status_of,
+    surprisal,
+    tail_calibration,
 )
 from anomaly_assets.lib.scoring import ScoringSpec, score_frame
 
@@ -203,3 +206,39 @@ def test_gold_refuses_a_champion_of_other_feature_definitions():
     for stored in ({"feature_fingerprint": "0123456789ab"}, {}):
         message = feature_mismatch(stored, 3)
         assert "version 3" in message and "Materialise anomaly_model" in message
+
+
+def test_tail_calibration_reads_the_share_of_training_rows_as_high():
+    """A detector's surprisal is -ln(share of training scores at least as high): on fresh
+    scores of the same traffic, surprisal >= ln(k) holds for about 1 row in k; a plateau
+    (most rows alike in a threat's features) is no surprise at all."""
+    rng = np.random.default_rng(11)
+    calibration = tail_calibration(rng.gamma(2.0, size=200_000))
+    fresh = surprisal(rng.gamma(2.0, size=400_000), calibration)
+    for k, tolerance in ((10, 0.1), (100, 0.1), (1000, 0.15)):
+        assert (fresh >= np.log(k)).mean() * k == pytest.approx(1.0, rel=tolerance), k
+    flat = tail_calibration(np.r_[np.zeros(9_000), rng.uniform(1, 2, 1_000)])
+    assert surprisal([0.0, -1.0], flat) == pytest.approx([0.0, 0.0])
+    assert surprisal([1.999], flat)[0] > np.log(500)
+
+
+def test_threat_forests_keep_to_the_stream_features_and_survive_pickling():
+    import pickle
+
+    rng = np.random.default_rng(2)
+    features = ["events_1m", "amount_log", "hour_of_day"]
+    X = rng.normal(size=(3000, 3))
+    model = ThreatForests(20, 256, 2, features).fit(X)
+    # only the threats whose features the stream has, each with those alone
+    assert [(d[0], d[1]) for d in model.detectors_] == [
+        ("all", [0, 1, 2]),
+        ("bot_activity", [0]),
+        ("high_value_purchase", [1]),
+    ]
+    again = pickle.loads(pickle.dumps(model))
+    scores = anomaly_scores(model, X)
+    assert (anomaly_scores(again, X) == scores).all()
+    assert (scores >= 0).all() and (scores < 1).all()
+    assert (model.predict(X[:50]) == scores[:50]).all()
+    # the training scores' share above a score is what the score says: 1 - share
+    assert (scores >= 0.99).mean() == pytest.approx(0.01, abs=0.006)
