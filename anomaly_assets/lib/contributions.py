@@ -52,6 +52,10 @@ class ForestExplainer:
         X = np.asarray(X, dtype=float)
         if len(X) == 0:
             return np.zeros(X.shape)
+        if X.shape[1] == 1:
+            # One feature takes all the credit (and SHAP cannot parse a one-feature forest).
+            s_ref = anomaly_scores(self._pipeline, self._reference)[0]
+            return (anomaly_scores(self._pipeline, X) - s_ref)[:, None]
         if self._explainer is None:
             self._load()
         phi = np.asarray(
@@ -75,7 +79,8 @@ class ThreatExplainer:
     its score (the forest over every feature, or one threat's forest over that threat's
     features), exact TreeSHAP on that forest, scaled by one positive factor so that the row's
     contributions add up to score(x) - score(reference); features the detector does not see
-    get none. The reference is the training medians, as for ``ForestExplainer``."""
+    get none. The reference is the training medians, as for ``ForestExplainer``. Rows no
+    more unusual than the reference keep the forest's unscaled values."""
 
     def __init__(self, model: ThreatForests, reference) -> None:
         self._model = model
@@ -91,7 +96,8 @@ class ThreatExplainer:
         out = np.zeros(X.shape)
         if len(X) == 0:
             return out
-        winner = self._model.surprisals(X).argmax(axis=1)
+        surprisals = self._model.surprisals(X)
+        winner = surprisals.argmax(axis=1)
         for d, ((_, cols, _, _, _), explainer) in enumerate(
             zip(self._model.detectors_, self._explainers)
         ):
@@ -99,9 +105,10 @@ class ThreatExplainer:
             if len(rows):
                 out[np.ix_(rows, cols)] = explainer.contributions(X[np.ix_(rows, cols)])
         total = out.sum(axis=1)
-        target = anomaly_scores(self._model, X) - self._s_ref
-        # One positive factor per row keeps its ranking and signs; a row the detector finds
-        # no more unusual than the reference keeps its own values.
+        target = self._model.score_of(surprisals) - self._s_ref
+        # One positive factor per row keeps its ranking and signs. A row no more unusual
+        # than the reference (never an anomaly, the only rows gold explains) keeps its
+        # forest's own values.
         scale = np.where(
             (total > 1e-12) & (target > 0),
             target / np.where(total > 1e-12, total, 1.0),

@@ -392,7 +392,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
         user's last minute. Each event's ``_gap`` reaches back to its previous event, so
         the earliest event's gap reaches out of the minute (a pause before a burst): it is
         taken out as the window's gaps summed minus its span, exactly and whatever the ties
-        at its start. Squares are summed over gaps under a minute only, so an hour's pause
+        at its start. Squares are summed over gaps of at most a minute only, so an hour's pause
         cannot swamp a second's beat in floating point."""
         w = last(60)
         span = F.max("_ts").over(w) - F.min("_ts").over(w)
@@ -402,8 +402,10 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             first <= 60, first * first
         ).otherwise(F.lit(0.0))
         n = F.count(F.lit(1)).over(w) - 1
-        mean = span / n
-        return n, mean, F.sqrt(F.greatest(squares / n - mean * mean, F.lit(0.0)))
+        # No division by zero (an error under ANSI SQL) in a minute of one event.
+        mean = F.when(n > 0, span / n)
+        variance = F.when(n > 0, squares / n) - mean * mean
+        return n, mean, F.sqrt(F.greatest(variance, F.lit(0.0)))
 
     def tail_only(expr):
         return F.when(F.col("_tail"), expr)

@@ -1,4 +1,5 @@
-"""The anomaly model: robust scaling + Isolation Forest, and the numbers kept with it.
+"""The anomaly model: Isolation Forests (one over every feature, one per named threat) on
+log1p and robust scaling, and the numbers kept with it.
 
 Plain numpy / scikit-learn, no Spark or Dagster: training, calibrated severity, status,
 baselines, drift and detection quality are all testable on small arrays.
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.base import BaseEstimator
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
@@ -68,9 +69,10 @@ def build_pipeline(
 
 
 def anomaly_scores(model, X) -> np.ndarray:
-    """Higher is more anomalous. For ``ThreatForests`` (the product's model) 1 - the share
-    of training traffic at least as unusual; for a bare forest pipeline (models registered
-    before it) the paper's s(x) in (0, 1]."""
+    """Higher is more anomalous. For ``ThreatForests`` (the product's model) in [0, 1]: 1 -
+    the share of training rows at least as unusual to the detector that finds the row most
+    unusual (a threat forest's share counted e times larger); for a bare forest pipeline
+    (models registered before it) the paper's s(x) in (0, 1]."""
     return -model.score_samples(np.asarray(X, dtype=float))
 
 
@@ -110,20 +112,23 @@ CALIBRATION_POINTS = 512
 
 def tail_calibration(train_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """(scores ascending, -ln share of training rows scoring at least that, slope beyond):
-    the map from a detector's raw score to its surprisal in CALIBRATION_POINTS points.
-    Beyond the highest training score the surprisal keeps rising at the slope of the top
-    tenth of the tail (an exponential tail), so rows rarer than any training row still rank
-    among themselves and against other detectors."""
-    n = len(train_scores)
-    shares = np.geomspace(1.0, 1.0 / (n + 1), CALIBRATION_POINTS)
-    xs = np.quantile(train_scores, 1.0 - shares)
-    # A plateau of equal scores (most rows alike in a threat's features) reads as its
-    # lowest surprisal: the share at least that high is the largest.
-    xs, first = np.unique(xs, return_index=True)
-    ys = -np.log(shares[first])
+    the map from a detector's raw score to its surprisal, in at most CALIBRATION_POINTS
+    training scores from the lowest to the highest (log-spaced in rank, dense in the tail).
+    Beyond the highest the surprisal keeps rising at the slope of the top tenth of the tail
+    (an exponential tail), so rows rarer than any training row still rank among themselves,
+    up to twice the highest training surprisal."""
+    ordered = np.sort(np.asarray(train_scores, dtype=float))
+    n = len(ordered)
+    ranks = np.unique(np.round(np.geomspace(1, n, CALIBRATION_POINTS)).astype(int))
+    xs = np.unique(ordered[n - ranks])
+    # Rows at or above each point, ties included: a plateau of equal scores (most rows
+    # alike in a threat's features) is no surprise.
+    at_least = n - np.searchsorted(ordered, xs, side="left")
+    ys = -np.log(at_least / n)
     top = np.flatnonzero(ys <= ys[-1] - np.log(10))
     j = top[-1] if len(top) else 0
-    slope = (ys[-1] - ys[j]) / (xs[-1] - xs[j]) if xs[-1] > xs[j] else 0.0
+    span = xs[-1] - xs[j]
+    slope = (ys[-1] - ys[j]) / span if span > 1e-9 else 0.0
     return xs, ys, float(slope)
 
 
@@ -131,10 +136,11 @@ def surprisal(scores, calibration: tuple[np.ndarray, np.ndarray, float]) -> np.n
     xs, ys, slope = calibration
     scores = np.asarray(scores, dtype=float)
     inside = np.interp(scores, xs, ys, left=0.0, right=ys[-1])
-    return inside + slope * np.maximum(scores - xs[-1], 0.0)
+    beyond = np.minimum(slope * np.maximum(scores - xs[-1], 0.0), ys[-1])
+    return inside + beyond
 
 
-class ThreatForests(OutlierMixin, BaseEstimator):
+class ThreatForests(BaseEstimator):
     """The anomaly model: the forest over every feature plus one forest per named threat
     over that threat's features (``THREAT_FEATURES``, those the stream has), each with
     ``n_estimators`` trees of ``max_samples`` rows (fewer trees let a threat's recall swing
@@ -142,9 +148,9 @@ class ThreatForests(OutlierMixin, BaseEstimator):
 
     Each forest's score becomes a surprisal, -ln of the share of training rows it scores at
     least as high, so the detectors compare on one scale; a row's surprisal is the highest,
-    the threat forests' less THREAT_PENALTY. The score is 1 - exp(-surprisal): 0.999 means
-    one training row in a thousand is as unusual to the detector that finds this row most
-    unusual. ``detectors_`` holds (name, columns, penalty, pipeline, calibration) per
+    the threat forests' less THREAT_PENALTY (the forest over every feature never goes below
+    0). The score is 1 - exp(-surprisal): 0.999 means one training row in a thousand is as
+    unusual to the forest over every feature, or one in about 2,700 to a threat's forest. ``detectors_`` holds (name, columns, penalty, pipeline, calibration) per
     detector, ``all`` first.
     """
 
@@ -162,7 +168,7 @@ class ThreatForests(OutlierMixin, BaseEstimator):
             if cols:
                 yield threat, cols, THREAT_PENALTY, self.n_estimators
 
-    def fit(self, X):
+    def fit(self, X, y=None):
         X = np.asarray(X, dtype=float)
         self.detectors_ = []
         for name, cols, penalty, trees in self._specs():
@@ -183,12 +189,23 @@ class ThreatForests(OutlierMixin, BaseEstimator):
             ]
         )
 
+    @property
+    def forest_(self) -> Pipeline:
+        """The forest over every feature."""
+        return self.detectors_[0][3]
+
+    @staticmethod
+    def score_of(surprisals: np.ndarray) -> np.ndarray:
+        """The anomaly score of rows x detectors surprisals: 1 - exp(-the highest)."""
+        return -np.expm1(-surprisals.max(axis=1))
+
     def score_samples(self, X) -> np.ndarray:
         """scikit-learn's sign: higher is more normal."""
-        return np.expm1(-np.maximum(self.surprisals(X).max(axis=1), 0.0))
+        return -self.score_of(self.surprisals(X))
 
     def predict(self, X) -> np.ndarray:
-        """The anomaly score (what the logged signature and a served model return)."""
+        """The anomaly score, not +-1 labels: what the logged signature and a model served
+        from MLflow return."""
         return anomaly_scores(self, X)
 
 

@@ -242,3 +242,44 @@ def test_threat_forests_keep_to_the_stream_features_and_survive_pickling():
     assert (model.predict(X[:50]) == scores[:50]).all()
     # the training scores' share above a score is what the score says: 1 - share
     assert (scores >= 0.99).mean() == pytest.approx(0.01, abs=0.006)
+
+
+def test_score_frame_with_threat_forests_explains_with_the_winning_forest():
+    """Gold's scoring of the product's model: scores as the model's, severity from its
+    quantiles, and each anomaly's contributions adding up to its score minus the
+    medians' score."""
+    rng = np.random.default_rng(4)
+    features = ["events_10s", "events_1m", "amount_log", "hour_of_day"]
+    X = rng.lognormal(0, 0.5, size=(4000, 4))
+    model = ThreatForests(50, 256, 4, features).fit(X)
+    scores = anomaly_scores(model, X)
+    spec = ScoringSpec(
+        tuple(features),
+        score_quantiles(scores),
+        float(np.percentile(scores, 99)),
+        tuple(np.median(X, axis=0)),
+        99.9,
+        "m",
+        "1",
+    )
+    pdf = pd.DataFrame(X, columns=features)
+    for c in (
+        "event_id",
+        "user_id",
+        "event_type",
+        "country",
+        "device_type",
+        "batch_id",
+    ):
+        pdf[c] = "x"
+    pdf["event_time"] = pd.Timestamp("2026-11-01", tz="UTC")
+    out = score_frame(model, spec, pdf)
+    assert out["anomaly_score"].to_numpy() == pytest.approx(scores)
+    flagged = out[out["is_anomaly"]]
+    assert 20 <= len(flagged) <= 60
+    reference = anomaly_scores(model, np.median(X, axis=0)[None, :])[0]
+    for _, row in flagged.iterrows():
+        assert sum(row["feature_contributions"].values()) == pytest.approx(
+            row["anomaly_score"] - reference, abs=1e-9
+        )
+        assert row["top_features"][0] in features
