@@ -85,14 +85,10 @@ def _data(n=4000, d=5, seed=0):
     return rng.normal(size=(n, d))
 
 
-def test_score_frame_matches_sklearn_and_flags_by_threshold():
-    X = _data(2000)
-    model = build_pipeline(100, 256, seed=3).fit(X)
-    scores = anomaly_scores(model, X)
-    q = score_quantiles(scores)
-    threshold = float(np.percentile(scores, 99))
-    cols = [f"f{i}" for i in range(X.shape[1])]
-    pdf = pd.DataFrame(X, columns=cols)
+def _silver_frame(X, columns) -> pd.DataFrame:
+    """Silver-like rows: the features ``X`` under ``columns`` and the event columns gold
+    carries."""
+    pdf = pd.DataFrame(X, columns=columns)
     for c in (
         "event_id",
         "user_id",
@@ -103,6 +99,17 @@ def test_score_frame_matches_sklearn_and_flags_by_threshold():
     ):
         pdf[c] = "x"
     pdf["event_time"] = pd.Timestamp("2026-11-01", tz="UTC")
+    return pdf
+
+
+def test_score_frame_matches_sklearn_and_flags_by_threshold():
+    X = _data(2000)
+    model = build_pipeline(100, 256, seed=3).fit(X)
+    scores = anomaly_scores(model, X)
+    q = score_quantiles(scores)
+    threshold = float(np.percentile(scores, 99))
+    cols = [f"f{i}" for i in range(X.shape[1])]
+    pdf = _silver_frame(X, cols)
     spec = ScoringSpec(
         tuple(cols), q, threshold, tuple(np.median(X, axis=0)), 99.9, "m", "3"
     )
@@ -262,17 +269,7 @@ def test_score_frame_with_threat_forests_explains_with_the_winning_forest():
         "m",
         "1",
     )
-    pdf = pd.DataFrame(X, columns=features)
-    for c in (
-        "event_id",
-        "user_id",
-        "event_type",
-        "country",
-        "device_type",
-        "batch_id",
-    ):
-        pdf[c] = "x"
-    pdf["event_time"] = pd.Timestamp("2026-11-01", tz="UTC")
+    pdf = _silver_frame(X, features)
     out = score_frame(model, spec, pdf)
     assert out["anomaly_score"].to_numpy() == pytest.approx(scores)
     flagged = out[out["is_anomaly"]]
