@@ -548,7 +548,9 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     failed_10m = F.when(is_login, F.sum(failed.cast("int")).over(last(600))).otherwise(
         0
     )
-    moved = F.coalesce(F.col("bytes_transferred"), F.lit(0))
+    # A double: an hour of contract-valid transfers (each up to 2^63 - 1 bytes) would
+    # overflow a long sum, an error under ANSI SQL that would stop silver on every retry.
+    moved = F.coalesce(F.col("bytes_transferred"), F.lit(0)).cast("double")
     bytes_1h = F.sum(moved).over(last(3600))
     transfers_1h = F.count("bytes_transferred").over(last(3600))
     # The earliest new, on-time event of the user: rows after it may change.
