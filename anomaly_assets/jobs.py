@@ -68,7 +68,7 @@ def build_jobs(stream: Stream = DEFAULT_STREAM) -> StreamJobs:
             # No end_mlflow_on_run_finished hook: anomaly_model ends its own MLflow run
             # (FINISHED or FAILED), which also covers "Materialize" from the UI, where job
             # hooks do not apply, and keeps mlflow out of the definitions' import.
-            description="Train, track and register the Isolation Forest; the gate moves "
+            description="Train, track and register the threat forests; the gate moves "
             "'champion'.",
         ),
         # Compares two prompts on the latest enriched batch; edit the names in the launchpad.

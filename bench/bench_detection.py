@@ -127,14 +127,20 @@ class Segmented:
 
 
 def other_detectors(silver, start, gold, fit_rows: int) -> dict:
-    """The forest with the asset's default settings, its seed ensemble and its segmentation
-    by event family, and two scikit-learn detectors, fitted on the same training rows and
-    scored on the held-out rows gold scored."""
+    """The product's model (threat forests) and the forest over every feature alone (the
+    model before it), each with the asset's default settings; the forest's seed ensemble
+    and its segmentation by event family; and two scikit-learn detectors: all fitted on the
+    same training rows and scored on the held-out rows gold scored."""
     from sklearn.covariance import EllipticEnvelope
     from sklearn.neighbors import LocalOutlierFactor
 
     from anomaly_assets.assets.model import TrainConfig
-    from anomaly_assets.lib.model import LOG_FEATURES, build_pipeline, log1p_columns
+    from anomaly_assets.lib.model import (
+        LOG_FEATURES,
+        ThreatForests,
+        build_pipeline,
+        log1p_columns,
+    )
 
     train_config = TrainConfig()
 
@@ -159,7 +165,13 @@ def other_detectors(silver, start, gold, fit_rows: int) -> dict:
         for name, rows in (("train", train), ("held", held))
     }
     detectors = {
-        "IsolationForest (as trained)": forest(),
+        "threat forests (as trained)": ThreatForests(
+            train_config.n_estimators,
+            train_config.max_samples,
+            train_config.seed,
+            FEATURE_COLUMNS,
+        ),
+        "IF over every feature alone": forest(),
         "IF 5-seed ensemble": SeedEnsemble(forest, range(5)),
         "IF per event family": Segmented(forest),
         "LocalOutlierFactor (35)": make_pipeline(

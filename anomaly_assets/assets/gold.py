@@ -134,7 +134,7 @@ def build_gold(stream: Stream = DEFAULT_STREAM):
         outs={
             "gold_anomaly_predictions": AssetOut(
                 key_prefix=list(stream.key_prefix),
-                description="Every silver event scored by the champion Isolation Forest: score, "
+                description="Every silver event scored by the champion (threat forests): score, "
                 "calibrated severity percentile, is_anomaly, status, model version and, for "
                 "anomalies, exact TreeSHAP feature contributions and the top contributors.",
                 group_name=stream.group("gold"),

@@ -37,7 +37,7 @@ def build_gold_checks(stream: Stream = DEFAULT_STREAM) -> list:
     @asset_check(
         asset=gold_key,
         blocking=True,
-        description="anomaly_score in (0, 1], severity_percentile in [0, 100], and every "
+        description="anomaly_score in [0, 1], severity_percentile in [0, 100], and every "
         "row carries a model name and version.",
     )
     def gold_scores_in_range(context, lakehouse: LakehouseResource) -> AssetCheckResult:
@@ -47,7 +47,7 @@ def build_gold_checks(stream: Stream = DEFAULT_STREAM) -> list:
         if gold is None:
             return NOTHING
         bad = gold.filter(
-            ~F.col("anomaly_score").between(1e-12, 1.0)
+            ~F.col("anomaly_score").between(0.0, 1.0)
             | ~F.col("severity_percentile").between(0.0, 100.0)
             | F.col("anomaly_score").isNull()
             | F.col("severity_percentile").isNull()

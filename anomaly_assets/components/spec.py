@@ -137,7 +137,7 @@ def _like(config, name: str, **bounds):
 
 
 class ModelSpec(_Strict):
-    """The Isolation Forest and its quality gate (anomaly_model)."""
+    """The threat forests (Isolation Forests) and their quality gate (anomaly_model)."""
 
     n_estimators: int = _like(TrainConfig, "n_estimators", ge=10)
     max_samples: int = _like(TrainConfig, "max_samples", ge=16)

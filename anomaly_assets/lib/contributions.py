@@ -20,7 +20,7 @@ typical event"). The bench measures how often the two put the same feature first
 
 import numpy as np
 
-from anomaly_assets.lib.model import anomaly_scores
+from anomaly_assets.lib.model import ThreatForests, anomaly_scores
 
 
 class ForestExplainer:
@@ -52,6 +52,10 @@ class ForestExplainer:
         X = np.asarray(X, dtype=float)
         if len(X) == 0:
             return np.zeros(X.shape)
+        if X.shape[1] == 1:
+            # One feature takes all the credit (and SHAP cannot parse a one-feature forest).
+            s_ref = anomaly_scores(self._pipeline, self._reference)[0]
+            return (anomaly_scores(self._pipeline, X) - s_ref)[:, None]
         if self._explainer is None:
             self._load()
         phi = np.asarray(
@@ -68,6 +72,57 @@ class ForestExplainer:
         close = np.abs(dh) < 1e-9
         slope = np.where(close, tangent, (s - self._s_ref) / np.where(close, 1.0, dh))
         return phi * slope[:, None]
+
+
+class ThreatExplainer:
+    """Contributions for ``ThreatForests``: a row's credit comes from the detector that gave
+    its score (the forest over every feature, or one threat's forest over that threat's
+    features), exact TreeSHAP on that forest, scaled by one positive factor so that the row's
+    contributions add up to score(x) - score(reference); features the detector does not see
+    get none. The reference is the training medians, as for ``ForestExplainer``. Rows no
+    more unusual than the reference keep the forest's unscaled values."""
+
+    def __init__(self, model: ThreatForests, reference) -> None:
+        self._model = model
+        self._reference = np.asarray(reference, dtype=float)
+        self._explainers = [
+            ForestExplainer(pipeline, self._reference[cols])
+            for _, cols, _, pipeline, _ in model.detectors_
+        ]
+        self._s_ref = float(anomaly_scores(model, self._reference[None, :])[0])
+
+    def contributions(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        out = np.zeros(X.shape)
+        if len(X) == 0:
+            return out
+        surprisals = self._model.surprisals(X)
+        winner = surprisals.argmax(axis=1)
+        for d, ((_, cols, _, _, _), explainer) in enumerate(
+            zip(self._model.detectors_, self._explainers)
+        ):
+            rows = np.flatnonzero(winner == d)
+            if len(rows):
+                out[np.ix_(rows, cols)] = explainer.contributions(X[np.ix_(rows, cols)])
+        total = out.sum(axis=1)
+        target = self._model.score_of(surprisals) - self._s_ref
+        # One positive factor per row keeps its ranking and signs. A row no more unusual
+        # than the reference (never an anomaly, the only rows gold explains) keeps its
+        # forest's own values.
+        scale = np.where(
+            (total > 1e-12) & (target > 0),
+            target / np.where(total > 1e-12, total, 1.0),
+            1.0,
+        )
+        return out * scale[:, None]
+
+
+def explainer_for(model, reference):
+    """The explainer of a champion: ``ThreatForests``, or a bare forest pipeline (models
+    registered before it)."""
+    if isinstance(model, ThreatForests):
+        return ThreatExplainer(model, reference)
+    return ForestExplainer(model, reference)
 
 
 def top_features(

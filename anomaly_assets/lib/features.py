@@ -58,8 +58,9 @@ FEATURES: dict[str, str] = {
     "last 10 minutes, shrunk so one mistyped password is not a 100 % failure rate (0 for "
     "other events)",
     "events_10s": "events by the user in the 10 seconds up to and including this one",
-    "gap_regularity_1m": "coefficient of variation of the gaps between the user's events "
-    "of the last minute (1 with fewer than 3): scripts keep a steady beat, people do not",
+    "gap_regularity_1m": "coefficient of variation of the gaps between consecutive events "
+    "of the user's last minute (1 with fewer than 3; the pause before the minute's first "
+    "event is not one of them): scripts keep a steady beat, people do not",
     "is_automation_agent": "1 if the user agent names a headless browser, an HTTP library "
     "or a scripted client",
     "bytes_1h_log": "log1p of the bytes the user moved in the last hour (downloads and API "
@@ -386,6 +387,26 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     def last(seconds):
         return by_user.orderBy("_ts").rangeBetween(-seconds, 0)
 
+    def minute_gaps():
+        """(count, mean, population std) of the gaps between consecutive events of the
+        user's last minute. Each event's ``_gap`` reaches back to its previous event, so
+        the earliest event's gap reaches out of the minute (a pause before a burst): it is
+        taken out as the window's gaps summed minus its span, exactly and whatever the ties
+        at its start. Squares are summed over gaps of at most a minute only, so an hour's pause
+        cannot swamp a second's beat in floating point."""
+        w = last(60)
+        span = F.max("_ts").over(w) - F.min("_ts").over(w)
+        first = F.coalesce(F.sum("_gap").over(w), F.lit(0.0)) - span
+        short = F.when(F.col("_gap") <= 60, F.col("_gap") * F.col("_gap"))
+        squares = F.coalesce(F.sum(short).over(w), F.lit(0.0)) - F.when(
+            first <= 60, first * first
+        ).otherwise(F.lit(0.0))
+        n = F.count(F.lit(1)).over(w) - 1
+        # No division by zero (an error under ANSI SQL) in a minute of one event.
+        mean = F.when(n > 0, span / n)
+        variance = F.when(n > 0, squares / n) - mean * mean
+        return n, mean, F.sqrt(F.greatest(variance, F.lit(0.0)))
+
     def tail_only(expr):
         return F.when(F.col("_tail"), expr)
 
@@ -527,7 +548,9 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     failed_10m = F.when(is_login, F.sum(failed.cast("int")).over(last(600))).otherwise(
         0
     )
-    moved = F.coalesce(F.col("bytes_transferred"), F.lit(0))
+    # A double: an hour of contract-valid transfers (each up to 2^63 - 1 bytes) would
+    # overflow a long sum, an error under ANSI SQL that would stop silver on every retry.
+    moved = F.coalesce(F.col("bytes_transferred"), F.lit(0)).cast("double")
     bytes_1h = F.sum(moved).over(last(3600))
     transfers_1h = F.count("bytes_transferred").over(last(3600))
     # The earliest new, on-time event of the user: rows after it may change.
@@ -626,8 +649,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
             speed > 0, F.struct(F.col("country").alias("country"), speed.alias("speed"))
         )
     ).over(last(3600))
-    gaps = last(60)
-    n_gaps, mean_gap = F.count("_gap").over(gaps), F.avg("_gap").over(gaps)
+    n_gaps, mean_gap, gap_sd = minute_gaps()
     featured = featured.withColumns(
         {
             "travel_speed_max_1h": F.coalesce(
@@ -640,8 +662,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                 F.lit(0.0),
             ),
             "gap_regularity_1m": F.when(
-                (n_gaps >= 3) & (mean_gap > 0),
-                F.stddev_pop("_gap").over(gaps) / mean_gap,
+                (n_gaps >= 3) & (mean_gap > 0), gap_sd / mean_gap
             ).otherwise(F.lit(1.0)),
             "value_after_risky_access": (
                 F.col("event_type").isin(*VALUE_EVENTS)

@@ -12,7 +12,7 @@ the scoring, not the events.
 from dataclasses import dataclass, field
 from datetime import date
 
-#: Scores are in (0, 1]: bin i holds (i / BINS, (i + 1) / BINS].
+#: Scores are in [0, 1]: bin i holds (i / BINS, (i + 1) / BINS], bin 0 also 0.
 BINS = 1000
 MONITORING_SCHEMA = (
     "day date, model_name string, model_version string, predictions bigint, "

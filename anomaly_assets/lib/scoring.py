@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from anomaly_assets.lib.contributions import ForestExplainer, top_features
+from anomaly_assets.lib.contributions import explainer_for, top_features
 from anomaly_assets.lib.features import GOLD_EVENT_COLUMNS
 from anomaly_assets.lib.model import anomaly_scores, severity_percentile, status_of
 
@@ -40,7 +40,7 @@ def score_frame(
     model,
     spec: ScoringSpec,
     pdf: pd.DataFrame,
-    explainer: ForestExplainer | None = None,
+    explainer=None,
 ) -> pd.DataFrame:
     """Scores, severity and status for every row; contributions and top features for the
     anomalies. Pass the model's ``explainer`` when scoring many frames with one model."""
@@ -54,7 +54,7 @@ def score_frame(
     tops: list = [None] * len(pdf)
     idx = np.flatnonzero(flagged)
     if len(idx):
-        explainer = explainer or ForestExplainer(model, spec.baseline)
+        explainer = explainer or explainer_for(model, spec.baseline)
         contrib = explainer.contributions(X[idx])
         names = list(spec.features)
         for row, i in enumerate(idx):
@@ -95,7 +95,7 @@ def score_spark(df, model, spec: ScoringSpec):
             unpickled = pickle.loads(blob)
             loaded = MODELS[key] = (
                 unpickled,
-                ForestExplainer(unpickled, spec.baseline),
+                explainer_for(unpickled, spec.baseline),
             )
         model_, explainer = loaded
         for pdf in batches:

@@ -5,8 +5,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anomaly_assets.lib.contributions import ForestExplainer, top_features
-from anomaly_assets.lib.model import anomaly_scores, build_pipeline
+from anomaly_assets.lib.contributions import (
+    ForestExplainer,
+    ThreatExplainer,
+    explainer_for,
+    top_features,
+)
+from anomaly_assets.lib.features import FEATURE_COLUMNS
+from anomaly_assets.lib.model import (
+    THREAT_FEATURES,
+    ThreatForests,
+    anomaly_scores,
+    build_pipeline,
+)
 
 
 def _correlated(rng, n, d, rho):
@@ -59,3 +70,42 @@ def test_reference_row_and_empty_input():
     assert contrib[0].argmax() == 2 and contrib[0, 2] > 0
     names = ["a", "b", "c", "d"]
     assert top_features(contrib, names, k=2)[0][0] == "c"
+
+
+def test_threat_forests_credit_the_detector_that_gave_the_score():
+    """A row the travel forest finds most unusual takes its credit from that forest alone:
+    the travel features, nothing else; a row the forest over every feature scores (an odd
+    hour, no threat's feature) takes credit where it is odd; both add up to score(x) -
+    score(reference)."""
+    rng = np.random.default_rng(8)
+    names = list(FEATURE_COLUMNS)
+    X = rng.lognormal(0, 0.5, size=(20_000, len(names)))
+    travel = [names.index(c) for c in THREAT_FEATURES["impossible_travel"]]
+    # Travel is zero but for a few ordinary trips.
+    trips = rng.random((20_000, 1)) < 0.002
+    X[:, travel] = np.where(trips, rng.uniform(50, 500, (20_000, 1)), 0.0)
+    model = ThreatForests(100, 1024, 8, names).fit(X)
+    reference = np.median(X, axis=0)
+    jumps = X[:200].copy()
+    jumps[:, travel] = rng.uniform(3000, 9000, (200, 1))
+    odd = X[200:400].copy()
+    odd[:, names.index("hour_of_day")] *= 6  # no threat's feature
+    rows = np.r_[jumps, odd]
+    contrib = ThreatExplainer(model, reference).contributions(rows)
+    winners = np.array([d[0] for d in model.detectors_])[
+        model.surprisals(rows).argmax(axis=1)
+    ]
+    # Both detectors give scores here (a forest cannot tell a jump from the rarest trip,
+    # so the forest over every feature wins some jumps too).
+    by_travel = winners == "impossible_travel"
+    assert by_travel[:200].sum() >= 10 and (winners[200:] == "all").mean() >= 0.9
+    others = np.setdiff1d(np.arange(len(names)), travel)
+    assert np.all(contrib[np.ix_(by_travel, others)] == 0)
+    assert np.isin(contrib[by_travel].argmax(axis=1), travel).all()
+    top = contrib[200:][winners[200:] == "all"].argmax(axis=1)
+    assert (top == names.index("hour_of_day")).mean() >= 0.9
+    total = anomaly_scores(model, rows) - anomaly_scores(model, reference[None, :])
+    assert contrib.sum(axis=1) == pytest.approx(total, abs=1e-9)
+    assert explainer_for(model, reference).__class__ is ThreatExplainer
+    forest = build_pipeline(20, 256, 1).fit(X)
+    assert explainer_for(forest, reference).__class__ is ForestExplainer

@@ -1,10 +1,13 @@
 """Silver's window features on a hand-made sequence, with values worked out by hand."""
 
+import itertools
 import math
 import statistics
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from anomaly_assets.lib.features import EVENT_COLUMNS, FEATURE_COLUMNS, silver_rows
 from anomaly_assets.lib.geo import country_centres, haversine_km
@@ -58,9 +61,9 @@ EXPECTED = {
     # failed / (logins + 1): 1 / 2, 2 / 3, 2 / 4
     "failed_login_ratio_10m": [1 / 2, 2 / 3, 2 / 4, 0, 0, 0, 0, 0],
     "events_10s": [1] * 8,
-    # the last minute's gaps: fewer than 3 until u1-7 (6000, 30, 30)
-    "gap_regularity_1m": [1] * 7
-    + [statistics.pstdev([6000, 30, 30]) / statistics.mean([6000, 30, 30])],
+    # the last minute's gaps between its events: never 3 (u1-7's minute holds 30, 30; the
+    # 6000 s pause before it is not a gap of that minute)
+    "gap_regularity_1m": [1] * 8,
     "is_automation_agent": [0] * 8,
     "bytes_1h_log": [0] * 6 + [math.log1p(1000), math.log1p(4000)],
     # the first transfer has no typical one to compare with; then the hour's mean
@@ -188,6 +191,64 @@ def test_a_jump_counts_into_the_new_country_only(spark):
     highest = [rows[f"u6-{i}"]["travel_speed_max_1h"] for i in range(4)]
     assert speeds == pytest.approx([0, jump, 0, 0])
     assert highest == pytest.approx([0, jump, jump, 0])
+
+
+def _minute_regularity(times: list[float]) -> list[float]:
+    """gap_regularity_1m by its definition, per event: the gaps between consecutive events
+    at most 60 s before it (its own second included)."""
+    out = []
+    for t in times:
+        minute = sorted(u for u in times if t - 60 <= u <= t)
+        gaps = [b - a for a, b in itertools.pairwise(minute)]
+        mean = statistics.mean(gaps) if gaps else 0
+        out.append(statistics.pstdev(gaps) / mean if len(gaps) >= 3 and mean > 0 else 1)
+    return out
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.integers(0, 3000).map(lambda ms: ms / 1000),  # a beat, ties included
+                st.integers(5, 120),  # a person's pace
+                st.integers(600, 86_400 * 3),  # a pause, a day, days
+            ),
+            min_size=1,
+            max_size=25,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_gap_regularity_counts_only_the_gaps_within_the_minute(spark, users):
+    """A pause before a burst is not a gap of the burst's minute: a steady beat after an
+    hour's silence reads as steady."""
+    rows, expected = [], {}
+    for n, gaps in enumerate(users):
+        times = list(itertools.accumulate(gaps))
+        events = [
+            (t, "page_view", None, None, None, "US", "A", DESK, 50) for t in times
+        ]
+        rows += _rows(f"r{n}", events, offset0=100 * n)
+        expected |= {f"r{n}-{i}": v for i, v in enumerate(_minute_regularity(times))}
+    got = _by_id(silver_rows(spark.createDataFrame(rows, SCHEMA)))
+    assert {k: got[k]["gap_regularity_1m"] for k in expected} == pytest.approx(
+        expected, rel=1e-6, abs=1e-5
+    )
+
+
+def test_a_steady_beat_after_a_pause_reads_as_steady(spark):
+    beat = [(t, "page_view", None, None, None, "US", "A", DESK, 50) for t in (0, 3600)]
+    beat += [
+        (3600 + 2 * i, "search", None, None, None, "US", "A", DESK, 50)
+        for i in range(1, 6)
+    ]
+    rows = _by_id(silver_rows(spark.createDataFrame(_rows("u9", beat), SCHEMA)))
+    # from the fourth beat on, the minute holds three or more 2 s gaps and nothing else
+    assert [rows[f"u9-{i}"]["gap_regularity_1m"] for i in range(7)] == pytest.approx(
+        [1, 1, 1, 1, 0, 0, 0]
+    )
 
 
 def test_profile_plus_recent_rows_give_the_whole_history_features(bronze_like):

@@ -6,6 +6,7 @@ import pytest
 
 from anomaly_assets.lib.model import (
     QUANTILES,
+    ThreatForests,
     anomaly_scores,
     build_pipeline,
     detection_quality,
@@ -15,6 +16,8 @@ from anomaly_assets.lib.model import (
     score_quantiles,
     severity_percentile,
     status_of,
+    surprisal,
+    tail_calibration,
 )
 from anomaly_assets.lib.scoring import ScoringSpec, score_frame
 
@@ -82,14 +85,10 @@ def _data(n=4000, d=5, seed=0):
     return rng.normal(size=(n, d))
 
 
-def test_score_frame_matches_sklearn_and_flags_by_threshold():
-    X = _data(2000)
-    model = build_pipeline(100, 256, seed=3).fit(X)
-    scores = anomaly_scores(model, X)
-    q = score_quantiles(scores)
-    threshold = float(np.percentile(scores, 99))
-    cols = [f"f{i}" for i in range(X.shape[1])]
-    pdf = pd.DataFrame(X, columns=cols)
+def _silver_frame(X, columns) -> pd.DataFrame:
+    """Silver-like rows: the features ``X`` under ``columns`` and the event columns gold
+    carries."""
+    pdf = pd.DataFrame(X, columns=columns)
     for c in (
         "event_id",
         "user_id",
@@ -100,6 +99,17 @@ def test_score_frame_matches_sklearn_and_flags_by_threshold():
     ):
         pdf[c] = "x"
     pdf["event_time"] = pd.Timestamp("2026-11-01", tz="UTC")
+    return pdf
+
+
+def test_score_frame_matches_sklearn_and_flags_by_threshold():
+    X = _data(2000)
+    model = build_pipeline(100, 256, seed=3).fit(X)
+    scores = anomaly_scores(model, X)
+    q = score_quantiles(scores)
+    threshold = float(np.percentile(scores, 99))
+    cols = [f"f{i}" for i in range(X.shape[1])]
+    pdf = _silver_frame(X, cols)
     spec = ScoringSpec(
         tuple(cols), q, threshold, tuple(np.median(X, axis=0)), 99.9, "m", "3"
     )
@@ -203,3 +213,70 @@ def test_gold_refuses_a_champion_of_other_feature_definitions():
     for stored in ({"feature_fingerprint": "0123456789ab"}, {}):
         message = feature_mismatch(stored, 3)
         assert "version 3" in message and "Materialise anomaly_model" in message
+
+
+def test_tail_calibration_reads_the_share_of_training_rows_as_high():
+    """A detector's surprisal is -ln(share of training scores at least as high): on fresh
+    scores of the same traffic, surprisal >= ln(k) holds for about 1 row in k; a plateau
+    (most rows alike in a threat's features) is no surprise at all."""
+    rng = np.random.default_rng(11)
+    calibration = tail_calibration(rng.gamma(2.0, size=200_000))
+    fresh = surprisal(rng.gamma(2.0, size=400_000), calibration)
+    for k, tolerance in ((10, 0.1), (100, 0.1), (1000, 0.15)):
+        assert (fresh >= np.log(k)).mean() * k == pytest.approx(1.0, rel=tolerance), k
+    flat = tail_calibration(np.r_[np.zeros(9_000), rng.uniform(1, 2, 1_000)])
+    assert surprisal([0.0, -1.0], flat) == pytest.approx([0.0, 0.0])
+    assert surprisal([1.999], flat)[0] > np.log(500)
+
+
+def test_threat_forests_keep_to_the_stream_features_and_survive_pickling():
+    import pickle
+
+    rng = np.random.default_rng(2)
+    features = ["events_1m", "amount_log", "hour_of_day"]
+    X = rng.normal(size=(3000, 3))
+    model = ThreatForests(20, 256, 2, features).fit(X)
+    # only the threats whose features the stream has, each with those alone
+    assert [(d[0], d[1]) for d in model.detectors_] == [
+        ("all", [0, 1, 2]),
+        ("bot_activity", [0]),
+        ("high_value_purchase", [1]),
+    ]
+    again = pickle.loads(pickle.dumps(model))
+    scores = anomaly_scores(model, X)
+    assert (anomaly_scores(again, X) == scores).all()
+    assert (scores >= 0).all() and (scores < 1).all()
+    assert (model.predict(X[:50]) == scores[:50]).all()
+    # the training scores' share above a score is what the score says: 1 - share
+    assert (scores >= 0.99).mean() == pytest.approx(0.01, abs=0.006)
+
+
+def test_score_frame_with_threat_forests_explains_with_the_winning_forest():
+    """Gold's scoring of the product's model: scores as the model's, severity from its
+    quantiles, and each anomaly's contributions adding up to its score minus the
+    medians' score."""
+    rng = np.random.default_rng(4)
+    features = ["events_10s", "events_1m", "amount_log", "hour_of_day"]
+    X = rng.lognormal(0, 0.5, size=(4000, 4))
+    model = ThreatForests(50, 256, 4, features).fit(X)
+    scores = anomaly_scores(model, X)
+    spec = ScoringSpec(
+        tuple(features),
+        score_quantiles(scores),
+        float(np.percentile(scores, 99)),
+        tuple(np.median(X, axis=0)),
+        99.9,
+        "m",
+        "1",
+    )
+    pdf = _silver_frame(X, features)
+    out = score_frame(model, spec, pdf)
+    assert out["anomaly_score"].to_numpy() == pytest.approx(scores)
+    flagged = out[out["is_anomaly"]]
+    assert 20 <= len(flagged) <= 60
+    reference = anomaly_scores(model, np.median(X, axis=0)[None, :])[0]
+    for _, row in flagged.iterrows():
+        assert sum(row["feature_contributions"].values()) == pytest.approx(
+            row["anomaly_score"] - reference, abs=1e-9
+        )
+        assert row["top_features"][0] in features
