@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import shutil
 import tempfile
 
 # Before anything imports anomaly_assets.settings: tests never write into the checkout.
@@ -86,9 +87,21 @@ def kafka(kafka_broker, topic) -> KafkaResource:
     return KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic)
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory):
+    """An MLflow sqlite store as MLflow creates it (tables, default experiment), made once:
+    a new file costs seconds of schema migrations, a copy of this one none."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow_store") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def mlflow_settings(tmp_path) -> MlflowResource:
-    """MLflow on a fresh sqlite store per test."""
+def mlflow_settings(tmp_path, empty_mlflow_store) -> MlflowResource:
+    """MLflow on a fresh sqlite store per test (a copy of an empty one)."""
+    shutil.copyfile(empty_mlflow_store, tmp_path / "mlflow.db")
     return MlflowResource(
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         artifact_location=str(tmp_path / "mlartifacts"),

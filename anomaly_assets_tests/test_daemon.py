@@ -1,8 +1,9 @@
 """The whole pipeline through the real daemon and sensor, with no manual step and one
 `dagster dev`, its runs attached to the warm Spark Connect server as ``make dev`` runs
 them: a cold start that trains the model; the run process killed right after the
-bronze write while the next batch is queued; the broker stopped as a run starts and
-started again a minute later; `dagster dev` stopped while events arrive and started again.
+bronze write while the next batch is queued, and the broker stopped as that next run
+starts and started again 20 s later; `dagster dev` stopped while events arrive and
+started again.
 Each converges, every produced offset lands exactly once in every layer, and the offset
 ledger accounts for all of them."""
 
@@ -18,6 +19,7 @@ from anomaly_assets.definitions import ASSETS, CHECKS
 from anomaly_assets.devtools.broker import create_topic
 from anomaly_assets.devtools.dagster_dev import (
     SENSOR_RUNS,
+    TERMINAL,
     DagsterDev,
     group_members,
     runs,
@@ -55,9 +57,9 @@ ENGINE = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { 
   __typename ... on EngineEvent { message } } } } }"""
 
 
-def run_worker(dev: DagsterDev) -> int | None:
-    """The pid of the process executing the sensor's run in progress, from the run's own
-    "Started process for run (pid: N)" event."""
+def run_worker(dev: DagsterDev) -> tuple[str, int] | None:
+    """The id of the sensor's run in progress and the pid of the process executing it,
+    from the run's own "Started process for run (pid: N)" event."""
     for run in runs(dev, SENSOR_RUNS):
         if run["status"] != "STARTED":
             continue
@@ -67,7 +69,7 @@ def run_worker(dev: DagsterDev) -> int | None:
                 r"Started process for run \(pid: (\d+)\)", e.get("message") or ""
             )
             if found:
-                return int(found.group(1))
+                return run["runId"], int(found.group(1))
     return None
 
 
@@ -126,9 +128,10 @@ def assert_lakehouse_accounts_for(lake: Path, ends: dict[int, int]) -> None:
     )
 
 
-def kill_run_after_bronze_commit(dev: DagsterDev, lake: Path, produce_more) -> None:
+def kill_run_after_bronze_commit(dev: DagsterDev, lake: Path, produce_more) -> str:
     """Produce two batches' worth and SIGKILL the run process right after bronze_events'
-    commit of the first, while the second is queued behind it."""
+    commit of the first, while the second is queued behind it; returns the killed run's
+    id."""
     before = delta_versions(lake, "bronze_events")
     produce_more(2000)
     deadline = time.monotonic() + 300
@@ -137,23 +140,37 @@ def kill_run_after_bronze_commit(dev: DagsterDev, lake: Path, produce_more) -> N
         time.sleep(0.05)
     victim = run_worker(dev)
     assert victim is not None, "no run process found"
-    os.kill(victim, signal.SIGKILL)
+    run_id, pid = victim
+    os.kill(pid, signal.SIGKILL)
+    return run_id
 
 
-def stop_broker_as_a_run_starts(dev: DagsterDev, broker, produce_more) -> str:
-    """Produce a batch, stop the broker as soon as the sensor's run for it exists (before
-    its bronze step reads: attached to a warm Spark, bronze reads within a second of
-    starting), start it again a minute later; returns that run's id."""
-    known = {r["runId"] for r in runs(dev, SENSOR_RUNS)}
-    produce_more(1000)
+#: Longer than the bronze step's first retry delay (15 s, KAFKA_RETRY), the sensor's
+#: retry base delay (5 s here) and its ticks (5 s): the step retries and the ticks
+#: meet a broker that is down.
+OUTAGE_S = 20
+
+
+def stop_broker_as_the_next_run_starts(dev: DagsterDev, broker, killed: str) -> str:
+    """Once the killed run shows as failed, stop the broker as soon as another sensor run
+    is waiting or starting (the batch queued behind the killed one: it leaves the queue
+    within a second of the failure, before its bronze step reads), start it again
+    OUTAGE_S later; returns that run's id."""
     deadline = time.monotonic() + 300
-    while not (new := [r for r in runs(dev, SENSOR_RUNS) if r["runId"] not in known]):
+    while True:
+        found = runs(dev, SENSOR_RUNS)
+        ended = any(r["runId"] == killed and r["status"] in TERMINAL for r in found)
+        waiting = [
+            r for r in found if r["runId"] != killed and r["status"] not in TERMINAL
+        ]
+        if ended and waiting:
+            break
         assert time.monotonic() < deadline, dev.log_tail()
         time.sleep(0.2)
     broker.stop()
-    time.sleep(60)
+    time.sleep(OUTAGE_S)
     broker.start()
-    return new[-1]["runId"]
+    return waiting[-1]["runId"]
 
 
 def test_sensor_alone_converges_through_kill_outage_and_restart(
@@ -194,8 +211,10 @@ def test_sensor_alone_converges_through_kill_outage_and_restart(
         assert_warnings_wait_for_the_assets(dev, first[0]["runId"])
         assert_lakehouse_accounts_for(lake, end_offsets(bootstrap))
 
-        # 2. the run process killed after its bronze commit; the batch is requested again
-        kill_run_after_bronze_commit(dev, lake, produce_more)
+        # 2. the run process killed after its bronze commit; the batch is requested
+        # again. 3. the broker stops as the batch queued behind it starts, back 20 s later
+        killed = kill_run_after_bronze_commit(dev, lake, produce_more)
+        outage_run = stop_broker_as_the_next_run_starts(dev, kafka_broker, killed)
         latest, every = wait_for_batches(dev, produced)
         failed = [r for r in every if r["status"] == "FAILURE"]
         assert failed, "the killed run must show as failed"
@@ -208,10 +227,6 @@ def test_sensor_alone_converges_through_kill_outage_and_restart(
         later = [r for r in every if r["runId"] != first[0]["runId"]]
         assert {r["jobName"] for r in later} == {"ingest_job"}, "no retraining"
         assert_lakehouse_accounts_for(lake, end_offsets(bootstrap))
-
-        # 3. the broker stops as a run starts, back a minute later
-        outage_run = stop_broker_as_a_run_starts(dev, kafka_broker, produce_more)
-        latest, every = wait_for_batches(dev, produced)
         faults = started_steps(dev, outage_run)
         assert ("ExecutionStepUpForRetryEvent", "bronze") in faults or any(
             r["runId"] == outage_run and r["status"] == "FAILURE" for r in every
@@ -221,7 +236,7 @@ def test_sensor_alone_converges_through_kill_outage_and_restart(
         pgid = dev.proc.pid
         dev.stop()
         assert not group_members(pgid)
-        produce_more(1500)
+        produce_more(1000)
         dev.start()
         latest, _ = wait_for_batches(dev, produced)
         assert sum(int(r["tags"]["anomaly_assets/offsets"]) for r in latest) == produced

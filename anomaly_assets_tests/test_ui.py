@@ -1,5 +1,6 @@
 """The product as users meet it: `dagster dev` (webserver + daemon) on the project's
-workspace.yaml and dagster.yaml, driven over GraphQL like the UI, and seen by a real browser."""
+workspace.yaml and dagster.yaml, its runs on the warm Spark Connect server as ``make dev``
+runs them, driven over GraphQL like the UI, and seen by a real browser."""
 
 import itertools
 import shutil
@@ -30,8 +31,9 @@ CHAIN = [
 
 
 @pytest.fixture(scope="module")
-def dagster_dev(kafka_broker, tmp_path_factory):
-    """`dagster dev` on a sandboxed instance and lakehouse, the sensor off."""
+def dagster_dev(kafka_broker, spark_connect_server, tmp_path_factory):
+    """`dagster dev` on a sandboxed instance and lakehouse, the sensor off, every run
+    attached to the session's warm Spark Connect server (no JVM start per run)."""
     base = tmp_path_factory.mktemp("ui")
     topic = "ui-events"
     env = {
@@ -41,6 +43,7 @@ def dagster_dev(kafka_broker, tmp_path_factory):
         "ANOMALY_KAFKA_TOPIC": topic,
         "ANOMALY_SENSOR_DEFAULT": "stopped",  # started by the race test
         "ANOMALY_MAX_BATCH_EVENTS": "2500",
+        "ANOMALY_SPARK_REMOTE": spark_connect_server.url,
     }
     dev = DagsterDev(base / "dagster_home", env, base / "dagster_dev.log").start()
     yield {"client": dev, "topic": topic, "base": base, "broker": kafka_broker}

@@ -4,6 +4,7 @@ faults as statuses, and no secret anywhere."""
 from pathlib import Path
 
 import deltalake
+import pytest
 from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
 
 from anomaly_assets.assets.enrichment import enrichment
@@ -15,6 +16,11 @@ from anomaly_assets.resources.llm import AzureOpenAIResource, OfflineExplainerRe
 from anomaly_assets.resources.mlflow import MlflowResource
 
 KEY = "sk-secret-9d1e"
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_store(mlflow_settings):
+    """Puts the fixture's fresh store where _run's MlflowResource opens it."""
 
 
 def _run(lakehouse, llm, instance, **config):
