@@ -195,7 +195,7 @@ def _train(
     passed, reason = quality_gate(quality, forest_quantiles, config)
 
     run_id = mlf.active_run().info.run_id
-    detectors = [name for name, *_ in pipeline.detectors_]
+    detectors = [d.name for d in pipeline.detectors_]
     mlf.log_params(
         {
             **config.model_dump(),

@@ -86,8 +86,8 @@ class ThreatExplainer:
         self._model = model
         self._reference = np.asarray(reference, dtype=float)
         self._explainers = [
-            ForestExplainer(pipeline, self._reference[cols])
-            for _, cols, _, pipeline, _ in model.detectors_
+            ForestExplainer(d.pipeline, self._reference[d.columns])
+            for d in model.detectors_
         ]
         self._s_ref = float(anomaly_scores(model, self._reference[None, :])[0])
 
@@ -98,12 +98,13 @@ class ThreatExplainer:
             return out
         surprisals = self._model.surprisals(X)
         winner = surprisals.argmax(axis=1)
-        for d, ((_, cols, _, _, _), explainer) in enumerate(
+        for i, (d, explainer) in enumerate(
             zip(self._model.detectors_, self._explainers)
         ):
-            rows = np.flatnonzero(winner == d)
+            rows = np.flatnonzero(winner == i)
             if len(rows):
-                out[np.ix_(rows, cols)] = explainer.contributions(X[np.ix_(rows, cols)])
+                at = np.ix_(rows, d.columns)
+                out[at] = explainer.contributions(X[at])
         total = out.sum(axis=1)
         target = self._model.score_of(surprisals) - self._s_ref
         # One positive factor per row keeps its ranking and signs. A row no more unusual

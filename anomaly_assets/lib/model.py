@@ -6,6 +6,7 @@ baselines, drift and detection quality are all testable on small arrays.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -140,6 +141,16 @@ def surprisal(scores, calibration: tuple[np.ndarray, np.ndarray, float]) -> np.n
     return inside + beyond
 
 
+class Detector(NamedTuple):
+    """One forest of ``ThreatForests``: which columns it reads and how its score reads."""
+
+    name: str
+    columns: list[int]
+    penalty: float
+    pipeline: Pipeline
+    calibration: tuple[np.ndarray, np.ndarray, float]
+
+
 class ThreatForests(BaseEstimator):
     """The anomaly model: the forest over every feature plus one forest per named threat
     over that threat's features (``THREAT_FEATURES``, those the stream has), each with
@@ -150,8 +161,8 @@ class ThreatForests(BaseEstimator):
     least as high, so the detectors compare on one scale; a row's surprisal is the highest,
     the threat forests' less THREAT_PENALTY (the forest over every feature never goes below
     0). The score is 1 - exp(-surprisal): 0.999 means one training row in a thousand is as
-    unusual to the forest over every feature, or one in about 2,700 to a threat's forest. ``detectors_`` holds (name, columns, penalty, pipeline, calibration) per
-    detector, ``all`` first.
+    unusual to the forest over every feature, or one in about 2,700 to a threat's forest.
+    ``detectors_`` holds a ``Detector`` per forest, ``all`` first.
     """
 
     def __init__(self, n_estimators=200, max_samples=2048, seed=0, features=()) -> None:
@@ -159,24 +170,26 @@ class ThreatForests(BaseEstimator):
         self.features = tuple(features)
 
     def _specs(self):
-        """(name, columns, penalty, trees) per detector: every feature, then each threat
-        with the features of it the stream has."""
-        yield "all", list(range(len(self.features))), 0.0, self.n_estimators
+        """(name, columns, penalty) per detector: every feature, then each threat with the
+        features of it the stream has."""
+        yield "all", list(range(len(self.features))), 0.0
         index = {name: i for i, name in enumerate(self.features)}
         for threat, names in THREAT_FEATURES.items():
             cols = [index[n] for n in names if n in index]
             if cols:
-                yield threat, cols, THREAT_PENALTY, self.n_estimators
+                yield threat, cols, THREAT_PENALTY
 
     def fit(self, X, y=None):
         X = np.asarray(X, dtype=float)
         self.detectors_ = []
-        for name, cols, penalty, trees in self._specs():
+        for name, cols, penalty in self._specs():
             names = [self.features[i] for i in cols]
-            pipeline = build_pipeline(trees, self.max_samples, self.seed, names)
+            pipeline = build_pipeline(
+                self.n_estimators, self.max_samples, self.seed, names
+            )
             pipeline.fit(X[:, cols])
             calibration = tail_calibration(-pipeline.score_samples(X[:, cols]))
-            self.detectors_.append((name, cols, penalty, pipeline, calibration))
+            self.detectors_.append(Detector(name, cols, penalty, pipeline, calibration))
         return self
 
     def surprisals(self, X) -> np.ndarray:
@@ -184,15 +197,16 @@ class ThreatForests(BaseEstimator):
         X = np.asarray(X, dtype=float)
         return np.column_stack(
             [
-                surprisal(-pipeline.score_samples(X[:, cols]), calibration) - penalty
-                for _, cols, penalty, pipeline, calibration in self.detectors_
+                surprisal(-d.pipeline.score_samples(X[:, d.columns]), d.calibration)
+                - d.penalty
+                for d in self.detectors_
             ]
         )
 
     @property
     def forest_(self) -> Pipeline:
         """The forest over every feature."""
-        return self.detectors_[0][3]
+        return self.detectors_[0].pipeline
 
     @staticmethod
     def score_of(surprisals: np.ndarray) -> np.ndarray:
