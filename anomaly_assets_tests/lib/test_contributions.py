@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from anomaly_assets.lib.contributions import (
     ForestExplainer,
     ThreatExplainer,
+    _memoized_path_length,
     explainer_for,
     top_features,
 )
@@ -109,3 +110,31 @@ def test_threat_forests_credit_the_detector_that_gave_the_score():
     assert explainer_for(model, reference).__class__ is ThreatExplainer
     forest = build_pipeline(20, 256, 1).fit(X)
     assert explainer_for(forest, reference).__class__ is ForestExplainer
+
+
+def test_fast_parsing_gives_shaps_own_values_and_restores_scikit_learn():
+    import shap
+    from sklearn.ensemble import _iforest
+
+    rng = np.random.default_rng(5)
+    X = rng.lognormal(size=(3000, 4))
+    forest = build_pipeline(20, 1024, 0)[-1].fit(X)
+    ref = np.median(X, axis=0)[None, :]
+    plain = shap.TreeExplainer(forest, data=ref, feature_perturbation="interventional")
+    original = _iforest._average_path_length
+    with pytest.raises(RuntimeError), _memoized_path_length():
+        fast = shap.TreeExplainer(
+            forest, data=ref, feature_perturbation="interventional"
+        )
+        # Arrays of any size still get scikit-learn's answer while patched.
+        sizes = np.array([[1, 2, 3], [256, 1024, 7]])
+        np.testing.assert_array_equal(
+            _iforest._average_path_length(sizes), original(sizes)
+        )
+        raise RuntimeError
+    assert _iforest._average_path_length is original
+    np.testing.assert_array_equal(
+        fast.shap_values(X[:100], check_additivity=False),
+        plain.shap_values(X[:100], check_additivity=False),
+    )
+    assert fast.expected_value == plain.expected_value
