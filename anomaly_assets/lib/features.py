@@ -74,6 +74,10 @@ FEATURES: dict[str, str] = {
     "items_log": "log1p of the items of a purchase or cart addition (0 for other events)",
     "country_share": "share of the user's earlier places (events that were not failed "
     "logins) in this event's country (1 without history)",
+    "device_rarity": "how rarely the user is on this event's device (type and user agent): "
+    "-ln((earlier places on it + 1) / (earlier places + 2)), places as for country_share "
+    "(0 without history); unlike device_novelty it stays high for a device seen only a "
+    "few times, such as an attacker's second visit",
 }
 #: Feature -> the event columns it is computed from, besides user_id and event_time (every
 #: feature is per user, in event-time order): the silver column lineage.
@@ -113,6 +117,7 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
     ),
     "items_log": ("event_type", "items"),
     "country_share": ("event_type", "success", "country"),
+    "device_rarity": ("event_type", "success", "device_type", "user_agent"),
 }
 #: Travel counts into a country with less than this share of the user's places.
 RARE_COUNTRY_SHARE = 0.05
@@ -429,6 +434,19 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     ) + F.count(place_one).over(same_country)
     everywhere = counted(F.col("p_countries_seen")) + F.count(place_one).over(prior)
     country_share = F.when(everywhere > 0, here / everywhere)
+    # The same count for the event's device, as a surprisal: a device seen on a handful of
+    # a user's hundreds of places is as telling as a new one.
+    same_device = (
+        Window.partitionBy("user_id", "_device")
+        .orderBy("_ts", "topic", "partition", "offset")
+        .rowsBetween(Window.unboundedPreceding, -1)
+    )
+    on_device = counted(
+        F.filter("p_devices_seen", lambda e: e["value"] == F.col("_device"))
+    ) + F.count(place_one).over(same_device)
+    device_rarity = F.when(
+        everywhere > 0, -F.log((on_device + 1) / (everywhere + 2))
+    ).otherwise(F.lit(0.0))
 
     # "New" places: not known as of NEW_PLACE_S before the event, so a session from a new
     # IP stays new for its hour, not only at its first event.
@@ -627,6 +645,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
                 )
             ),
             "country_share": F.coalesce(country_share, F.lit(1.0)),
+            "device_rarity": device_rarity,
             "items_log": F.when(
                 F.col("event_type").isin("purchase", "add_to_cart"),
                 F.log1p(F.coalesce("items", F.lit(0))),

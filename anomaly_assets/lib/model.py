@@ -101,7 +101,12 @@ THREAT_FEATURES: dict[str, tuple[str, ...]] = {
         "bytes_vs_user_mean",
         "bytes_log",
     ),
-    "account_takeover": ("value_after_risky_access", "device_novelty", "ip_novelty"),
+    "account_takeover": (
+        "value_after_risky_access",
+        "device_novelty",
+        "ip_novelty",
+        "device_rarity",
+    ),
     "high_value_purchase": ("amount_vs_user_mean", "amount_log", "items_log"),
 }
 #: A threat forest's surprisal counts this much less (in nats) than the forest over every

@@ -75,6 +75,10 @@ EXPECTED = {
     # earlier places (not failed logins) in this country: none before u1-3; then US, US;
     # DE is new at u1-4; back in the US, 2 of 3, 3 of 4, 4 of 5
     "country_share": [1, 1, 1, 1, 0, 2 / 3, 3 / 4, 4 / 5],
+    # earlier places on this device: none before u1-3; the desk 1 of 1; the phone 0 of 2;
+    # the desk again 2 of 3, 3 of 4, 4 of 5: -ln((on it + 1) / (places + 2))
+    "device_rarity": [0, 0, 0]
+    + [-math.log(a / b) for a, b in ((2, 3), (1, 4), (3, 5), (4, 6), (5, 7))],
 }
 
 
