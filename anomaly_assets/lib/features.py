@@ -40,8 +40,10 @@ FEATURES: dict[str, str] = {
     "0 for other events; capped at 1e6)",
     "amount_log": "log1p of the purchase amount (0 for other events)",
     "bytes_log": "log1p of bytes transferred (0 when the event moves no data)",
-    "bytes_vs_user_mean": "bytes transferred / the user's typical earlier transfer (their "
-    "geometric mean: expm1 of the mean log1p; 1 if none; 0 when no data; capped at 1e6)",
+    "bytes_vs_user_mean": "bytes transferred / the user's typical transfer of an hour "
+    "before (the geometric mean of their transfers at least an hour old: expm1 of the mean "
+    "log1p; 1 if none; 0 when no data; capped at 1e6): a burst does not raise its own "
+    "baseline",
     "duration_ms_log": "log1p of the event's duration in milliseconds",
     # What each named threat looks like (docs: the threat each one serves).
     "travel_speed_kmh": "for an event from a country where the user rarely is (under 5 % of "
@@ -66,9 +68,9 @@ FEATURES: dict[str, str] = {
     "bytes_1h_log": "log1p of the bytes the user moved in the last hour (downloads and API "
     "calls alike)",
     "transfer_1h_vs_typical": "the user's mean transfer of the last hour (a plain mean, so "
-    "one large transfer shows) / their typical earlier transfer (as bytes_vs_user_mean; 0 "
-    "when none moved; 1 without history; capped at 1e6): many ordinary transfers in an hour "
-    "do not raise it, larger ones do",
+    "one large transfer shows) / their typical transfer of an hour before (as "
+    "bytes_vs_user_mean; 0 when none moved; 1 without history; capped at 1e6): many "
+    "ordinary transfers in an hour do not raise it, larger ones do",
     "value_after_risky_access": "1 for a purchase or download within 15 minutes after the "
     "user's password reset or login from a new device, country or IP",
     "items_log": "log1p of the items of a purchase or cart addition (0 for other events)",
@@ -523,17 +525,26 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     ) % 24
     hour_gap = F.abs(F.col("hour_of_day") - mean_hour)
 
-    def typical(log_column: str):
-        """The user's typical earlier value: expm1 of the mean log1p (geometric mean)."""
+    def typical(log_column: str, hour_ago: bool = False):
+        """The user's typical earlier value: expm1 of the mean log1p (geometric mean), of
+        every earlier event or, with ``hour_ago``, of those an hour old or more."""
         count, _, value = LOG_SUMS[log_column]
-        n = F.coalesce(f"p_{count}", F.lit(0)) + F.count(tail_only(value())).over(prior)
-        logs = log_sum(log_column, "p_") + F.coalesce(
-            F.sum(tail_only(log_term(log_column))).over(prior), F.lit(0)
-        )
+        if hour_ago:
+            n = F.coalesce(f"p_{count}", F.lit(0)) + hour_old(F.count, value())
+            logs = log_sum(log_column, "p_") + hour_old(F.sum, log_term(log_column))
+        else:
+            n = F.coalesce(f"p_{count}", F.lit(0)) + F.count(tail_only(value())).over(
+                prior
+            )
+            logs = log_sum(log_column, "p_") + F.coalesce(
+                F.sum(tail_only(log_term(log_column))).over(prior), F.lit(0)
+            )
         return F.when(n > 0, F.expm1(logs / HOUR_SCALE / n))
 
     prior_amount = typical("amount_log_e9")
-    prior_bytes = typical("bytes_log_e9")
+    # As of an hour before: a burst of transfers would otherwise raise its own baseline
+    # call by call (exfiltration's later calls looked ordinary).
+    prior_bytes = typical("bytes_log_e9", hour_ago=True)
     # The previous event: in the rows at hand, else the profile's last (if before this one).
     profile_last = F.when(
         F.col("p_last_event_time") <= F.col("event_time"),

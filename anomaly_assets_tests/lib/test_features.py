@@ -50,7 +50,8 @@ EXPECTED = {
     "amount_vs_user_mean": [0, 0, 0, 1.0, 3.0, 0, 0, 0],
     "amount_log": [0, 0, 0, math.log1p(100), math.log1p(300), 0, 0, 0],
     "bytes_log": [0, 0, 0, 0, 0, 0, math.log1p(1000), math.log1p(3000)],
-    "bytes_vs_user_mean": [0, 0, 0, 0, 0, 0, 1.0, 3.0],
+    # the typical transfer is of transfers an hour old: none for either (see BURST)
+    "bytes_vs_user_mean": [0, 0, 0, 0, 0, 0, 1.0, 1.0],
     "duration_ms_log": [math.log(100), 0, 0, 0, 0, 0, 0, 0],
     # US -> DE (a new country) in 960 s: km between the centres, per hour; back to the
     # known US counts nothing
@@ -66,9 +67,8 @@ EXPECTED = {
     "gap_regularity_1m": [1] * 8,
     "is_automation_agent": [0] * 8,
     "bytes_1h_log": [0] * 6 + [math.log1p(1000), math.log1p(4000)],
-    # the first transfer has no typical one to compare with; then the hour's mean
-    # (1000 + 3000) / 2 against the typical 1000
-    "transfer_1h_vs_typical": [0] * 6 + [1.0, 2.0],
+    # no transfer an hour old to compare with (see BURST)
+    "transfer_1h_vs_typical": [0] * 6 + [1.0, 1.0],
     # u1-5 logs in from a new IP; u1-6 downloads 30 s later (u1-7 is an API call)
     "value_after_risky_access": [0, 0, 0, 0, 0, 0, 1, 0],
     "items_log": [0] * 8,
@@ -176,6 +176,35 @@ def test_places_stay_new_for_an_hour(spark):
         1,
         0,
     ]
+
+
+# Transfers: one, then a burst over an hour later. The burst is measured against the
+# transfers an hour old, not against its own earlier calls.
+BURST = [
+    (0, "api_call", None, None, 1000, "US", "A", DESK, None),
+    (4000, "api_call", None, None, 3000, "US", "A", DESK, None),
+    (4030, "api_call", None, None, 9000, "US", "A", DESK, None),
+    (7700, "api_call", None, None, 1000, "US", "A", DESK, None),
+]
+
+
+def test_a_burst_of_transfers_does_not_raise_its_own_baseline(spark):
+    rows = _by_id(silver_rows(spark.createDataFrame(_rows("u5", BURST), SCHEMA)))
+    got = [
+        (
+            rows[f"u5-{i}"]["bytes_vs_user_mean"],
+            rows[f"u5-{i}"]["transfer_1h_vs_typical"],
+        )
+        for i in range(4)
+    ]
+    # typical: none; then 1000 (the burst's 3000 is not an hour old at 4030 s); at 7700 s
+    # the geometric mean of 1000, 3000 and 9000 (each an hour old), 3000 up to log1p's +1;
+    # the hour before 7700 s holds only its own 1000
+    typical = math.expm1((math.log1p(1000) + math.log1p(3000) + math.log1p(9000)) / 3)
+    expected = [(1.0, 1.0), (3.0, 3.0), (9.0, 6.0), (1000 / typical, 1000 / typical)]
+    assert [v for pair in got for v in pair] == pytest.approx(
+        [v for pair in expected for v in pair], rel=1e-6
+    )
 
 
 # A jump to Russia and back home: the speed counts into the new country and stays with the
