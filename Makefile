@@ -9,6 +9,8 @@ KAFKA_PORT ?= 9092
 export ANOMALY_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 SPARK_CONNECT_PORT ?= 15002
 EVENTS ?= 20000
+# Test processes, each with its own broker, Spark session and sandbox (0: one process).
+TEST_WORKERS ?= 2
 
 .PHONY: install jars browser broker-start broker-stop broker-status spark-start spark-stop \
 	spark-status demo dev dev-classic test lint bench clean metrics-store \
@@ -68,7 +70,7 @@ metrics-store: metrics-store-fetch  ## VictoriaMetrics on 127.0.0.1:8428 receivi
 
 test: jars browser metrics-store-fetch  ## lint, then the whole suite on a real broker, Spark and Delta
 	$(BIN)/ruff check anomaly_assets anomaly_assets_tests bench
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check anomaly_assets anomaly_assets_tests bench

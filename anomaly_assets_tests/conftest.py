@@ -23,6 +23,30 @@ from anomaly_assets_tests.helpers import GOLD_SCHEMA, SILVER_SCHEMA, hand_made_b
 
 _topics = itertools.count()
 
+#: Modules that take minutes, slowest first (seconds in a serial run). ``make test`` runs
+#: the suite on two workers that take whole modules in collection order (pytest-xdist
+#: ``--dist loadfile --no-loadscope-reorder``): started first, the long ones run beside
+#: the many short ones instead of leaving one worker alone at the end.
+SLOW_MODULES = (
+    "test_daemon.py",  # 590
+    "test_ui.py",  # 500
+    "test_spark_modes.py",  # 400
+    "test_hostile_features.py",  # 350
+    "test_late_replay.py",  # 210
+    "test_features.py",  # 160
+    "test_second_stream.py",  # 150
+    "test_hostile_batch.py",  # 140
+    "test_ingestion.py",  # 140
+    "test_delta.py",  # 130
+    "test_model_and_gold.py",  # 90
+    "test_ui_streams.py",  # 60
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
