@@ -12,7 +12,7 @@ logins, each with first / last seen and a count.
 Sets are capped (``SET_CAPS``): past the cap the values seen longest ago are forgotten, so a
 user with more than 256 IP addresses may see an old one counted as new again, and a user
 with more than 64 countries has each kept country's share (country_share) computed over the
-kept ones only. Folding is a pure function of (old profile, events): a retry that folds the
+kept ones only; a device forgotten past 64 counts as never used (device_rarity). Folding is a pure function of (old profile, events): a retry that folds the
 same events into the same old profile writes the same row.
 """
 
