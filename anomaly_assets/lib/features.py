@@ -422,30 +422,28 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     # Share of the user's earlier places (events that were not failed logins) in this
     # event's country: the profile's counts plus the rows at hand before this one.
     place_one = tail_only(F.when(~failed, F.lit(1)))
-    same_country = (
-        Window.partitionBy("user_id", "country")
-        .orderBy("_ts", "topic", "partition", "offset")
-        .rowsBetween(Window.unboundedPreceding, -1)
-    )
 
     def counted(entries):
         return F.aggregate(entries, F.lit(0).cast("long"), lambda n, e: n + e["count"])
 
-    here = counted(
-        F.filter("p_countries_seen", lambda e: e["value"] == F.col("country"))
-    ) + F.count(place_one).over(same_country)
+    def places_at(profile_seen, value):
+        """The user's earlier places at ``value``: the profile's count plus the rows at
+        hand before this one."""
+        same = (
+            Window.partitionBy("user_id", value)
+            .orderBy("_ts", "topic", "partition", "offset")
+            .rowsBetween(Window.unboundedPreceding, -1)
+        )
+        return counted(
+            F.filter(profile_seen, lambda e: e["value"] == F.col(value))
+        ) + F.count(place_one).over(same)
+
+    here = places_at("p_countries_seen", "country")
     everywhere = counted(F.col("p_countries_seen")) + F.count(place_one).over(prior)
     country_share = F.when(everywhere > 0, here / everywhere)
     # The same count for the event's device, as a surprisal: a device seen on a handful of
     # a user's hundreds of places is as telling as a new one.
-    same_device = (
-        Window.partitionBy("user_id", "_device")
-        .orderBy("_ts", "topic", "partition", "offset")
-        .rowsBetween(Window.unboundedPreceding, -1)
-    )
-    on_device = counted(
-        F.filter("p_devices_seen", lambda e: e["value"] == F.col("_device"))
-    ) + F.count(place_one).over(same_device)
+    on_device = places_at("p_devices_seen", "_device")
     device_rarity = F.when(
         everywhere > 0, -F.log((on_device + 1) / (everywhere + 2))
     ).otherwise(F.lit(0.0))
@@ -525,20 +523,17 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     ) % 24
     hour_gap = F.abs(F.col("hour_of_day") - mean_hour)
 
+    def earlier(agg, expr):
+        """``agg`` of ``expr`` over the rows at hand before this one, beside the profile."""
+        return F.coalesce(agg(tail_only(expr)).over(prior), F.lit(0))
+
     def typical(log_column: str, hour_ago: bool = False):
         """The user's typical earlier value: expm1 of the mean log1p (geometric mean), of
         every earlier event or, with ``hour_ago``, of those an hour old or more."""
         count, _, value = LOG_SUMS[log_column]
-        if hour_ago:
-            n = F.coalesce(f"p_{count}", F.lit(0)) + hour_old(F.count, value())
-            logs = log_sum(log_column, "p_") + hour_old(F.sum, log_term(log_column))
-        else:
-            n = F.coalesce(f"p_{count}", F.lit(0)) + F.count(tail_only(value())).over(
-                prior
-            )
-            logs = log_sum(log_column, "p_") + F.coalesce(
-                F.sum(tail_only(log_term(log_column))).over(prior), F.lit(0)
-            )
+        rows = hour_old if hour_ago else earlier
+        n = F.coalesce(f"p_{count}", F.lit(0)) + rows(F.count, value())
+        logs = log_sum(log_column, "p_") + rows(F.sum, log_term(log_column))
         return F.when(n > 0, F.expm1(logs / HOUR_SCALE / n))
 
     prior_amount = typical("amount_log_e9")
