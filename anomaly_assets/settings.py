@@ -50,6 +50,10 @@ MAX_BATCH_EVENTS = int(os.environ.get("ANOMALY_MAX_BATCH_EVENTS", "100000"))
 #: How late (behind the newest event time) an event may arrive and still be placed exactly.
 ALLOWED_LATENESS_S = int(os.environ.get("ANOMALY_ALLOWED_LATENESS_S", "3600"))
 
+#: A Kafka partition no silver step has read events of for this long (wall clock) no longer
+#: holds the watermark back.
+PARTITION_IDLE_S = int(os.environ.get("ANOMALY_PARTITION_IDLE_S", "3600"))
+
 #: Seconds the sensor waits before requesting a failed batch again (doubles per attempt).
 RETRY_BASE_DELAY_S = float(os.environ.get("ANOMALY_RETRY_BASE_DELAY_S", "60"))
 

@@ -23,6 +23,7 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets.lib import bronze as lib
+from anomaly_assets.lib import spark_actions
 from anomaly_assets.lib.ledger import (
     LEDGER_SCHEMA,
     catch_up_ranges,
@@ -131,13 +132,14 @@ def build_bronze(stream: Stream = DEFAULT_STREAM):
         kafka: KafkaResource,
         lakehouse: LakehouseResource,
     ):
-        yield from ingest(
-            context,
-            config,
-            stream.kafka(kafka),
-            stream.lakehouse(lakehouse),
-            stream.policy,
-        )
+        with spark_actions.step(context.log):
+            yield from ingest(
+                context,
+                config,
+                stream.kafka(kafka),
+                stream.lakehouse(lakehouse),
+                stream.policy,
+            )
 
     return bronze
 

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from anomaly_assets.assets.incremental import nothing_new
 from anomaly_assets.assets.lineage import column_lineage
-from anomaly_assets.lib import cursors
+from anomaly_assets.lib import cursors, spark_actions
 from anomaly_assets.lib.features import EVENT_COLUMNS, GOLD_EVENT_COLUMNS
 from anomaly_assets.lib.pruning import days_predicate, event_days
 from anomaly_assets.llm.grouping import EXAMPLE_FIELDS
@@ -207,14 +207,15 @@ def build_enrichment(stream: Stream = DEFAULT_STREAM):
         llm: LLMResource,
         mlflow_settings: MlflowResource,
     ):
-        yield from explain(
-            context,
-            config,
-            stream.lakehouse(lakehouse),
-            stream.llm(llm),
-            mlflow_settings,
-            stream,
-        )
+        with spark_actions.step(context.log):
+            yield from explain(
+                context,
+                config,
+                stream.lakehouse(lakehouse),
+                stream.llm(llm),
+                mlflow_settings,
+                stream,
+            )
 
     return enrichment
 

@@ -19,6 +19,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Outpu
 from pydantic import Field
 
 from anomaly_assets import settings
+from anomaly_assets.lib import spark_actions
 from anomaly_assets.llm.prompt_registry import CANDIDATE, PRODUCTION
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
@@ -396,16 +397,17 @@ def build_ai_enrichment_eval_metrics(stream: Stream = DEFAULT_STREAM):
         mlflow_settings: MlflowResource,
         llm: LLMResource,
     ):
-        yield from evaluate_batches(
-            context,
-            config,
-            gold_events_enriched,
-            silver_events,
-            stream.lakehouse(lakehouse),
-            mlflow_settings,
-            stream.llm(llm),
-            stream,
-        )
+        with spark_actions.step(context.log):
+            yield from evaluate_batches(
+                context,
+                config,
+                gold_events_enriched,
+                silver_events,
+                stream.lakehouse(lakehouse),
+                mlflow_settings,
+                stream.llm(llm),
+                stream,
+            )
 
     return ai_enrichment_eval_metrics
 

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from anomaly_assets.assets.incremental import nothing_new
 from anomaly_assets.assets.lineage import column_lineage
-from anomaly_assets.lib import cursors, monitoring
+from anomaly_assets.lib import cursors, monitoring, spark_actions
 from anomaly_assets.lib.features import (
     FEATURE_FINGERPRINT,
     GOLD_EVENT_COLUMNS,
@@ -191,13 +191,14 @@ def build_gold(stream: Stream = DEFAULT_STREAM):
         lakehouse: LakehouseResource,
         mlflow_settings: MlflowResource,
     ):
-        yield from score(
-            context,
-            config,
-            stream.lakehouse(lakehouse),
-            stream.mlflow(mlflow_settings),
-            stream,
-        )
+        with spark_actions.step(context.log):
+            yield from score(
+                context,
+                config,
+                stream.lakehouse(lakehouse),
+                stream.mlflow(mlflow_settings),
+                stream,
+            )
 
     return gold
 

@@ -4,8 +4,9 @@ arrive out of order.
 Each run reads only the bronze commits silver has not consumed (Delta Change Data Feed from
 its cursor), the profiles of the batch's users and the silver rows of the days its windows
 need. It upserts the new rows and the rows an earlier-arriving event corrects, then folds
-every event older than the new watermark (newest event time - allowed lateness) into the
-users' profiles. Events older than the watermark on arrival are processed against the
+every event older than the new watermark into the users' profiles: the newest event time
+of the Kafka partition furthest behind, less the allowed lateness (idle partitions aside).
+Events older than the watermark on arrival are processed against the
 current profile and flagged ``late``.
 """
 
@@ -24,7 +25,7 @@ from pydantic import Field
 from anomaly_assets import settings
 from anomaly_assets.assets.incremental import nothing_new
 from anomaly_assets.assets.lineage import column_lineage
-from anomaly_assets.lib import cursors
+from anomaly_assets.lib import cursors, spark_actions
 from anomaly_assets.lib.bronze import BRONZE_COLUMNS
 from anomaly_assets.lib.features import (
     EVENT_COLUMNS,
@@ -33,7 +34,7 @@ from anomaly_assets.lib.features import (
     FEATURES,
 )
 from anomaly_assets.lib.profile import SET_CAPS, fold
-from anomaly_assets.lib.silver import plan, to_fold
+from anomaly_assets.lib.silver import PartitionMark, plan, to_fold
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
@@ -61,6 +62,12 @@ class SilverConfig(Config):
         description="How far behind the newest event an event may arrive and still be "
         "placed exactly (correcting the rows after it); older arrivals are flagged late. "
         "Env ANOMALY_ALLOWED_LATENESS_S.",
+    )
+    idle_partition_s: int = Field(
+        default=settings.PARTITION_IDLE_S,
+        description="The watermark follows the Kafka partition furthest behind, except one "
+        "no run has read events of for this long (wall clock): it is idle and does not hold "
+        "the others back. Env ANOMALY_PARTITION_IDLE_S.",
     )
 
 
@@ -115,7 +122,8 @@ def build_silver(stream: Stream = DEFAULT_STREAM):
         config: SilverConfig,
         lakehouse: LakehouseResource,
     ):
-        yield from refine(context, config, stream.lakehouse(lakehouse), stream)
+        with spark_actions.step(context.log):
+            yield from refine(context, config, stream.lakehouse(lakehouse), stream)
 
     return silver
 
@@ -146,6 +154,11 @@ def refine(context, config: SilverConfig, lakehouse, stream: Stream):
         profile,
         _when(cursor.state.get("watermark")),
         config.allowed_lateness_s,
+        {
+            p: PartitionMark.from_state(m)
+            for p, m in cursor.state.get("partitions", {}).items()
+        },
+        config.idle_partition_s,
     )
     context.log.info(
         f"Silver: bronze versions {cursor.version} → {through}, batches {step.batches[:10]}, "
@@ -155,6 +168,9 @@ def refine(context, config: SilverConfig, lakehouse, stream: Stream):
         "batches": MetadataValue.json(step.batches),
         "bronze_version": through,
         "watermark": str(step.next_watermark),
+        "partitions": MetadataValue.json(
+            {p: m.to_state() for p, m in sorted(step.partitions.items())}
+        ),
     }
     yield Output(
         step.rows,
@@ -177,6 +193,7 @@ def refine(context, config: SilverConfig, lakehouse, stream: Stream):
         "watermark": None
         if step.next_watermark is None
         else step.next_watermark.isoformat(),
+        "partitions": {p: m.to_state() for p, m in step.partitions.items()},
         "profile_version": cursors.table_version(
             spark, lakehouse.path("silver_user_profile")
         ),

@@ -36,7 +36,7 @@ from dagster import (
     TableSchema,
 )
 
-from anomaly_assets.lib import delta_sql
+from anomaly_assets.lib import delta_sql, spark_actions
 from anomaly_assets.lib.cursors import table_version
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
@@ -472,6 +472,16 @@ class DeltaIOManager(ConfigurableIOManager):
             exists=before is not None,
         )
         context.add_output_metadata(delta_table_metadata(spark, path, before))
+        taken = spark_actions.in_step()
+        if taken is not None:
+            context.add_output_metadata(
+                {
+                    "spark_actions": spark_actions.total(taken),
+                    "spark_actions_by_call": MetadataValue.json(
+                        dict(spark_actions.by_kind(taken))
+                    ),
+                }
+            )
 
     def load_input(self, context: InputContext):
         spark = self.lakehouse.spark_session

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
-from anomaly_assets.lib.offsets import OffsetRange
+from anomaly_assets.lib.offsets import OffsetRange, plan_batches
 
 #: Skip reason -> (what happened, what an operator does).
 SKIP_REASONS: dict[str, tuple[str, str]] = {
@@ -308,24 +308,26 @@ def catch_up_ranges(
 ) -> list[OffsetRange]:
     """What a run without configured ranges reads: the holes below each partition's
     high-water mark first (from the log start: a first batch that failed is a hole too),
-    then new offsets up to the end; at most ``max_events`` offsets."""
+    then new offsets up to the end, every partition in proportion to its backlog (as the
+    sensor plans them); at most ``max_events`` offsets."""
     wanted = holes(landed)
     for partition, intervals in landed.items():
         first = min(s for s, _ in intervals)
         if starts.get(partition, first) < first:
             wanted.append(OffsetRange(partition, starts[partition], first))
-    wanted.sort()
-    for partition, end in sorted(ends.items()):
-        mark = max((e for _, e in landed.get(partition, [])), default=None)
-        begin = starts.get(partition, 0) if mark is None else mark
-        if begin < end:
-            wanted.append(OffsetRange(partition, begin, end))
     out, room = [], max_events
-    for r in wanted:
+    for r in sorted(wanted):
         if room <= 0:
-            break
+            return out
         out.append(OffsetRange(r.partition, r.start, min(r.end, r.start + room)))
         room -= out[-1].count
+    marks = {
+        p: max((e for _, e in landed.get(p, [])), default=starts.get(p, 0))
+        for p in ends
+    }
+    if room > 0:
+        new = plan_batches(marks, ends, room, max_batches=1, start_offsets=starts)
+        out.extend(new[0] if new else [])
     return out
 
 

@@ -7,6 +7,7 @@ run_key are derived from those exact ranges, so the same range always maps to th
 import hashlib
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 
 @dataclass(frozen=True, order=True)
@@ -38,36 +39,102 @@ def plan_batches(
     start_offsets: dict[int, int] | None = None,
 ) -> list[list[OffsetRange]]:
     """Split everything between ``cursor`` and ``end_offsets`` into batches of at most
-    ``max_events`` readable messages, in partition order.
+    ``max_events`` readable messages that advance every partition together.
 
     A partition missing from ``cursor`` (new, or never seen) starts at ``start_offsets`` (its
     log start) or 0. A cursor behind the log start keeps its range from the cursor: bronze
     records the offsets retention deleted as skipped, and they do not count to ``max_events``.
     """
+    start_offsets = start_offsets or {}
+    backlog = [
+        OffsetRange(p, cursor.get(p, start_offsets.get(p, 0)), end)
+        for p, end in sorted(end_offsets.items())
+    ]
+    return split_by_share(backlog, max_events, max_batches, start_offsets)
+
+
+def split_by_share(
+    backlog: list[OffsetRange],
+    max_events: int,
+    max_batches: int | None = None,
+    start_offsets: dict[int, int] | None = None,
+) -> list[list[OffsetRange]]:
+    """Cut one range per partition into batches of ``max_events`` readable offsets that take
+    from every partition in proportion to its backlog, so each batch ends at the same share
+    of every partition (within one offset) and all of them reach their ends together.
+
+    A backlog spans the same stretch of time on every partition (the cursor stopped on all
+    of them at once), so cutting in partition order would hand silver one partition's newest
+    events while another's, just as old, wait for a later run. Offsets below a partition's
+    log start (``start_offsets``) ride along in the first batch and do not count.
+    """
     if max_events < 1:
         raise ValueError("max_events must be at least 1")
     start_offsets = start_offsets or {}
+    backlog = [r for r in backlog if r.start < r.end]
+    first = {
+        r.partition: min(max(r.start, start_offsets.get(r.partition, 0)), r.end)
+        for r in backlog
+    }
+    sizes = {r.partition: r.end - first[r.partition] for r in backlog}
+    total = sum(sizes.values())
     batches: list[list[OffsetRange]] = []
-    current: list[OffsetRange] = []
-    room = max_events
-    for partition in sorted(end_offsets):
-        log_start = start_offsets.get(partition, 0)
-        pos = cursor.get(partition, log_start)
-        end = end_offsets[partition]
-        while pos < end:
-            readable_from = min(max(pos, log_start), end)
-            take = min(room, end - readable_from)
-            current.append(OffsetRange(partition, pos, readable_from + take))
-            pos = readable_from + take
-            room -= take
-            if room == 0:
-                batches.append(current)
-                current, room = [], max_events
-                if max_batches is not None and len(batches) >= max_batches:
-                    return batches
-    if current:
-        batches.append(current)
-    return batches[:max_batches] if max_batches is not None else batches
+    done = dict.fromkeys(sizes, 0)
+    while backlog and (not batches or sum(done.values()) < total):
+        if max_batches is not None and len(batches) >= max_batches:
+            break
+        upto = _merged_prefix(sizes, min(total, (len(batches) + 1) * max_events))
+        batches.append(
+            [
+                OffsetRange(
+                    r.partition,
+                    r.start if not batches else first[r.partition] + done[r.partition],
+                    first[r.partition] + upto[r.partition],
+                )
+                for r in backlog
+                if upto[r.partition] > done[r.partition]
+                or (not batches and r.start < first[r.partition])
+            ]
+        )
+        done = upto
+    return batches
+
+
+def _merged_prefix(sizes: dict[int, int], n: int) -> dict[int, int]:
+    """How many offsets of each partition the first ``n`` of all partitions hold, merged in
+    order of share: a partition's k-th of ``size`` offsets sits at ``(2k - 1) / (2 size)``,
+    ties to the lower partition. So a cut leaves every partition at one common share of its
+    backlog, and the prefix only grows with ``n``. Exact integer arithmetic throughout."""
+    if n >= sum(sizes.values()):
+        return dict(sizes)
+
+    def held(num: int, den: int, strict: bool = False) -> dict[int, int]:
+        """Offsets of each partition at shares <= num / den (< with ``strict``)."""
+        return {
+            p: min(s, max(0, (2 * num * s - strict + den) // (2 * den)))
+            for p, s in sizes.items()
+        }
+
+    def reaching(p: int) -> Fraction | None:
+        """The share of the first offset of ``p`` at which n offsets are held in all."""
+        lo, hi = 1, sizes[p]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sum(held(2 * mid - 1, 2 * sizes[p]).values()) >= n:
+                hi = mid
+            else:
+                lo = mid + 1
+        if sum(held(2 * lo - 1, 2 * sizes[p]).values()) < n:
+            return None
+        return Fraction(2 * lo - 1, 2 * sizes[p])
+
+    share = min(f for p in sizes if sizes[p] and (f := reaching(p)) is not None)
+    taken = held(share.numerator, share.denominator, strict=True)
+    reach = held(share.numerator, share.denominator)
+    for p in sorted(sizes):  # the offsets at exactly that share, lower partitions first
+        if sum(taken.values()) < n and reach[p] > taken[p]:
+            taken[p] += 1
+    return taken
 
 
 def advance(cursor: dict[int, int], batches: list[list[OffsetRange]]) -> dict[int, int]:

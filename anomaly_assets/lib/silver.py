@@ -21,6 +21,22 @@ from anomaly_assets.lib.features import (
 from anomaly_assets.lib.pruning import days_between, days_predicate, spans_predicate
 
 
+@dataclass(frozen=True)
+class PartitionMark:
+    """What silver has seen of one Kafka partition: its newest event time, and when (wall
+    clock) a step last read events of it."""
+
+    newest: datetime
+    seen: datetime
+
+    def to_state(self) -> dict:
+        return {"newest": self.newest.isoformat(), "seen": self.seen.isoformat()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "PartitionMark":
+        return cls(*(datetime.fromisoformat(state[k]) for k in ("newest", "seen")))
+
+
 @dataclass
 class SilverPlan:
     new: object  # deduplicated new rows (EVENT_COLUMNS)
@@ -30,6 +46,9 @@ class SilverPlan:
     watermark: datetime | None  # before this step
     next_watermark: datetime | None
     late: int  # new rows older than the watermark
+    partitions: dict[
+        str, PartitionMark
+    ]  # by Kafka partition, this step's rows included
 
 
 def drop_delivered(new, silver, spans, batches):
@@ -76,7 +95,45 @@ def context_predicates(late_days, watermark, first_on_time) -> tuple[str, str]:
     return " OR ".join(f"({p})" for p in full) or "FALSE", summary
 
 
-def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
+def advance_watermark(
+    watermark: datetime | None,
+    partitions: dict[str, PartitionMark],
+    now: datetime,
+    lateness_s: int,
+    idle_s: int,
+) -> datetime | None:
+    """The watermark after a step: the newest event time of the partition furthest behind,
+    less the allowed lateness; it never moves back.
+
+    Each Kafka partition is its own ordered stream, so the watermark follows the one that
+    lags most (as Flink and Spark combine several inputs' watermarks): a batch that reads
+    further into one partition than into another cannot make the slower one's on-time
+    events late. A partition no step has read events of for ``idle_s`` (wall clock) is idle,
+    a key nobody writes to any more, and does not hold the others back; what it delivers
+    later behind the watermark is late.
+    """
+    active = [
+        m.newest
+        for m in partitions.values()
+        if now - m.seen <= timedelta(seconds=idle_s)
+    ]
+    if not active:
+        return watermark
+    candidate = min(active) - timedelta(seconds=lateness_s)
+    return candidate if watermark is None or candidate > watermark else watermark
+
+
+def plan(
+    new_bronze,
+    silver,
+    profile,
+    watermark,
+    lateness_s: int,
+    partitions: dict[str, PartitionMark] | None = None,
+    idle_s: int = 3600,
+    now: datetime | None = None,
+) -> SilverPlan:
+    """``partitions``: what earlier steps saw of each Kafka partition (cursor state)."""
     from pyspark.sql import functions as F
 
     new = dedupe_within(new_bronze.select(*EVENT_COLUMNS))
@@ -84,9 +141,22 @@ def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
         F.lit(True) if watermark is None else F.col("event_time") >= F.lit(watermark)
     )
     keys = new.groupBy(
-        "batch_id", F.to_date("event_time").alias("day"), on_time.alias("on_time")
-    ).agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi"))
+        "batch_id",
+        "partition",
+        F.to_date("event_time").alias("day"),
+        on_time.alias("on_time"),
+    ).agg(
+        F.min("event_time").alias("lo"),
+        F.max("event_time").alias("hi"),
+        F.max(F.col("event_time").cast("double")).alias("newest"),
+    )
     keys = keys.collect()
+    now = now or datetime.now(UTC)
+    partitions = dict(partitions or {})
+    for r in keys:
+        p, hi = str(r["partition"]), datetime.fromtimestamp(r["newest"], UTC)
+        before = partitions.get(p)
+        partitions[p] = PartitionMark(max(before.newest, hi) if before else hi, now)
     batches = sorted({r["batch_id"] for r in keys})
     days = {r["day"] for r in keys}
     late_days = {r["day"] for r in keys if not r["on_time"]}
@@ -99,8 +169,8 @@ def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
     ]
     new = drop_delivered(new, silver, spans, batches).persist()
     ts = F.col("event_time").cast("double")
-    newest, first_on_time, n_late = new.agg(
-        F.max(ts), F.min(F.when(on_time, ts)), F.sum((~on_time).cast("int"))
+    first_on_time, n_late = new.agg(
+        F.min(F.when(on_time, ts)), F.sum((~on_time).cast("int"))
     ).first()
     context = summary = None
     if silver is not None:
@@ -121,19 +191,17 @@ def plan(new_bronze, silver, profile, watermark, lateness_s: int) -> SilverPlan:
             .select("user_id", "country", "event_time", "event_type", "success")
             .join(users, "user_id")
         )
-    next_watermark = watermark
-    if newest is not None:
-        candidate = datetime.fromtimestamp(newest, UTC) - timedelta(seconds=lateness_s)
-        if watermark is None or candidate > watermark:
-            next_watermark = candidate
     return SilverPlan(
         new=new,
         rows=featurize(new, context, profile, watermark, summary),
         batches=batches,
         days=days,
         watermark=watermark,
-        next_watermark=next_watermark,
+        next_watermark=advance_watermark(
+            watermark, partitions, now, lateness_s, idle_s
+        ),
         late=n_late or 0,
+        partitions=partitions,
     )
 
 

@@ -18,6 +18,7 @@ from dagster_pyspark.resources import spark_session_from_config
 from pydantic import Field, PrivateAttr
 
 from anomaly_assets import settings
+from anomaly_assets.lib import spark_actions
 
 SCALA_VERSION = "2.13"
 
@@ -180,6 +181,7 @@ class SparkResource(ConfigurableResource):
     def spark_session(self):
         """The session, started on first access (reused if one is already active)."""
         if self._session is None or getattr(self._session, "is_stopped", False):
+            spark_actions.install()
             self._session = self._connect() if self.remote else self._start_classic()
         return self._session
 

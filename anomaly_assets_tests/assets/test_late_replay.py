@@ -1,16 +1,21 @@
-"""The same stream, shuffled within the allowed lateness, replayed through the sensor's jobs
-in 100-event batches and in one batch: identical silver features and gold scores.
+"""A backlog on three partitions of unequal size, shuffled within the allowed lateness,
+caught up in 100-event batches (the sensor's plan, and runs without config) and in one
+batch: identical silver features and gold scores, and no event flagged late.
 
-Arrival order is event time plus a random delay of up to half the allowed lateness, so many
-events arrive after later events of the same user, and no event arrives more than the
-allowed lateness behind the newest one: silver must correct the rows after each of them.
+Each user's events go to one partition, in arrival order: event time plus a random delay of
+up to half the allowed lateness, so many events arrive after later events of the same user
+and silver must correct the rows after each of them. The stream spans hours, far more than
+the lateness, so a batch cut in partition order (all of partition 0 first) would flag the
+other partitions' events late.
 """
 
 import itertools
 import json
 import random
+from collections import Counter
 from datetime import datetime
 
+from confluent_kafka import Producer
 from dagster import AssetKey, DagsterInstance, build_sensor_context
 
 from anomaly_assets.definitions import build_resources, make_definitions
@@ -20,7 +25,7 @@ from anomaly_assets.lib.features import FEATURE_COLUMNS
 from anomaly_assets.resources import KafkaResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.sensors import kafka_offsets_sensor
-from anomaly_assets_tests.assets.test_hostile_batch import TRAIN, _send
+from anomaly_assets_tests.assets.test_hostile_batch import TRAIN
 from anomaly_assets_tests.helpers import delta_rows
 
 LATENESS_S = 3600
@@ -39,8 +44,18 @@ TO_GOLD = [
 ]
 
 
+PARTITIONS = 3
+
+
+def _partition(key: bytes) -> int:
+    """Users to partitions, unevenly: half of them to partition 2."""
+    return min(int(key[1:]) % 4, PARTITIONS - 1)
+
+
 def _shuffled_stream(n: int, seed: int) -> list[tuple[bytes, bytes]]:
-    gen = EventGenerator(seed=seed, n_users=25, anomaly_rate=0.03)
+    gen = EventGenerator(
+        seed=seed, n_users=25, anomaly_rate=0.03, sessions_per_minute=0.1
+    )
     messages = [(m.key, m.value) for m in itertools.islice(gen, n)]
     rng = random.Random(seed)
 
@@ -52,10 +67,17 @@ def _shuffled_stream(n: int, seed: int) -> list[tuple[bytes, bytes]]:
     return [m for _, _, m in sorted(keyed)]
 
 
+def _send(bootstrap, topic, messages):
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key, value in messages:
+        producer.produce(topic, value, key, partition=_partition(key))
+    assert producer.flush(30) == 0
+
+
 def _replay(instance, bootstrap, topic, stream, resources, batch):
     """Every message of ``stream`` through the sensor's jobs (bronze → gold), ``batch``
     offsets a run; returns the number of runs."""
-    create_topic(bootstrap, topic, 1)
+    create_topic(bootstrap, topic, PARTITIONS)
     _send(bootstrap, topic, stream)
     kafka = KafkaResource(
         bootstrap_servers=bootstrap, topic=topic, max_batch_events=batch
@@ -85,6 +107,23 @@ def _replay(instance, bootstrap, topic, stream, resources, batch):
     return runs
 
 
+def _catch_up(instance, bootstrap, topic, stream, resources, batch):
+    """Every message of ``stream`` to silver by runs without config, as "Materialize" in
+    the UI starts them: each reads at most ``batch`` offsets past what has landed."""
+    create_topic(bootstrap, topic, PARTITIONS)
+    _send(bootstrap, topic, stream)
+    kafka = KafkaResource(bootstrap_servers=bootstrap, topic=topic)
+    defs = make_definitions(build_resources(kafka=kafka, **resources))
+    for _ in range(-(-len(stream) // batch)):
+        run = defs.resolve_job_def("ingest_job").execute_in_process(
+            run_config={"ops": {"bronze": {"config": {"max_events": batch}}}},
+            instance=instance,
+            raise_on_error=False,
+            asset_selection=TO_GOLD[:5],
+        )
+        assert run.success, [e.message for e in run.all_events if e.is_failure]
+
+
 def _by_event(lakehouse, table, columns):
     return {
         r["event_id"]: tuple(r[c] for c in columns)
@@ -99,45 +138,48 @@ def test_replay_in_small_and_large_batches_gives_identical_results(
     event_ts = [json.loads(v)["event_ts"] for _, v in stream]
     out_of_order = sum(b < a for a, b in itertools.pairwise(event_ts))
     assert out_of_order > 60  # the shuffle really reorders
+    sizes = Counter(_partition(k) for k, _ in stream)
+    assert len(set(sizes.values())) == PARTITIONS  # three partitions of unequal size
+    first, last = (datetime.fromisoformat(t) for t in (min(event_ts), max(event_ts)))
+    assert (last - first).total_seconds() > 3 * LATENESS_S
 
     lakes = {}
     with DagsterInstance.ephemeral() as instance:
-        for batch in (100_000, 100):  # the large one first: it trains the champion
+        # the one batch first: it trains the champion; then the sensor's plan; then runs
+        # without config (to silver: gold follows from silver's rows and the champion)
+        for name, batch in (("one", 100_000), ("sensor", 100), ("manual", 100)):
             lake = LakehouseResource(
-                root=str(tmp_path / f"lake{batch}"), spark=spark_resource
+                root=str(tmp_path / f"lake-{name}"), spark=spark_resource
             )
             resources = {
                 "spark": spark_resource,
                 "lakehouse": lake,
                 "mlflow_settings": mlflow_settings,
             }
-            runs = _replay(
-                instance,
-                kafka_broker.bootstrap_servers,
-                f"{topic}-{batch}",
-                stream,
-                resources,
-                batch,
-            )
-            assert runs == -(-len(stream) // batch)
-            lakes[batch] = lake
+            args = (kafka_broker.bootstrap_servers, f"{topic}-{name}", stream)
+            if name == "manual":
+                _catch_up(instance, *args, resources, batch)
+            else:
+                runs = _replay(instance, *args, resources, batch)
+                assert runs == -(-len(stream) // batch)
+            lakes[name] = lake
 
     columns = (*FEATURE_COLUMNS, "late")
-    small = _by_event(lakes[100], "silver_events", columns)
-    large = _by_event(lakes[100_000], "silver_events", columns)
-    assert len(small) == len(large) == len(stream)
-    assert small == large
-    assert not any(row[-1] for row in small.values())  # nothing was later than allowed
+    whole = _by_event(lakes["one"], "silver_events", columns)
+    assert len(whole) == len(stream)
+    assert not any(row[-1] for row in whole.values())  # nothing was later than allowed
+    for cut in ("sensor", "manual"):
+        assert _by_event(lakes[cut], "silver_events", columns) == whole, cut
 
     scores = ("anomaly_score", "severity_percentile", "is_anomaly", "status")
-    assert _by_event(lakes[100], "gold_anomaly_predictions", scores) == _by_event(
-        lakes[100_000], "gold_anomaly_predictions", scores
+    assert _by_event(lakes["sensor"], "gold_anomaly_predictions", scores) == _by_event(
+        lakes["one"], "gold_anomaly_predictions", scores
     )
     # The small batches corrected earlier rows: some silver rows were rewritten.
     history = (
         spark.read.format("delta")
         .option("readChangeFeed", "true")
         .option("startingVersion", 0)
-        .load(lakes[100].path("silver_events"))
+        .load(lakes["sensor"].path("silver_events"))
     )
     assert history.filter("_change_type = 'update_postimage'").count() > 0

@@ -125,5 +125,7 @@ def test_holes_and_catch_up_read_gaps_first_then_new_offsets():
     assert capped == [
         OffsetRange(0, 10, 20),
         OffsetRange(1, 0, 5),
-        OffsetRange(0, 40, 42),
+        # the two offsets left go to the new offsets in proportion (10 on p0, 6 on p2)
+        OffsetRange(0, 40, 41),
+        OffsetRange(2, 3, 4),
     ]

@@ -1,6 +1,8 @@
 """Batch planning over offset ranges (pure functions)."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from anomaly_assets.lib.offsets import (
     OffsetRange,
@@ -19,7 +21,54 @@ def test_backlog_splits_into_bounded_batches_covering_every_offset():
     ]
     assert len(covered) == len(set(covered)) == 2500 + 700
     assert min(o for p, o in covered if p == 0) == 10
-    assert batches[2] == [OffsetRange(0, 2010, 2510), OffsetRange(1, 0, 500)]
+    # every batch takes from both partitions in proportion (2,500 : 700)
+    assert batches[0] == [OffsetRange(0, 10, 791), OffsetRange(1, 0, 219)]
+    assert batches[3] == [OffsetRange(0, 2354, 2510), OffsetRange(1, 656, 700)]
+
+
+@given(
+    backlog=st.dictionaries(
+        st.integers(0, 7),
+        st.tuples(st.integers(0, 50), st.integers(0, 400), st.integers(0, 60)),
+        max_size=6,
+    ),
+    max_events=st.integers(1, 300),
+)
+def test_partitions_advance_together_and_every_offset_is_planned_once(
+    backlog, max_events
+):
+    # per partition: (cursor, readable backlog, offsets retention deleted past the cursor)
+    cursor = {p: c for p, (c, _, _) in backlog.items()}
+    starts = {p: c + gone for p, (c, _, gone) in backlog.items()}
+    ends = {p: c + gone + n for p, (c, n, gone) in backlog.items()}
+    batches = plan_batches(cursor, ends, max_events, start_offsets=starts)
+    planned = [
+        (r.partition, o) for b in batches for r in b for o in range(r.start, r.end)
+    ]
+    expected = [(p, o) for p in ends for o in range(cursor[p], ends[p])]
+    assert sorted(planned) == sorted(expected)
+    size = {p: ends[p] - starts[p] for p in ends}
+    whole = sum(size.values())
+    taken = dict.fromkeys(ends, 0)
+    done = 0
+    for b in batches:
+        readable = {r.partition: r.end - max(r.start, starts[r.partition]) for r in b}
+        if whole == 0:  # only offsets retention deleted: one batch of skips
+            assert len(batches) == 1
+            continue
+        assert sum(readable.values()) == min(max_events, whole - done)
+        done += sum(readable.values())
+        for p, n in readable.items():
+            taken[p] += n
+        # every partition ends the batch at one common share of its backlog: each
+        # offset sits at (k - 1/2) / size, and the cut falls between taken and untaken
+        reached = max((taken[p] - 0.5) / size[p] for p in ends if taken[p])
+        below = min(
+            ((taken[p] + 0.5) / size[p] for p in ends if taken[p] < size[p]),
+            default=1,
+        )
+        assert reached <= below
+    assert len(batches) == -(-whole // max_events) or whole == 0
 
 
 def test_max_batches_caps_a_tick_and_cursor_moves_only_over_requested_ranges():

@@ -1,0 +1,166 @@
+"""Counts the Spark actions a step takes: the calls that make Spark run something and wait
+for it (a query collected or counted, a table written, a SQL command such as MERGE or
+DESCRIBE HISTORY).
+
+A small batch's cost is mostly these round trips, not its rows, so each one has to earn its
+place; counting them per step shows where they go and lets a test pin an upper bound. The
+count is kept in Python, around the DataFrame, writer and session methods of classic Spark
+and of Spark Connect alike (no listener on the SparkContext, which Connect does not have).
+A call made inside another counted call (``first`` runs ``head``, which runs ``take``)
+counts once.
+"""
+
+import functools
+import sys
+import threading
+from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_DATAFRAME = (
+    "collect",
+    "count",
+    "first",
+    "head",
+    "take",
+    "tail",
+    "isEmpty",
+    "toPandas",
+    "toArrow",
+    "toLocalIterator",
+    "foreach",
+    "foreachPartition",
+    "localCheckpoint",
+    "checkpoint",
+)
+_WRITER = ("save", "saveAsTable", "insertInto")
+#: Methods that run something, by (module, class), classic and Connect.
+ACTIONS = {
+    ("pyspark.sql.classic.dataframe", "DataFrame"): _DATAFRAME,
+    ("pyspark.sql.connect.dataframe", "DataFrame"): _DATAFRAME,
+    ("pyspark.sql.readwriter", "DataFrameWriter"): _WRITER,
+    ("pyspark.sql.connect.readwriter", "DataFrameWriter"): _WRITER,
+    ("pyspark.sql.session", "SparkSession"): ("sql",),
+    ("pyspark.sql.connect.session", "SparkSession"): ("sql",),
+}
+
+_lock = threading.Lock()
+_calls: Counter = Counter()
+_depth = threading.local()
+_installed = False
+_step_start: ContextVar[Counter | None] = ContextVar("spark_step_start", default=None)
+
+
+def _counted(name: str, method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        if not getattr(_depth, "n", 0):
+            kind = name
+            if name == "sql":
+                kind += " " + _verb(
+                    args[1] if len(args) > 1 else kwargs.get("sqlQuery")
+                )
+            with _lock:
+                _calls[kind, _site()] += 1
+        _depth.n = getattr(_depth, "n", 0) + 1
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _depth.n -= 1
+
+    wrapper.__spark_action__ = True
+    return wrapper
+
+
+def _site() -> str:
+    """The project's line that asked (``module.py:123``), the first frame outside this
+    module and pyspark; a helper such as delta_sql is named with its caller."""
+    frame, found = sys._getframe(2), []
+    while frame is not None and len(found) < 2:
+        name = frame.f_code.co_filename
+        if "anomaly_assets" in name and not name.endswith("spark_actions.py"):
+            found.append(f"{name.rsplit('/', 1)[-1]}:{frame.f_lineno}")
+            if not name.endswith(("delta_sql.py", "cursors.py")):
+                break
+        frame = frame.f_back
+    return " < ".join(found) or "?"
+
+
+def _verb(query) -> str:
+    """The statement's first words (``MERGE``, ``DESCRIBE HISTORY``), never its values."""
+    words = str(query or "").split()[:2]
+    if words and words[0].upper() == "DESCRIBE":
+        return " ".join(w.upper() for w in words)
+    return words[0].upper() if words else ""
+
+
+def install() -> None:
+    """Wrap the action methods once per process (idempotent; a module that cannot be
+    imported, such as Spark Connect's without its client libraries, is left alone)."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+    import importlib
+
+    for (module_name, class_name), names in ACTIONS.items():
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except ImportError:
+            continue
+        for name in names:
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "__spark_action__", False):
+                setattr(cls, name, _counted(name, method))
+
+
+def snapshot() -> Counter:
+    """Actions so far in this process, by (kind, site): the method (SQL by its statement's
+    verb) and the project's line that called it."""
+    with _lock:
+        return Counter(_calls)
+
+
+def since(start: Counter) -> Counter:
+    return snapshot() - start
+
+
+def by_kind(calls: Counter) -> Counter:
+    out: Counter = Counter()
+    for (kind, _), n in calls.items():
+        out[kind] += n
+    return out
+
+
+def by_site(calls: Counter) -> Counter:
+    return Counter({f"{site} {kind}": n for (kind, site), n in calls.items()})
+
+
+@contextmanager
+def step(log=None):
+    """Marks a step's start, so ``in_step()`` reports the actions taken since (the IO
+    manager adds them to each output's metadata); ``log`` gets the step's total at the end.
+    """
+    token = _step_start.set(snapshot())
+    try:
+        yield
+    finally:
+        taken = in_step()
+        _step_start.reset(token)
+        if log is not None:
+            sites = ", ".join(f"{n} {s}" for s, n in by_site(taken).most_common(12))
+            log.info(
+                f"Spark actions in this step: {total(taken)} {dict(by_kind(taken))}; "
+                f"where: {sites}"
+            )
+
+
+def total(calls: Counter) -> int:
+    return sum(calls.values())
+
+
+def in_step() -> Counter | None:
+    """Actions since the enclosing ``step()`` began, None outside one."""
+    start = _step_start.get()
+    return None if start is None else since(start)
