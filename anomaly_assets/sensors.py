@@ -36,6 +36,7 @@ from dagster import (
 
 from anomaly_assets import settings
 from anomaly_assets.jobs import StreamJobs, build_jobs
+from anomaly_assets.lib.ledger import previous_landed_through
 from anomaly_assets.lib.offsets import (
     KafkaUnavailable,
     advance,
@@ -203,6 +204,13 @@ def tick(context, kafka: KafkaResource, stream: Stream, jobs: StreamJobs):
     observation = _restart_topic(
         cursor, state, context.log, stream.key("bronze_events")
     )
+    if not cursor.offsets:  # a new cursor: what the ledger holds has landed already
+        cursor.offsets = previous_landed_through(
+            context.instance,
+            stream.key("bronze_offset_ledger"),
+            state.topic,
+            state.topic_id,
+        )
     now = time.time()
     policy = kafka.retry_policy()
 

@@ -9,12 +9,15 @@ from dagster import (
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
+    MetadataValue,
     RunRequest,
     SkipReason,
     build_sensor_context,
 )
 
 from anomaly_assets.devtools.broker import create_topic, free_port
+from anomaly_assets.lib.ledger import LANDED_THROUGH
+from anomaly_assets.lib.offsets import fetch_topic_state
 from anomaly_assets.lib.sensor_state import SensorCursor
 from anomaly_assets.resources import KafkaResource
 from anomaly_assets.sensors import kafka_offsets_sensor
@@ -58,10 +61,11 @@ def test_new_offsets_become_bounded_runs_with_stable_keys(kafka_broker, topic):
 
     first = _tick(kafka)
     reqs = first.run_requests
+    # each batch takes from both partitions in proportion to their backlogs (60 : 25)
     assert [_ranges(r)[1] for r in reqs] == [
-        [(0, 0, 30)],
-        [(0, 30, 60)],
-        [(1, 0, 25)],
+        [(0, 0, 21), (1, 0, 9)],
+        [(0, 21, 42), (1, 9, 18)],
+        [(0, 42, 60), (1, 18, 25)],
     ]
     assert offsets(first.cursor) == {0: 60, 1: 25}
     assert all(r.tags["anomaly_assets/batch_id"] == _ranges(r)[0] for r in reqs)
@@ -82,6 +86,43 @@ def test_new_offsets_become_bounded_runs_with_stable_keys(kafka_broker, topic):
     nxt = _tick(kafka, first.cursor)
     assert [_ranges(r)[1] for r in nxt.run_requests] == [[(1, 25, 30), (2, 0, 4)]]
     assert offsets(nxt.cursor) == {0: 60, 1: 30, 2: 4}
+
+
+def test_a_new_cursor_starts_where_the_ledger_has_landed(kafka_broker, topic):
+    bs = kafka_broker.bootstrap_servers
+    create_topic(bs, topic, 2)
+    _produce(bs, topic, 40, partition=0)
+    _produce(bs, topic, 10, partition=1)
+    kafka = KafkaResource(bootstrap_servers=bs, topic=topic)
+    topic_id = fetch_topic_state({"bootstrap.servers": bs}, topic, 10).topic_id
+    with DagsterInstance.ephemeral() as instance:
+
+        def landed(tid, offsets):
+            instance.report_runless_asset_event(
+                AssetMaterialization(
+                    "bronze_offset_ledger",
+                    metadata={
+                        LANDED_THROUGH: MetadataValue.json(
+                            {"topic": topic, "topic_id": tid, "offsets": offsets}
+                        )
+                    },
+                )
+            )
+
+        # marks of another incarnation of the topic do not count
+        landed("an-older-id", {"0": 40, "1": 10})
+        assert offsets(_tick(kafka, instance=instance).cursor) == {0: 40, 1: 10}
+        assert len(_tick(kafka, instance=instance).run_requests) == 1
+        # a manual run (make demo) landed p0 through 30 and all of p1: only the rest
+        landed(topic_id, {"0": 30, "1": 10})
+        tick = _tick(kafka, instance=instance)
+        assert [_ranges(r)[1] for r in tick.run_requests] == [[(0, 30, 40)]]
+        # an existing cursor is the sensor's own: the ledger does not move it
+        assert _ranges(_tick(kafka, '{"0": 5}', instance).run_requests[0])[1][0] == (
+            0,
+            5,
+            40,
+        )
 
 
 def test_runs_per_tick_are_capped(kafka_broker, topic):

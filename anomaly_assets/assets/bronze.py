@@ -25,9 +25,11 @@ from pydantic import Field
 from anomaly_assets.lib import bronze as lib
 from anomaly_assets.lib import spark_actions
 from anomaly_assets.lib.ledger import (
+    LANDED_THROUGH,
     LEDGER_SCHEMA,
     catch_up_ranges,
     landed_intervals,
+    landed_through,
     subtract,
 )
 from anomaly_assets.lib.offsets import OffsetRange, batch_id, fetch_topic_state
@@ -236,6 +238,15 @@ def ingest(context, config: BronzeConfig, kafka, lakehouse, policy: ValidationPo
         "bronze_offset_ledger",
         metadata={
             **batch_meta,
+            LANDED_THROUGH: MetadataValue.json(
+                landed_through(
+                    context.instance,
+                    context.asset_key_for_output("bronze_offset_ledger"),
+                    kafka.topic,
+                    topic_id,
+                    requested,
+                )
+            ),
             "skipped": sum(skipped.values()),
             "skipped_by_reason": MetadataValue.json(skipped),
             "skipped_retention": skipped.get("retention", 0),

@@ -46,15 +46,16 @@ def build_gold_checks(stream: Stream = DEFAULT_STREAM) -> list:
         gold = _gold(context, lakehouse, stream)
         if gold is None:
             return NOTHING
-        bad = gold.filter(
+        out_of_range = (
             ~F.col("anomaly_score").between(0.0, 1.0)
             | ~F.col("severity_percentile").between(0.0, 100.0)
             | F.col("anomaly_score").isNull()
             | F.col("severity_percentile").isNull()
-        ).count()
-        unversioned = gold.filter(
-            F.col("model_version").isNull() | F.col("model_name").isNull()
-        ).count()
+        )
+        no_version = F.col("model_version").isNull() | F.col("model_name").isNull()
+        bad, unversioned = gold.agg(  # one query for both
+            F.count(F.when(out_of_range, 1)), F.count(F.when(no_version, 1))
+        ).first()
         return AssetCheckResult(
             passed=bad == 0 and unversioned == 0,
             metadata={

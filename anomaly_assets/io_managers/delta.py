@@ -37,7 +37,6 @@ from dagster import (
 )
 
 from anomaly_assets.lib import delta_sql, spark_actions
-from anomaly_assets.lib.cursors import table_version
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 WRITE_MODES = ("overwrite", "append", "replace_batch", "merge_insert", "merge_upsert")
@@ -136,13 +135,19 @@ def _append(
     writer.save(path)
 
 
+#: Tables this process found partitioned by HOUR_COLUMN (a layout does not change).
+_HOURLY: set[str] = set()
+
+
 def partitioned_by_hour(spark, path: str, exists: bool) -> bool:
     """Whether writes to ``path`` carry HOUR_COLUMN: a new table is partitioned by it; a
     table created before hourly partitions keeps its layout (Delta cannot repartition in
     place; recreate it to get the bound)."""
-    if not exists:
+    if not exists or path in _HOURLY:
         return True
-    return HOUR_COLUMN in delta_sql.detail(spark, path)["partitionColumns"]
+    if HOUR_COLUMN in delta_sql.detail(spark, path)["partitionColumns"]:
+        _HOURLY.add(path)
+    return path in _HOURLY
 
 
 def split_stored_batches(spark, path: str, source, batch_column: str, days_column: str):
@@ -380,7 +385,7 @@ def markdown_preview(rows: list[dict], max_cols: int = 12, max_chars: int = 40) 
 
 
 def delta_table_metadata(
-    spark, path: str, version_before: int | None
+    spark, path: str, version_before: int | None = None, *, tag: str | None = None
 ) -> dict[str, Any]:
     """What a user looks for after a write: version, operation, rows, schema, location.
 
@@ -390,7 +395,8 @@ def delta_table_metadata(
     that had nothing to commit (an empty MERGE source) reports zeros, not the previous
     commit's. ``delta_first_version_written`` .. ``delta_version_written`` are set only when
     this write made commits: checks read those commits' changes to evaluate exactly what
-    was written.
+    was written. The write's commits are the ones carrying ``tag`` (``delta_sql.tag_commits``)
+    or, without one, those after ``version_before``.
     """
     # The log, the count, the schema and the preview are independent look-ups: asked at
     # once, they cost the slowest of them, not their sum (a session, local or remote,
@@ -411,7 +417,11 @@ def delta_table_metadata(
         c
         for c in recent
         if c["operation"] != "OPTIMIZE"
-        and (version_before is None or c["version"] > version_before)
+        and (
+            c["userMetadata"] == tag
+            if tag
+            else version_before is None or c["version"] > version_before
+        )
     ]
 
     def total(*names: str) -> int:
@@ -457,7 +467,8 @@ class DeltaIOManager(ConfigurableIOManager):
         batch_id = _plain(runtime.get("batch_id"))
         path = self._path(context)
         spark = self.lakehouse.spark_session
-        before = table_version(spark, path)
+        exists = delta_sql.exists(spark, path)
+        tag = delta_sql.tag_commits(spark)
         write_delta(
             obj,
             path,
@@ -469,9 +480,9 @@ class DeltaIOManager(ConfigurableIOManager):
             merge_range_column=_plain(meta.get("delta/merge_range_column")),
             compare_columns=_plain(meta.get("delta/compare_columns")),
             prune_days_column=_plain(meta.get("delta/prune_days_column")),
-            exists=before is not None,
+            exists=exists,
         )
-        context.add_output_metadata(delta_table_metadata(spark, path, before))
+        context.add_output_metadata(delta_table_metadata(spark, path, tag=tag))
         taken = spark_actions.in_step()
         if taken is not None:
             context.add_output_metadata(

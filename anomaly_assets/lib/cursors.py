@@ -45,10 +45,7 @@ def cursor_path(root_path: str, consumer: str) -> str:
 
 
 def read_cursor(spark, root_path: str, consumer: str, upstream: str) -> Cursor:
-    path = cursor_path(root_path, consumer)
-    if not delta_sql.exists(spark, path):
-        return Cursor(consumer, upstream)
-    row = spark.read.format("delta").load(path).first()
+    row = delta_sql.first_row(spark, cursor_path(root_path, consumer))
     if row is None or row["upstream"] != upstream:
         return Cursor(consumer, upstream)
     return Cursor(consumer, upstream, row["upstream_version"], json.loads(row["state"]))
@@ -69,6 +66,7 @@ def write_cursor(spark, root_path: str, cursor: Cursor) -> None:
         .mode("overwrite")
         .save(cursor_path(root_path, cursor.consumer))
     )
+    delta_sql.created(cursor_path(root_path, cursor.consumer))
 
 
 class ChangeFeedMissing(RuntimeError):
@@ -76,12 +74,19 @@ class ChangeFeedMissing(RuntimeError):
     which rows its commits changed."""
 
 
+#: Tables this process found recording their changes (the property stays set).
+_WITH_CHANGE_FEED: set[str] = set()
+
+
 def require_change_feed(spark, path: str) -> None:
     """Fail with what to do when the table at ``path`` does not record its changes.
 
     Checked before reading instead of left to Delta, whose error surfaces only at the first
     action and, once a table has commits without change data, cannot be repaired in place.
+    Looked up once per table and process.
     """
+    if path in _WITH_CHANGE_FEED:
+        return
     properties = delta_sql.detail(spark, path)["properties"]
     if properties.get("delta.enableChangeDataFeed", "false").lower() != "true":
         raise ChangeFeedMissing(
@@ -93,6 +98,7 @@ def require_change_feed(spark, path: str) -> None:
             "(delta.enableChangeDataFeed = true)\n"
             "A step that has not consumed the table yet starts from its current snapshot."
         )
+    _WITH_CHANGE_FEED.add(path)
 
 
 def read_changes(spark, path: str, after: int | None, through: int):

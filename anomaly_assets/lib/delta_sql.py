@@ -45,16 +45,24 @@ def _absent(exc: Exception) -> bool:
     return condition.startswith(_NO_TABLE) or "is not a Delta table" in str(exc)
 
 
+#: Paths this process has seen a Delta table at. A table does not stop existing while the
+#: pipeline runs, so each is looked up once, not before every read and write.
+_EXISTING: set[str] = set()
+
+
 def history(spark, path: str, limit: int | None = None) -> list:
     """The table's newest commits first (all of them without ``limit``); [] when there is
     no Delta table at ``path``."""
     query = f"DESCRIBE HISTORY {ref(path)}" + (f" LIMIT {int(limit)}" if limit else "")
     try:
-        return spark.sql(query).collect()
+        rows = spark.sql(query).collect()
     except Exception as exc:
         if _absent(exc):
             return []
         raise
+    if rows:
+        _EXISTING.add(path)
+    return rows
 
 
 def version(spark, path: str) -> int | None:
@@ -64,7 +72,38 @@ def version(spark, path: str) -> int | None:
 
 
 def exists(spark, path: str) -> bool:
-    return version(spark, path) is not None
+    return path in _EXISTING or version(spark, path) is not None
+
+
+def created(path: str) -> None:
+    """Record that this process wrote the table at ``path``: it exists from now on."""
+    _EXISTING.add(path)
+
+
+#: Delta writes this session setting into each commit's ``userMetadata``.
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+def tag_commits(spark) -> str:
+    """A fresh tag that the session's next commits carry as their ``userMetadata``, so a
+    writer finds its own commits in the history afterwards without looking the version up
+    before it writes (a setting, not a query)."""
+    tag = f"anomaly_assets:{uuid.uuid4().hex}"
+    spark.conf.set(USER_METADATA, tag)
+    return tag
+
+
+def first_row(spark, path: str):
+    """The table's first row, None when it is empty or there is no table at ``path`` (one
+    query, without looking the table up first)."""
+    try:
+        row = spark.read.format("delta").load(path).first()
+    except Exception as exc:
+        if _absent(exc):
+            return None
+        raise
+    _EXISTING.add(path)
+    return row
 
 
 def detail(spark, path: str):

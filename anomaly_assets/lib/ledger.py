@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
+from dagster import AssetKey
+
 from anomaly_assets.lib.offsets import OffsetRange, plan_batches
 
 #: Skip reason -> (what happened, what an operator does).
@@ -396,3 +398,31 @@ def scan_ledger(
                 new_marks[partition] = mark
         new_marks.setdefault(partition, marks.get(partition, first))
     return new_marks, sorted(found)
+
+
+#: Ledger metadata: the offset each partition has landed through (a fresh sensor cursor
+#: starts there instead of asking for what has landed again).
+LANDED_THROUGH = "landed_through"
+
+
+def previous_landed_through(instance, ledger: AssetKey, topic: str, topic_id: str):
+    """The ledger's last ``landed_through`` offsets, if they are of this topic's id."""
+    event = instance.get_latest_materialization_event(ledger)
+    if event is None or event.asset_materialization is None:
+        return {}
+    mark = event.asset_materialization.metadata.get(LANDED_THROUGH)
+    data = getattr(mark, "value", None) or {}
+    if data.get("topic") != topic or data.get("topic_id") != topic_id:
+        return {}
+    return {int(p): int(o) for p, o in data["offsets"].items()}
+
+
+def landed_through(
+    instance, ledger: AssetKey, topic: str, topic_id: str, ranges: list[OffsetRange]
+) -> dict:
+    """The highest offset landed per partition, this batch's ranges included."""
+    marks = previous_landed_through(instance, ledger, topic, topic_id)
+    for r in ranges:
+        marks[r.partition] = max(marks.get(r.partition, 0), r.end)
+    offsets = {str(p): o for p, o in sorted(marks.items())}
+    return {"topic": topic, "topic_id": topic_id, "offsets": offsets}

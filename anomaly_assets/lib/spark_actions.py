@@ -72,18 +72,25 @@ def _counted(name: str, method):
     return wrapper
 
 
+#: Modules that only pass a call on: the site is their caller, after their name.
+_HELPERS = ("spark_actions.py", "delta_sql.py", "cursors.py", "lakehouse.py")
+
+
 def _site() -> str:
-    """The project's line that asked (``module.py:123``), the first frame outside this
-    module and pyspark; a helper such as delta_sql is named with its caller."""
-    frame, found = sys._getframe(2), []
-    while frame is not None and len(found) < 2:
-        name = frame.f_code.co_filename
-        if "anomaly_assets" in name and not name.endswith("spark_actions.py"):
-            found.append(f"{name.rsplit('/', 1)[-1]}:{frame.f_lineno}")
-            if not name.endswith(("delta_sql.py", "cursors.py")):
-                break
+    """The project's line that asked (``assets/silver.py:153``), after the helper it went
+    through (``delta_sql.history < io_managers/delta.py:474``)."""
+    frame, helper = sys._getframe(2), None
+    while frame is not None:
+        name = frame.f_code.co_filename.rsplit("/", 1)[-1]
+        if "anomaly_assets" in frame.f_code.co_filename:
+            if name not in _HELPERS:
+                folder = frame.f_code.co_filename.rsplit("/", 2)[-2]
+                where = f"{folder}/{name}:{frame.f_lineno}"
+                return f"{helper} < {where}" if helper else where
+            if helper is None and name != "spark_actions.py":
+                helper = f"{name.removesuffix('.py')}.{frame.f_code.co_name}"
         frame = frame.f_back
-    return " < ".join(found) or "?"
+    return helper or "?"
 
 
 def _verb(query) -> str:

@@ -1,17 +1,19 @@
 """A hostile batch then a clean one, through the sensor's jobs end to end (bronze → gold →
 enrichment → evaluation): both runs succeed, every hostile message is quarantined with the
-classifier's reason, the clean events reach gold, and no feature or score is NaN."""
+classifier's reason, the clean events reach gold, and no feature or score is NaN. The clean
+run's Spark actions stay under a pinned bound, and each step records its own."""
 
 import base64
 import itertools
 import math
 
 from confluent_kafka import Producer
-from dagster import DagsterInstance, build_sensor_context
+from dagster import DagsterEventType, DagsterInstance, RunsFilter, build_sensor_context
 
 from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.devtools.broker import create_topic
 from anomaly_assets.devtools.generator import EventGenerator
+from anomaly_assets.lib import spark_actions
 from anomaly_assets.lib.features import FEATURE_COLUMNS
 from anomaly_assets.lib.offsets import fetch_topic_state
 from anomaly_assets.lib.validation import classify
@@ -36,6 +38,25 @@ def _valid(n, seed):
     """``n`` contract-valid messages (normal and anomalous events) from the generator."""
     gen = EventGenerator(seed=seed, n_users=40, anomaly_rate=0.02, malformed_rate=0.0)
     return [(m.key, m.value) for m in itertools.islice(gen, n)]
+
+
+#: Most Spark actions a 400-event run through ingest_job may take, every asset and check
+#: (measured 169 when pinned).
+MAX_SPARK_ACTIONS = 180
+
+
+def _spark_actions_by_step(instance, batch_id) -> dict[str, int]:
+    """Each asset step's Spark actions, as its materialisations' metadata records them."""
+    (run,) = instance.get_runs(RunsFilter(tags={"anomaly_assets/batch_id": batch_id}))
+    steps: dict[str, int] = {}
+    for record in instance.all_logs(
+        run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+    ):
+        meta = record.dagster_event.event_specific_data.materialization.metadata
+        if "spark_actions" in meta:
+            key = record.dagster_event.step_key
+            steps[key] = max(steps.get(key, 0), meta["spark_actions"].value)
+    return steps
 
 
 def _run(defs, kafka, instance, cursor, extra_ops=None, asset_selection=None):
@@ -85,8 +106,18 @@ def test_hostile_batch_then_clean_batch(
         cursor, first = _run(defs, kafka, instance, None, TRAIN)
         assert first.job_name == "ingest_and_train_job"
         _send(bs, topic, _valid(400, seed=32))
+        before = spark_actions.snapshot()
         cursor, second = _run(defs, kafka, instance, cursor)
         assert second.job_name == "ingest_job"
+        taken = spark_actions.since(before)
+        # A sensor-size run's Spark actions, every asset and check: a regression fails here
+        # (see bench/bench_run_cost.py for where they go).
+        assert spark_actions.total(taken) <= MAX_SPARK_ACTIONS, (
+            spark_actions.total(taken),
+            spark_actions.by_site(taken).most_common(),
+        )
+        steps = _spark_actions_by_step(instance, second.tags["anomaly_assets/batch_id"])
+        assert {"bronze", "silver", "gold", "enrichment"} <= set(steps)
 
     quarantine = delta_rows(lakehouse, "bronze_quarantine")
     bronze = delta_rows(lakehouse, "bronze_events")

@@ -122,6 +122,11 @@ def _catch_up(instance, bootstrap, topic, stream, resources, batch):
             asset_selection=TO_GOLD[:5],
         )
         assert run.success, [e.message for e in run.all_events if e.is_failure]
+    # the sensor, switched on afterwards, starts where these runs landed: nothing to ask
+    tick = kafka_offsets_sensor(
+        build_sensor_context(instance=instance, resources={"kafka": kafka})
+    )
+    assert not tick.run_requests
 
 
 def _by_event(lakehouse, table, columns):

@@ -62,6 +62,33 @@ def test_round_trip_through_io_manager_and_deltalake(spark, lakehouse):
     }
 
 
+def test_a_write_finds_its_own_commits_by_their_tag(spark, tmp_path):
+    """The metadata of a tagged write covers its commits only: not the commits before it,
+    nor a later writer's (here, the same session's next write)."""
+    from anomaly_assets.io_managers.delta import delta_table_metadata
+    from anomaly_assets.lib import delta_sql
+
+    path = str(tmp_path / "tagged")
+    rows = spark.createDataFrame(ROWS, SCHEMA)
+    write_delta(rows, path, "append")
+    tag = delta_sql.tag_commits(spark)
+    write_delta(rows.withColumn("id", rows.id + 10), path, "append", exists=True)
+    later = delta_sql.tag_commits(spark)
+    write_delta(rows.withColumn("id", rows.id + 20), path, "append", exists=True)
+    mine = delta_table_metadata(spark, path, tag=tag)
+    assert (mine["delta_first_version_written"], mine["delta_version_written"]) == (
+        1,
+        1,
+    )
+    assert mine["rows_written"] == 3 and mine["delta_operation"] == "WRITE"
+    assert (mine["delta_version"], mine["dagster/row_count"]) == (2, 9)
+    theirs = delta_table_metadata(spark, path, tag=later)
+    assert (theirs["delta_first_version_written"], theirs["delta_version_written"]) == (
+        2,
+        2,
+    )
+
+
 def _table(spark, path):
     return sorted(tuple(r) for r in spark.read.format("delta").load(path).collect())
 

@@ -1,0 +1,133 @@
+"""Fixed cost of a run: a sensor-size batch through ``ingest_job``, its seconds per step and
+its Spark actions (the calls that make Spark run something and wait), by kind.
+
+A champion is trained first on ``--train`` events; then ``--runs`` batches of ``--batch``
+events each go through ``ingest_job`` (bronze → silver → gold → enrichment → evaluation,
+with the checks), each on the history of the ones before. Classic Spark in this process,
+or a warm Spark Connect server with ``--remote sc://127.0.0.1:15002``.
+Targets: ≤ 80 Spark actions and ≤ 8 s for a 1,000-event batch on a warm server.
+
+``python bench/bench_run_cost.py [--batch 1000] [--runs 3] [--remote URL]``
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench_history import _ranges, busy_stream
+from dagster import DagsterEventType, DagsterInstance
+
+from anomaly_assets.definitions import build_resources, make_definitions
+from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
+from anomaly_assets.devtools.generator import produce
+from anomaly_assets.lib import spark_actions
+from anomaly_assets.lib.offsets import fetch_offsets
+from anomaly_assets.resources import KafkaResource, SparkResource
+from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.resources.mlflow import MlflowResource
+
+
+def run_batch(defs, instance, job, ranges, extra_ops=None) -> dict:
+    """One run of ``ranges``: wall seconds, seconds and Spark actions per step."""
+    ops = {"bronze": {"config": {"ranges": ranges}}, **(extra_ops or {})}
+    before = spark_actions.snapshot()
+    t0 = time.perf_counter()
+    result = defs.resolve_job_def(job).execute_in_process(
+        run_config={"ops": ops}, instance=instance, raise_on_error=True
+    )
+    wall = time.perf_counter() - t0
+    calls = spark_actions.since(before)
+    steps = {
+        s.step_key: s.end_time - s.start_time
+        for s in instance.get_run_step_stats(result.run_id)
+        if s.end_time and s.start_time
+    }
+    per_step: dict[str, int] = {}
+    for record in instance.all_logs(
+        result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+    ):
+        event = record.dagster_event
+        meta = event.event_specific_data.materialization.metadata
+        if "spark_actions" in meta:
+            n = meta["spark_actions"].value
+            per_step[event.step_key] = max(per_step.get(event.step_key, 0), n)
+    return {"wall": wall, "steps": steps, "calls": calls, "per_step": per_step}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--train", type=int, default=5_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--remote", default="")
+    args = parser.parse_args()
+    spark = SparkResource(driver_memory="4g", log_level="ERROR", remote=args.remote)
+    spark_actions.install()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, DagsterInstance.ephemeral() as instance:
+        tmp = Path(tmp)
+        broker = LocalKafkaBroker(
+            port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka"
+        ).start()
+        bs = broker.bootstrap_servers
+        try:
+            mlflow = MlflowResource(
+                tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+                artifact_location=str(tmp / "mlartifacts"),
+            )
+            kafka = KafkaResource(bootstrap_servers=bs, topic="cost")
+            lake = LakehouseResource(root=str(tmp / "lake"), spark=spark)
+            defs = make_definitions(
+                build_resources(
+                    spark, kafka=kafka, lakehouse=lake, mlflow_settings=mlflow
+                )
+            )
+            gen = busy_stream(3, args.train + args.runs * args.batch)
+            done: dict[int, int] = {}
+            for i in range(args.runs + 1):
+                n = args.train if i == 0 else args.batch
+                produce(bs, "cost", n, gen, None, 3, log=lambda *_: None)
+                ends = fetch_offsets({"bootstrap.servers": bs}, "cost", 10)[1]
+                train = {"anomaly_model": {"config": {"labels_path": "/nonexistent"}}}
+                job = "ingest_and_train_job" if i == 0 else "ingest_job"
+                out = run_batch(
+                    defs, instance, job, _ranges(ends, done), train if i == 0 else None
+                )
+                done = dict(ends)
+                label = "training batch" if i == 0 else f"batch {i}"
+                print(
+                    f"{label}: {n:,} events in {out['wall']:.1f} s, "
+                    f"{sum(out['calls'].values())} Spark actions; steps "
+                    + ", ".join(
+                        f"{k} {v:.1f} s / {out['per_step'].get(k, '-')}"
+                        for k, v in out["steps"].items()
+                    ),
+                    flush=True,
+                )
+                if i:
+                    results.append(out)
+        finally:
+            broker.stop()
+    calls = sum((r["calls"] for r in results), Counter())
+    print(
+        f"\nSpark actions per {args.batch:,}-event run, by kind (mean of {len(results)}):"
+    )
+    for kind, n in spark_actions.by_kind(calls).most_common():
+        print(f"  {n / len(results):6.1f}  {kind}")
+    print("\n... and by the line that asked:")
+    for site, n in spark_actions.by_site(calls).most_common():
+        print(f"  {n / len(results):6.1f}  {site}")
+    walls = [r["wall"] for r in results]
+    actions = [sum(r["calls"].values()) for r in results]
+    print(
+        f"\n{args.batch:,}-event batch through ingest_job: median {statistics.median(walls):.1f} s "
+        f"(target ≤ 8 s on a warm server), {statistics.median(actions):.0f} Spark actions "
+        "(target ≤ 80)"
+    )
+
+
+if __name__ == "__main__":
+    main()
