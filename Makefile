@@ -80,6 +80,7 @@ bench: jars
 	$(BIN)/python bench/bench_generator.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_freshness.py
+	$(BIN)/python bench/bench_run_cost.py
 
 clean: broker-stop spark-stop
 	rm -rf .lakehouse .dagster_home

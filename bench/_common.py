@@ -1,10 +1,12 @@
-"""Helpers for bench scripts: a throwaway broker and a process-tree memory sampler."""
+"""Helpers for bench scripts: throwaway services and a process-tree memory sampler."""
 
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 
 def tree_rss_mb(root_pid: int | None = None) -> tuple[float, float]:
@@ -65,3 +67,25 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@contextmanager
+def throwaway_services(tmp: Path) -> Iterator[tuple[str, Any]]:
+    """A Kafka broker on free ports and an MLflow store on sqlite, under ``tmp``; yields
+    (bootstrap servers, MlflowResource) and stops the broker afterwards."""
+    from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
+    from anomaly_assets.resources.mlflow import MlflowResource
+
+    broker = LocalKafkaBroker(
+        port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka"
+    ).start()
+    try:
+        yield (
+            broker.bootstrap_servers,
+            MlflowResource(
+                tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+                artifact_location=str(tmp / "mlartifacts"),
+            ),
+        )
+    finally:
+        broker.stop()

@@ -17,17 +17,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _common import throwaway_services
 from bench_history import _ranges, busy_stream
 from dagster import DagsterEventType, DagsterInstance
 
 from anomaly_assets.definitions import build_resources, make_definitions
-from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
 from anomaly_assets.devtools.generator import produce
 from anomaly_assets.lib import spark_actions
 from anomaly_assets.lib.offsets import fetch_offsets
 from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
-from anomaly_assets.resources.mlflow import MlflowResource
 
 
 def run_batch(defs, instance, job, ranges, extra_ops=None) -> dict:
@@ -67,50 +66,39 @@ def main() -> None:
     spark = SparkResource(driver_memory="4g", log_level="ERROR", remote=args.remote)
     spark_actions.install()
     results = []
-    with tempfile.TemporaryDirectory() as tmp, DagsterInstance.ephemeral() as instance:
-        tmp = Path(tmp)
-        broker = LocalKafkaBroker(
-            port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka"
-        ).start()
-        bs = broker.bootstrap_servers
-        try:
-            mlflow = MlflowResource(
-                tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
-                artifact_location=str(tmp / "mlartifacts"),
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        DagsterInstance.ephemeral() as instance,
+        throwaway_services(Path(tmp)) as (bs, mlflow),
+    ):
+        kafka = KafkaResource(bootstrap_servers=bs, topic="cost")
+        lake = LakehouseResource(root=str(Path(tmp) / "lake"), spark=spark)
+        defs = make_definitions(
+            build_resources(spark, kafka=kafka, lakehouse=lake, mlflow_settings=mlflow)
+        )
+        gen = busy_stream(3, args.train + args.runs * args.batch)
+        train = {"anomaly_model": {"config": {"labels_path": "/nonexistent"}}}
+        done: dict[int, int] = {}
+        for i in range(args.runs + 1):
+            n = args.train if i == 0 else args.batch
+            produce(bs, "cost", n, gen, None, 3, log=lambda *_: None)
+            ends = fetch_offsets({"bootstrap.servers": bs}, "cost", 10)[1]
+            job = "ingest_and_train_job" if i == 0 else "ingest_job"
+            out = run_batch(
+                defs, instance, job, _ranges(ends, done), None if i else train
             )
-            kafka = KafkaResource(bootstrap_servers=bs, topic="cost")
-            lake = LakehouseResource(root=str(tmp / "lake"), spark=spark)
-            defs = make_definitions(
-                build_resources(
-                    spark, kafka=kafka, lakehouse=lake, mlflow_settings=mlflow
-                )
+            done = dict(ends)
+            print(
+                f"{'training batch' if i == 0 else f'batch {i}'}: {n:,} events in "
+                f"{out['wall']:.1f} s, {sum(out['calls'].values())} Spark actions; steps "
+                + ", ".join(
+                    f"{k} {v:.1f} s / {out['per_step'].get(k, '-')}"
+                    for k, v in out["steps"].items()
+                ),
+                flush=True,
             )
-            gen = busy_stream(3, args.train + args.runs * args.batch)
-            done: dict[int, int] = {}
-            for i in range(args.runs + 1):
-                n = args.train if i == 0 else args.batch
-                produce(bs, "cost", n, gen, None, 3, log=lambda *_: None)
-                ends = fetch_offsets({"bootstrap.servers": bs}, "cost", 10)[1]
-                train = {"anomaly_model": {"config": {"labels_path": "/nonexistent"}}}
-                job = "ingest_and_train_job" if i == 0 else "ingest_job"
-                out = run_batch(
-                    defs, instance, job, _ranges(ends, done), train if i == 0 else None
-                )
-                done = dict(ends)
-                label = "training batch" if i == 0 else f"batch {i}"
-                print(
-                    f"{label}: {n:,} events in {out['wall']:.1f} s, "
-                    f"{sum(out['calls'].values())} Spark actions; steps "
-                    + ", ".join(
-                        f"{k} {v:.1f} s / {out['per_step'].get(k, '-')}"
-                        for k, v in out["steps"].items()
-                    ),
-                    flush=True,
-                )
-                if i:
-                    results.append(out)
-        finally:
-            broker.stop()
+            if i:
+                results.append(out)
     calls = sum((r["calls"] for r in results), Counter())
     print(
         f"\nSpark actions per {args.batch:,}-event run, by kind (mean of {len(results)}):"

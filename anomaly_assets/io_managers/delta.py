@@ -23,6 +23,7 @@ An asset picks its write mode with definition metadata:
 """
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
@@ -119,16 +120,19 @@ HOUR_COLUMN = "event_hour"
 
 
 def _append(
-    df, path: str, cluster_column: str | None = None, partition_by=None
+    df,
+    path: str,
+    cluster_column: str | None = None,
+    partition_by=None,
+    rows: int | None = None,
 ) -> None:
     """Append ``df``; with ``cluster_column``, range-partitioned on it into files of at most
     about APPEND_FILE_ROWS rows over disjoint spans of it. A later correction MERGE rewrites
     the files overlapping its rows' span: clustered, that is a file or two of the batch's
     last minutes, not every file of a large batch (each would span all of its time)."""
     if cluster_column:
-        df = df.repartitionByRange(
-            max(1, -(-df.count() // APPEND_FILE_ROWS)), cluster_column
-        )
+        rows = df.count() if rows is None else rows
+        df = df.repartitionByRange(max(1, -(-rows // APPEND_FILE_ROWS)), cluster_column)
     writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
@@ -143,45 +147,88 @@ def partitioned_by_hour(spark, path: str, exists: bool) -> bool:
     """Whether writes to ``path`` carry HOUR_COLUMN: a new table is partitioned by it; a
     table created before hourly partitions keeps its layout (Delta cannot repartition in
     place; recreate it to get the bound)."""
-    if not exists or path in _HOURLY:
+    if not exists:  # this write creates it, partitioned by hour
+        _HOURLY.add(path)
+    if path in _HOURLY:
         return True
     if HOUR_COLUMN in delta_sql.detail(spark, path)["partitionColumns"]:
         _HOURLY.add(path)
     return path in _HOURLY
 
 
-def split_stored_batches(spark, path: str, source, batch_column: str, days_column: str):
-    """(rows of batches the table holds no row of, rows of the other batches); None for an
-    empty side.
+@dataclass(frozen=True)
+class StoredSplit:
+    """A source cut by whether the table holds rows of its batches (see
+    ``split_stored_batches``): None for an empty side."""
+
+    fresh: Any  # rows of batches the table holds no row of: appended
+    rest: Any  # rows of the other batches: merged
+    fresh_rows: int
+    rest_spans: list[tuple]  # event-time spans of ``rest``, per UTC day
+
+
+def batch_day_spans(source, batch_column: str, days_column: str) -> dict:
+    """batch -> {UTC day: (first, last, rows)} of ``days_column``, in one aggregation."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        source.groupBy(batch_column, F.to_date(days_column))
+        .agg(F.min(days_column), F.max(days_column), F.count("*"))
+        .collect()
+    )
+    out: dict = {}
+    for batch, day, first, last, n in rows:
+        out.setdefault(batch, {})[day] = (first, last, n)
+    return out
+
+
+def merged_spans(per_batch) -> list[tuple]:
+    """Per UTC day, the first and last value over ``per_batch``'s days (as event_spans)."""
+    days: dict = {}
+    for spans in per_batch:
+        for day, (first, last, _) in spans.items():
+            lo, hi = days.get(day, (first, last))
+            days[day] = (min(lo, first), max(hi, last))
+    return sorted(days.values())
+
+
+def split_stored_batches(
+    spark, path: str, source, batch_column: str, days_column: str
+) -> StoredSplit | None:
+    """``source`` cut into the rows of batches the table holds no row of and the rest;
+    None for an empty source. One aggregation of the source and one look-up in the table.
 
     A row already stored carries its batch id and its event time, so a batch absent from
     the table within the source's event-time spans has none of its rows stored: those rows
-    can be appended. Appending them, instead of merging them with the corrected rows, keeps each file to the
-    event-time span of one batch, so a later correction rewrites a few recent files; a MERGE
-    writes the copied and the inserted rows into the same files, which then span everything
-    before and every correction rewrites all of it.
+    can be appended. Appending them, instead of merging them with the corrected rows, keeps
+    each file to the event-time span of one batch, so a later correction rewrites a few
+    recent files; a MERGE writes the copied and the inserted rows into the same files,
+    which then span everything before and every correction rewrites all of it.
     """
     from pyspark.sql import functions as F
 
-    from anomaly_assets.lib.pruning import event_spans, spans_predicate
+    from anomaly_assets.lib.pruning import spans_predicate
 
-    batches = {r[0] for r in source.select(batch_column).distinct().collect()}
-    if not batches:
-        return None, None
+    by_batch = batch_day_spans(source, batch_column, days_column)
+    if not by_batch:
+        return None
+    batches = set(by_batch)
     stored = {
         r[0]
         for r in spark.read.format("delta")
         .load(path)
-        .filter(spans_predicate(f"`{days_column}`", event_spans(source, days_column)))
+        .filter(spans_predicate(f"`{days_column}`", merged_spans(by_batch.values())))
         .filter(F.col(batch_column).isin(sorted(batches)))
         .select(batch_column)
         .distinct()
         .collect()
     }
     fresh = F.col(batch_column).isin(sorted(batches - stored))
-    return (
-        source.filter(fresh) if batches - stored else None,
-        source.filter(~fresh) if stored else None,
+    return StoredSplit(
+        fresh=source.filter(fresh) if batches - stored else None,
+        rest=source.filter(~fresh) if stored else None,
+        fresh_rows=sum(n for b in batches - stored for _, _, n in by_batch[b].values()),
+        rest_spans=merged_spans(by_batch[b] for b in stored),
     )
 
 
@@ -217,6 +264,7 @@ def _merge(
     merge_range_column: str | None,
     compare_columns: list[str] | None,
     prune_days_column: str | None,
+    times: list[tuple] | None = None,
 ) -> None:
     """MERGE ``source`` into the table at ``path``: insert new keys; with ``merge_upsert``
     also update matched rows whose ``compare_columns`` differ. The range / event-time
@@ -225,7 +273,8 @@ def _merge(
     An insert-only write whose ranges hold no target row yet (a batch landing for the first
     time) is a plain append instead: no join against the target, no second pass.
     The check and the append are two steps, so two writers of one range must not run at
-    once (the project's writer pools see to that).
+    once (the project's writer pools see to that). ``times``: the source's event-time
+    spans when the caller has them.
     """
     stored = spark.read.format("delta").load(path)
     bounds = None
@@ -243,7 +292,7 @@ def _merge(
     if prune_days_column:
         from anomaly_assets.lib.pruning import event_spans, spans_predicate
 
-        times = event_spans(source, prune_days_column)
+        times = times or event_spans(source, prune_days_column)
         condition += f" AND ({spans_predicate(f't.`{prune_days_column}`', times)})"
     if mode == "merge_upsert":
         if not compare_columns:
@@ -327,17 +376,19 @@ def write_delta(
         else:
             pinned = df.persist() if cached else df
         try:
-            rest = pinned
+            rest, times = pinned, None
             if (
                 mode == "merge_upsert"
                 and prune_days_column
                 and batch_column in df.columns
             ):
-                fresh, rest = split_stored_batches(
+                split = split_stored_batches(
                     spark, path, pinned, batch_column, prune_days_column
                 )
-                if fresh is not None:
-                    _append(fresh, path, prune_days_column)
+                rest = split and split.rest
+                if split and split.fresh is not None:
+                    _append(split.fresh, path, prune_days_column, rows=split.fresh_rows)
+                times = split and split.rest_spans
             if rest is not None:
                 _merge(
                     spark,
@@ -348,6 +399,7 @@ def write_delta(
                     merge_range_column,
                     compare_columns,
                     prune_days_column,
+                    times,
                 )
         finally:
             if cached:
