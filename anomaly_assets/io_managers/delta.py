@@ -436,13 +436,42 @@ def markdown_preview(rows: list[dict], max_cols: int = 12, max_chars: int = 40) 
     return "\n".join(lines)
 
 
+def rows_from_commits(recent: list, known: tuple[int, int] | None) -> int | None:
+    """The table's rows now, from ``known`` (a version and its row count) and the commits
+    since, when ``recent`` (newest first) holds every one of them and each says what it
+    added and removed (an append, a MERGE, an OPTIMIZE); None when it cannot tell."""
+    if known is None or not recent:
+        return None
+    version, rows = known
+    since = [c for c in recent if c["version"] > version]
+    if (since[-1]["version"] if since else recent[0]["version"] + 1) != version + 1:
+        return None  # a commit in between is not in ``recent``, or the table went back
+    for c in since:
+        metrics = c["operationMetrics"] or {}
+        mode = (c["operationParameters"] or {}).get("mode")
+        if c["operation"] == "MERGE":
+            rows += int(metrics.get("numTargetRowsInserted", 0))
+            rows -= int(metrics.get("numTargetRowsDeleted", 0))
+        elif c["operation"] == "WRITE" and mode == "Append":
+            rows += int(metrics.get("numOutputRows", 0))
+        elif c["operation"] != "OPTIMIZE":
+            return None
+    return rows
+
+
 def delta_table_metadata(
-    spark, path: str, version_before: int | None = None, *, tag: str | None = None
+    spark,
+    path: str,
+    version_before: int | None = None,
+    *,
+    tag: str | None = None,
+    known: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """What a user looks for after a write: version, operation, rows, schema, location.
 
-    The row count comes from the Delta log (Delta answers ``count()`` from file statistics),
-    the inserted / updated / removed / copied rows from the write's own commits' metrics
+    The row count comes from ``known`` (the version and row count the last materialisation
+    recorded) and the commits since, or else from the Delta log (Delta answers ``count()``
+    from file statistics); the inserted / updated / removed / copied rows from the write's own commits' metrics
     (copied: unchanged rows a MERGE rewrote because their file held a changed one). A write
     that had nothing to commit (an empty MERGE source) reports zeros, not the previous
     commit's. ``delta_first_version_written`` .. ``delta_version_written`` are set only when
@@ -450,18 +479,20 @@ def delta_table_metadata(
     was written. The write's commits are the ones carrying ``tag`` (``delta_sql.tag_commits``)
     or, without one, those after ``version_before``.
     """
-    # The log, the count, the schema and the preview are independent look-ups: asked at
-    # once, they cost the slowest of them, not their sum (a session, local or remote,
-    # answers concurrent requests in parallel).
+    # The log, the schema and the preview are independent look-ups: asked at once, they
+    # cost the slowest of them, not their sum (a session, local or remote, answers
+    # concurrent requests in parallel).
     df = spark.read.format("delta").load(path)
-    with ThreadPoolExecutor(4, thread_name_prefix="delta-metadata") as pool:
+    with ThreadPoolExecutor(3, thread_name_prefix="delta-metadata") as pool:
         asked = [
             pool.submit(delta_sql.history, spark, path, 6),
-            pool.submit(df.count),
             pool.submit(lambda: df.schema),
             pool.submit(lambda: [r.asDict() for r in df.limit(5).collect()]),
         ]
-        recent, count, schema, preview = [a.result() for a in asked]
+        recent, schema, preview = [a.result() for a in asked]
+    count = rows_from_commits(recent, known)
+    if count is None:
+        count = df.count()
     # This write's commits (an append and a MERGE, say), newest first; an OPTIMIZE that
     # auto-compaction committed after them is not one of them.
     last = recent[0]
@@ -503,6 +534,28 @@ def delta_table_metadata(
     return meta
 
 
+def _last_count(context: OutputContext, path: str) -> tuple[int, int] | None:
+    """(Delta version, row count) the asset's last materialisation recorded for this
+    table, None if there is none (or it was of another path, or no instance is at hand)."""
+    try:
+        instance = context.step_context.instance
+    except Exception:  # noqa: BLE001 - a context built without a run (tests, scripts)
+        return None
+    event = instance.get_latest_materialization_event(context.asset_key)
+    meta = (
+        event.asset_materialization.metadata
+        if event and event.asset_materialization
+        else {}
+    )
+    uri, version, rows = (
+        _plain(meta.get(k))
+        for k in ("dagster/uri", "delta_version", "dagster/row_count")
+    )
+    if uri != path or version is None or rows is None:
+        return None
+    return int(version), int(rows)
+
+
 class DeltaIOManager(ConfigurableIOManager):
     """Stores each asset as a Delta table at ``<root>/<asset key path>``."""
 
@@ -534,7 +587,9 @@ class DeltaIOManager(ConfigurableIOManager):
             prune_days_column=_plain(meta.get("delta/prune_days_column")),
             exists=exists,
         )
-        context.add_output_metadata(delta_table_metadata(spark, path, tag=tag))
+        context.add_output_metadata(
+            delta_table_metadata(spark, path, tag=tag, known=_last_count(context, path))
+        )
         taken = spark_actions.in_step()
         if taken is not None:
             context.add_output_metadata(

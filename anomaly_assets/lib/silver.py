@@ -46,9 +46,8 @@ class SilverPlan:
     watermark: datetime | None  # before this step
     next_watermark: datetime | None
     late: int  # new rows older than the watermark
-    partitions: dict[
-        str, PartitionMark
-    ]  # by Kafka partition, this step's rows included
+    #: by Kafka partition, this step's rows included
+    partitions: dict[str, PartitionMark]
 
 
 def drop_delivered(new, silver, spans, batches):

@@ -89,6 +89,59 @@ def test_a_write_finds_its_own_commits_by_their_tag(spark, tmp_path):
     )
 
 
+def test_row_count_follows_the_commits_without_counting_the_table(spark, lakehouse):
+    """After the first write, dagster/row_count is the last count plus what each commit
+    since added and removed (appends, MERGEs, an OPTIMIZE between): the same as counting,
+    without a count; a table changed in a way its metrics do not tell is counted again."""
+    from dagster import DagsterInstance
+
+    from anomaly_assets.lib import delta_sql, spark_actions
+
+    spark_actions.install()
+    batches = iter(
+        [
+            [(1, "a", 1.0, "b1"), (2, "b", 1.0, "b1")],
+            [(2, "b", 2.0, "b1"), (3, "c", 1.0, "b2"), (4, "d", 1.0, "b2")],
+            [(5, "e", 1.0, "b3")],
+            [(1, "a", 1.0, "b1")],  # stored as it is: nothing to commit
+        ]
+    )
+
+    @asset(
+        metadata={
+            "delta/write_mode": "merge_upsert",
+            "delta/merge_keys": ["id"],
+            "delta/compare_columns": ["score"],
+        }
+    )
+    def scores():
+        return spark.createDataFrame(next(batches), SCHEMA)
+
+    path = lakehouse.path("scores")
+    resources = {"io_manager": DeltaIOManager(lakehouse=lakehouse)}
+    with DagsterInstance.ephemeral() as instance:
+        counted = []
+        for step in range(4):
+            if step == 2:  # another writer compacts the table in between
+                spark.sql(f"OPTIMIZE {delta_sql.ref(path)}")
+            before = spark_actions.snapshot()
+            result = materialize([scores], resources=resources, instance=instance)
+            counts = spark_actions.by_kind(spark_actions.since(before))["count"]
+            counted.append(counts)
+            meta = result.asset_materializations_for_node("scores")[0].metadata
+            assert meta["dagster/row_count"].value == len(
+                deltalake.DeltaTable(path).to_pyarrow_table()
+            )
+        assert meta["dagster/row_count"].value == 5
+        assert counted[0] == 1 and counted[1:] == [0, 0, 0], counted
+        # a delete the materialisations do not know of: counted again, and right
+        spark.sql(f"DELETE FROM {delta_sql.ref(path)} WHERE id = 5")
+        batches = iter([[(6, "f", 1.0, "b4")]])
+        result = materialize([scores], resources=resources, instance=instance)
+        meta = result.asset_materializations_for_node("scores")[0].metadata
+        assert meta["dagster/row_count"].value == 5
+
+
 def _table(spark, path):
     return sorted(tuple(r) for r in spark.read.format("delta").load(path).collect())
 
