@@ -204,7 +204,9 @@ def launch(client, pipeline: str, asset_keys=None) -> str:
 
 def test_materialize_all_and_training_race_queued_sensor_runs(dagster_dev):
     """Materialize all and train_model_job launched while the sensor queues ingestion runs:
-    all succeed, no two steps write one table at once (pools), every offset lands once."""
+    all succeed, no two steps write one table at once (pools), every offset lands once. The
+    sensor, started now, begins where the ledger has landed (the previous test's 3,000
+    offsets): its runs cover the 2,000 new ones."""
     from anomaly_assets.lib.offsets import fetch_topic_state
     from anomaly_assets_tests.helpers import assert_ledger_complete
 
@@ -236,17 +238,21 @@ def test_materialize_all_and_training_race_queued_sensor_runs(dagster_dev):
         n["assetKey"]
         for n in client.gql("{ assetNodes { assetKey { path } } }")["assetNodes"]
     ]
-    manual = [launch(client, "__ASSET_JOB", keys), launch(client, "train_model_job")]
     deadline = time.monotonic() + 900
-    while True:  # until the sensor's runs cover every offset and all runs are done
+    while not runs(client, SENSOR_RUNS):  # the sensor has queued its runs: race them
+        assert time.monotonic() < deadline, "the sensor requested no run"
+        time.sleep(1)
+    manual = [launch(client, "__ASSET_JOB", keys), launch(client, "train_model_job")]
+    while True:  # until the sensor's runs cover the new offsets and all runs are done
         sensor_runs = runs(client, SENSOR_RUNS)
         covered = sum(int(r["tags"]["anomaly_assets/offsets"]) for r in sensor_runs)
         statuses = {r["runId"]: r["status"] for r in runs(client)}
-        if covered >= 5000 and all(s in TERMINAL for s in statuses.values()):
+        if covered >= 2000 and all(s in TERMINAL for s in statuses.values()):
             break
         assert time.monotonic() < deadline, statuses
         time.sleep(3)
-    assert sensor_runs and all(statuses[r] == "SUCCESS" for r in manual), statuses
+    assert covered == 2000, "the sensor asked again for offsets the ledger holds"
+    assert all(statuses[r] == "SUCCESS" for r in manual), statuses
     failed = {
         i: failure_messages(client, i) for i, s in statuses.items() if s != "SUCCESS"
     }
