@@ -134,7 +134,7 @@ def build_bronze(stream: Stream = DEFAULT_STREAM):
         kafka: KafkaResource,
         lakehouse: LakehouseResource,
     ):
-        with spark_actions.step(context.log):
+        with spark_actions.step(context):
             yield from ingest(
                 context,
                 config,

@@ -207,7 +207,7 @@ def build_enrichment(stream: Stream = DEFAULT_STREAM):
         llm: LLMResource,
         mlflow_settings: MlflowResource,
     ):
-        with spark_actions.step(context.log):
+        with spark_actions.step(context):
             yield from explain(
                 context,
                 config,

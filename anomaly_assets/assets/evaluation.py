@@ -397,7 +397,7 @@ def build_ai_enrichment_eval_metrics(stream: Stream = DEFAULT_STREAM):
         mlflow_settings: MlflowResource,
         llm: LLMResource,
     ):
-        with spark_actions.step(context.log):
+        with spark_actions.step(context):
             yield from evaluate_batches(
                 context,
                 config,

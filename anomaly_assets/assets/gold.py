@@ -191,7 +191,7 @@ def build_gold(stream: Stream = DEFAULT_STREAM):
         lakehouse: LakehouseResource,
         mlflow_settings: MlflowResource,
     ):
-        with spark_actions.step(context.log):
+        with spark_actions.step(context):
             yield from score(
                 context,
                 config,

@@ -122,7 +122,7 @@ def build_silver(stream: Stream = DEFAULT_STREAM):
         config: SilverConfig,
         lakehouse: LakehouseResource,
     ):
-        with spark_actions.step(context.log):
+        with spark_actions.step(context):
             yield from refine(context, config, stream.lakehouse(lakehouse), stream)
 
     return silver

@@ -534,14 +534,21 @@ def delta_table_metadata(
     return meta
 
 
+def _step(context: OutputContext):
+    """The step's execution context, None for a context built without a run."""
+    try:
+        return context.step_context
+    except Exception:  # noqa: BLE001 - build_output_context() in a script or test
+        return None
+
+
 def _last_count(context: OutputContext, path: str) -> tuple[int, int] | None:
     """(Delta version, row count) the asset's last materialisation recorded for this
-    table, None if there is none (or it was of another path, or no instance is at hand)."""
-    try:
-        instance = context.step_context.instance
-    except Exception:  # noqa: BLE001 - a context built without a run (tests, scripts)
+    table, None if there is none (or it was of another path, or no step is at hand)."""
+    step = _step(context)
+    if step is None:
         return None
-    event = instance.get_latest_materialization_event(context.asset_key)
+    event = step.instance.get_latest_materialization_event(context.asset_key)
     meta = (
         event.asset_materialization.metadata
         if event and event.asset_materialization
@@ -590,7 +597,8 @@ class DeltaIOManager(ConfigurableIOManager):
         context.add_output_metadata(
             delta_table_metadata(spark, path, tag=tag, known=_last_count(context, path))
         )
-        taken = spark_actions.in_step()
+        step = _step(context)
+        taken = step and spark_actions.in_step(context.run_id, step.step.key)
         if taken is not None:
             context.add_output_metadata(
                 {

@@ -15,7 +15,6 @@ import sys
 import threading
 from collections import Counter
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 _DATAFRAME = (
     "collect",
@@ -48,7 +47,8 @@ _lock = threading.Lock()
 _calls: Counter = Counter()
 _depth = threading.local()
 _installed = False
-_step_start: ContextVar[Counter | None] = ContextVar("spark_step_start", default=None)
+#: (run id, step key) -> the actions counted when the step began.
+_starts: dict[tuple[str, str], Counter] = {}
 
 
 def _counted(name: str, method):
@@ -145,29 +145,33 @@ def by_site(calls: Counter) -> Counter:
 
 
 @contextmanager
-def step(log=None):
-    """Marks a step's start, so ``in_step()`` reports the actions taken since (the IO
-    manager adds them to each output's metadata); ``log`` gets the step's total at the end.
+def step(context):
+    """Marks the start of the asset step ``context`` runs, so ``in_step(run_id, step_key)``
+    reports the actions taken since (the IO manager adds them to each output's metadata);
+    the step's log gets its total and where they went when it ends.
+
+    Keyed by run and step, not by a context variable: an asset's generator runs in its
+    caller's context, and one that is abandoned (a failed step) is closed later, elsewhere.
     """
-    token = _step_start.set(snapshot())
+    key = (context.run_id, context.get_step_execution_context().step.key)
+    _starts[key] = snapshot()
     try:
         yield
+        taken = in_step(*key)
+        sites = ", ".join(f"{n} {s}" for s, n in by_site(taken).most_common(12))
+        context.log.info(
+            f"Spark actions in this step: {total(taken)} {dict(by_kind(taken))}; "
+            f"where: {sites}"
+        )
     finally:
-        taken = in_step()
-        _step_start.reset(token)
-        if log is not None:
-            sites = ", ".join(f"{n} {s}" for s, n in by_site(taken).most_common(12))
-            log.info(
-                f"Spark actions in this step: {total(taken)} {dict(by_kind(taken))}; "
-                f"where: {sites}"
-            )
+        _starts.pop(key, None)
 
 
 def total(calls: Counter) -> int:
     return sum(calls.values())
 
 
-def in_step() -> Counter | None:
-    """Actions since the enclosing ``step()`` began, None outside one."""
-    start = _step_start.get()
+def in_step(run_id: str, step_key: str) -> Counter | None:
+    """Actions since that step's ``step()`` began, None outside one."""
+    start = _starts.get((run_id, step_key))
     return None if start is None else since(start)
