@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _common import throwaway_services
 from bench_history import _ranges, busy_stream
-from dagster import DagsterEventType, DagsterInstance
+from dagster import DagsterInstance
 
 from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.devtools.generator import produce
@@ -44,16 +44,12 @@ def run_batch(defs, instance, job, ranges, extra_ops=None) -> dict:
         for s in instance.get_run_step_stats(result.run_id)
         if s.end_time and s.start_time
     }
-    per_step: dict[str, int] = {}
-    for record in instance.all_logs(
-        result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
-    ):
-        event = record.dagster_event
-        meta = event.event_specific_data.materialization.metadata
-        if "spark_actions" in meta:
-            n = meta["spark_actions"].value
-            per_step[event.step_key] = max(per_step.get(event.step_key, 0), n)
-    return {"wall": wall, "steps": steps, "calls": calls, "per_step": per_step}
+    return {
+        "wall": wall,
+        "steps": steps,
+        "calls": calls,
+        "per_step": spark_actions.by_step(instance, result.run_id),
+    }
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ DESCRIBE HISTORY).
 A small batch's cost is mostly these round trips, not its rows, so each one has to earn its
 place; counting them per step shows where they go and lets a test pin an upper bound. The
 count is kept in Python, around the DataFrame, writer and session methods of classic Spark
-and of Spark Connect alike (no listener on the SparkContext, which Connect does not have).
+and of Spark Connect alike (a JVM-side listener would not see a Connect client's calls).
 A call made inside another counted call (``first`` runs ``head``, which runs ``take``)
 counts once.
 """
@@ -175,3 +175,20 @@ def in_step(run_id: str, step_key: str) -> Counter | None:
     """Actions since that step's ``step()`` began, None outside one."""
     start = _starts.get((run_id, step_key))
     return None if start is None else since(start)
+
+
+def by_step(instance, run_id: str) -> dict[str, int]:
+    """Each asset step's Spark actions in run ``run_id``, as its materialisations' metadata
+    records them (the largest: the last output's count includes the ones before)."""
+    from dagster import DagsterEventType
+
+    steps: dict[str, int] = {}
+    for record in instance.all_logs(
+        run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+    ):
+        event = record.dagster_event
+        meta = event.event_specific_data.materialization.metadata
+        if "spark_actions" in meta:
+            n = meta["spark_actions"].value
+            steps[event.step_key] = max(steps.get(event.step_key, 0), n)
+    return steps

@@ -8,7 +8,7 @@ import itertools
 import math
 
 from confluent_kafka import Producer
-from dagster import DagsterEventType, DagsterInstance, RunsFilter, build_sensor_context
+from dagster import DagsterInstance, RunsFilter, build_sensor_context
 
 from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.devtools.broker import create_topic
@@ -27,10 +27,11 @@ TRAIN = {
 }
 
 
-def _send(bootstrap, topic, messages):
+def _send(bootstrap, topic, messages, partition=lambda key: 0):
+    """``messages`` (key, value) to ``topic``, each to the partition its key is given."""
     producer = Producer({"bootstrap.servers": bootstrap})
     for key, value in messages:
-        producer.produce(topic, value, key, partition=0)
+        producer.produce(topic, value, key, partition=partition(key))
     assert producer.flush(30) == 0
 
 
@@ -43,20 +44,6 @@ def _valid(n, seed):
 #: Most Spark actions a 400-event run through ingest_job may take, every asset and check
 #: (measured 169 when pinned).
 MAX_SPARK_ACTIONS = 180
-
-
-def _spark_actions_by_step(instance, batch_id) -> dict[str, int]:
-    """Each asset step's Spark actions, as its materialisations' metadata records them."""
-    (run,) = instance.get_runs(RunsFilter(tags={"anomaly_assets/batch_id": batch_id}))
-    steps: dict[str, int] = {}
-    for record in instance.all_logs(
-        run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
-    ):
-        meta = record.dagster_event.event_specific_data.materialization.metadata
-        if "spark_actions" in meta:
-            key = record.dagster_event.step_key
-            steps[key] = max(steps.get(key, 0), meta["spark_actions"].value)
-    return steps
 
 
 def _run(defs, kafka, instance, cursor, extra_ops=None, asset_selection=None):
@@ -116,7 +103,12 @@ def test_hostile_batch_then_clean_batch(
             spark_actions.total(taken),
             spark_actions.by_site(taken).most_common(),
         )
-        steps = _spark_actions_by_step(instance, second.tags["anomaly_assets/batch_id"])
+        (run,) = instance.get_runs(
+            RunsFilter(
+                tags={"anomaly_assets/batch_id": second.tags["anomaly_assets/batch_id"]}
+            )
+        )
+        steps = spark_actions.by_step(instance, run.run_id)
         assert {"bronze", "silver", "gold", "enrichment"} <= set(steps)
 
     quarantine = delta_rows(lakehouse, "bronze_quarantine")

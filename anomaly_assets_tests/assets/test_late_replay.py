@@ -15,7 +15,6 @@ import random
 from collections import Counter
 from datetime import datetime
 
-from confluent_kafka import Producer
 from dagster import AssetKey, DagsterInstance, build_sensor_context
 
 from anomaly_assets.definitions import build_resources, make_definitions
@@ -25,7 +24,7 @@ from anomaly_assets.lib.features import FEATURE_COLUMNS
 from anomaly_assets.resources import KafkaResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.sensors import kafka_offsets_sensor
-from anomaly_assets_tests.assets.test_hostile_batch import TRAIN
+from anomaly_assets_tests.assets.test_hostile_batch import TRAIN, _send
 from anomaly_assets_tests.helpers import delta_rows
 
 LATENESS_S = 3600
@@ -67,18 +66,11 @@ def _shuffled_stream(n: int, seed: int) -> list[tuple[bytes, bytes]]:
     return [m for _, _, m in sorted(keyed)]
 
 
-def _send(bootstrap, topic, messages):
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for key, value in messages:
-        producer.produce(topic, value, key, partition=_partition(key))
-    assert producer.flush(30) == 0
-
-
 def _replay(instance, bootstrap, topic, stream, resources, batch):
     """Every message of ``stream`` through the sensor's jobs (bronze → gold), ``batch``
     offsets a run; returns the number of runs."""
     create_topic(bootstrap, topic, PARTITIONS)
-    _send(bootstrap, topic, stream)
+    _send(bootstrap, topic, stream, _partition)
     kafka = KafkaResource(
         bootstrap_servers=bootstrap, topic=topic, max_batch_events=batch
     )
@@ -111,7 +103,7 @@ def _catch_up(instance, bootstrap, topic, stream, resources, batch):
     """Every message of ``stream`` to silver by runs without config, as "Materialize" in
     the UI starts them: each reads at most ``batch`` offsets past what has landed."""
     create_topic(bootstrap, topic, PARTITIONS)
-    _send(bootstrap, topic, stream)
+    _send(bootstrap, topic, stream, _partition)
     kafka = KafkaResource(bootstrap_servers=bootstrap, topic=topic)
     defs = make_definitions(build_resources(kafka=kafka, **resources))
     for _ in range(-(-len(stream) // batch)):
