@@ -33,7 +33,7 @@ from anomaly_assets.llm.grouping import EXAMPLE_FIELDS
 from anomaly_assets.llm.prompt_registry import PRODUCTION, PROMPT_NAME
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
-from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets.resources.mlflow import EVAL_EXPERIMENT, MlflowResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 
@@ -420,7 +420,6 @@ def call_tracer(
 ):
     """``trace(result, group_key)`` for ``enrich``: an MLflow trace per call, in the
     evaluation experiment. A trace that cannot be written costs its id, not the row."""
-    from anomaly_assets.assets.evaluation import EVAL_EXPERIMENT
     from anomaly_assets.llm.tracing import log_call_trace
 
     try:

@@ -23,10 +23,9 @@ from anomaly_assets.lib import spark_actions
 from anomaly_assets.llm.prompt_registry import CANDIDATE, PRODUCTION
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.llm import LLMResource
-from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets.resources.mlflow import EVAL_EXPERIMENT, MlflowResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
-EVAL_EXPERIMENT = "ai_enrichment_eval"
 #: What an evaluation row measures: the enrichment's own answers, a shadow prompt's, or a
 #: comparison's (prompt_comparison_job).
 SHADOW, COMPARISON = "shadow", "comparison"

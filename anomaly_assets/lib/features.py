@@ -17,6 +17,8 @@ import hashlib
 import json
 import math
 
+from anomaly_assets.lib.event_exprs import device_expr, failed_login
+
 #: Feature name -> one-line definition. The model uses exactly these columns, in this order.
 FEATURES: dict[str, str] = {
     "events_1m": "events by the user in the minute up to and including this one",
@@ -225,12 +227,6 @@ def _fingerprint() -> str:
 #: A model records the fingerprint it was trained on; gold refuses to score silver rows of
 #: other meanings with it.
 FEATURE_FINGERPRINT = _fingerprint()
-
-
-def device_expr():
-    from pyspark.sql import functions as F
-
-    return F.concat_ws("|", "device_type", "user_agent")
 
 
 def dedupe_within(new):
@@ -715,17 +711,6 @@ def _stored(column: str, rows):
     from pyspark.sql import functions as F
 
     return F.col(column) if column in rows.columns else F.lit(None).cast("double")
-
-
-def failed_login():
-    """Column: a login that failed. Its place is the attacker's as often as the user's, so
-    the user's known places, recent countries and travel learn only from the other events."""
-    from pyspark.sql import functions as F
-
-    return F.coalesce(
-        (F.col("event_type") == "login") & (F.col("success") == F.lit(False)),
-        F.lit(False),
-    )
 
 
 def risky_access():

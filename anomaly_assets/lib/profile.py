@@ -18,7 +18,7 @@ same events into the same old profile writes the same row.
 
 import math
 
-from anomaly_assets.lib.features import device_expr, failed_login
+from anomaly_assets.lib.event_exprs import device_expr, failed_login
 
 #: Most values kept per set; the least recently seen go first.
 SET_CAPS = {"countries": 64, "devices": 64, "ips": 256}

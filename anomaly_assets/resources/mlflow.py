@@ -12,6 +12,10 @@ from pydantic import Field, PrivateAttr
 
 from anomaly_assets import settings
 
+#: The MLflow experiment of the enrichment evaluation runs (evaluation writes them;
+#: enrichment's shadow prompts log there too).
+EVAL_EXPERIMENT = "ai_enrichment_eval"
+
 CHAMPION = "champion"
 
 
