@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _common import throwaway_services
 from bench_history import _ranges, busy_stream
-from dagster import DagsterInstance
+from dagster import DagsterEventType, DagsterInstance
 
 from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.devtools.generator import produce
@@ -32,22 +32,38 @@ from anomaly_assets.resources.lakehouse import LakehouseResource
 def run_batch(defs, instance, job, ranges, extra_ops=None) -> dict:
     """One run of ``ranges``: wall seconds, seconds and Spark actions per step."""
     ops = {"bronze": {"config": {"ranges": ranges}}, **(extra_ops or {})}
-    before = spark_actions.snapshot()
+    before, before_s = spark_actions.snapshot(), spark_actions.seconds()
     t0 = time.perf_counter()
     result = defs.resolve_job_def(job).execute_in_process(
         run_config={"ops": ops}, instance=instance, raise_on_error=True
     )
     wall = time.perf_counter() - t0
     calls = spark_actions.since(before)
+    secs = spark_actions.seconds()
+    secs.subtract(before_s)
     steps = {
         s.step_key: s.end_time - s.start_time
         for s in instance.get_run_step_stats(result.run_id)
         if s.end_time and s.start_time
     }
+    writes = []
+    for record in instance.all_logs(
+        result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+    ):
+        mat = record.dagster_event.event_specific_data.materialization
+        meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+        if "delta_operation" in meta:
+            writes.append(
+                f"{mat.asset_key.to_user_string()}: {meta['delta_operation']} "
+                f"(+{meta['rows_written']} ~{meta['rows_updated']} "
+                f"copied {meta['rows_copied']})"
+            )
     return {
+        "writes": writes,
         "wall": wall,
         "steps": steps,
         "calls": calls,
+        "seconds": secs,
         "per_step": spark_actions.by_step(instance, result.run_id),
     }
 
@@ -93,6 +109,7 @@ def main() -> None:
                 ),
                 flush=True,
             )
+            print("  writes: " + "; ".join(out["writes"]), flush=True)
             if i:
                 results.append(out)
     calls = sum((r["calls"] for r in results), Counter())
@@ -101,9 +118,15 @@ def main() -> None:
     )
     for kind, n in spark_actions.by_kind(calls).most_common():
         print(f"  {n / len(results):6.1f}  {kind}")
-    print("\n... and by the line that asked:")
-    for site, n in spark_actions.by_site(calls).most_common():
-        print(f"  {n / len(results):6.1f}  {site}")
+    secs = sum((r["seconds"] for r in results), Counter())
+    print(
+        f"\n... and by the line that asked (actions, seconds in them; "
+        f"{sum(secs.values()) / len(results):.1f} s of Spark actions per run):"
+    )
+    sites = spark_actions.by_site(calls)
+    time_by_site = spark_actions.by_site(secs)
+    for site, s in time_by_site.most_common():
+        print(f"  {sites[site] / len(results):6.1f}  {s / len(results):6.2f} s  {site}")
     walls = [r["wall"] for r in results]
     actions = [sum(r["calls"].values()) for r in results]
     print(

@@ -1,18 +1,25 @@
-"""Asset checks on bronze and silver: every offset accounted for, no ledger holes, quarantine
-share, silver shape."""
+"""Checks of bronze and silver: every offset accounted for, no ledger holes, quarantine
+share, silver shape. Each table's checks are one op that reads what the write wrote once
+(see checks/scope.py); the ledger's hole scan, which asks Kafka, runs after the assets."""
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetKey,
+    AssetCheckSpec,
     Config,
     MetadataValue,
     RunsFilter,
     asset_check,
+    multi_asset_check,
 )
 from pydantic import Field
 
-from anomaly_assets.checks.scope import AFTER_ASSETS, NOTHING, written_rows
+from anomaly_assets.checks.scope import (
+    AFTER_ASSETS,
+    nothing_written,
+    result,
+    written_rows,
+)
 from anomaly_assets.lib.features import REQUIRED_COLUMNS
 from anomaly_assets.lib.ledger import scan_ledger, verify_batch
 from anomaly_assets.lib.offsets import KafkaUnavailable, OffsetRange, fetch_topic_state
@@ -23,9 +30,9 @@ from anomaly_assets.sensors import IN_FLIGHT_STATUSES
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 
-def _latest_batch(instance, ledger_key: AssetKey) -> dict | None:
-    """The offset ranges and topic id of the ledger's latest write (this run's batch)."""
-    event = instance.get_latest_materialization_event(ledger_key)
+def _latest_batch(event) -> dict | None:
+    """The offset ranges and topic id of the ledger's latest write (this run's batch), from
+    its materialisation event."""
     if event is None or event.asset_materialization is None:
         return None
     meta = event.asset_materialization.metadata
@@ -82,9 +89,9 @@ def _in_flight_ranges(instance, topic: str, bronze_op: str) -> list[OffsetRange]
     return out
 
 
-class QuarantineRatioConfig(Config):
+class BronzeChecksConfig(Config):
     max_ratio: float = Field(
-        default=0.05, description="Warn above this quarantined share."
+        default=0.05, description="Warn above this quarantined share of a batch."
     )
 
 
@@ -96,74 +103,177 @@ def not_finite(column: str):
     return c.isNull() | F.isnan(c) | (F.abs(c) == F.lit(float("inf")))
 
 
-def build_ingestion_checks(stream: Stream = DEFAULT_STREAM) -> list:
-    """The checks of ``stream``'s tables."""
+def batch_ledger_rows(lakehouse, batch: dict) -> list[tuple]:
+    """The ledger rows overlapping the batch's ranges: (partition, start, end, bronze,
+    quarantine, skipped, batch_id)."""
+    from pyspark.sql import functions as F
 
-    @asset_check(
-        asset=stream.key("bronze_events"),
-        additional_deps=[
-            stream.key("bronze_quarantine"),
-            stream.key("bronze_offset_ledger"),
-        ],
-        blocking=True,
-        description="Every offset of the batch just written is in exactly one place: "
-        "bronze_events, bronze_quarantine or a ledger skip with a reason. Reads only the "
-        "batch's offsets.",
+    ledger = lakehouse.read("bronze_offset_ledger")
+    rows = _overlapping(
+        ledger.filter(F.col("topic_id") == batch["topic_id"]),
+        batch["ranges"],
+        "start_offset",
+        "end_offset",
+    ).select(
+        "partition",
+        "start_offset",
+        "end_offset",
+        "bronze_rows",
+        "quarantine_rows",
+        "skipped",
+        "batch_id",
     )
-    def bronze_batch_accounted(
-        context, lakehouse: LakehouseResource
-    ) -> AssetCheckResult:
-        from pyspark.sql import functions as F
+    return [tuple(r) for r in rows.collect()]
 
-        batch = _latest_batch(context.instance, stream.key("bronze_offset_ledger"))
-        if batch is None or not batch["ranges"]:
-            return AssetCheckResult(passed=True, metadata={"batch_id": "none"})
-        ranges, topic_id = batch["ranges"], batch["topic_id"]
-        ledger = stream.lakehouse(lakehouse).read("bronze_offset_ledger")
-        rows = [
-            tuple(r)
-            for r in _overlapping(
-                ledger.filter(F.col("topic_id") == topic_id),
-                ranges,
-                "start_offset",
-                "end_offset",
-            )
-            .select(
-                "partition",
-                "start_offset",
-                "end_offset",
-                "bronze_rows",
-                "quarantine_rows",
-                "skipped",
-            )
-            .collect()
-        ]
-        spans = [OffsetRange(p, s, e) for p, s, e, *_ in rows] or ranges
-        stored_rows = None
-        for name in ("bronze_events", "bronze_quarantine"):
-            table = stream.lakehouse(lakehouse).read(name)
-            if table is not None:
-                part = _overlapping(
-                    table.filter(F.col("topic_id") == topic_id), spans, "offset"
-                ).select("partition", "offset")
-                stored_rows = (
-                    part if stored_rows is None else stored_rows.unionByName(part)
-                )
-        stored = {
-            r["partition"]: (r["n"], r["d"])
-            for r in stored_rows.groupBy("partition")
-            .agg(F.count("*").alias("n"), F.countDistinct("offset").alias("d"))
-            .collect()
-        }
-        problems = verify_batch(ranges, rows, stored)
-        return AssetCheckResult(
-            passed=not problems,
-            metadata={
+
+def stored_offsets(lakehouse, topic_id: str, spans: list[OffsetRange]) -> dict:
+    """partition -> (rows, distinct offsets) in bronze_events ∪ bronze_quarantine over
+    ``spans``."""
+    from pyspark.sql import functions as F
+
+    stored = None
+    for name in ("bronze_events", "bronze_quarantine"):
+        table = lakehouse.read(name)
+        if table is not None:
+            part = _overlapping(
+                table.filter(F.col("topic_id") == topic_id), spans, "offset"
+            ).select("partition", "offset")
+            stored = part if stored is None else stored.unionByName(part)
+    return {
+        r["partition"]: (r["n"], r["d"])
+        for r in stored.groupBy("partition")
+        .agg(F.count("*").alias("n"), F.countDistinct("offset").alias("d"))
+        .collect()
+    }
+
+
+def bronze_results(
+    specs: dict, batch: dict, ledger_rows: list[tuple], stored: dict, lost: int, config
+) -> list:
+    """The batch's accounting, its quarantined share (from its own ledger rows) and its
+    retention skips."""
+    problems = verify_batch(batch["ranges"], [r[:6] for r in ledger_rows], stored)
+    own = [r for r in ledger_rows if r[6] == batch["batch_id"]]
+    bad = sum(r[4] for r in own)
+    total = bad + sum(r[3] for r in own)
+    ratio = bad / total if total else 0.0
+    return [
+        result(
+            specs["bronze_batch_accounted"],
+            not problems,
+            {
                 "batch_id": batch["batch_id"],
-                "offsets_checked": sum(r.count for r in ranges),
+                "offsets_checked": sum(r.count for r in batch["ranges"]),
                 "problems": MetadataValue.json(problems[:20]),
             },
+        ),
+        result(
+            specs["quarantine_ratio_check"],
+            ratio <= config.max_ratio,
+            {
+                "batch_id": batch["batch_id"],
+                "quarantined": bad,
+                "total": total,
+                "ratio": ratio,
+                "max_ratio": config.max_ratio,
+            },
+        ),
+        result(
+            specs["no_offsets_lost_to_retention"],
+            lost == 0,
+            {"skipped_retention": lost, "batch_id": batch["batch_id"]},
+            description=None
+            if lost == 0
+            else f"{lost} offsets were deleted by retention before they were read: raise "
+            "the topic's retention or ingest more often.",
+        ),
+    ]
+
+
+def silver_figures(written, silver, features) -> dict:
+    """Null / non-finite counts per column of the written rows, and the written event_ids
+    stored twice (count and a sample), in one query."""
+    from pyspark.sql import functions as F
+
+    nulls = written.select(
+        *[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in REQUIRED_COLUMNS],
+        *[F.sum(not_finite(c).cast("long")).alias(c) for c in features],
+    )
+    same_days = silver.filter(days_predicate("event_time", event_days(written)))
+    dupes = (
+        same_days.join(written.select("event_id").distinct(), "event_id")
+        .groupBy("event_id")
+        .count()
+        .filter("count > 1")
+        .agg(
+            F.count("*").alias("_duplicates"),
+            F.slice(F.collect_list("event_id"), 1, 10).alias("_sample"),
         )
+    )
+    row = nulls.crossJoin(dupes).first().asDict()
+    return {
+        "nulls": {c: row[c] for c in (*REQUIRED_COLUMNS, *features) if row[c]},
+        "duplicates": row["_duplicates"],
+        "sample": row["_sample"],
+    }
+
+
+def build_ingestion_checks(stream: Stream = DEFAULT_STREAM) -> list:
+    """The checks of ``stream``'s bronze and silver tables."""
+    bronze = {
+        s.name: s
+        for s in (
+            AssetCheckSpec(
+                "bronze_batch_accounted",
+                asset=stream.key("bronze_events"),
+                additional_deps=[
+                    stream.key("bronze_quarantine"),
+                    stream.key("bronze_offset_ledger"),
+                ],
+                blocking=True,
+                description="Every offset of the batch just written is in exactly one "
+                "place: bronze_events, bronze_quarantine or a ledger skip with a reason. "
+                "Reads only the batch's offsets.",
+            ),
+            AssetCheckSpec(
+                "quarantine_ratio_check",
+                asset=stream.key("bronze_quarantine"),
+                description="Share of messages quarantined in the latest batch stays "
+                "under a threshold (warns); read from the batch's ledger rows.",
+            ),
+            AssetCheckSpec(
+                "no_offsets_lost_to_retention",
+                asset=stream.key("bronze_offset_ledger"),
+                description="No offset was deleted by retention before it was read "
+                "(warns): the batch's retention skips, from the ledger write's own "
+                "metadata.",
+            ),
+        )
+    }
+
+    @multi_asset_check(
+        specs=list(bronze.values()),
+        name=stream.named("bronze_batch_checks"),
+        description="The batch the latest bronze run wrote: its ledger rows and stored "
+        "offsets, read once.",
+    )
+    def bronze_batch_checks(
+        context, config: BronzeChecksConfig, lakehouse: LakehouseResource
+    ):
+        event = context.instance.get_latest_materialization_event(
+            stream.key("bronze_offset_ledger")
+        )
+        batch = _latest_batch(event)
+        if batch is None or not batch["ranges"]:
+            yield from nothing_written(*bronze.values())
+            return
+        lake = stream.lakehouse(lakehouse)
+        rows = batch_ledger_rows(lake, batch)
+        spans = [OffsetRange(p, s, e) for p, s, e, *_ in rows] or batch["ranges"]
+        stored = stored_offsets(lake, batch["topic_id"], spans)
+        meta = event.asset_materialization.metadata
+        lost = meta["skipped_retention"].value if "skipped_retention" in meta else 0
+        yield from bronze_results(bronze, batch, rows, stored, lost, config)
 
     @asset_check(
         op_tags=AFTER_ASSETS,
@@ -180,7 +290,11 @@ def build_ingestion_checks(stream: Stream = DEFAULT_STREAM) -> list:
         from pyspark.sql import functions as F
 
         kafka = stream.kafka(kafka)
-        batch = _latest_batch(context.instance, stream.key("bronze_offset_ledger"))
+        batch = _latest_batch(
+            context.instance.get_latest_materialization_event(
+                stream.key("bronze_offset_ledger")
+            )
+        )
         ledger = stream.lakehouse(lakehouse).read("bronze_offset_ledger")
         if batch is None or ledger is None:
             return AssetCheckResult(passed=True, metadata={"holes": 0})
@@ -236,132 +350,63 @@ def build_ingestion_checks(stream: Stream = DEFAULT_STREAM) -> list:
             },
         )
 
-    @asset_check(
-        op_tags=AFTER_ASSETS,
-        asset=stream.key("bronze_offset_ledger"),
-        description="No offset was deleted by retention before it was read (warns): the "
-        "batch's retention skips, from the ledger write's own metadata.",
-    )
-    def no_offsets_lost_to_retention(context) -> AssetCheckResult:
-        event = context.instance.get_latest_materialization_event(
-            stream.key("bronze_offset_ledger")
+    silver_key = stream.key("silver_events")
+    silver = {
+        s.name: s
+        for s in (
+            AssetCheckSpec(
+                "silver_schema_not_null",
+                asset=silver_key,
+                blocking=True,
+                description="Silver has every required and feature column; the rows the "
+                "latest write inserted or corrected have no null in required columns and "
+                "no null, NaN or infinite feature.",
+            ),
+            AssetCheckSpec(
+                "silver_unique_event_id",
+                asset=silver_key,
+                blocking=True,
+                description="No event_id the latest write inserted appears twice in "
+                "silver (looked up on the written rows' event days: a redelivered event "
+                "keeps its event time).",
+            ),
         )
-        meta = event.asset_materialization.metadata if event else {}
-        lost = meta["skipped_retention"].value if "skipped_retention" in meta else 0
-        return AssetCheckResult(
-            passed=lost == 0,
-            severity=AssetCheckSeverity.WARN,
-            metadata={
-                "skipped_retention": lost,
-                "batch_id": meta["batch_id"].value if "batch_id" in meta else "",
-            },
-            description=None
-            if lost == 0
-            else f"{lost} offsets were deleted by retention before they were read: raise the "
-            "topic's retention or ingest more often.",
-        )
+    }
 
-    @asset_check(
-        op_tags=AFTER_ASSETS,
-        asset=stream.key("bronze_quarantine"),
-        description="Share of messages quarantined in the latest batch stays under a "
-        "threshold (warns); read from the batch's ledger rows.",
+    @multi_asset_check(
+        specs=list(silver.values()),
+        name=stream.named("silver_events_checks"),
+        description="The rows the latest silver write inserted or corrected, in one query.",
     )
-    def quarantine_ratio_check(
-        context, config: QuarantineRatioConfig, lakehouse: LakehouseResource
-    ) -> AssetCheckResult:
-        from pyspark.sql import functions as F
-
-        latest = _latest_batch(context.instance, stream.key("bronze_offset_ledger"))
-        batch = latest["batch_id"] if latest else None
-        bad = total = 0
-        if batch is not None:  # the batch's ledger rows hold its counts
-            ledger = stream.lakehouse(lakehouse).read("bronze_offset_ledger")
-            row = (
-                ledger.filter(ledger.batch_id == batch)
-                .agg(F.sum("quarantine_rows"), F.sum("bronze_rows"))
-                .first()
-            )
-            bad = row[0] or 0
-            total = bad + (row[1] or 0)
-        ratio = bad / total if total else 0.0
-        return AssetCheckResult(
-            passed=ratio <= config.max_ratio,
-            severity=AssetCheckSeverity.WARN,
-            metadata={
-                "batch_id": batch or "",
-                "quarantined": bad,
-                "total": total,
-                "ratio": ratio,
-                "max_ratio": config.max_ratio,
-            },
+    def silver_checks(context, lakehouse: LakehouseResource):
+        table = stream.lakehouse(lakehouse).read("silver_events")
+        missing = [
+            c for c in (*REQUIRED_COLUMNS, *stream.features) if c not in table.columns
+        ]
+        written = written_rows(context, lakehouse, silver_key)
+        if written is None and not missing:
+            yield from nothing_written(*silver.values())
+            return
+        figures = (
+            {"nulls": {}, "duplicates": 0, "sample": []}
+            if missing or written is None
+            else silver_figures(written, table, stream.features)
         )
-
-    @asset_check(
-        asset=stream.key("silver_events"),
-        blocking=True,
-        description="Silver has every required and feature column; the rows the latest write "
-        "inserted or corrected have no null in required columns and no null, NaN or infinite "
-        "feature.",
-    )
-    def silver_schema_not_null(
-        context, lakehouse: LakehouseResource
-    ) -> AssetCheckResult:
-        from pyspark.sql import functions as F
-
-        columns = stream.lakehouse(lakehouse).read("silver_events").columns
-        missing = [c for c in (*REQUIRED_COLUMNS, *stream.features) if c not in columns]
-        silver = written_rows(context, lakehouse, stream.key("silver_events"))
-        nulls = {}
-        if not missing and silver is not None:
-            row = silver.select(
-                *[
-                    F.sum(F.col(c).isNull().cast("long")).alias(c)
-                    for c in REQUIRED_COLUMNS
-                ],
-                *[F.sum(not_finite(c).cast("long")).alias(c) for c in stream.features],
-            ).first()
-            nulls = {c: row[c] for c in row.asDict() if row[c]}
-        return AssetCheckResult(
-            passed=not missing and not nulls,
-            metadata={
+        yield result(
+            silver["silver_schema_not_null"],
+            not missing and not figures["nulls"],
+            {
                 "missing_columns": MetadataValue.json(missing),
-                "null_or_non_finite_counts": MetadataValue.json(nulls),
+                "null_or_non_finite_counts": MetadataValue.json(figures["nulls"]),
+            },
+        )
+        yield result(
+            silver["silver_unique_event_id"],
+            figures["duplicates"] == 0,
+            {
+                "duplicate_event_ids": figures["duplicates"],
+                "sample": MetadataValue.json(figures["sample"]),
             },
         )
 
-    @asset_check(
-        asset=stream.key("silver_events"),
-        blocking=True,
-        description="No event_id the latest write inserted appears twice in silver (looked up "
-        "on the written rows' event days: a redelivered event keeps its event time).",
-    )
-    def silver_unique_event_id(
-        context, lakehouse: LakehouseResource
-    ) -> AssetCheckResult:
-        written = written_rows(context, lakehouse, stream.key("silver_events"))
-        if written is None:
-            return NOTHING
-        silver = stream.lakehouse(lakehouse).read("silver_events")
-        same_days = silver.filter(days_predicate("event_time", event_days(written)))
-        dupes = (
-            same_days.join(written.select("event_id").distinct(), "event_id")
-            .groupBy("event_id")
-            .count()
-            .filter("count > 1")
-        )
-        n = dupes.count()
-        sample = [r[0] for r in dupes.limit(10).collect()]
-        return AssetCheckResult(
-            passed=n == 0,
-            metadata={"duplicate_event_ids": n, "sample": MetadataValue.json(sample)},
-        )
-
-    return [
-        bronze_batch_accounted,
-        offset_ledger_no_holes,
-        no_offsets_lost_to_retention,
-        quarantine_ratio_check,
-        silver_schema_not_null,
-        silver_unique_event_id,
-    ]
+    return [bronze_batch_checks, offset_ledger_no_holes, silver_checks]

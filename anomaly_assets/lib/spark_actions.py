@@ -13,6 +13,7 @@ counts once.
 import functools
 import sys
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 
@@ -45,6 +46,8 @@ ACTIONS = {
 
 _lock = threading.Lock()
 _calls: Counter = Counter()
+#: Wall seconds spent in the actions, by the same keys as ``_calls``.
+_seconds: Counter = Counter()
 _depth = threading.local()
 _installed = False
 #: (run id, step key) -> the actions counted when the step began.
@@ -54,19 +57,25 @@ _starts: dict[tuple[str, str], Counter] = {}
 def _counted(name: str, method):
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
+        key = None
         if not getattr(_depth, "n", 0):
             kind = name
             if name == "sql":
                 kind += " " + _verb(
                     args[1] if len(args) > 1 else kwargs.get("sqlQuery")
                 )
+            key = (kind, _site())
             with _lock:
-                _calls[kind, _site()] += 1
+                _calls[key] += 1
         _depth.n = getattr(_depth, "n", 0) + 1
+        began = time.perf_counter()
         try:
             return method(*args, **kwargs)
         finally:
             _depth.n -= 1
+            if key is not None:
+                with _lock:
+                    _seconds[key] += time.perf_counter() - began
 
     wrapper.__spark_action__ = True
     return wrapper
@@ -131,6 +140,13 @@ def snapshot() -> Counter:
 
 def since(start: Counter) -> Counter:
     return snapshot() - start
+
+
+def seconds() -> Counter:
+    """Wall seconds spent in actions so far in this process, by the keys of ``snapshot``
+    (subtract an earlier call's result for a span)."""
+    with _lock:
+        return Counter(_seconds)
 
 
 def by_kind(calls: Counter) -> Counter:
