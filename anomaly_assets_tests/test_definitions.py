@@ -58,21 +58,3 @@ def test_loading_definitions_starts_no_jvm_and_imports_no_heavy_library():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "NO_JVM" in proc.stdout
-
-
-def test_readme_documents_every_reason_skip_reason_and_feature():
-    from pathlib import Path
-
-    from anomaly_assets.lib.features import FEATURES
-    from anomaly_assets.lib.ledger import SKIP_REASONS
-    from anomaly_assets.lib.validation import REASONS
-
-    readme = Path(__file__).parents[1].joinpath("README.md").read_text()
-    rows = {
-        line.split("|")[1].strip()
-        for line in readme.splitlines()
-        if line.startswith("| `")
-    }
-    codes = (*REASONS, *SKIP_REASONS, *FEATURES)
-    missing = [code for code in codes if f"`{code}`" not in rows]
-    assert not missing, f"README tables lack {missing}"

@@ -75,8 +75,8 @@ def settings_markdown() -> str:
         "",
         (
             "Generated from the spec the loader validates with "
-            "(`python -m anomaly_assets.components.schema --markdown`); see the README, "
-            '"Adding a stream", for an example. Model, severity, enrichment and '
+            "(`python -m anomaly_assets.components.schema --markdown`); see "
+            "[adding a stream](streams.md) for an example. Model, severity, enrichment and "
             "evaluation settings become the defaults of the stream's steps in the "
             "launchpad."
         ),
