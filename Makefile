@@ -24,8 +24,8 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed  ## virtualenv with the pinned stack
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
+	mkdir -p $(DAGSTER_HOME) && cp deploy/dagster.yaml $@
 
 jars: install  ## Kafka broker jars (Maven) and Spark packages (Delta, Kafka connector)
 	$(BIN)/python -m anomaly_assets.devtools.fetch_jars

@@ -43,7 +43,7 @@ class DagsterDev:
         self.url = ""
         home.mkdir(parents=True, exist_ok=True)
         if not (home / "dagster.yaml").exists():
-            shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+            shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
 
     def start(self, timeout_s: float = 120) -> "DagsterDev":
         port = free_port()
