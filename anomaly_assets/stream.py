@@ -16,8 +16,6 @@ from dagster import AssetKey, Config
 from pydantic import create_model
 
 from anomaly_assets.contract import EVENT_TYPES
-from anomaly_assets.lib.features import FEATURE_COLUMNS
-from anomaly_assets.lib.validation import ValidationPolicy
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,8 @@ class Stream:
     topic: str | None = None
     #: Kafka resource settings this stream overrides (bootstrap_servers, ...).
     kafka_settings: Mapping[str, Any] = field(default_factory=dict)
-    features: tuple[str, ...] = FEATURE_COLUMNS
+    #: None: every feature of silver's catalogue (``silver.features.stream_features``).
+    features: tuple[str, ...] | None = None
     event_types: tuple[str, ...] = EVENT_TYPES
     #: "llm": the project's LLM resource; "offline": templated explanations, no LLM call.
     explainer: str = "llm"
@@ -55,11 +54,6 @@ class Stream:
         return f"anomaly_assets/{self.named(table)}"
 
     @property
-    def policy(self) -> ValidationPolicy:
-        """Bronze's validation: the contract's rules, this stream's event types."""
-        return ValidationPolicy(event_types=self.event_types)
-
-    @property
     def lane(self) -> dict[str, str]:
         """Run tag of ingestion runs: one at a time per stream (dagster.yaml)."""
         return {"anomaly_assets/lane": self.named("ingestion")}
@@ -81,14 +75,6 @@ class Stream:
             return resource
         name = self.named(resource.registered_model_name)
         return _replaced(resource, registered_model_name=name)
-
-    def llm(self, resource):
-        """The LLM resource, or the offline explainer for a stream that calls no LLM."""
-        if self.explainer == "offline":
-            from anomaly_assets.resources.llm import OfflineExplainerResource
-
-            return OfflineExplainerResource()
-        return resource
 
     def config(self, base: type[Config], op: str) -> type[Config]:
         """``base`` with this stream's defaults for ``op``, shown in the launchpad."""

@@ -140,7 +140,7 @@ def build_bronze(stream: Stream = DEFAULT_STREAM):
                 config,
                 stream.kafka(kafka),
                 stream.lakehouse(lakehouse),
-                stream.policy,
+                ValidationPolicy(event_types=stream.event_types),
             )
 
     return bronze

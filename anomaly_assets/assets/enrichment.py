@@ -32,7 +32,7 @@ from anomaly_assets.lib.pruning import days_predicate, event_days
 from anomaly_assets.llm.grouping import EXAMPLE_FIELDS
 from anomaly_assets.llm.prompt_registry import PRODUCTION, PROMPT_NAME
 from anomaly_assets.resources.lakehouse import LakehouseResource
-from anomaly_assets.resources.llm import LLMResource
+from anomaly_assets.resources.llm import LLMResource, for_stream
 from anomaly_assets.resources.mlflow import EVAL_EXPERIMENT, MlflowResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
@@ -212,7 +212,7 @@ def build_enrichment(stream: Stream = DEFAULT_STREAM):
                 context,
                 config,
                 stream.lakehouse(lakehouse),
-                stream.llm(llm),
+                for_stream(stream, llm),
                 mlflow_settings,
                 stream,
             )

@@ -22,7 +22,7 @@ from anomaly_assets import settings
 from anomaly_assets.lib import spark_actions
 from anomaly_assets.llm.prompt_registry import CANDIDATE, PRODUCTION
 from anomaly_assets.resources.lakehouse import LakehouseResource
-from anomaly_assets.resources.llm import LLMResource
+from anomaly_assets.resources.llm import LLMResource, for_stream
 from anomaly_assets.resources.mlflow import EVAL_EXPERIMENT, MlflowResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
@@ -404,7 +404,7 @@ def build_ai_enrichment_eval_metrics(stream: Stream = DEFAULT_STREAM):
                 silver_events,
                 stream.lakehouse(lakehouse),
                 mlflow_settings,
-                stream.llm(llm),
+                for_stream(stream, llm),
                 stream,
             )
 

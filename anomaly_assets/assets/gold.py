@@ -29,6 +29,7 @@ from anomaly_assets.lib import cursors, monitoring, spark_actions
 from anomaly_assets.lib.features import (
     FEATURE_FINGERPRINT,
     GOLD_EVENT_COLUMNS,
+    stream_features,
 )
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource
@@ -105,7 +106,7 @@ def lineage(stream: Stream) -> dict:
         stream.key("silver_events"),
         GOLD_EVENT_COLUMNS,
         {
-            c: stream.features
+            c: stream_features(stream)
             for c in (
                 "anomaly_score",
                 "severity_percentile",

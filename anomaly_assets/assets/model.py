@@ -20,7 +20,11 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets import settings
-from anomaly_assets.lib.features import FEATURE_COLUMNS, FEATURE_FINGERPRINT
+from anomaly_assets.lib.features import (
+    FEATURE_COLUMNS,
+    FEATURE_FINGERPRINT,
+    stream_features,
+)
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource, MlflowTracking
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
@@ -169,7 +173,7 @@ def _train(
         score_quantiles,
     )
 
-    features = stream.features
+    features = stream_features(stream)
     data = sample_features(
         lakehouse.read("silver_events"), config.sample_size, config.seed, features
     )

@@ -32,6 +32,7 @@ from anomaly_assets.lib.features import (
     FEATURE_COLUMNS,
     FEATURE_INPUTS,
     FEATURES,
+    stream_features,
 )
 from anomaly_assets.lib.profile import SET_CAPS, fold
 from anomaly_assets.lib.silver import PartitionMark, plan, to_fold
@@ -47,7 +48,10 @@ def lineage(stream: Stream) -> dict:
         [c for c in EVENT_COLUMNS if c in BRONZE_COLUMNS],
         {
             "event_time": ["event_ts"],
-            **{f: ["user_id", "event_ts", *FEATURE_INPUTS[f]] for f in stream.features},
+            **{
+                f: ["user_id", "event_ts", *FEATURE_INPUTS[f]]
+                for f in stream_features(stream)
+            },
         },
     )
 

@@ -20,7 +20,7 @@ from anomaly_assets.checks.scope import (
     result,
     written_rows,
 )
-from anomaly_assets.lib.features import REQUIRED_COLUMNS
+from anomaly_assets.lib.features import REQUIRED_COLUMNS, stream_features
 from anomaly_assets.lib.ledger import scan_ledger, verify_batch
 from anomaly_assets.lib.offsets import KafkaUnavailable, OffsetRange, fetch_topic_state
 from anomaly_assets.lib.pruning import days_predicate, event_days
@@ -381,7 +381,9 @@ def build_ingestion_checks(stream: Stream = DEFAULT_STREAM) -> list:
     def silver_checks(context, lakehouse: LakehouseResource):
         table = stream.lakehouse(lakehouse).read("silver_events")
         missing = [
-            c for c in (*REQUIRED_COLUMNS, *stream.features) if c not in table.columns
+            c
+            for c in (*REQUIRED_COLUMNS, *stream_features(stream))
+            if c not in table.columns
         ]
         written = written_rows(context, lakehouse, silver_key)
         if written is None and not missing:
@@ -390,7 +392,7 @@ def build_ingestion_checks(stream: Stream = DEFAULT_STREAM) -> list:
         figures = (
             {"nulls": {}, "duplicates": 0, "sample": []}
             if missing or written is None
-            else silver_figures(written, table, stream.features)
+            else silver_figures(written, table, stream_features(stream))
         )
         yield result(
             silver["silver_schema_not_null"],

@@ -145,6 +145,12 @@ VALUE_EVENTS = ("purchase", "file_download")
 MIN_TRAVEL_GAP_S = 60.0
 FEATURE_COLUMNS = tuple(FEATURES)
 
+
+def stream_features(stream) -> tuple[str, ...]:
+    """The features ``stream`` computes: the ones its spec lists, or every feature."""
+    return FEATURE_COLUMNS if stream.features is None else tuple(stream.features)
+
+
 #: Columns silver keeps from bronze, besides the features.
 EVENT_COLUMNS = (
     "event_id",

@@ -133,10 +133,11 @@ def test_a_stream_of_defaults_is_todays_pipeline_under_its_prefix():
     from anomaly_assets.assets.evaluation import EvalConfig
     from anomaly_assets.assets.gold import ScoringConfig
     from anomaly_assets.assets.model import TrainConfig
+    from anomaly_assets.lib.features import stream_features
     from anomaly_assets.stream import DEFAULT_STREAM
 
     stream = StreamSpec(key_prefix=["p"], kafka={"topic": "t"}).to_stream()
-    assert stream.features == DEFAULT_STREAM.features
+    assert stream_features(stream) == stream_features(DEFAULT_STREAM)
     assert stream.event_types == DEFAULT_STREAM.event_types
     assert (stream.name, stream.topic, dict(stream.kafka_settings)) == ("p", "t", {})
     for base, op in [
