@@ -15,7 +15,8 @@ from anomaly_assets.checks.enrichment import build_enrichment_checks
 from anomaly_assets.checks.evaluation import build_evaluation_checks
 from anomaly_assets.checks.gold import build_gold_checks
 from anomaly_assets.checks.incidents import build_incident_checks
-from anomaly_assets.checks.ingestion import build_ingestion_checks
+from anomaly_assets.checks.ingestion import build_bronze_checks
+from anomaly_assets.checks.silver import build_silver_checks
 from anomaly_assets.jobs import build_jobs
 from anomaly_assets.maintenance import build_maintenance
 from anomaly_assets.sensors import build_kafka_offsets_sensor
@@ -32,7 +33,8 @@ ASSET_FACTORIES = (
     build_ai_enrichment_eval_metrics,
 )
 CHECK_FACTORIES = (
-    build_ingestion_checks,
+    build_bronze_checks,
+    build_silver_checks,
     build_gold_checks,
     build_incident_checks,
     build_enrichment_checks,

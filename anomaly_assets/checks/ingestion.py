@@ -1,6 +1,6 @@
-"""Checks of bronze and silver: every offset accounted for, no ledger holes, quarantine
-share, silver shape. Each table's checks are one op that reads what the write wrote once
-(see checks/scope.py); the ledger's hole scan, which asks Kafka, runs after the assets."""
+"""Checks of bronze: every offset of a batch accounted for, its quarantined share and
+retention skips (one op that reads the batch once, see checks/scope.py), and no hole in
+the offset ledger (after the assets: it asks Kafka)."""
 
 from dagster import (
     AssetCheckResult,
@@ -18,12 +18,9 @@ from anomaly_assets.checks.scope import (
     AFTER_ASSETS,
     nothing_written,
     result,
-    written_rows,
 )
-from anomaly_assets.lib.features import REQUIRED_COLUMNS, stream_features
 from anomaly_assets.lib.ledger import scan_ledger, verify_batch
 from anomaly_assets.lib.offsets import KafkaUnavailable, OffsetRange, fetch_topic_state
-from anomaly_assets.lib.pruning import days_predicate, event_days
 from anomaly_assets.resources.kafka import KafkaResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.sensors import IN_FLIGHT_STATUSES
@@ -93,14 +90,6 @@ class BronzeChecksConfig(Config):
     max_ratio: float = Field(
         default=0.05, description="Warn above this quarantined share of a batch."
     )
-
-
-def not_finite(column: str):
-    """True where a numeric column is null, NaN or ±Infinity."""
-    from pyspark.sql import functions as F
-
-    c = F.col(column)
-    return c.isNull() | F.isnan(c) | (F.abs(c) == F.lit(float("inf")))
 
 
 def batch_ledger_rows(lakehouse, batch: dict) -> list[tuple]:
@@ -190,36 +179,8 @@ def bronze_results(
     ]
 
 
-def silver_figures(written, silver, features) -> dict:
-    """Null / non-finite counts per column of the written rows, and the written event_ids
-    stored twice (count and a sample), in one query."""
-    from pyspark.sql import functions as F
-
-    nulls = written.select(
-        *[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in REQUIRED_COLUMNS],
-        *[F.sum(not_finite(c).cast("long")).alias(c) for c in features],
-    )
-    same_days = silver.filter(days_predicate("event_time", event_days(written)))
-    dupes = (
-        same_days.join(written.select("event_id").distinct(), "event_id")
-        .groupBy("event_id")
-        .count()
-        .filter("count > 1")
-        .agg(
-            F.count("*").alias("_duplicates"),
-            F.slice(F.collect_list("event_id"), 1, 10).alias("_sample"),
-        )
-    )
-    row = nulls.crossJoin(dupes).first().asDict()
-    return {
-        "nulls": {c: row[c] for c in (*REQUIRED_COLUMNS, *features) if row[c]},
-        "duplicates": row["_duplicates"],
-        "sample": row["_sample"],
-    }
-
-
-def build_ingestion_checks(stream: Stream = DEFAULT_STREAM) -> list:
-    """The checks of ``stream``'s bronze and silver tables."""
+def build_bronze_checks(stream: Stream = DEFAULT_STREAM) -> list:
+    """The checks of ``stream``'s bronze tables."""
     bronze = {
         s.name: s
         for s in (
@@ -350,65 +311,4 @@ def build_ingestion_checks(stream: Stream = DEFAULT_STREAM) -> list:
             },
         )
 
-    silver_key = stream.key("silver_events")
-    silver = {
-        s.name: s
-        for s in (
-            AssetCheckSpec(
-                "silver_schema_not_null",
-                asset=silver_key,
-                blocking=True,
-                description="Silver has every required and feature column; the rows the "
-                "latest write inserted or corrected have no null in required columns and "
-                "no null, NaN or infinite feature.",
-            ),
-            AssetCheckSpec(
-                "silver_unique_event_id",
-                asset=silver_key,
-                blocking=True,
-                description="No event_id the latest write inserted appears twice in "
-                "silver (looked up on the written rows' event days: a redelivered event "
-                "keeps its event time).",
-            ),
-        )
-    }
-
-    @multi_asset_check(
-        specs=list(silver.values()),
-        name=stream.named("silver_events_checks"),
-        description="The rows the latest silver write inserted or corrected, in one query.",
-    )
-    def silver_checks(context, lakehouse: LakehouseResource):
-        table = stream.lakehouse(lakehouse).read("silver_events")
-        missing = [
-            c
-            for c in (*REQUIRED_COLUMNS, *stream_features(stream))
-            if c not in table.columns
-        ]
-        written = written_rows(context, lakehouse, silver_key)
-        if written is None and not missing:
-            yield from nothing_written(*silver.values())
-            return
-        figures = (
-            {"nulls": {}, "duplicates": 0, "sample": []}
-            if missing or written is None
-            else silver_figures(written, table, stream_features(stream))
-        )
-        yield result(
-            silver["silver_schema_not_null"],
-            not missing and not figures["nulls"],
-            {
-                "missing_columns": MetadataValue.json(missing),
-                "null_or_non_finite_counts": MetadataValue.json(figures["nulls"]),
-            },
-        )
-        yield result(
-            silver["silver_unique_event_id"],
-            figures["duplicates"] == 0,
-            {
-                "duplicate_event_ids": figures["duplicates"],
-                "sample": MetadataValue.json(figures["sample"]),
-            },
-        )
-
-    return [bronze_batch_checks, offset_ledger_no_holes, silver_checks]
+    return [bronze_batch_checks, offset_ledger_no_holes]
