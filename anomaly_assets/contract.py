@@ -1,4 +1,4 @@
-"""The event contract (README, "Event contract"): the JSON value of each Kafka message, keyed by user_id.
+"""The event contract (docs/local_services.md, "Event contract"): the JSON value of each Kafka message, keyed by user_id.
 
 One place for the field list, so the generator that writes events and the bronze layer that
 validates them cannot drift apart.

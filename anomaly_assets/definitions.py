@@ -7,12 +7,13 @@ from pathlib import Path
 
 from dagster import Definitions, EnvVar, in_process_executor, load_from_defs_folder
 
+from anomaly_assets.enrichment.resource import llm_from_env
+from anomaly_assets.ingestion.kafka import KafkaResource
 from anomaly_assets.io_managers import DeltaIOManager
 from anomaly_assets.pipeline import stream_parts
-from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
-from anomaly_assets.resources.llm import llm_from_env
 from anomaly_assets.resources.mlflow import MlflowResource, MlflowTracking
+from anomaly_assets.resources.spark import SparkResource
 from anomaly_assets.stream import DEFAULT_STREAM
 
 

@@ -21,7 +21,7 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets import settings
-from anomaly_assets.lib import delta_sql
+from anomaly_assets.core import delta_sql
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 

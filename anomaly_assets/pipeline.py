@@ -4,22 +4,22 @@ instance (a ``defs.yaml``) adds its own."""
 
 from dagster import Definitions
 
-from anomaly_assets.assets.bronze import build_bronze
-from anomaly_assets.assets.enrichment import build_enrichment
-from anomaly_assets.assets.evaluation import build_ai_enrichment_eval_metrics
-from anomaly_assets.assets.gold import build_gold
-from anomaly_assets.assets.incidents import build_gold_user_incidents
-from anomaly_assets.assets.model import build_anomaly_model
-from anomaly_assets.assets.silver import build_silver
-from anomaly_assets.checks.enrichment import build_enrichment_checks
-from anomaly_assets.checks.evaluation import build_evaluation_checks
-from anomaly_assets.checks.gold import build_gold_checks
-from anomaly_assets.checks.incidents import build_incident_checks
-from anomaly_assets.checks.ingestion import build_bronze_checks
-from anomaly_assets.checks.silver import build_silver_checks
+from anomaly_assets.enrichment.assets import build_enrichment
+from anomaly_assets.enrichment.checks import build_enrichment_checks
+from anomaly_assets.evaluation.assets import build_ai_enrichment_eval_metrics
+from anomaly_assets.evaluation.checks import build_evaluation_checks
+from anomaly_assets.gold.assets import build_gold
+from anomaly_assets.gold.checks import build_gold_checks
+from anomaly_assets.gold.incident_checks import build_incident_checks
+from anomaly_assets.gold.incidents_asset import build_gold_user_incidents
+from anomaly_assets.ingestion.assets import build_bronze
+from anomaly_assets.ingestion.checks import build_bronze_checks
+from anomaly_assets.ingestion.sensor import build_kafka_offsets_sensor
 from anomaly_assets.jobs import build_jobs
 from anomaly_assets.maintenance import build_maintenance
-from anomaly_assets.sensors import build_kafka_offsets_sensor
+from anomaly_assets.model.assets import build_anomaly_model
+from anomaly_assets.silver.assets import build_silver
+from anomaly_assets.silver.checks import build_silver_checks
 from anomaly_assets.stream import Stream
 
 #: Asset factories, upstream first.

@@ -11,41 +11,53 @@ os.environ["ANOMALY_LAKEHOUSE_ROOT"] = os.path.join(_SANDBOX, "lakehouse")
 os.environ["ANOMALY_LOCAL_DIR"] = os.path.join(_SANDBOX, "local")
 os.environ.setdefault("ANOMALY_SENSOR_INTERVAL_S", "5")
 
+from pathlib import Path
+
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
 from anomaly_assets.devtools.spark_connect import LocalSparkConnectServer
+from anomaly_assets.ingestion.kafka import KafkaResource
 from anomaly_assets.io_managers.delta import write_delta
-from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets.resources.spark import SparkResource
 from anomaly_assets_tests.helpers import GOLD_SCHEMA, SILVER_SCHEMA, hand_made_batch
 
 _topics = itertools.count()
+
+#: No hypothesis deadline: on 2 busy cores an example's time says nothing about the code,
+#: and no property here is about time.
+hypothesis_settings.register_profile("suite", deadline=None)
+hypothesis_settings.load_profile("suite")
 
 #: Modules that take minutes, slowest first (seconds in a serial run). ``make test`` runs
 #: the suite on two workers that take whole modules in collection order (pytest-xdist
 #: ``--dist loadfile --no-loadscope-reorder``): started first, the long ones run beside
 #: the many short ones instead of leaving one worker alone at the end.
 SLOW_MODULES = (
-    "test_daemon.py",  # 590
-    "test_ui.py",  # 500
-    "test_spark_modes.py",  # 400
-    "test_hostile_features.py",  # 350
-    "test_late_replay.py",  # 210
-    "test_features.py",  # 160
-    "test_second_stream.py",  # 150
-    "test_hostile_batch.py",  # 140
-    "test_ingestion.py",  # 140
-    "test_delta.py",  # 130
-    "test_model_and_gold.py",  # 90
-    "test_ui_streams.py",  # 60
+    "scenarios/test_daemon.py",  # 590
+    "scenarios/test_ui.py",  # 500
+    "scenarios/test_spark_modes.py",  # 400
+    "silver/test_hostile_features.py",  # 350
+    "scenarios/test_late_replay.py",  # 210
+    "silver/test_features.py",  # 160
+    "scenarios/test_second_stream.py",  # 150
+    "scenarios/test_hostile_batch.py",  # 140
+    "ingestion/test_assets.py",  # 140
+    "io_managers/test_delta.py",  # 130
+    "gold/test_assets.py",  # 90
+    "scenarios/test_ui_streams.py",  # 60
 )
 
 
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(SLOW_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    here = Path(__file__).parent
+    items.sort(
+        key=lambda item: rank.get(item.path.relative_to(here).as_posix(), len(rank))
+    )
 
 
 @pytest.fixture(scope="session")

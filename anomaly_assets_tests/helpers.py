@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer, TopicPartition
 
-from anomaly_assets.lib.offsets import fetch_offsets
+from anomaly_assets.ingestion.offsets import fetch_offsets
 
 
 def consume_all(
@@ -165,3 +165,17 @@ def assert_ledger_complete(
         assert landed | skip_offsets == set(range(first, end)), "an offset is nowhere"
         assert len(landed) == sum(r["bronze_rows"] + r["quarantine_rows"] for r in rows)
     return skipped
+
+
+def check_specs(*names: str) -> dict:
+    """Stand-ins for a check op's specs: what ``core.checks.result`` reads of one."""
+
+    class Spec:
+        def __init__(self, name):
+            self.name, self.asset_key, self.blocking = name, None, True
+
+    return {n: Spec(n) for n in names}
+
+
+def verdicts(results) -> dict:
+    return {r.check_name: r.passed for r in results}

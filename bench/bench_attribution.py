@@ -21,8 +21,8 @@ import time
 import numpy as np
 import shap
 
-from anomaly_assets.lib.contributions import ForestExplainer
-from anomaly_assets.lib.model import anomaly_scores, build_pipeline
+from anomaly_assets.gold.contributions import ForestExplainer
+from anomaly_assets.model.forests import anomaly_scores, build_pipeline
 
 FEATURES = 28
 

@@ -38,11 +38,12 @@ from anomaly_assets.devtools.scenario import CommuterScenario
 #: Event mixes: the project's generator (target 0.90 per type) and the second mix written
 #: for the tests, with other habits and attack shapes (target 0.80 per type).
 MIXES = {"generator": (EventGenerator, 0.90), "commuters": (CommuterScenario, 0.80)}
-from anomaly_assets.lib.features import FEATURE_COLUMNS
-from anomaly_assets.lib.model import detection_quality
-from anomaly_assets.resources import KafkaResource, SparkResource
+from anomaly_assets.ingestion.kafka import KafkaResource
+from anomaly_assets.model.forests import detection_quality
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets.resources.spark import SparkResource
+from anomaly_assets.silver.features import FEATURE_COLUMNS
 
 INGEST = [
     "bronze_events",
@@ -134,8 +135,8 @@ def other_detectors(silver, start, gold, fit_rows: int) -> dict:
     from sklearn.covariance import EllipticEnvelope
     from sklearn.neighbors import LocalOutlierFactor
 
-    from anomaly_assets.assets.model import TrainConfig
-    from anomaly_assets.lib.model import (
+    from anomaly_assets.model.assets import TrainConfig
+    from anomaly_assets.model.forests import (
         LOG_FEATURES,
         ThreatForests,
         build_pipeline,

@@ -20,11 +20,11 @@ from anomaly_assets.devtools.fake_azure_openai import (
     ImperfectModel,
 )
 from anomaly_assets.devtools.synthetic_anomalies import synthetic_anomalies
-from anomaly_assets.lib.evaluation import evaluate
-from anomaly_assets.llm.enrich import EnrichmentSettings, enrich
-from anomaly_assets.llm.prompts import load_prompt
-from anomaly_assets.llm.statuses import EXPLAINED, RETRYABLE
-from anomaly_assets.resources.llm import AzureOpenAIResource
+from anomaly_assets.enrichment.enrich import EnrichmentSettings, enrich
+from anomaly_assets.enrichment.prompts import load_prompt
+from anomaly_assets.enrichment.resource import AzureOpenAIResource
+from anomaly_assets.enrichment.statuses import EXPLAINED, RETRYABLE
+from anomaly_assets.evaluation.metrics import evaluate
 
 #: Faults spread over the requests: all but a refused key and a long Retry-After, which stop
 #: a run's calls at once (the next run explains the rows; the tests cover it), and a vague

@@ -49,7 +49,7 @@ RUN_TIMES = """query($id: ID!) { runOrError(runId: $id) { ... on Run {
 PHASES = ("sensor", "queue+launch", "process init", "steps", "to run end")
 ATTACH = """
 import json, time
-from anomaly_assets.resources import SparkResource
+from anomaly_assets.resources.spark import SparkResource
 t0 = time.perf_counter()
 SparkResource(log_level="ERROR").spark_session.range(1).count()
 print(json.dumps(time.perf_counter() - t0))

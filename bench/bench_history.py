@@ -23,10 +23,11 @@ from dagster import DagsterInstance
 from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
 from anomaly_assets.devtools.generator import EventGenerator, produce
-from anomaly_assets.lib.offsets import fetch_offsets
-from anomaly_assets.resources import KafkaResource, SparkResource
+from anomaly_assets.ingestion.kafka import KafkaResource
+from anomaly_assets.ingestion.offsets import fetch_offsets
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets.resources.spark import SparkResource
 
 N_USERS = 400
 #: A busy stream (the generator's clock runs faster than real time at this rate); the clock

@@ -16,14 +16,15 @@ from _common import PeakMemory
 from confluent_kafka import Consumer, TopicPartition
 from dagster import AssetKey, DagsterInstance, materialize
 
-from anomaly_assets.assets.bronze import bronze
-from anomaly_assets.assets.silver import silver
 from anomaly_assets.definitions import build_resources
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
 from anomaly_assets.devtools.generator import EventGenerator, produce
-from anomaly_assets.lib.offsets import fetch_offsets
-from anomaly_assets.resources import KafkaResource, SparkResource
+from anomaly_assets.ingestion.assets import bronze
+from anomaly_assets.ingestion.kafka import KafkaResource
+from anomaly_assets.ingestion.offsets import fetch_offsets
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.resources.spark import SparkResource
+from anomaly_assets.silver.assets import silver
 
 TOPIC = "bench-ingest"
 
@@ -53,8 +54,8 @@ def validation_paths(spark, bootstrap: str, ends: dict[int, int]) -> dict[str, f
     """Seconds to validate the topic's rows (read from Kafka, cached first) both ways."""
     from pyspark.sql import functions as F
 
-    from anomaly_assets.lib import bronze as lib
-    from anomaly_assets.lib.offsets import OffsetRange
+    from anomaly_assets.ingestion import bronze as lib
+    from anomaly_assets.ingestion.offsets import OffsetRange
 
     ranges = [OffsetRange(p, 0, e) for p, e in sorted(ends.items())]
     raw = lib.read_ranges(spark, {"bootstrap.servers": bootstrap}, TOPIC, ranges)

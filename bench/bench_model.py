@@ -22,23 +22,24 @@ from dagster import AssetKey, DagsterInstance, materialize
 from scipy.stats import chi2
 from sklearn.metrics import roc_auc_score
 
-from anomaly_assets.assets.bronze import bronze
-from anomaly_assets.assets.model import anomaly_model
-from anomaly_assets.assets.silver import silver
 from anomaly_assets.definitions import build_resources
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
 from anomaly_assets.devtools.generator import EventGenerator, produce
-from anomaly_assets.lib.features import FEATURE_COLUMNS
-from anomaly_assets.lib.model import (
+from anomaly_assets.gold.scoring import ScoringSpec, score_frame, score_spark
+from anomaly_assets.ingestion.assets import bronze
+from anomaly_assets.ingestion.kafka import KafkaResource
+from anomaly_assets.model.assets import anomaly_model
+from anomaly_assets.model.forests import (
     ThreatForests,
     anomaly_scores,
     build_pipeline,
     score_quantiles,
 )
-from anomaly_assets.lib.scoring import ScoringSpec, score_frame, score_spark
-from anomaly_assets.resources import KafkaResource, SparkResource
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets.resources.spark import SparkResource
+from anomaly_assets.silver.assets import silver
+from anomaly_assets.silver.features import FEATURE_COLUMNS
 
 
 def mulcross(n=262_144, p=4, contamination=0.10, clusters=2, distance=2.0, seed=0):

@@ -21,12 +21,13 @@ from _common import throwaway_services
 from bench_history import _ranges, busy_stream
 from dagster import DagsterEventType, DagsterInstance
 
+from anomaly_assets.core import spark_actions
 from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.devtools.generator import produce
-from anomaly_assets.lib import spark_actions
-from anomaly_assets.lib.offsets import fetch_offsets
-from anomaly_assets.resources import KafkaResource, SparkResource
+from anomaly_assets.ingestion.kafka import KafkaResource
+from anomaly_assets.ingestion.offsets import fetch_offsets
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.resources.spark import SparkResource
 
 
 def run_batch(defs, instance, job, ranges, extra_ops=None) -> dict:

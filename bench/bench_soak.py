@@ -21,10 +21,11 @@ from dagster import AssetKey, DagsterInstance
 from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.devtools.broker import LocalKafkaBroker, free_port
 from anomaly_assets.devtools.generator import produce
-from anomaly_assets.lib.offsets import fetch_offsets
-from anomaly_assets.resources import KafkaResource, SparkResource
+from anomaly_assets.ingestion.kafka import KafkaResource
+from anomaly_assets.ingestion.offsets import fetch_offsets
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
+from anomaly_assets.resources.spark import SparkResource
 
 
 def _rows_copied(instance, table: str) -> int:

@@ -21,19 +21,19 @@ from pydantic import (
     model_validator,
 )
 
-from anomaly_assets.assets.enrichment import EnrichmentConfig
-from anomaly_assets.assets.evaluation import EvalConfig
-from anomaly_assets.assets.gold import ScoringConfig
-from anomaly_assets.assets.model import TrainConfig
 from anomaly_assets.contract import (
     EVENT_TYPES,
     OPTIONAL_FIELDS,
     REQUIRED_BY_EVENT_TYPE,
     REQUIRED_FIELDS,
 )
+from anomaly_assets.core.cursors import CURSOR_TABLE
+from anomaly_assets.enrichment.assets import EnrichmentConfig
+from anomaly_assets.evaluation.assets import EvalConfig
+from anomaly_assets.gold.assets import ScoringConfig
 from anomaly_assets.jobs import INGESTION_ASSETS
-from anomaly_assets.lib.cursors import CURSOR_TABLE
-from anomaly_assets.lib.features import FEATURE_INPUTS, FEATURES
+from anomaly_assets.model.assets import TrainConfig
+from anomaly_assets.silver.features import FEATURE_INPUTS, FEATURES
 from anomaly_assets.stream import Stream
 
 #: Contract fields every stream carries: what identifies, orders, keys and places an
@@ -175,7 +175,7 @@ class EvaluationSpec(_Strict):
     judge_max_calls: int = _like(EvalConfig, "judge_max_calls", ge=0)
 
 
-#: A feature of the library (lib/features.py).
+#: A feature of the library (silver/features.py).
 FeatureName = Literal[tuple(FEATURES)]
 
 
@@ -215,7 +215,7 @@ class StreamSpec(_Strict):
     features: list[Annotated[FeatureName, AfterValidator(_fed_by_contract)]] = Field(
         default=list(FEATURES),
         min_length=1,
-        description="Features from the project's library (lib/features.py); each "
+        description="Features from the project's library (silver/features.py); each "
         "feature's window is part of its definition (events_1m, bytes_1h_log, ...).",
     )
     model: ModelSpec = Field(default_factory=ModelSpec)

@@ -1,2 +1,2 @@
 """Declared streams: one folder per stream, each with a defs.yaml of type
-anomaly_assets.components.AnomalyPipeline (see README, "Adding a stream")."""
+anomaly_assets.components.AnomalyPipeline (see docs/streams.md)."""

@@ -23,7 +23,7 @@ POPULATION_SEED = 42
 
 
 def _topic_size(bootstrap: str, topic: str) -> int:
-    from anomaly_assets.lib.offsets import KafkaUnavailable, fetch_offsets
+    from anomaly_assets.ingestion.offsets import KafkaUnavailable, fetch_offsets
 
     try:
         _, ends = fetch_offsets({"bootstrap.servers": bootstrap}, topic, 5.0)

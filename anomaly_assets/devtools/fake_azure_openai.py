@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 from urllib.parse import parse_qs, urlparse
 
-from anomaly_assets.llm.evidence import evidence_numbers
+from anomaly_assets.enrichment.evidence import evidence_numbers
 
 #: Faults ``inject`` queues and ``ImperfectModel`` draws. Transport: 401, 429 (Retry-After
 #: 1 s), 429_long (Retry-After 120 s, longer than the SDK waits), 500, timeout. Answers:
@@ -58,7 +58,7 @@ FAULTS = (
     "vague_action",
 )
 #: Keywords outside the strict subset (answered with a 400). The service's list, kept apart
-#: from the one the product strips (llm/schema.py) so that a keyword the product forgets to
+#: from the one the product strips (enrichment/schema.py) so that a keyword the product forgets to
 #: strip is caught here, not agreed with.
 UNSUPPORTED_KEYWORDS = frozenset(
     {

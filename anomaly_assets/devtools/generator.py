@@ -622,7 +622,7 @@ def latest_event_time(
     ``topic``; None for a missing or empty topic. Messages that are not events are skipped."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from anomaly_assets.lib.offsets import KafkaUnavailable, fetch_offsets
+    from anomaly_assets.ingestion.offsets import KafkaUnavailable, fetch_offsets
 
     try:
         starts, ends = fetch_offsets(

@@ -5,10 +5,10 @@ Regenerate after changing one::
     python -m anomaly_assets.devtools.reference > docs/reference.md
 """
 
-from anomaly_assets.lib.features import FEATURES
-from anomaly_assets.lib.ledger import SKIP_REASONS
-from anomaly_assets.lib.model import THREAT_FEATURES
-from anomaly_assets.lib.validation import REASONS
+from anomaly_assets.ingestion.ledger import SKIP_REASONS
+from anomaly_assets.ingestion.validation import REASONS
+from anomaly_assets.model.forests import THREAT_FEATURES
+from anomaly_assets.silver.features import FEATURES
 
 
 def _cell(text: str) -> str:

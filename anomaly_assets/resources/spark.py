@@ -18,7 +18,7 @@ from dagster_pyspark.resources import spark_session_from_config
 from pydantic import Field, PrivateAttr
 
 from anomaly_assets import settings
-from anomaly_assets.lib import spark_actions
+from anomaly_assets.core import spark_actions
 
 SCALA_VERSION = "2.13"
 
@@ -43,7 +43,7 @@ def session_conf(shuffle_partitions: int) -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions": str(shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        # Downstream steps read only the commits they have not consumed (lib/cursors.py).
+        # Downstream steps read only the commits they have not consumed (core/cursors.py).
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
     }
 

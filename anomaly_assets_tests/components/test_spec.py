@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from anomaly_assets.components.spec import CONTRACT_FIELDS, CORE_FIELDS, StreamSpec
 from anomaly_assets.contract import EVENT_TYPES, REQUIRED_BY_EVENT_TYPE
-from anomaly_assets.lib.features import FEATURE_INPUTS, FEATURES
+from anomaly_assets.silver.features import FEATURE_INPUTS, FEATURES
 
 OPTIONAL = [f for f in CONTRACT_FIELDS if f not in CORE_FIELDS]
 
@@ -129,11 +129,11 @@ def test_each_mistake_names_its_field(spec, loc, says):
 def test_a_stream_of_defaults_is_todays_pipeline_under_its_prefix():
     """Only a prefix and a topic: the default stream's features, event types and every
     setting the launchpad shows, so a new stream starts where the default one is."""
-    from anomaly_assets.assets.enrichment import EnrichmentConfig
-    from anomaly_assets.assets.evaluation import EvalConfig
-    from anomaly_assets.assets.gold import ScoringConfig
-    from anomaly_assets.assets.model import TrainConfig
-    from anomaly_assets.lib.features import stream_features
+    from anomaly_assets.enrichment.assets import EnrichmentConfig
+    from anomaly_assets.evaluation.assets import EvalConfig
+    from anomaly_assets.gold.assets import ScoringConfig
+    from anomaly_assets.model.assets import TrainConfig
+    from anomaly_assets.silver.features import stream_features
     from anomaly_assets.stream import DEFAULT_STREAM
 
     stream = StreamSpec(key_prefix=["p"], kafka={"topic": "t"}).to_stream()
@@ -157,9 +157,9 @@ def test_a_streams_settings_become_its_launchpad_defaults():
         severity={"critical_at": 99.0},
         enrichment={"max_groups": 7, "redact_columns": ["user_id"]},
     ).to_stream()
-    from anomaly_assets.assets.enrichment import EnrichmentConfig
-    from anomaly_assets.assets.gold import ScoringConfig
-    from anomaly_assets.assets.model import TrainConfig
+    from anomaly_assets.enrichment.assets import EnrichmentConfig
+    from anomaly_assets.gold.assets import ScoringConfig
+    from anomaly_assets.model.assets import TrainConfig
 
     assert dict(stream.kafka_settings) == {"max_batch_events": 500}
     assert stream.config(TrainConfig, "anomaly_model")().threshold_percentile == 97.5

@@ -16,7 +16,7 @@ from anomaly_assets.devtools.broker import (
     free_port,
 )
 from anomaly_assets.devtools.generator import EventGenerator, main, produce
-from anomaly_assets.lib.validation import classify
+from anomaly_assets.ingestion.validation import classify
 from anomaly_assets_tests.helpers import consume_all
 
 

@@ -4,9 +4,9 @@ and feature has its row, with the text the code gives it."""
 from pathlib import Path
 
 from anomaly_assets.devtools.reference import render
-from anomaly_assets.lib.features import FEATURES
-from anomaly_assets.lib.ledger import SKIP_REASONS
-from anomaly_assets.lib.validation import REASONS
+from anomaly_assets.ingestion.ledger import SKIP_REASONS
+from anomaly_assets.ingestion.validation import REASONS
+from anomaly_assets.silver.features import FEATURES
 
 PAGE = Path(__file__).parents[2] / "docs" / "reference.md"
 

@@ -65,8 +65,8 @@ def test_round_trip_through_io_manager_and_deltalake(spark, lakehouse):
 def test_a_write_finds_its_own_commits_by_their_tag(spark, tmp_path):
     """The metadata of a tagged write covers its commits only: not the commits before it,
     nor a later writer's (here, the same session's next write)."""
+    from anomaly_assets.core import delta_sql
     from anomaly_assets.io_managers.delta import delta_table_metadata
-    from anomaly_assets.lib import delta_sql
 
     path = str(tmp_path / "tagged")
     rows = spark.createDataFrame(ROWS, SCHEMA)
@@ -95,7 +95,7 @@ def test_row_count_follows_the_commits_without_counting_the_table(spark, lakehou
     without a count; a table changed in a way its metrics do not tell is counted again."""
     from dagster import DagsterInstance
 
-    from anomaly_assets.lib import delta_sql, spark_actions
+    from anomaly_assets.core import delta_sql, spark_actions
 
     spark_actions.install()
     batches = iter(
@@ -322,8 +322,8 @@ def test_hour_partitions_bound_what_corrections_in_short_batches_rewrite(
     correction copies at most the rows of the hours it touches."""
     from deltalake import DeltaTable as ReadTable
 
+    from anomaly_assets.core.cursors import table_version
     from anomaly_assets.io_managers.delta import delta_table_metadata
-    from anomaly_assets.lib.cursors import table_version
 
     path = str(tmp_path / "hourly")
     schema = "event_id string, event_time timestamp, batch_id string, score double"
@@ -391,7 +391,7 @@ def test_missing_table_error_names_the_asset(spark, lakehouse):
 def test_delta_sql_tells_a_missing_table_from_a_broken_one(spark, tmp_path):
     """No table (nothing there, or files that are not Delta) reads as absent; a Delta
     table it cannot read is an error, not "absent" (a write would otherwise start over)."""
-    from anomaly_assets.lib import delta_sql
+    from anomaly_assets.core import delta_sql
 
     assert delta_sql.history(spark, str(tmp_path / "nothing")) == []
     spark.range(3).write.parquet(str(tmp_path / "parquet"))

@@ -1,0 +1,1 @@
+"""Scoring with the champion, TreeSHAP contributions, drift, daily monitoring, user incidents, and gold's assets and checks."""

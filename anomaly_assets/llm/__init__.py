@@ -1,1 +1,0 @@
-"""LLM explanations: output model, prompts, redaction, grouping, and the explainer clients."""

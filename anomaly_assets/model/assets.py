@@ -1,0 +1,296 @@
+"""anomaly_model: an Isolation Forest trained on silver features, tracked and registered in MLflow.
+
+The MLflow run carries params, training size and time, score quantiles, per-feature baselines
+and (when the generator's labels are there) detection quality. The model is logged with a
+signature, an input example and, in its metadata, everything scoring needs (quantiles,
+threshold, baseline medians, feature order). The ``champion`` alias moves to the new version
+only when the quality gate passes.
+"""
+
+import time
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from anomaly_assets import settings
+from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource, MlflowTracking
+from anomaly_assets.silver.features import (
+    FEATURE_COLUMNS,
+    FEATURE_FINGERPRINT,
+    stream_features,
+)
+from anomaly_assets.stream import DEFAULT_STREAM, Stream
+
+
+class TrainConfig(Config):
+    sample_size: int = Field(
+        default=200_000, description="Silver rows sampled for training."
+    )
+    n_estimators: int = Field(
+        default=200,
+        description="Trees in the forest over every feature, and in each threat's forest.",
+    )
+    max_samples: int = Field(
+        default=2048,
+        description="Rows per tree (the paper's psi). Larger than the paper's 256: a "
+        "threat whose feature is zero in nearly all traffic (travel speed, automation "
+        "agents) is seen by a tree only if its sample holds one of the rare non-zero "
+        "rows (bench_detection: recall at 1 % FPR 0.33-0.73 -> 0.67-1.0 on four types).",
+    )
+    seed: int = Field(
+        default=42,
+        description="Seed of the training sample, held-out split and forest.",
+    )
+    threshold_percentile: float = Field(
+        default=99.0,
+        description="Operating threshold as an alert budget: events scoring above this "
+        "percentile of the training scores are flagged (99: about 1 event in 100).",
+    )
+    min_roc_auc: float = Field(
+        default=0.80,
+        description="Quality gate when labels exist: ROC AUC at least this.",
+    )
+    min_score_spread: float = Field(
+        default=0.02,
+        description="Quality gate without labels: training p99 - p50 of the forest over "
+        "every feature's score (the paper's s(x)).",
+    )
+    labels_path: str = Field(
+        default=str(settings.LOCAL_DIR / "labels.csv"),
+        description="Generator ground truth (CSV); skipped when missing.",
+    )
+
+
+def load_labels(path: str) -> dict[str, str]:
+    """event_id -> anomaly type from the generator's labels file ({} when absent)."""
+    import pandas as pd
+
+    if not Path(path).exists():
+        return {}
+    labels = pd.read_csv(path, usecols=["event_id", "kind", "label"], dtype=str)
+    labels = labels[labels["kind"] == "anomaly"].dropna(subset=["event_id"])
+    return dict(zip(labels["event_id"], labels["label"]))
+
+
+def quality_gate(
+    quality, forest_quantiles: dict[str, float], config: TrainConfig
+) -> tuple[bool, str]:
+    """With labels: ROC AUC at least ``min_roc_auc``; without: the forest over every
+    feature's scores (the paper's s(x)) not degenerate. The model's own score is a training
+    rank, spread by construction, so it cannot tell."""
+    if quality is not None:
+        ok = quality.roc_auc >= config.min_roc_auc
+        sign = ">=" if ok else "<"
+        return ok, f"roc_auc {quality.roc_auc:.3f} {sign} {config.min_roc_auc}"
+    spread = forest_quantiles["p99"] - forest_quantiles["p50"]
+    ok = spread >= config.min_score_spread
+    sign = ">=" if ok else "<"
+    return (
+        ok,
+        f"no labels; p99-p50 spread {spread:.3f} {sign} {config.min_score_spread}",
+    )
+
+
+def sample_features(silver, sample_size: int, seed: int, features=FEATURE_COLUMNS):
+    """A seeded sample of silver's event ids and features, as pandas, in event_id order.
+
+    Rows are picked by a hash of (event_id, seed) and sorted, not by Spark's ``sample``
+    (a draw per file): the same rows and seed give the same training set, whatever the
+    table's file layout, so a re-layout (compaction, partitions) cannot change the model.
+    """
+    from pyspark.sql import functions as F
+
+    total = silver.count()
+    if total == 0:
+        raise ValueError("silver_events is empty: ingest events before training.")
+    fraction = min(1.0, sample_size / total * 1.05)
+    draw = F.abs(F.xxhash64("event_id", F.lit(seed)) % 1_000_000) / 1_000_000
+    sample = silver.select("event_id", *features).filter(draw < fraction)
+    return sample.orderBy("event_id").limit(sample_size).toPandas()
+
+
+def build_anomaly_model(stream: Stream = DEFAULT_STREAM):
+    """``stream``'s anomaly_model, trained on its features and registered under its name."""
+
+    @asset(
+        key=stream.key("anomaly_model"),
+        deps=[stream.key("silver_events")],
+        description="Isolation Forest (robust scaling + forest) on silver features, "
+        "tracked in MLflow and registered; the 'champion' alias follows the quality gate.",
+        group_name=stream.group("gold"),
+        kinds={"mlflow", "sklearn", "spark"},
+        tags={"layer": "model"},
+        owners=["team:ml-platform"],
+        pool=stream.pool("anomaly_model"),
+    )
+    def anomaly_model(
+        context: AssetExecutionContext,
+        config: stream.config(TrainConfig, "anomaly_model"),
+        lakehouse: LakehouseResource,
+        mlflow_settings: MlflowResource,
+        mlflow_tracking: MlflowTracking,
+    ) -> MaterializeResult:
+        mlf = mlflow_tracking.run  # dagster-mlflow's MlFlow: mlflow, bound to this run
+        try:
+            result = _train(
+                context,
+                config,
+                stream.lakehouse(lakehouse),
+                stream.mlflow(mlflow_settings),
+                mlf,
+                stream,
+            )
+        except BaseException:
+            mlf.end_run(status="FAILED")
+            raise
+        mlf.end_run(status="FINISHED")
+        return result
+
+    return anomaly_model
+
+
+def _train(
+    context, config, lakehouse, mlflow_settings, mlf, stream
+) -> MaterializeResult:
+    # scikit-learn and mlflow load here, inside the run: the definitions stay cheap to import.
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from anomaly_assets.model.forests import (
+        ThreatForests,
+        anomaly_scores,
+        detection_quality,
+        feature_baseline,
+        held_out,
+        score_quantiles,
+    )
+
+    features = stream_features(stream)
+    data = sample_features(
+        lakehouse.read("silver_events"), config.sample_size, config.seed, features
+    )
+    X = data[list(features)].astype(float)
+    context.log.info(f"Training on {len(X):,} silver rows, {len(features)} features")
+    pipeline = ThreatForests(
+        config.n_estimators, config.max_samples, config.seed, features
+    )
+    kept_out = held_out(data["event_id"], config.seed)
+    t0 = time.perf_counter()
+    pipeline.fit(X.to_numpy()[~kept_out])
+    train_seconds = time.perf_counter() - t0
+    scores = anomaly_scores(pipeline, X.to_numpy())
+    # Severity and threshold describe traffic at large: every sampled row's score.
+    quantiles = score_quantiles(scores)
+    threshold_score = float(np.percentile(scores, config.threshold_percentile))
+    baseline = feature_baseline(X)
+    # Quality is measured where the forest did not learn: on the held-out rows.
+    labels = data["event_id"].map(load_labels(config.labels_path))[kept_out]
+    held_scores = scores[kept_out]
+    quality = detection_quality(held_scores, held_scores >= threshold_score, labels)
+    forest_quantiles = score_quantiles(anomaly_scores(pipeline.forest_, X.to_numpy()))
+    passed, reason = quality_gate(quality, forest_quantiles, config)
+
+    run_id = mlf.active_run().info.run_id
+    detectors = [d.name for d in pipeline.detectors_]
+    mlf.log_params(
+        {
+            **config.model_dump(),
+            "features": ",".join(features),
+            "detectors": ",".join(detectors),
+        }
+    )
+    mlf.set_tag("anomaly_assets.stream", stream.name or "default")
+    metrics = {
+        "train_rows": int((~kept_out).sum()),
+        "held_out_rows": int(kept_out.sum()),
+        "train_seconds": train_seconds,
+        "threshold_score": threshold_score,
+        **{f"score_{k}": v for k, v in quantiles.items()},
+    }
+    if quality is not None:
+        metrics.update(
+            roc_auc=quality.roc_auc,
+            precision=quality.precision,
+            recall=quality.recall,
+            labelled_anomalies=quality.positives,
+        )
+        for kind, q in quality.per_type.items():
+            metrics.update({f"{kind}_{name}": q[name] for name in q if name != "count"})
+    mlf.log_metrics(metrics)
+    mlf.log_dict(baseline, "baseline/feature_baseline.json")
+    mlf.log_dict(quantiles, "baseline/score_quantiles.json")
+    model_metadata = {
+        "features": list(features),
+        "detectors": detectors,
+        "feature_fingerprint": FEATURE_FINGERPRINT,
+        "score_quantiles": quantiles,
+        "threshold_percentile": config.threshold_percentile,
+        "threshold_score": threshold_score,
+        "baseline_median": [baseline[f]["median"] for f in features],
+        "feature_baseline": baseline,
+    }
+    example = X.head(5)
+    info = mlf.sklearn.log_model(
+        pipeline,
+        name="model",
+        serialization_format="cloudpickle",
+        signature=infer_signature(
+            example, anomaly_scores(pipeline, example.to_numpy())
+        ),
+        input_example=example,
+        registered_model_name=mlflow_settings.registered_model_name,
+        metadata=model_metadata,
+    )
+    version = str(info.registered_model_version)
+    client = mlflow_settings.client()
+    name = mlflow_settings.registered_model_name
+    client.set_model_version_tag(
+        name, version, "quality_gate", "passed" if passed else "failed"
+    )
+    client.set_model_version_tag(name, version, "quality_gate_reason", reason)
+    client.set_model_version_tag(name, version, "dagster_run_id", context.run_id)
+    if passed:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    champion = mlflow_settings.champion_version()
+    context.log.info(
+        f"Model {name} v{version}: gate {'passed' if passed else 'FAILED'} ({reason}); "
+        f"champion is v{champion.version if champion else 'none'}"
+    )
+    meta = {
+        "mlflow_run_id": run_id,
+        "mlflow_experiment": mlf.experiment_name,
+        "mlflow_tracking_uri": mlflow_settings.tracking_uri,
+        "model_name": name,
+        "model_version": version,
+        "quality_gate": "passed" if passed else "failed",
+        "quality_gate_reason": reason,
+        "champion_version": str(champion.version) if champion else "none",
+        "train_rows": int((~kept_out).sum()),
+        "held_out_rows": int(kept_out.sum()),
+        "train_seconds": round(train_seconds, 2),
+        "threshold_score": threshold_score,
+        "alert_budget": f"{100 - config.threshold_percentile:g} % of events "
+        f"(about {(100 - config.threshold_percentile) * 100:g} alerts per 10,000)",
+        "score_quantiles": MetadataValue.json(quantiles),
+    }
+    if quality is not None:
+        meta.update(
+            roc_auc=quality.roc_auc,
+            # What share of the alerts at the operating threshold are real, on held-out rows.
+            expected_precision=quality.precision,
+            precision=quality.precision,
+            recall=quality.recall,
+            per_type=MetadataValue.json(quality.per_type),
+        )
+    return MaterializeResult(metadata=meta)
+
+
+anomaly_model = build_anomaly_model()

@@ -1,0 +1,119 @@
+"""A detection floor per anomaly type, on two event mixes, through Spark's real feature path.
+
+For each mix: a training stream (1 % anomalies) and a held-out continuation of the same users
+with a seed never trained on (3 % anomalies, for enough of each type), validated and
+featurised as bronze and silver do it, in one pass so every event has its history. The
+product's model (the threat forests) is fitted on the training stream and scores the
+held-out one. The floors sit below what ``bench/bench_detection.py`` measures on larger
+streams and under the lowest of forest seeds 0-2, yet a lost feature, a broken window or a threat forest
+gone drops a type below its floor.
+"""
+
+import itertools
+import json
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly_assets.devtools.generator import EventGenerator
+from anomaly_assets.devtools.scenario import CommuterScenario
+from anomaly_assets.ingestion import bronze as lib
+from anomaly_assets.model.forests import (
+    ThreatForests,
+    anomaly_scores,
+    detection_quality,
+)
+from anomaly_assets.silver.features import FEATURE_COLUMNS, silver_rows
+
+KAFKA_TS = datetime(
+    2027, 1, 1
+)  # after every generated event: no future-skew rejections
+TRAIN_EVENTS, HELD_EVENTS = 30_000, 30_000
+
+# type: (ROC AUC floor, recall at 1 % FPR floor). Measured here with the product's model
+# (threat forests, seed 42) when last set, AUC / recall: generator ATO 0.999 / 0.986, bot
+# 0.998 / 0.966, stuffing 1.000 / 1.000, exfiltration 1.000 / 1.000, high-value 0.999 /
+# 1.000, travel 0.999 / 0.979; commuters ATO 0.938 / 0.549, bot 0.998 / 0.965, stuffing
+# 1.000 / 1.000, exfiltration 0.858 / 0.143, high-value 0.996 / 0.922, travel 1.000 /
+# 1.000. Over seeds 0-2 the lowest recalls were generator bot 0.947, ATO 0.971;
+# commuters exfiltration 0.130, ATO 0.535, bot 0.936, high-value 0.922, travel 0.999.
+# Commuters' exfiltration is low here (0.965 in bench_detection): two of its four victims
+# have no transfer an hour old during most of theirs (median bytes_vs_user_mean 1.0), so
+# there is no baseline to stand out from. The forest over every feature alone (the model before the
+# threat forests) measured commuters bot 0.532 and exfiltration 0.099 here.
+FLOORS = {
+    EventGenerator: {
+        "account_takeover": (0.97, 0.85),
+        "bot_activity": (0.97, 0.85),
+        "credential_stuffing": (0.97, 0.95),
+        "data_exfiltration": (0.97, 0.85),
+        "high_value_purchase": (0.97, 0.70),
+        "impossible_travel": (0.97, 0.85),
+    },
+    CommuterScenario: {
+        "account_takeover": (0.90, 0.45),
+        "bot_activity": (0.97, 0.85),
+        "credential_stuffing": (0.97, 0.90),
+        "data_exfiltration": (0.82, 0.10),
+        "high_value_purchase": (0.97, 0.85),
+        "impossible_travel": (0.97, 0.90),
+    },
+}
+
+
+def stream_features(spark, generator_class) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, held-out rows): features and the label of each event (None if normal)."""
+    train = generator_class(seed=5, population_seed=7, anomaly_rate=0.01)
+    messages = list(itertools.islice(train, TRAIN_EVENTS))
+    held = generator_class(
+        seed=2026, population_seed=7, anomaly_rate=0.03, start=train.clock
+    )
+    messages += list(itertools.islice(held, HELD_EVENTS))
+    labels = {
+        json.loads(m.value)["event_id"]: m.label.label
+        for m in messages
+        if m.label is not None
+    }
+    raw = spark.createDataFrame(
+        [(m.key, m.value, "t", 0, i, KAFKA_TS) for i, m in enumerate(messages)],
+        lib.KAFKA_SOURCE_SCHEMA,
+    )
+    good, _ = lib.split(lib.validate(lib.stage(raw), "b1"))
+    rows = (
+        silver_rows(good)
+        .select("event_id", "event_time", *FEATURE_COLUMNS)
+        .toPandas()
+        .sort_values("event_time")
+    )
+    rows["label"] = rows["event_id"].map(labels)
+    start = pd.Timestamp(train.clock).tz_convert(None)
+    times = pd.to_datetime(rows["event_time"])
+    if times.dt.tz is not None:
+        times = times.dt.tz_convert(None)
+    return rows[times < start], rows[times >= start]
+
+
+@pytest.mark.parametrize("generator_class", list(FLOORS), ids=lambda c: c.__name__)
+def test_every_type_stays_above_its_floor(spark, generator_class):
+    train, held = stream_features(spark, generator_class)
+    assert len(train) >= TRAIN_EVENTS * 0.99 and len(held) >= HELD_EVENTS * 0.99
+    model = ThreatForests(200, 2048, 42, FEATURE_COLUMNS).fit(
+        train[list(FEATURE_COLUMNS)].to_numpy(float)
+    )
+    scores = anomaly_scores(model, held[list(FEATURE_COLUMNS)].to_numpy(float))
+    threshold = np.quantile(anomaly_scores(model, train[list(FEATURE_COLUMNS)]), 0.99)
+    quality = detection_quality(scores, scores >= threshold, held["label"])
+    measured = {
+        kind: (round(q["roc_auc"], 3), round(q["recall_at_1pct_fpr"], 3), q["count"])
+        for kind, q in quality.per_type.items()
+    }
+    print(f"{generator_class.__name__}: {measured}")  # shown with -s / on failure
+    assert set(measured) == set(FLOORS[generator_class])
+    low = {
+        kind: (measured[kind], floor)
+        for kind, floor in FLOORS[generator_class].items()
+        if measured[kind][0] < floor[0] or measured[kind][1] < floor[1]
+    }
+    assert not low, f"types below their floor (measured, floor): {low}"
