@@ -143,12 +143,12 @@ class OfflineExplainerResource(LLMResource):
         return OfflineExplainer()
 
 
-@contextmanager
 def for_stream(stream, resource: LLMResource) -> LLMResource:
     """The LLM resource, or the offline explainer for a stream that calls no LLM."""
     return OfflineExplainerResource() if stream.explainer == "offline" else resource
 
 
+@contextmanager
 def _environ(**values: str | None):
     """Environment variables set (None: removed) for the duration, then restored. MLflow's
     model catalogue lookup is switched off too, unless configured: offline it retries
