@@ -12,7 +12,7 @@ from copy import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetKey, Config
+from dagster import AssetKey, AssetOut, Config
 from pydantic import create_model
 
 from anomaly_assets.contract import EVENT_TYPES
@@ -48,6 +48,21 @@ class Stream:
 
     def group(self, name: str) -> str:
         return f"{self.group_prefix}{name}"
+
+    def table_out(
+        self, layer: str, owner: str, kinds: set[str], description: str, metadata: dict
+    ) -> AssetOut:
+        """A multi-asset's output that writes one of this stream's tables: its key under the
+        stream's prefix, in ``layer``'s group and tagged with it, owned by ``owner``."""
+        return AssetOut(
+            key_prefix=list(self.key_prefix),
+            group_name=self.group(layer),
+            tags={"layer": layer},
+            kinds=kinds,
+            owners=[owner],
+            description=description,
+            metadata=metadata,
+        )
 
     def pool(self, table: str) -> str:
         """The writer pool of the step that writes ``table``: one writer at a time."""

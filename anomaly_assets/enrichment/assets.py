@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from dagster import (
     AssetExecutionContext,
     AssetKey,
-    AssetOut,
     Config,
     MetadataValue,
     Output,
@@ -162,14 +161,14 @@ def build_enrichment(stream: Stream = DEFAULT_STREAM):
             stream.key("gold_batch_drift"),
         ],
         outs={
-            "gold_events_enriched": AssetOut(
-                key_prefix=list(stream.key_prefix),
+            "gold_events_enriched": stream.table_out(
+                "ai",
+                "team:ml-platform",
+                {"spark", "delta", "openai"},
                 description="Every anomaly with its group's Pydantic-validated LLM explanation "
                 "(summary, intent, risk, confidence, top factors, action), its own score and "
                 "top features, and the call's status, tokens, latency, provider and prompt "
                 "version.",
-                group_name=stream.group("ai"),
-                kinds={"spark", "delta", "openai"},
                 metadata={
                     "delta/write_mode": "merge_upsert",
                     "delta/merge_keys": ["event_id"],
@@ -182,19 +181,15 @@ def build_enrichment(stream: Stream = DEFAULT_STREAM):
                     ],
                     "delta/prune_days_column": "event_time",
                 },
-                tags={"layer": "ai"},
-                owners=["team:ml-platform"],
             ),
-            "llm_explanation_cache": AssetOut(
-                key_prefix=list(stream.key_prefix),
+            "llm_explanation_cache": stream.table_out(
+                "ai",
+                "team:ml-platform",
+                {"delta", "openai"},
                 description="Explanations by (provider, model, prompt version, group key, "
                 "evidence fingerprint), reused by later batches and re-runs until they "
                 "expire; only grounded answers that state no batch-specific figure.",
-                group_name=stream.group("ai"),
-                kinds={"delta", "openai"},
                 metadata={"delta/write_mode": "append"},
-                tags={"layer": "ai"},
-                owners=["team:ml-platform"],
             ),
         },
         name=stream.named("enrichment"),

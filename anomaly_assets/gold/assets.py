@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 from dagster import (
     AssetExecutionContext,
-    AssetOut,
     Config,
     Failure,
     MetadataValue,
@@ -141,13 +140,13 @@ def build_gold(stream: Stream = DEFAULT_STREAM):
     @multi_asset(
         deps=[stream.key("silver_events"), stream.key("anomaly_model")],
         outs={
-            "gold_anomaly_predictions": AssetOut(
-                key_prefix=list(stream.key_prefix),
+            "gold_anomaly_predictions": stream.table_out(
+                "gold",
+                "team:ml-platform",
+                {"spark", "delta", "mlflow"},
                 description="Every silver event scored by the champion (threat forests): score, "
                 "calibrated severity percentile, is_anomaly, status, model version and, for "
                 "anomalies, exact TreeSHAP feature contributions and the top contributors.",
-                group_name=stream.group("gold"),
-                kinds={"spark", "delta", "mlflow"},
                 metadata={
                     "delta/write_mode": "merge_upsert",
                     "delta/merge_keys": ["event_id"],
@@ -159,36 +158,30 @@ def build_gold(stream: Stream = DEFAULT_STREAM):
                     ],
                     "delta/prune_days_column": "event_time",
                 },
-                tags={"layer": "gold"},
-                owners=["team:ml-platform"],
             ),
-            "gold_model_monitoring": AssetOut(
-                key_prefix=list(stream.key_prefix),
+            "gold_model_monitoring": stream.table_out(
+                "gold",
+                "team:ml-platform",
+                {"spark", "delta"},
                 description="Per scoring day and model version: predictions, flagged count and "
                 "rate, CRITICAL count, mean and p95 score (from a 1,000-bin histogram), scoring "
                 "seconds and the batches folded in; a dashboard charts it as it is.",
-                group_name=stream.group("gold"),
-                kinds={"spark", "delta"},
                 metadata={
                     "delta/write_mode": "merge_upsert",
                     "delta/merge_keys": ["day", "model_name", "model_version"],
                     "delta/compare_columns": ["predictions", "batch_ids"],
                 },
-                tags={"layer": "gold"},
-                owners=["team:ml-platform"],
             ),
-            "gold_batch_drift": AssetOut(
-                key_prefix=list(stream.key_prefix),
+            "gold_batch_drift": stream.table_out(
+                "gold",
+                "team:ml-platform",
+                {"spark", "delta"},
                 description="Per scored batch and feature: mean shift (in training stds) and std "
                 "ratio against the model's training baseline, flagged over a threshold.",
-                group_name=stream.group("gold"),
-                kinds={"spark", "delta"},
                 metadata={
                     "delta/write_mode": "merge_insert",
                     "delta/merge_keys": ["batch_id", "feature", "model_version"],
                 },
-                tags={"layer": "gold"},
-                owners=["team:ml-platform"],
             ),
         },
         name=stream.named("gold"),

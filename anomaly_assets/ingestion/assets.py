@@ -11,7 +11,6 @@ exact ranges) or, for a manual run, from the ledger: its holes first, then new o
 
 from dagster import (
     AssetExecutionContext,
-    AssetOut,
     Backoff,
     Config,
     Jitter,
@@ -84,33 +83,29 @@ def build_bronze(stream: Stream = DEFAULT_STREAM):
 
     @multi_asset(
         outs={
-            "bronze_events": AssetOut(
-                key_prefix=list(stream.key_prefix),
+            "bronze_events": stream.table_out(
+                "bronze",
+                "team:data-platform",
+                {"spark", "delta", "kafka"},
                 description="Every valid Kafka message once: raw JSON, key, topic id, offsets, "
                 "Kafka timestamp, batch id, ingestion time and the contract's parsed columns.",
-                group_name=stream.group("bronze"),
-                kinds={"spark", "delta", "kafka"},
                 metadata=_DELTA_MERGE,
-                tags={"layer": "bronze"},
-                owners=["team:data-platform"],
             ),
-            "bronze_quarantine": AssetOut(
-                key_prefix=list(stream.key_prefix),
+            "bronze_quarantine": stream.table_out(
+                "bronze",
+                "team:data-platform",
+                {"spark", "delta", "kafka"},
                 description="Every message that broke the event contract: raw bytes (base64), "
                 "offsets, batch id and a machine-readable reason.",
-                group_name=stream.group("bronze"),
-                kinds={"spark", "delta", "kafka"},
                 metadata=_DELTA_MERGE,
-                tags={"layer": "bronze"},
-                owners=["team:data-platform"],
             ),
-            "bronze_offset_ledger": AssetOut(
-                key_prefix=list(stream.key_prefix),
+            "bronze_offset_ledger": stream.table_out(
+                "bronze",
+                "team:data-platform",
+                {"spark", "delta", "kafka"},
                 description="One row per landed offset range: how many offsets went to bronze, "
                 "to quarantine and to skips (retention, transaction markers, aborted records, "
                 "compaction, deleted topic), so every offset is accounted for.",
-                group_name=stream.group("bronze"),
-                kinds={"spark", "delta", "kafka"},
                 metadata={
                     "delta/write_mode": "merge_insert",
                     "delta/merge_keys": [
@@ -120,8 +115,6 @@ def build_bronze(stream: Stream = DEFAULT_STREAM):
                         "start_offset",
                     ],
                 },
-                tags={"layer": "bronze"},
-                owners=["team:data-platform"],
             ),
         },
         name=stream.named("bronze"),

@@ -14,7 +14,6 @@ from datetime import datetime
 
 from dagster import (
     AssetExecutionContext,
-    AssetOut,
     Config,
     MetadataValue,
     Output,
@@ -85,37 +84,33 @@ def build_silver(stream: Stream = DEFAULT_STREAM):
     @multi_asset(
         deps=[stream.key("bronze_events")],
         outs={
-            "silver_events": AssetOut(
-                key_prefix=list(stream.key_prefix),
+            "silver_events": stream.table_out(
+                "silver",
+                "team:data-platform",
+                {"spark", "delta"},
                 description="Typed events deduplicated by event_id, timestamps in UTC, the "
                 "model's per-user behaviour features over event-time windows that span "
                 "batches, and whether the event arrived later than the allowed lateness.",
-                group_name=stream.group("silver"),
-                kinds={"spark", "delta"},
                 metadata={
                     "delta/write_mode": "merge_upsert",
                     "delta/merge_keys": ["event_id"],
                     "delta/compare_columns": ["late", *FEATURE_COLUMNS],
                     "delta/prune_days_column": "event_time",
                 },
-                tags={"layer": "silver"},
-                owners=["team:data-platform"],
             ),
-            "silver_user_profile": AssetOut(
-                key_prefix=list(stream.key_prefix),
+            "silver_user_profile": stream.table_out(
+                "silver",
+                "team:data-platform",
+                {"spark", "delta"},
                 description="One row per user: every event before the watermark folded into "
                 "counts, exact sums, circular hour sums and capped sets of known countries, "
                 "devices and IPs (first / last seen, count).",
-                group_name=stream.group("silver"),
-                kinds={"spark", "delta"},
                 metadata={
                     "delta/write_mode": "merge_upsert",
                     "delta/merge_keys": ["user_id"],
                     "delta/compare_columns": ["events", "through"],
                     "set_caps": MetadataValue.json(SET_CAPS),
                 },
-                tags={"layer": "silver"},
-                owners=["team:data-platform"],
             ),
         },
         name=stream.named("silver"),
