@@ -21,6 +21,19 @@ def _table(header: tuple[str, ...], rows) -> list[str]:
     return lines
 
 
+def _codes(title: str, intro: str, column: str, codes: dict) -> list[str]:
+    """A section of codes, each with what it means and what an operator does."""
+    rows = ((f"`{code}`", meaning, action) for code, (meaning, action) in codes.items())
+    return [
+        f"## {title}",
+        "",
+        intro,
+        "",
+        *_table((column, "what it means", "what an operator does"), rows),
+        "",
+    ]
+
+
 def render() -> str:
     threats = {f: t for t, features in THREAT_FEATURES.items() for f in features}
     lines = [
@@ -33,36 +46,20 @@ def render() -> str:
             "[assets](assets.md)."
         ),
         "",
-        "## Quarantine reasons",
-        "",
-        (
-            "Every message bronze refuses is one `bronze_quarantine` row with one of these in "
-            "`reason` and the field in `reason_detail`."
+        *_codes(
+            "Quarantine reasons",
+            "Every message bronze refuses is one `bronze_quarantine` row with one of these "
+            "in `reason` and the field in `reason_detail`.",
+            "reason",
+            REASONS,
         ),
-        "",
-        *_table(
-            ("reason", "what it means", "what an operator does"),
-            (
-                (f"`{code}`", meaning, action)
-                for code, (meaning, action) in REASONS.items()
-            ),
+        *_codes(
+            "Ledger skip reasons",
+            "Offsets that hold no record to land are counted in `bronze_offset_ledger` with "
+            "one of these reasons.",
+            "skip reason",
+            SKIP_REASONS,
         ),
-        "",
-        "## Ledger skip reasons",
-        "",
-        (
-            "Offsets that hold no record to land are counted in `bronze_offset_ledger` with one "
-            "of these reasons."
-        ),
-        "",
-        *_table(
-            ("skip reason", "what it means", "what an operator does"),
-            (
-                (f"`{code}`", meaning, action)
-                for code, (meaning, action) in SKIP_REASONS.items()
-            ),
-        ),
-        "",
         "## Silver features",
         "",
         (
