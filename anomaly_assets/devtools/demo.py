@@ -72,10 +72,16 @@ class Progress:
     def __enter__(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "a")
-        # Whatever else writes to stderr (Spark's JVM, library warnings) goes to the log too.
+        # Whatever else writes to stdout or stderr (Spark's JVM, library banners, warnings
+        # and progress bars) goes to the log too; the progress lines keep the terminal.
+        sys.stdout.flush()
         sys.stderr.flush()
-        self._stderr = os.dup(2)
-        os.dup2(self._log.fileno(), 2)
+        self._saved = {fd: os.dup(fd) for fd in (1, 2)}
+        self._console = os.fdopen(os.dup(self._saved[1]), "w", buffering=1)
+        for fd in (1, 2):
+            os.dup2(self._log.fileno(), fd)
+        self._streams = sys.stdout, sys.stderr  # Python's own, whatever they point at
+        sys.stdout = sys.stderr = self._log
         self._thread.start()
         return self
 
@@ -83,10 +89,16 @@ class Progress:
         self._done.set()
         self._thread.join()
         self._drain()
-        sys.stderr.flush()
-        os.dup2(self._stderr, 2)
-        os.close(self._stderr)
+        sys.stdout, sys.stderr = self._streams
+        self._log.flush()
+        for fd, saved in self._saved.items():
+            os.dup2(saved, fd)
+            os.close(saved)
+        self._console.close()
         self._log.close()
+
+    def _say(self, line: str) -> None:
+        self._console.write(line + "\n")
 
     def _follow(self) -> None:
         while not self._done.wait(self.poll_s):
@@ -120,7 +132,7 @@ class Progress:
         if kind == DagsterEventType.STEP_START:
             self.started[step] = at
             if step in self.asset_steps:
-                print(f"  {step:<27} started", flush=True)
+                self._say(f"  {step:<27} started")
         elif kind == DagsterEventType.ASSET_MATERIALIZATION:
             done = event.step_materialization_data.materialization
             rows = done.metadata.get("rows_written")
@@ -131,7 +143,7 @@ class Progress:
             check = event.event_specific_data
             state = "passed" if check.passed else "FAILED"
             self.checks["passed" if check.passed else "failed"] += 1
-            print(f"    check {check.check_name:<35} {state}", flush=True)
+            self._say(f"    check {check.check_name:<35} {state}")
         elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
             self.seconds[step] = at - self.started.get(step, at)
             if kind == DagsterEventType.STEP_FAILURE:
@@ -141,10 +153,9 @@ class Progress:
                 rows = ", ".join(
                     f"{key} {n:,} rows" for key, n in self.rows.get(step, {}).items()
                 )
-                print(
+                self._say(
                     f"  {step:<27} {state} in {self.seconds[step]:.1f}s"
-                    + (f": {rows}" if rows else ""),
-                    flush=True,
+                    + (f": {rows}" if rows else "")
                 )
 
     def summary(self) -> str:

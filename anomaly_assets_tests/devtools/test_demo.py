@@ -1,5 +1,5 @@
-"""`make demo` prints progress per asset and a summary; Dagster's event stream and anything
-else on stderr go to the log file it names."""
+"""`make demo` prints progress per asset and a summary, and nothing else: Dagster's event
+stream and whatever libraries write to stdout or stderr go to the log file it names."""
 
 import os
 
@@ -18,6 +18,8 @@ from anomaly_assets.devtools.demo import Progress
 @asset
 def raw_events():
     os.write(2, b"a JVM line on stderr\n")
+    print("Successfully registered model 'a library notice on stdout'")
+    os.write(1, b"a banner on the stdout descriptor\n")
     return MaterializeResult(metadata={"rows_written": 1200})
 
 
@@ -66,4 +68,6 @@ def test_progress_shows_steps_rows_checks_and_keeps_the_event_stream_in_a_file(
     assert "Checks: 1 passed, 0 failed. Failed steps: scored_events" in summary
     text = log.read_text()
     assert "a JVM line on stderr" in text
+    assert "a library notice on stdout" in text and "a library notice" not in out
+    assert "a banner on the stdout descriptor" in text and "banner" not in out
     assert "the model is missing" in text and "STEP_FAILURE" in text
