@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     Config,
     MetadataValue,
     Output,
@@ -26,13 +25,26 @@ from pydantic import Field
 from anomaly_assets.core import cursors, spark_actions
 from anomaly_assets.core.incremental import nothing_new
 from anomaly_assets.core.lineage import column_lineage
-from anomaly_assets.core.pruning import days_predicate, event_days
-from anomaly_assets.enrichment.grouping import EXAMPLE_FIELDS
-from anomaly_assets.enrichment.prompt_registry import PRODUCTION, PROMPT_NAME
+from anomaly_assets.enrichment.prompt_registry import (
+    PRODUCTION,
+    PROMPT_NAME,
+    registered_prompt,
+)
 from anomaly_assets.enrichment.resource import LLMResource, for_stream
+from anomaly_assets.enrichment.tables import (
+    CACHE_SCHEMA,
+    ENRICHED_SCHEMA,
+    drift_by_batch,
+    drop_revoked,
+    gold_rows,
+    load_anomalies,
+    previous_attempts,
+    retry_candidates,
+    sent_settings,
+)
+from anomaly_assets.enrichment.tracing import call_tracer
 from anomaly_assets.resources.lakehouse import LakehouseResource
-from anomaly_assets.resources.mlflow import EVAL_EXPERIMENT, MlflowResource
-from anomaly_assets.silver.features import EVENT_COLUMNS, GOLD_EVENT_COLUMNS
+from anomaly_assets.resources.mlflow import MlflowResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 
@@ -44,30 +56,6 @@ def lineage(stream: Stream) -> dict:
         + ["anomaly_score", "severity_percentile", "top_features"],
         {"anomaly_status": ["status"]},
     )
-
-
-ENRICHED_SCHEMA = (
-    "event_id string, batch_id string, user_id string, event_type string, "
-    "event_time timestamp, anomaly_score double, severity_percentile double, "
-    "anomaly_status string, top_features array<string>, group_key string, group_size int, "
-    "call_id string, error string, raw_response string, prompt_tokens int, "
-    "completion_tokens int, latency_ms double, attempts int, enrichment_status string, "
-    "summary string, user_intent string, risk_level string, risk_explanation string, "
-    "confidence double, top_factors array<string>, recommended_action string, "
-    "provider string, model string, prompt_version string, enriched_at timestamp, "
-    "step_seconds double, failed_runs int, will_retry boolean, "
-    "attempt_history array<struct<run_id:string,at:timestamp,status:string,error:string>>, "
-    "prompt_name string, trace_id string"
-)
-CACHE_SCHEMA = (
-    "prompt_version string, model string, group_key string, explanation_json string, "
-    "created_at timestamp, cache_key string, provider string, evidence_fingerprint string"
-)
-#: Event fields joined from silver for the prompt's examples: those gold does not carry.
-SILVER_FIELDS = (
-    "event_id",
-    *(f for f in EXAMPLE_FIELDS if f in EVENT_COLUMNS and f not in GOLD_EVENT_COLUMNS),
-)
 
 
 class EnrichmentConfig(Config):
@@ -119,36 +107,7 @@ class EnrichmentConfig(Config):
 
 CONSUMER = "gold_events_enriched"
 #: How far back the first run since retries exist looks for failed rows.
-RETRY_FALLBACK = timedelta(days=7)
 OUTPUTS = ("gold_events_enriched", "llm_explanation_cache")
-
-
-def load_anomalies(anomalies, silver):
-    """``anomalies`` (gold rows) with the silver fields the prompt examples use, as pandas;
-    silver is read for the anomalies' days only."""
-    days = event_days(anomalies)
-    fields = silver.filter(days_predicate("event_time", days)).select(*SILVER_FIELDS)
-    return anomalies.join(fields, "event_id", "left").toPandas()
-
-
-def enriched_rows_frame(rows: list[dict], step_seconds: float):
-    """Enriched rows as pandas, stamped with the step's runtime (for the evaluation)."""
-    import pandas as pd
-
-    names = [c.split()[0] for c in ENRICHED_SCHEMA.split(", ")]
-    return pd.DataFrame(
-        [{**r, "step_seconds": step_seconds} for r in rows], columns=names
-    )
-
-
-def _drift_by_batch(drift_table, batches) -> dict[str, list[str]]:
-    if drift_table is None:
-        return {}
-    rows = drift_table.filter(drift_table.batch_id.isin(batches) & drift_table.drifted)
-    out: dict[str, list[str]] = {}
-    for r in rows.select("batch_id", "feature").collect():
-        out.setdefault(r["batch_id"], []).append(r["feature"])
-    return out
 
 
 def build_enrichment(stream: Stream = DEFAULT_STREAM):
@@ -287,7 +246,7 @@ def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, 
         explainer,
         prompt,
         settings,
-        drift=_drift_by_batch(lakehouse.read("gold_batch_drift"), batches),
+        drift=drift_by_batch(lakehouse.read("gold_batch_drift"), batches),
         cache=cache,
         max_concurrency=llm.max_concurrency,
         run_id=context.run_id,
@@ -358,182 +317,3 @@ def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, 
         through,
         {"last_run_at": started.isoformat()},
     )
-
-
-def sent_settings(settings) -> dict:
-    """What decided the groups and what their calls sent, as JSON: the shadow and the
-    comparisons explain the same anomalies the same way (redaction included)."""
-    from dataclasses import asdict
-
-    return {**asdict(settings), "redact_columns": sorted(settings.redact_columns)}
-
-
-def settings_sent_last(context, enriched: AssetKey, look_back: int = 50):
-    """The EnrichmentSettings of the latest materialisation of ``enriched`` (a stream's
-    gold_events_enriched) that explained anything (runs with nothing new record none), or
-    the defaults."""
-    from anomaly_assets.enrichment.enrich import EnrichmentSettings
-
-    records = context.instance.fetch_materializations(enriched, limit=look_back).records
-    for record in records:  # newest first
-        recorded = record.asset_materialization.metadata.get("enrichment_settings")
-        if recorded is not None:
-            data = dict(recorded.value)
-            return EnrichmentSettings(
-                **{**data, "redact_columns": set(data["redact_columns"])}
-            )
-    return EnrichmentSettings()
-
-
-def registered_prompt(mlflow_settings: MlflowResource, name: str, alias: str):
-    """The prompt version behind ``alias`` in the registry, read afresh; a registry without
-    the prompt is seeded with the default file behind ``production``."""
-    from dagster import Failure
-    from mlflow.exceptions import MlflowException
-
-    from anomaly_assets.enrichment.prompt_registry import PromptRegistry
-
-    registry = PromptRegistry(mlflow_settings.tracking_uri, name)
-    try:
-        prompt = registry.production() if alias == PRODUCTION else registry.load(alias)
-    except MlflowException as exc:
-        raise Failure(
-            f"The prompt could not be read from MLflow at {mlflow_settings.tracking_uri} "
-            f"({exc}); the run explains nothing until it can (a later run retries)."
-        ) from exc
-    if prompt is None:
-        raise Failure(
-            f"Prompt {name!r} has no alias {alias!r} in {mlflow_settings.tracking_uri}: "
-            f"set one with `anomaly-prompts --name {name} promote VERSION` or choose "
-            "another prompt_alias."
-        )
-    return prompt
-
-
-def call_tracer(
-    context, mlflow_settings, explainer, prompt, prices, batches, role=PRODUCTION
-):
-    """``trace(result, group_key)`` for ``enrich``: an MLflow trace per call, in the
-    evaluation experiment. A trace that cannot be written costs its id, not the row."""
-    from anomaly_assets.enrichment.tracing import log_call_trace
-
-    try:
-        experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
-    except Exception as exc:  # noqa: BLE001 - tracing is an aid, never a failure
-        context.log.warning(f"No traces this run: MLflow refused the experiment: {exc}")
-        return None
-    tags = {
-        "dagster_run_id": context.run_id,
-        "batches": ",".join(batches)[:250],
-        "prompt_role": role,
-    }
-
-    def trace(result, group_key: str) -> str | None:
-        try:
-            return log_call_trace(
-                result,
-                experiment_id=experiment_id,
-                explainer=explainer,
-                prompt=prompt,
-                group_key=group_key,
-                prices=prices,
-                tags=tags,
-            )
-        except Exception as exc:  # noqa: BLE001 - tracing is an aid, never a failure
-            context.log.warning(f"No trace for {group_key}: {exc}")
-            return None
-
-    return trace
-
-
-def retry_candidates(
-    lakehouse: LakehouseResource, last_run_at: str | None
-) -> list[tuple]:
-    """(event_id, event_time) of the enriched rows to explain again: failed, with runs
-    left. Every such row was written by the last run that completed (each run rewrites the
-    rows it tries), so only rows written since it started are read, and Delta skips the
-    files of older runs by their ``enriched_at`` statistics. Without that time (a first run
-    since retries exist) the last RETRY_FALLBACK is read."""
-    from pyspark.sql import functions as F
-
-    from anomaly_assets.enrichment.statuses import RETRYABLE
-
-    table = lakehouse.read("gold_events_enriched")
-    if table is None:
-        return []
-    since = (
-        datetime.fromisoformat(last_run_at) - timedelta(minutes=5)  # clock slack
-        if last_run_at
-        else datetime.now(UTC) - RETRY_FALLBACK
-    )
-    # Rows written before retries existed have no will_retry: their failures count once.
-    will = F.col("will_retry") if "will_retry" in table.columns else F.lit(None)
-    rows = table.filter(
-        (F.col("enriched_at") >= F.lit(since))
-        & F.col("enrichment_status").isin(*RETRYABLE)
-        & F.coalesce(will, F.lit(True))
-    )
-    return [tuple(r) for r in rows.select("event_id", "event_time").collect()]
-
-
-def gold_rows(lakehouse: LakehouseResource, keys: list[tuple]):
-    """The current gold rows of ``keys`` (event_id, event_time) that are still anomalies;
-    only the files of their event days are read."""
-    from pyspark.sql import functions as F
-
-    from anomaly_assets.core.pruning import days_predicate
-
-    gold = lakehouse.read("gold_anomaly_predictions")
-    return gold.filter(
-        days_predicate("event_time", {t.date() for _, t in keys})
-    ).filter(F.col("event_id").isin([k for k, _ in keys]) & F.col("is_anomaly"))
-
-
-def previous_attempts(lakehouse: LakehouseResource, anomalies) -> dict[str, dict]:
-    """event_id -> its enriched row's failed_runs and attempt_history, for the
-    ``anomalies`` (pandas) about to be enriched."""
-    from pyspark.sql import functions as F
-
-    from anomaly_assets.core.pruning import days_predicate
-
-    table = lakehouse.read("gold_events_enriched")
-    if table is None or "attempt_history" not in table.columns or anomalies.empty:
-        return {}
-    import pandas as pd
-
-    days = set(pd.to_datetime(anomalies["event_time"], utc=True).dt.date)
-    rows = (
-        table.filter(days_predicate("event_time", days))
-        .filter(F.col("event_id").isin(list(anomalies["event_id"])))
-        .select("event_id", "failed_runs", "attempt_history")
-        .collect()
-    )
-    return {
-        r["event_id"]: {
-            "failed_runs": r["failed_runs"],
-            "attempt_history": [a.asDict() for a in r["attempt_history"] or []],
-        }
-        for r in rows
-    }
-
-
-def drop_revoked(lakehouse: LakehouseResource, revoked) -> int:
-    """Delete the enriched rows of the ``revoked`` events (event_id, event_time), which a
-    corrected score no longer flags; returns how many events were revoked. Only the files
-    overlapping their event times are read."""
-    from anomaly_assets.core import delta_sql
-    from anomaly_assets.core.pruning import event_spans, spans_predicate
-
-    spans = event_spans(revoked)
-    if not spans or not lakehouse.exists("gold_events_enriched"):
-        return 0
-    ids = revoked.select("event_id")
-    delta_sql.merge(
-        lakehouse.spark_session,
-        lakehouse.path("gold_events_enriched"),
-        ids,
-        f"t.event_id = s.event_id AND ({spans_predicate('t.event_time', spans)})",
-        insert=False,
-        delete=True,
-    )
-    return ids.count()

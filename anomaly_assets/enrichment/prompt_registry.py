@@ -23,6 +23,7 @@ from anomaly_assets.enrichment.prompts import (
     Prompt,
     load_prompt,
 )
+from anomaly_assets.resources.mlflow import MlflowResource
 
 PROMPT_NAME = "anomaly_explanation"
 PRODUCTION, PREVIOUS, CANDIDATE = "production", "previous", "candidate"
@@ -220,3 +221,28 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def registered_prompt(mlflow_settings: MlflowResource, name: str, alias: str):
+    """The prompt version behind ``alias`` in the registry, read afresh; a registry without
+    the prompt is seeded with the default file behind ``production``."""
+    from dagster import Failure
+    from mlflow.exceptions import MlflowException
+
+    from anomaly_assets.enrichment.prompt_registry import PromptRegistry
+
+    registry = PromptRegistry(mlflow_settings.tracking_uri, name)
+    try:
+        prompt = registry.production() if alias == PRODUCTION else registry.load(alias)
+    except MlflowException as exc:
+        raise Failure(
+            f"The prompt could not be read from MLflow at {mlflow_settings.tracking_uri} "
+            f"({exc}); the run explains nothing until it can (a later run retries)."
+        ) from exc
+    if prompt is None:
+        raise Failure(
+            f"Prompt {name!r} has no alias {alias!r} in {mlflow_settings.tracking_uri}: "
+            f"set one with `anomaly-prompts --name {name} promote VERSION` or choose "
+            "another prompt_alias."
+        )
+    return prompt

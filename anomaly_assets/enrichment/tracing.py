@@ -10,7 +10,9 @@ call the endpoint. The evaluation links the traces of a batch's rows to its MLfl
 
 from anomaly_assets.enrichment.explainers import CallResult
 from anomaly_assets.enrichment.pricing import call_cost
+from anomaly_assets.enrichment.prompt_registry import PRODUCTION
 from anomaly_assets.enrichment.redaction import mask_text
+from anomaly_assets.resources.mlflow import EVAL_EXPERIMENT
 
 #: Row statuses whose call the trace marks as failed.
 FAILED = ("error", "invalid", "ungrounded")
@@ -95,3 +97,37 @@ def flush_traces() -> None:
     import mlflow
 
     mlflow.flush_trace_async_logging()
+
+
+def call_tracer(
+    context, mlflow_settings, explainer, prompt, prices, batches, role=PRODUCTION
+):
+    """``trace(result, group_key)`` for ``enrich``: an MLflow trace per call, in the
+    evaluation experiment. A trace that cannot be written costs its id, not the row."""
+    try:
+        experiment_id = mlflow_settings.ensure_experiment(EVAL_EXPERIMENT)
+    except Exception as exc:  # noqa: BLE001 - tracing is an aid, never a failure
+        context.log.warning(f"No traces this run: MLflow refused the experiment: {exc}")
+        return None
+    tags = {
+        "dagster_run_id": context.run_id,
+        "batches": ",".join(batches)[:250],
+        "prompt_role": role,
+    }
+
+    def trace(result, group_key: str) -> str | None:
+        try:
+            return log_call_trace(
+                result,
+                experiment_id=experiment_id,
+                explainer=explainer,
+                prompt=prompt,
+                group_key=group_key,
+                prices=prices,
+                tags=tags,
+            )
+        except Exception as exc:  # noqa: BLE001 - tracing is an aid, never a failure
+            context.log.warning(f"No trace for {group_key}: {exc}")
+            return None
+
+    return trace

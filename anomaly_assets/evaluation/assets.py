@@ -22,6 +22,14 @@ from anomaly_assets import settings
 from anomaly_assets.core import spark_actions
 from anomaly_assets.enrichment.prompt_registry import CANDIDATE, PRODUCTION
 from anomaly_assets.enrichment.resource import LLMResource, for_stream
+from anomaly_assets.enrichment.tables import (
+    drift_by_batch,
+    enriched_rows_frame,
+    load_anomalies,
+    settings_sent_last,
+)
+from anomaly_assets.enrichment.tracing import call_tracer
+from anomaly_assets.model.labels import load_labels
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import EVAL_EXPERIMENT, MlflowResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
@@ -423,7 +431,6 @@ def evaluate_batches(
 ):
     """Evaluate the newly enriched batches (and their shadow), or compare prompts."""
     from anomaly_assets.enrichment import telemetry
-    from anomaly_assets.model.assets import load_labels
 
     labels = load_labels(config.labels_path)
     spark = lakehouse.spark_session
@@ -539,14 +546,12 @@ class _Again:
 
     @classmethod
     def read(cls, context, llm, lakehouse, silver_events, stream) -> "_Again":
-        from anomaly_assets.enrichment.assets import settings_sent_last
 
         settings = settings_sent_last(context, stream.key("gold_events_enriched"))
         return cls(llm.explainer(), settings, lakehouse, silver_events)
 
     def batch(self, batch: str):
         """(anomalies as pandas, drifted features) of ``batch``."""
-        from anomaly_assets.enrichment.assets import _drift_by_batch, load_anomalies
 
         if batch not in self.loaded:
             gold = self.lakehouse.read("gold_anomaly_predictions")
@@ -554,7 +559,7 @@ class _Again:
                 gold.filter(gold.is_anomaly & (gold.batch_id == batch)),
                 self.silver_events,
             )
-            drift = _drift_by_batch(self.lakehouse.read("gold_batch_drift"), [batch])
+            drift = drift_by_batch(self.lakehouse.read("gold_batch_drift"), [batch])
             self.loaded[batch] = (anomalies, drift)
         return self.loaded[batch]
 
@@ -563,7 +568,6 @@ def _explained_again(context, again, batch, prompt, llm, mlflow_settings, role):
     """The batch's anomalies explained with ``prompt`` as the enrichment explains them (its
     last settings, the batch's drift), without the cache, each call traced; the rows for
     its evaluation only."""
-    from anomaly_assets.enrichment.assets import call_tracer, enriched_rows_frame
     from anomaly_assets.enrichment.enrich import enrich
     from anomaly_assets.enrichment.tracing import flush_traces
 

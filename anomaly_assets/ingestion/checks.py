@@ -183,6 +183,59 @@ def bronze_results(
     ]
 
 
+def _landed_since(ledger, topic: str, topic_id: str, marks: dict[int, int]) -> dict:
+    """partition -> [(start, end)] of the ledger rows past each partition's mark."""
+    from pyspark.sql import functions as F
+
+    rows = ledger.filter((F.col("topic") == topic) & (F.col("topic_id") == topic_id))
+    for p, mark in marks.items():
+        rows = rows.filter((F.col("partition") != p) | (F.col("end_offset") > mark))
+    landed: dict[int, list[tuple[int, int]]] = {}
+    for r in rows.select("partition", "start_offset", "end_offset").collect():
+        landed.setdefault(r[0], []).append((r[1], r[2]))
+    return landed
+
+
+def ledger_holes(
+    ledger, kafka, topic_id: str, previous: dict, flying: list[OffsetRange]
+) -> AssetCheckResult:
+    """The holes in ``topic_id``'s ledger past the offsets ``previous`` proved contiguous,
+    each with whether a run in ``flying`` covers it; the new marks go in the metadata."""
+    marks = {int(p): o for p, o in previous.get(topic_id, {}).items()}
+    landed = _landed_since(ledger, kafka.topic, topic_id, marks)
+    try:
+        log_starts = fetch_topic_state(
+            kafka.client_config(), kafka.topic, kafka.request_timeout_s
+        ).starts
+    except KafkaUnavailable:
+        log_starts = {}
+    new_marks, holes = scan_ledger(landed, marks, log_starts)
+    described = [
+        {
+            "partition": h.partition,
+            "start": h.start,
+            "end": h.end,
+            "run_in_flight": any(
+                f.partition == h.partition and f.start < h.end and f.end > h.start
+                for f in flying
+            ),
+        }
+        for h in holes
+    ]
+    through = {str(p): o for p, o in {**marks, **new_marks}.items()}
+    return AssetCheckResult(
+        passed=not holes,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "holes": len(holes),
+            "missing_offsets": sum(h.count for h in holes),
+            "hole_ranges": MetadataValue.json(described[:50]),
+            "ledger_rows_read": sum(len(v) for v in landed.values()),
+            "contiguous_through": MetadataValue.json({**previous, topic_id: through}),
+        },
+    )
+
+
 def build_bronze_checks(stream: Stream = DEFAULT_STREAM) -> list:
     """The checks of ``stream``'s bronze tables."""
     bronze = {
@@ -252,8 +305,6 @@ def build_bronze_checks(stream: Stream = DEFAULT_STREAM) -> list:
     def offset_ledger_no_holes(
         context, kafka: KafkaResource, lakehouse: LakehouseResource
     ) -> AssetCheckResult:
-        from pyspark.sql import functions as F
-
         kafka = stream.kafka(kafka)
         batch = _latest_batch(
             context.instance.get_latest_materialization_event(
@@ -263,56 +314,10 @@ def build_bronze_checks(stream: Stream = DEFAULT_STREAM) -> list:
         ledger = stream.lakehouse(lakehouse).read("bronze_offset_ledger")
         if batch is None or ledger is None:
             return AssetCheckResult(passed=True, metadata={"holes": 0})
-        topic_id = batch["topic_id"]
         previous = _previous_marks(context.instance, context.check_specs[0].key)
-        marks = {int(p): o for p, o in previous.get(topic_id, {}).items()}
-        rows = ledger.filter(
-            (F.col("topic") == kafka.topic) & (F.col("topic_id") == topic_id)
-        )
-        for p, mark in marks.items():
-            rows = rows.filter((F.col("partition") != p) | (F.col("end_offset") > mark))
-        landed: dict[int, list[tuple[int, int]]] = {}
-        for r in rows.select("partition", "start_offset", "end_offset").collect():
-            landed.setdefault(r[0], []).append((r[1], r[2]))
-        try:
-            log_starts = fetch_topic_state(
-                kafka.client_config(), kafka.topic, kafka.request_timeout_s
-            ).starts
-        except KafkaUnavailable:
-            log_starts = {}
-        new_marks, holes = scan_ledger(landed, marks, log_starts)
         flying = _in_flight_ranges(
             context.instance, kafka.topic, stream.named("bronze")
         )
-        described = [
-            {
-                "partition": h.partition,
-                "start": h.start,
-                "end": h.end,
-                "run_in_flight": any(
-                    f.partition == h.partition and f.start < h.end and f.end > h.start
-                    for f in flying
-                ),
-            }
-            for h in holes
-        ]
-        return AssetCheckResult(
-            passed=not holes,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={
-                "holes": len(holes),
-                "missing_offsets": sum(h.count for h in holes),
-                "hole_ranges": MetadataValue.json(described[:50]),
-                "ledger_rows_read": sum(len(v) for v in landed.values()),
-                "contiguous_through": MetadataValue.json(
-                    {
-                        **previous,
-                        topic_id: {
-                            str(p): o for p, o in {**marks, **new_marks}.items()
-                        },
-                    }
-                ),
-            },
-        )
+        return ledger_holes(ledger, kafka, batch["topic_id"], previous, flying)
 
     return [bronze_batch_checks, offset_ledger_no_holes]

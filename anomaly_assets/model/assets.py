@@ -8,7 +8,6 @@ only when the quality gate passes.
 """
 
 import time
-from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
@@ -20,6 +19,7 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets import settings
+from anomaly_assets.model.labels import load_labels
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource, MlflowTracking
 from anomaly_assets.silver.features import (
@@ -67,17 +67,6 @@ class TrainConfig(Config):
         default=str(settings.LOCAL_DIR / "labels.csv"),
         description="Generator ground truth (CSV); skipped when missing.",
     )
-
-
-def load_labels(path: str) -> dict[str, str]:
-    """event_id -> anomaly type from the generator's labels file ({} when absent)."""
-    import pandas as pd
-
-    if not Path(path).exists():
-        return {}
-    labels = pd.read_csv(path, usecols=["event_id", "kind", "label"], dtype=str)
-    labels = labels[labels["kind"] == "anomaly"].dropna(subset=["event_id"])
-    return dict(zip(labels["event_id"], labels["label"]))
 
 
 def quality_gate(
