@@ -72,29 +72,41 @@ class Progress:
     def __enter__(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "a")
-        # Whatever else writes to stdout or stderr (Spark's JVM, library banners, warnings
-        # and progress bars) goes to the log too; the progress lines keep the terminal.
+        # Whatever else writes to the process's stdout or stderr (Spark's JVM, library
+        # banners, warnings and progress bars) goes to the log too; the progress lines keep
+        # the terminal through a descriptor of their own. Python's sys.stdout and sys.stderr
+        # stay the objects they are, on descriptors 1 and 2, so Dagster's capture of a
+        # step's output still finds them there.
         sys.stdout.flush()
         sys.stderr.flush()
         self._saved = {fd: os.dup(fd) for fd in (1, 2)}
-        self._console = os.fdopen(os.dup(self._saved[1]), "w", buffering=1)
-        for fd in (1, 2):
-            os.dup2(self._log.fileno(), fd)
-        self._streams = sys.stdout, sys.stderr  # Python's own, whatever they point at
-        sys.stdout = sys.stderr = self._log
-        self._thread.start()
+        try:
+            self._console = os.fdopen(os.dup(self._saved[1]), "w", buffering=1)
+            for fd in (1, 2):
+                os.dup2(self._log.fileno(), fd)
+            self._thread.start()
+        except BaseException:
+            self._restore()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
-        self._drain()
-        sys.stdout, sys.stderr = self._streams
-        self._log.flush()
+        try:
+            self._done.set()
+            self._thread.join()
+            self._drain()
+        finally:
+            self._restore()
+
+    def _restore(self) -> None:
+        """The terminal back on descriptors 1 and 2, whatever happened."""
+        sys.stdout.flush()
+        sys.stderr.flush()
         for fd, saved in self._saved.items():
             os.dup2(saved, fd)
             os.close(saved)
-        self._console.close()
+        if getattr(self, "_console", None) is not None:
+            self._console.close()
         self._log.close()
 
     def _say(self, line: str) -> None:

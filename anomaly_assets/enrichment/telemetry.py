@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from anomaly_assets.enrichment.pricing import call_cost
 
-METER_NAME = "anomaly_assets.enrichment"
+METER_NAME = "anomaly_assets.llm"
 SERVICE_NAME = "anomaly_assets"
 #: The semantic conventions' provider names for ours.
 PROVIDER_NAMES = {"azure_openai": "azure.ai.openai", "openai_compatible": "openai"}

@@ -1,7 +1,7 @@
 """Check of gold_user_incidents: the incidents written hold exactly their users' anomalies
 in their spans, each once (see core/checks.py for what "written" reads)."""
 
-from dagster import AssetCheckSpec, multi_asset_check
+from dagster import AssetCheckSeverity, AssetCheckSpec, multi_asset_check
 
 from anomaly_assets.core.checks import (
     AFTER_ASSETS,
@@ -61,7 +61,7 @@ def build_incident_checks(stream: Stream = DEFAULT_STREAM) -> list:
         asset=incidents_key,
         description="The incidents just written list each anomaly of their users and "
         "spans exactly once, with a matching event_count, and no two of them overlap in "
-        "time (warns).",
+        "time. Runs after the assets and blocks nothing, but fails as an error.",
     )
 
     @multi_asset_check(
@@ -86,6 +86,8 @@ def build_incident_checks(stream: Stream = DEFAULT_STREAM) -> list:
             spec,
             not any(figures.values()),
             {"incidents_checked": len(spans), **figures},
+            # an error, though it blocks nothing: a wrong incident misleads an analyst
+            severity=AssetCheckSeverity.ERROR,
         )
 
     return [incident_checks]

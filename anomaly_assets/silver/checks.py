@@ -19,16 +19,25 @@ def not_finite(column: str):
     return c.isNull() | F.isnan(c) | (F.abs(c) == F.lit(float("inf")))
 
 
-def silver_figures(written, silver, features) -> dict:
-    """Null / non-finite counts per column of the written rows, and the written event_ids
-    stored twice (count and a sample), in one query."""
+def silver_figures(written, silver, columns: list[str]) -> dict:
+    """Null / non-finite counts of ``columns`` (required ones, then features) in the
+    written rows, and the written event_ids stored twice (count and a sample), in one
+    query. A row without an event time names no day to look in; its null is counted."""
     from pyspark.sql import functions as F
 
     nulls = written.select(
-        *[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in REQUIRED_COLUMNS],
-        *[F.sum(not_finite(c).cast("long")).alias(c) for c in features],
+        F.lit(0).alias("_"),
+        *[
+            F.sum(
+                (F.col(c).isNull() if c in REQUIRED_COLUMNS else not_finite(c)).cast(
+                    "long"
+                )
+            ).alias(c)
+            for c in columns
+        ],
     )
-    same_days = silver.filter(days_predicate("event_time", event_days(written)))
+    days = event_days(written.filter(F.col("event_time").isNotNull()))
+    same_days = silver.filter(days_predicate("event_time", days))
     dupes = (
         same_days.join(written.select("event_id").distinct(), "event_id")
         .groupBy("event_id")
@@ -41,7 +50,7 @@ def silver_figures(written, silver, features) -> dict:
     )
     row = nulls.crossJoin(dupes).first().asDict()
     return {
-        "nulls": {c: row[c] for c in (*REQUIRED_COLUMNS, *features) if row[c]},
+        "nulls": {c: row[c] for c in columns if row[c]},
         "duplicates": row["_duplicates"],
         "sample": row["_sample"],
     }
@@ -88,10 +97,15 @@ def build_silver_checks(stream: Stream = DEFAULT_STREAM) -> list:
         if written is None and not missing:
             yield from nothing_written(*silver.values())
             return
+        present = [
+            c
+            for c in (*REQUIRED_COLUMNS, *stream_features(stream))
+            if c in table.columns
+        ]
         figures = (
             {"nulls": {}, "duplicates": 0, "sample": []}
-            if missing or written is None
-            else silver_figures(written, table, stream_features(stream))
+            if written is None
+            else silver_figures(written, table, present)
         )
         yield result(
             silver["silver_schema_not_null"],

@@ -2,6 +2,7 @@
 stream and whatever libraries write to stdout or stderr go to the log file it names."""
 
 import os
+import sys
 
 from dagster import (
     AssetCheckResult,
@@ -18,7 +19,12 @@ from anomaly_assets.devtools.demo import Progress
 @asset
 def raw_events():
     os.write(2, b"a JVM line on stderr\n")
-    print("Successfully registered model 'a library notice on stdout'")
+    # a library printing to the process's stdout (pytest's capture replaces sys.stdout)
+    print(
+        "Successfully registered model 'a library notice on stdout'",
+        file=sys.__stdout__,
+    )
+    sys.__stdout__.flush()
     os.write(1, b"a banner on the stdout descriptor\n")
     return MaterializeResult(metadata={"rows_written": 1200})
 

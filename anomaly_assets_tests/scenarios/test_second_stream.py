@@ -22,7 +22,7 @@ from anomaly_assets.ingestion.offsets import fetch_topic_state
 from anomaly_assets.silver.features import FEATURE_COLUMNS
 from anomaly_assets_tests.helpers import assert_ledger_complete, delta_rows
 
-#: The example stream the README points to, so the example is what runs here.
+#: The example stream docs/streams.md points to, so the example is what runs here.
 EXAMPLE = Path(__file__).parents[2] / "examples" / "streams" / "payments" / "defs.yaml"
 SPEC = yaml.safe_load(EXAMPLE.read_text())["attributes"]
 PAYMENT_TYPES = SPEC["contract"]["event_types"]
