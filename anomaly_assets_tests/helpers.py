@@ -4,6 +4,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer, TopicPartition
+from hypothesis import HealthCheck, settings
 
 from anomaly_assets.ingestion.offsets import fetch_offsets
 
@@ -165,6 +166,14 @@ def assert_ledger_complete(
         assert landed | skip_offsets == set(range(first, end)), "an offset is nowhere"
         assert len(landed) == sum(r["bronze_rows"] + r["quarantine_rows"] for r in rows)
     return skipped
+
+
+#: The check property tests: each example is a Spark job on the session's fixture.
+CHECK_PROPERTY_SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 def check_specs(*names: str) -> dict:

@@ -43,6 +43,11 @@ def result(
     )
 
 
+def by_name(*specs: AssetCheckSpec) -> dict[str, AssetCheckSpec]:
+    """A check op's specs by check name, for its results to pick theirs."""
+    return {s.name: s for s in specs}
+
+
 def nothing_written(*specs: AssetCheckSpec) -> list[AssetCheckResult]:
     """The results when the latest materialisation wrote no row."""
     return [result(s, True, {"rows_checked": 0}) for s in specs]

@@ -6,7 +6,7 @@ query by status, severity, retry and groundedness."""
 from dagster import AssetCheckSpec, Config, MetadataValue, multi_asset_check
 from pydantic import Field
 
-from anomaly_assets.core.checks import nothing_written, result, written_rows
+from anomaly_assets.core.checks import by_name, nothing_written, result, written_rows
 from anomaly_assets.enrichment.statuses import EXPLAINED, PARSED
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
@@ -112,32 +112,29 @@ def unexplained_sample(enriched, n: int = 10) -> list[dict]:
 def build_enrichment_checks(stream: Stream = DEFAULT_STREAM) -> list:
     """The checks of ``stream``'s gold_events_enriched."""
     enriched_key = stream.key("gold_events_enriched")
-    specs = {
-        s.name: s
-        for s in (
-            AssetCheckSpec(
-                "enrichment_validity",
-                asset=enriched_key,
-                blocking=True,
-                description="Share of the latest run's anomalies (budget skips aside) "
-                "whose answer passed Pydantic validation is at least min_validity.",
-            ),
-            AssetCheckSpec(
-                "critical_anomalies_explained",
-                asset=enriched_key,
-                blocking=True,
-                description="Every CRITICAL anomaly has a valid explanation, or a later "
-                "run will try again; fails for one whose runs are spent (enrichment "
-                "max_runs).",
-            ),
-            AssetCheckSpec(
-                "explanations_grounded",
-                asset=enriched_key,
-                description="Explanations name only features that really drove the row's "
-                "score (warns).",
-            ),
-        )
-    }
+    specs = by_name(
+        AssetCheckSpec(
+            "enrichment_validity",
+            asset=enriched_key,
+            blocking=True,
+            description="Share of the latest run's anomalies (budget skips aside) "
+            "whose answer passed Pydantic validation is at least min_validity.",
+        ),
+        AssetCheckSpec(
+            "critical_anomalies_explained",
+            asset=enriched_key,
+            blocking=True,
+            description="Every CRITICAL anomaly has a valid explanation, or a later "
+            "run will try again; fails for one whose runs are spent (enrichment "
+            "max_runs).",
+        ),
+        AssetCheckSpec(
+            "explanations_grounded",
+            asset=enriched_key,
+            description="Explanations name only features that really drove the row's "
+            "score (warns).",
+        ),
+    )
 
     @multi_asset_check(
         specs=list(specs.values()),

@@ -6,7 +6,7 @@ with one aggregation per batch."""
 from dagster import AssetCheckSpec, Config, MetadataValue, multi_asset_check
 from pydantic import Field
 
-from anomaly_assets.core.checks import nothing_written, result, written_rows
+from anomaly_assets.core.checks import by_name, nothing_written, result, written_rows
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
@@ -87,31 +87,28 @@ def gold_results(specs: dict, figures: dict, config: GoldChecksConfig) -> list:
 def build_gold_checks(stream: Stream = DEFAULT_STREAM) -> list:
     """The checks of ``stream``'s gold_anomaly_predictions."""
     gold_key = stream.key("gold_anomaly_predictions")
-    specs = {
-        s.name: s
-        for s in (
-            AssetCheckSpec(
-                "gold_scores_in_range",
-                asset=gold_key,
-                blocking=True,
-                description="anomaly_score in [0, 1], severity_percentile in [0, 100], "
-                "and every row carries a model name and version.",
-            ),
-            AssetCheckSpec(
-                "gold_anomalies_have_contributions",
-                asset=gold_key,
-                blocking=True,
-                description="Every anomalous row has feature contributions and top "
-                "features.",
-            ),
-            AssetCheckSpec(
-                "gold_anomaly_rate_in_band",
-                asset=gold_key,
-                description="The anomaly rate of every batch in the latest write stays "
-                "inside a band (warns): far outside it, the data or the model moved.",
-            ),
-        )
-    }
+    specs = by_name(
+        AssetCheckSpec(
+            "gold_scores_in_range",
+            asset=gold_key,
+            blocking=True,
+            description="anomaly_score in [0, 1], severity_percentile in [0, 100], "
+            "and every row carries a model name and version.",
+        ),
+        AssetCheckSpec(
+            "gold_anomalies_have_contributions",
+            asset=gold_key,
+            blocking=True,
+            description="Every anomalous row has feature contributions and top "
+            "features.",
+        ),
+        AssetCheckSpec(
+            "gold_anomaly_rate_in_band",
+            asset=gold_key,
+            description="The anomaly rate of every batch in the latest write stays "
+            "inside a band (warns): far outside it, the data or the model moved.",
+        ),
+    )
 
     @multi_asset_check(
         specs=list(specs.values()),

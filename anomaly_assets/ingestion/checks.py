@@ -16,6 +16,7 @@ from pydantic import Field
 
 from anomaly_assets.core.checks import (
     AFTER_ASSETS,
+    by_name,
     nothing_written,
     result,
 )
@@ -238,36 +239,33 @@ def ledger_holes(
 
 def build_bronze_checks(stream: Stream = DEFAULT_STREAM) -> list:
     """The checks of ``stream``'s bronze tables."""
-    bronze = {
-        s.name: s
-        for s in (
-            AssetCheckSpec(
-                "bronze_batch_accounted",
-                asset=stream.key("bronze_events"),
-                additional_deps=[
-                    stream.key("bronze_quarantine"),
-                    stream.key("bronze_offset_ledger"),
-                ],
-                blocking=True,
-                description="Every offset of the batch just written is in exactly one "
-                "place: bronze_events, bronze_quarantine or a ledger skip with a reason. "
-                "Reads only the batch's offsets.",
-            ),
-            AssetCheckSpec(
-                "quarantine_ratio_check",
-                asset=stream.key("bronze_quarantine"),
-                description="Share of messages quarantined in the latest batch stays "
-                "under a threshold (warns); read from the batch's ledger rows.",
-            ),
-            AssetCheckSpec(
-                "no_offsets_lost_to_retention",
-                asset=stream.key("bronze_offset_ledger"),
-                description="No offset was deleted by retention before it was read "
-                "(warns): the batch's retention skips, from the ledger write's own "
-                "metadata.",
-            ),
-        )
-    }
+    bronze = by_name(
+        AssetCheckSpec(
+            "bronze_batch_accounted",
+            asset=stream.key("bronze_events"),
+            additional_deps=[
+                stream.key("bronze_quarantine"),
+                stream.key("bronze_offset_ledger"),
+            ],
+            blocking=True,
+            description="Every offset of the batch just written is in exactly one "
+            "place: bronze_events, bronze_quarantine or a ledger skip with a reason. "
+            "Reads only the batch's offsets.",
+        ),
+        AssetCheckSpec(
+            "quarantine_ratio_check",
+            asset=stream.key("bronze_quarantine"),
+            description="Share of messages quarantined in the latest batch stays "
+            "under a threshold (warns); read from the batch's ledger rows.",
+        ),
+        AssetCheckSpec(
+            "no_offsets_lost_to_retention",
+            asset=stream.key("bronze_offset_ledger"),
+            description="No offset was deleted by retention before it was read "
+            "(warns): the batch's retention skips, from the ledger write's own "
+            "metadata.",
+        ),
+    )
 
     @multi_asset_check(
         specs=list(bronze.values()),

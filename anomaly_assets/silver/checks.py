@@ -4,7 +4,7 @@ answered in one query (see core/checks.py)."""
 
 from dagster import AssetCheckSpec, MetadataValue, multi_asset_check
 
-from anomaly_assets.core.checks import nothing_written, result, written_rows
+from anomaly_assets.core.checks import by_name, nothing_written, result, written_rows
 from anomaly_assets.core.pruning import days_predicate, event_days
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.silver.features import REQUIRED_COLUMNS, stream_features
@@ -26,7 +26,6 @@ def silver_figures(written, silver, columns: list[str]) -> dict:
     from pyspark.sql import functions as F
 
     nulls = written.select(
-        F.lit(0).alias("_"),
         *[
             F.sum(
                 (F.col(c).isNull() if c in REQUIRED_COLUMNS else not_finite(c)).cast(
@@ -59,27 +58,24 @@ def silver_figures(written, silver, columns: list[str]) -> dict:
 def build_silver_checks(stream: Stream = DEFAULT_STREAM) -> list:
     """The checks of ``stream``'s silver_events."""
     silver_key = stream.key("silver_events")
-    silver = {
-        s.name: s
-        for s in (
-            AssetCheckSpec(
-                "silver_schema_not_null",
-                asset=silver_key,
-                blocking=True,
-                description="Silver has every required and feature column; the rows the "
-                "latest write inserted or corrected have no null in required columns and "
-                "no null, NaN or infinite feature.",
-            ),
-            AssetCheckSpec(
-                "silver_unique_event_id",
-                asset=silver_key,
-                blocking=True,
-                description="No event_id the latest write inserted appears twice in "
-                "silver (looked up on the written rows' event days: a redelivered event "
-                "keeps its event time).",
-            ),
-        )
-    }
+    silver = by_name(
+        AssetCheckSpec(
+            "silver_schema_not_null",
+            asset=silver_key,
+            blocking=True,
+            description="Silver has every required and feature column; the rows the "
+            "latest write inserted or corrected have no null in required columns and "
+            "no null, NaN or infinite feature.",
+        ),
+        AssetCheckSpec(
+            "silver_unique_event_id",
+            asset=silver_key,
+            blocking=True,
+            description="No event_id the latest write inserted appears twice in "
+            "silver (looked up on the written rows' event days: a redelivered event "
+            "keeps its event time).",
+        ),
+    )
 
     @multi_asset_check(
         specs=list(silver.values()),
@@ -88,20 +84,13 @@ def build_silver_checks(stream: Stream = DEFAULT_STREAM) -> list:
     )
     def silver_checks(context, lakehouse: LakehouseResource):
         table = stream.lakehouse(lakehouse).read("silver_events")
-        missing = [
-            c
-            for c in (*REQUIRED_COLUMNS, *stream_features(stream))
-            if c not in table.columns
-        ]
+        expected = (*REQUIRED_COLUMNS, *stream_features(stream))
+        missing = [c for c in expected if c not in table.columns]
         written = written_rows(context, lakehouse, silver_key)
         if written is None and not missing:
             yield from nothing_written(*silver.values())
             return
-        present = [
-            c
-            for c in (*REQUIRED_COLUMNS, *stream_features(stream))
-            if c in table.columns
-        ]
+        present = [c for c in expected if c in table.columns]
         figures = (
             {"nulls": {}, "duplicates": 0, "sample": []}
             if written is None

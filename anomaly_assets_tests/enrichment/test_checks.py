@@ -1,7 +1,7 @@
 """The enrichment checks answered from one aggregation give the verdicts a row-by-row
 evaluation gives, on any mix of rows (hypothesis, through the test session's Spark)."""
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from anomaly_assets.enrichment.checks import (
@@ -10,14 +10,13 @@ from anomaly_assets.enrichment.checks import (
     enrichment_results,
 )
 from anomaly_assets.enrichment.statuses import EXPLAINED, PARSED, STATUSES
-from anomaly_assets_tests.helpers import check_specs, verdicts
+from anomaly_assets_tests.helpers import (
+    CHECK_PROPERTY_SETTINGS,
+    check_specs,
+    verdicts,
+)
 
 FEATURES = ["a", "b", "c"]
-SETTINGS = settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
 
 enriched_rows = st.lists(
     st.fixed_dictionaries(
@@ -38,7 +37,7 @@ ENRICHED = (
 )
 
 
-@SETTINGS
+@CHECK_PROPERTY_SETTINGS
 @given(rows=enriched_rows, min_validity=st.sampled_from([0.0, 0.5, 0.9, 1.0]))
 def test_enrichment_checks_agree_with_row_by_row(spark, rows, min_validity):
     config = EnrichmentChecksConfig(min_validity=min_validity, min_grounded=0.75)

@@ -1,18 +1,17 @@
 """The gold checks answered from one aggregation give the verdicts a row-by-row
 evaluation gives: each fault alone among clean rows (hypothesis, real Spark)."""
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from anomaly_assets.gold.checks import GoldChecksConfig, gold_figures, gold_results
-from anomaly_assets_tests.helpers import check_specs, verdicts
+from anomaly_assets_tests.helpers import (
+    CHECK_PROPERTY_SETTINGS,
+    check_specs,
+    verdicts,
+)
 
 FEATURES = ["a", "b", "c"]
-SETTINGS = settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
 
 clean_gold = st.fixed_dictionaries(
     {
@@ -61,7 +60,7 @@ GOLD = (
 )
 
 
-@SETTINGS
+@CHECK_PROPERTY_SETTINGS
 @given(rows=gold_rows())
 def test_gold_checks_agree_with_row_by_row(spark, rows):
     config = GoldChecksConfig(min_rate=0.1, max_rate=0.5)
