@@ -137,11 +137,11 @@ def other_detectors(silver, start, gold, fit_rows: int) -> dict:
 
     from anomaly_assets.model.assets import TrainConfig
     from anomaly_assets.model.forests import (
-        LOG_FEATURES,
         ThreatForests,
         build_pipeline,
         log1p_columns,
     )
+    from anomaly_assets.silver.catalogue import LOG_FEATURES
 
     train_config = TrainConfig()
 

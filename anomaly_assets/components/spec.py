@@ -175,7 +175,7 @@ class EvaluationSpec(_Strict):
     judge_max_calls: int = _like(EvalConfig, "judge_max_calls", ge=0)
 
 
-#: A feature of the library (silver/features.py).
+#: A feature of the catalogue (silver/catalogue/).
 FeatureName = Literal[tuple(FEATURES)]
 
 
@@ -215,7 +215,7 @@ class StreamSpec(_Strict):
     features: list[Annotated[FeatureName, AfterValidator(_fed_by_contract)]] = Field(
         default=list(FEATURES),
         min_length=1,
-        description="Features from the project's library (silver/features.py); each "
+        description="Features from the project's catalogue (silver/catalogue/); each "
         "feature's window is part of its definition (events_1m, bytes_1h_log, ...).",
     )
     model: ModelSpec = Field(default_factory=ModelSpec)

@@ -7,7 +7,7 @@ Regenerate after changing one::
 
 from anomaly_assets.ingestion.ledger import SKIP_REASONS
 from anomaly_assets.ingestion.validation import REASONS
-from anomaly_assets.model.forests import THREAT_FEATURES
+from anomaly_assets.silver.catalogue import THREAT_FEATURES
 from anomaly_assets.silver.features import FEATURES
 
 

@@ -13,11 +13,11 @@ from anomaly_assets.gold.contributions import (
     top_features,
 )
 from anomaly_assets.model.forests import (
-    THREAT_FEATURES,
     ThreatForests,
     anomaly_scores,
     build_pipeline,
 )
+from anomaly_assets.silver.catalogue import THREAT_FEATURES
 from anomaly_assets.silver.features import FEATURE_COLUMNS
 
 

@@ -380,7 +380,7 @@ def test_duplicates_within_a_batch_and_redeliveries(bronze_like):
 def test_automation_agents_are_told_from_browsers(spark, agent, automated):
     from pyspark.sql import functions as F
 
-    from anomaly_assets.silver.features import AUTOMATION_AGENTS
+    from anomaly_assets.silver.catalogue.bots import AUTOMATION_AGENTS
 
     row = spark.createDataFrame([(agent,)], "ua string").select(
         F.col("ua").rlike(AUTOMATION_AGENTS).alias("hit")
