@@ -4,8 +4,6 @@ Runs go into the Dagster instance at $DAGSTER_HOME, so ``make dev`` shows them a
 """
 
 import argparse
-import os
-import sys
 import threading
 import time
 import uuid
@@ -16,6 +14,7 @@ from dagster import DagsterEventType
 
 from anomaly_assets import settings
 from anomaly_assets.devtools.broker import LocalKafkaBroker
+from anomaly_assets.devtools.console import ConsoleToLog
 from anomaly_assets.devtools.generator import EventGenerator, continuing_start, produce
 
 #: The same users in every demo, as anomaly-generate's default: their history carries over.
@@ -70,23 +69,12 @@ class Progress:
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
     def __enter__(self) -> Self:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "a")
-        # Whatever else writes to the process's stdout or stderr (Spark's JVM, library
-        # banners, warnings and progress bars) goes to the log too; the progress lines keep
-        # the terminal through a descriptor of their own. Python's sys.stdout and sys.stderr
-        # stay the objects they are, on descriptors 1 and 2, so Dagster's capture of a
-        # step's output still finds them there.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._saved = {fd: os.dup(fd) for fd in (1, 2)}
+        self._output = ConsoleToLog(self.log_path).__enter__()
+        self._log = self._output.log
         try:
-            self._console = os.fdopen(os.dup(self._saved[1]), "w", buffering=1)
-            for fd in (1, 2):
-                os.dup2(self._log.fileno(), fd)
             self._thread.start()
         except BaseException:
-            self._restore()
+            self._output.__exit__(None, None, None)
             raise
         return self
 
@@ -96,21 +84,10 @@ class Progress:
             self._thread.join()
             self._drain()
         finally:
-            self._restore()
-
-    def _restore(self) -> None:
-        """The terminal back on descriptors 1 and 2, whatever happened."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, saved in self._saved.items():
-            os.dup2(saved, fd)
-            os.close(saved)
-        if getattr(self, "_console", None) is not None:
-            self._console.close()
-        self._log.close()
+            self._output.__exit__(*exc)
 
     def _say(self, line: str) -> None:
-        self._console.write(line + "\n")
+        self._output.say(line)
 
     def _follow(self) -> None:
         while not self._done.wait(self.poll_s):
@@ -203,36 +180,42 @@ def main(argv: list[str] | None = None) -> int:
 
     from anomaly_assets.definitions import defs
 
-    broker = LocalKafkaBroker(port=args.port).start()
-    topic = settings.KAFKA_TOPIC
-    print(f"Kafka broker at {broker.bootstrap_servers} (data in {broker.data_dir})")
-    seed = (
-        args.seed
-        if args.seed is not None
-        else _topic_size(broker.bootstrap_servers, topic)
-    )
-    labels = settings.LOCAL_DIR / "labels.csv"
-    report = produce(
-        broker.bootstrap_servers,
-        topic,
-        args.events,
-        EventGenerator(
-            seed=seed,
-            anomaly_rate=args.anomaly_rate,
-            malformed_rate=args.malformed_rate,
-            start=continuing_start(broker.bootstrap_servers, topic),
-            population_seed=POPULATION_SEED,
-        ),
-        labels_path=labels,
-    )
-    print(
-        f"Produced {report.delivered:,} events to {topic} ({report.rate:,.0f}/s), "
-        f"{report.labelled:,} labelled in {labels}"
-    )
+    log_path = settings.LOCAL_DIR / "demo.log"
+    # The broker's JVM and librdkafka (a retry while the broker comes up) write to the
+    # process's descriptors: to the log, like the run's event stream below.
+    with ConsoleToLog(log_path) as console:
+        broker = LocalKafkaBroker(port=args.port).start()
+        topic = settings.KAFKA_TOPIC
+        console.say(
+            f"Kafka broker at {broker.bootstrap_servers} (data in {broker.data_dir})"
+        )
+        seed = (
+            args.seed
+            if args.seed is not None
+            else _topic_size(broker.bootstrap_servers, topic)
+        )
+        labels = settings.LOCAL_DIR / "labels.csv"
+        report = produce(
+            broker.bootstrap_servers,
+            topic,
+            args.events,
+            EventGenerator(
+                seed=seed,
+                anomaly_rate=args.anomaly_rate,
+                malformed_rate=args.malformed_rate,
+                start=continuing_start(broker.bootstrap_servers, topic),
+                population_seed=POPULATION_SEED,
+            ),
+            labels_path=labels,
+            log=console.say,
+        )
+        console.say(
+            f"Produced {report.delivered:,} events to {topic} ({report.rate:,.0f}/s), "
+            f"{report.labelled:,} labelled in {labels}"
+        )
 
     instance = DagsterInstance.get()
     job = defs.resolve_implicit_global_asset_job_def()
-    log_path = settings.LOCAL_DIR / "demo.log"
     print(f"Materialising every asset; Dagster's full event log goes to {log_path}")
     t0 = time.monotonic()
     asset_steps = {
