@@ -18,8 +18,8 @@ TEST_WORKERS ?= 2
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --quiet --upgrade pip
+	$(BIN)/pip install --quiet --quiet -e ".[dev]"  # errors only: no build-backend notices
 	touch $@
 
 install: $(BIN)/.installed  ## virtualenv with the pinned stack

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from anomaly_assets_tests.helpers import project_defs_lock
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Inline code that reads as a command, besides the lines of shell blocks.
@@ -136,9 +138,16 @@ def test_a_documented_command_works_as_written(command):
         return
     _, cwd, argv = check
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    done = subprocess.run(
-        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    with project_defs_lock():  # dg and dagster load the project's defs/ folder
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     assert done.returncode == 0, (
         f"{where} (checked as {argv}) exited {done.returncode}:\n"
         f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from anomaly_assets.components.schema import defs_yaml_schema, settings_markdown
+from anomaly_assets_tests.helpers import project_defs_lock
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "streams" / "payments" / "defs.yaml"
@@ -35,8 +36,11 @@ def declared(tmp_path):
         (folder / "defs.yaml").write_text(text)
         return folder / "defs.yaml"
 
-    yield write, name
-    shutil.rmtree(folder, ignore_errors=True)
+    with project_defs_lock():
+        try:
+            yield write, name
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def dg(*args: str, home: Path | None) -> subprocess.CompletedProcess:
