@@ -102,7 +102,7 @@ class Message:
     label: Label | None
 
 
-def _ip(rng: random.Random, first_octet: int) -> str:
+def random_ip(rng: random.Random, first_octet: int) -> str:
     return f"{first_octet}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
 
 
@@ -122,7 +122,9 @@ def make_users(rng: random.Random, n_users: int) -> list[UserProfile]:
                 user_id=f"u{i:06d}",
                 country=country,
                 devices=devices,
-                ips=tuple(_ip(rng, octet) for _ in range(rng.choice((1, 1, 2, 3)))),
+                ips=tuple(
+                    random_ip(rng, octet) for _ in range(rng.choice((1, 1, 2, 3)))
+                ),
                 active_hour=int(rng.gauss(14, 4)) % 24,
                 spend=round(math.exp(rng.gauss(3.5, 0.7)), 2),  # median ~ 33
                 download_bytes=int(math.exp(rng.gauss(13, 1.0))),  # median ~ 440 kB
@@ -273,7 +275,7 @@ class EventGenerator:
         ts = self.clock
         session_id = self._uuid()
         attack_country = rng.choice(ATTACK_COUNTRIES)
-        attack_ip = _ip(rng, ATTACK_OCTETS[attack_country])
+        attack_ip = random_ip(rng, ATTACK_OCTETS[attack_country])
         home_ip, home_device = rng.choice(user.ips), rng.choice(user.devices)
         out: list[tuple[dict, bool]] = []
 

@@ -24,7 +24,7 @@ from anomaly_assets.devtools.generator import (
     USER_AGENTS,
     EventGenerator,
     UserProfile,
-    _ip,
+    random_ip,
 )
 
 #: Neighbouring countries people commute between.
@@ -74,7 +74,7 @@ class CommuterScenario(EventGenerator):
                 user_id=f"c{i:06d}",
                 country=country,
                 devices=tuple((d, rng.choice(USER_AGENTS[d])) for d in kinds),
-                ips=tuple(_ip(rng, octet) for _ in range(rng.randint(3, 6))),
+                ips=tuple(random_ip(rng, octet) for _ in range(rng.randint(3, 6))),
                 active_hour=int(rng.gauss(21, 3)) % 24,
                 spend=round(2.71828 ** rng.gauss(3.2, 1.0), 2),
                 download_bytes=int(2.71828 ** rng.gauss(14, 1.2)),
@@ -82,7 +82,7 @@ class CommuterScenario(EventGenerator):
             )
             if country in NEIGHBOURS and rng.random() < 0.4:
                 second = rng.choice(NEIGHBOURS[country])
-                ips = tuple(_ip(rng, COUNTRIES[second][2]) for _ in range(2))
+                ips = tuple(random_ip(rng, COUNTRIES[second][2]) for _ in range(2))
                 self._second[user.user_id] = (second, ips)
             if rng.random() < 1 / 30:
                 self._integrators.add(user.user_id)
@@ -175,7 +175,7 @@ class CommuterScenario(EventGenerator):
             agent = ("desktop", rng.choice(USER_AGENTS["desktop"]))
             for _ in range(rng.randint(10, 30)):
                 ts += timedelta(seconds=rng.uniform(1, 8))
-                ip = _ip(rng, ATTACK_OCTETS[attack_country])
+                ip = random_ip(rng, ATTACK_OCTETS[attack_country])
                 add("login", ip, attack_country, agent, success=False, duration_ms=300)
         elif kind == "impossible_travel":
             add(
@@ -190,7 +190,10 @@ class CommuterScenario(EventGenerator):
             ts += timedelta(minutes=rng.uniform(10, 90))
             far = rng.choice(FAR + ATTACK_COUNTRIES)
             octet = ATTACK_OCTETS.get(far) or COUNTRIES.get(far, (0, "", 200))[2]
-            ip, device = _ip(rng, octet), ("mobile", rng.choice(USER_AGENTS["mobile"]))
+            ip, device = (
+                random_ip(rng, octet),
+                ("mobile", rng.choice(USER_AGENTS["mobile"])),
+            )
             add(
                 "login",
                 ip,
@@ -225,7 +228,7 @@ class CommuterScenario(EventGenerator):
                 duration_ms=rng.randint(800, 6000),
             )
         elif kind == "bot_activity":
-            ip = _ip(rng, CLOUD_OCTET)
+            ip = random_ip(rng, CLOUD_OCTET)
             for _ in range(rng.randint(20, 50)):
                 ts += timedelta(seconds=rng.uniform(0.3, 3.0))
                 add(
@@ -236,7 +239,7 @@ class CommuterScenario(EventGenerator):
                     duration_ms=rng.randint(20, 300),
                 )
         elif kind == "account_takeover":
-            ip = _ip(rng, COUNTRIES.get(home, (0, "", 200))[2])
+            ip = random_ip(rng, COUNTRIES.get(home, (0, "", 200))[2])
             device = ("desktop", TAKEOVER_AGENT)
             add("login", ip, home, device, success=True, duration_ms=500)
             ts += timedelta(minutes=rng.uniform(1, 5))

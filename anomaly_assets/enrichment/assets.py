@@ -25,6 +25,7 @@ from pydantic import Field
 from anomaly_assets.core import cursors, spark_actions
 from anomaly_assets.core.incremental import nothing_new
 from anomaly_assets.core.lineage import column_lineage
+from anomaly_assets.enrichment import telemetry
 from anomaly_assets.enrichment.prompt_registry import (
     PRODUCTION,
     PROMPT_NAME,
@@ -42,7 +43,7 @@ from anomaly_assets.enrichment.tables import (
     retry_candidates,
     sent_settings,
 )
-from anomaly_assets.enrichment.tracing import call_tracer
+from anomaly_assets.enrichment.tracing import call_tracer, flush_traces
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import MlflowResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
@@ -179,14 +180,13 @@ enrichment = build_enrichment()
 
 def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, stream):
     """Explain gold's new anomalies (and those due a retry); write them and the cache."""
-    from anomaly_assets.enrichment import telemetry
+    # imports pandas: kept out of the definitions' load
     from anomaly_assets.enrichment.enrich import (
         EnrichmentSettings,
         cache_from_rows,
         enrich,
         with_attempts,
     )
-    from anomaly_assets.enrichment.tracing import flush_traces
 
     t0 = time.perf_counter()
     prompt = registered_prompt(mlflow_settings, config.prompt_name, config.prompt_alias)
@@ -199,20 +199,7 @@ def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, 
     if pending.changes is None and not retry:
         yield from nothing_new(context, "gold_anomaly_predictions", through, OUTPUTS)
         return
-    changes = revoked = flagged = None
-    if pending.changes is not None:
-        changes = cursors.latest_per_key(pending.changes, ["event_id"]).persist()
-        # A re-scored row that is no longer an anomaly leaves the enriched table.
-        revoked = changes.filter(
-            "NOT is_anomaly AND _change_type = 'update_postimage'"
-        ).select("event_id", "event_time")
-        flagged = changes.filter("is_anomaly").drop("_change_type")
-    if retry:
-        again = gold_rows(lakehouse, retry)
-        if changes is not None:  # this run's changes bring their own row
-            again = again.join(changes.select("event_id"), "event_id", "left_anti")
-        flagged = again if flagged is None else flagged.unionByName(again)
-    flagged = flagged.persist()
+    changes, revoked, flagged = _to_explain(lakehouse, pending.changes, retry)
     anomalies = load_anomalies(flagged, lakehouse.read("silver_events"))
     batches = sorted(set(anomalies["batch_id"]))
     retried = int(anomalies["event_id"].isin({k[0] for k in retry}).sum())
@@ -221,18 +208,9 @@ def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, 
             f"Explaining again {retried:,} anomalies that earlier runs could not explain"
         )
     previous = previous_attempts(lakehouse, anomalies)
-    cache_table = lakehouse.read("llm_explanation_cache")
-    cache = {}
-    # Entries written before keys held the provider and the evidence are never reused.
-    if cache_table is not None and "cache_key" in cache_table.columns:
-        cutoff = datetime.now(UTC) - timedelta(hours=config.cache_ttl_hours)
-        fresh = cache_table.filter(
-            (cache_table.provider == explainer.provider)
-            & (cache_table.model == explainer.model)
-            & (cache_table.prompt_version == prompt.key)
-            & (cache_table.created_at >= cutoff)
-        )
-        cache = cache_from_rows(fresh.collect())
+    cache = cache_from_rows(
+        _fresh_cache_rows(lakehouse, explainer, prompt, config.cache_ttl_hours)
+    )
     settings = EnrichmentSettings(
         config.mode,
         config.max_groups,
@@ -267,23 +245,7 @@ def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, 
         f"Enriched {stats['anomalies']:,} anomalies of {len(batches)} batch(es) "
         f"with {explainer.provider}/{explainer.model}: {stats['status_counts']}"
     )
-    meta = {
-        "enrichment_settings": MetadataValue.json(sent_settings(settings)),
-        "batches": MetadataValue.json(batches),
-        "gold_version": through,
-        "provider": explainer.provider,
-        "model": explainer.model,
-        "prompt_name": prompt.name,
-        "prompt_version": prompt.version,
-        "anomalies": stats["anomalies"],
-        "groups": stats["groups"],
-        "calls": stats["calls"],
-        "cache_hits": stats["cache_hits"],
-        "status_counts": MetadataValue.json(stats["status_counts"]),
-        "prompt_tokens": stats["prompt_tokens"],
-        "completion_tokens": stats["completion_tokens"],
-        "llm_seconds": round(stats["seconds"], 2),
-    }
+    meta = _run_metadata(settings, batches, through, explainer, prompt, stats)
     step_seconds = time.perf_counter() - t0
     rows = with_attempts(outcome.rows, previous, context.run_id, config.max_runs)
     rows = [{**r, "step_seconds": step_seconds} for r in rows]
@@ -308,12 +270,68 @@ def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, 
             f"{dropped:,} re-scored events are no longer anomalies: their enriched "
             "rows, if any, were removed."
         )
-    flagged.unpersist()
-    if changes is not None:
-        changes.unpersist()
+    for persisted in (flagged, changes):
+        if persisted is not None:
+            persisted.unpersist()
     lakehouse.save_cursor(
         CONSUMER,
         "gold_anomaly_predictions",
         through,
         {"last_run_at": started.isoformat()},
     )
+
+
+def _to_explain(lakehouse, changes, retry):
+    """(gold's changes, the re-scored rows that are no longer anomalies, the anomalies to
+    explain: the changes' and those due a retry). ``changes`` is persisted when given,
+    the anomalies always."""
+    revoked = flagged = None
+    if changes is not None:
+        changes = cursors.latest_per_key(changes, ["event_id"]).persist()
+        # A re-scored row that is no longer an anomaly leaves the enriched table.
+        revoked = changes.filter(
+            "NOT is_anomaly AND _change_type = 'update_postimage'"
+        ).select("event_id", "event_time")
+        flagged = changes.filter("is_anomaly").drop("_change_type")
+    if retry:
+        again = gold_rows(lakehouse, retry)
+        if changes is not None:  # this run's changes bring their own row
+            again = again.join(changes.select("event_id"), "event_id", "left_anti")
+        flagged = again if flagged is None else flagged.unionByName(again)
+    return changes, revoked, flagged.persist()
+
+
+def _fresh_cache_rows(lakehouse, explainer, prompt, ttl_hours: float) -> list:
+    """Cached explanations this run may reuse: same provider, model and prompt version,
+    younger than the TTL. Entries written before keys held the provider and the evidence
+    are never reused."""
+    table = lakehouse.read("llm_explanation_cache")
+    if table is None or "cache_key" not in table.columns:
+        return []
+    cutoff = datetime.now(UTC) - timedelta(hours=ttl_hours)
+    return table.filter(
+        (table.provider == explainer.provider)
+        & (table.model == explainer.model)
+        & (table.prompt_version == prompt.key)
+        & (table.created_at >= cutoff)
+    ).collect()
+
+
+def _run_metadata(settings, batches, through, explainer, prompt, stats) -> dict:
+    return {
+        "enrichment_settings": MetadataValue.json(sent_settings(settings)),
+        "batches": MetadataValue.json(batches),
+        "gold_version": through,
+        "provider": explainer.provider,
+        "model": explainer.model,
+        "prompt_name": prompt.name,
+        "prompt_version": prompt.version,
+        "anomalies": stats["anomalies"],
+        "groups": stats["groups"],
+        "calls": stats["calls"],
+        "cache_hits": stats["cache_hits"],
+        "status_counts": MetadataValue.json(stats["status_counts"]),
+        "prompt_tokens": stats["prompt_tokens"],
+        "completion_tokens": stats["completion_tokens"],
+        "llm_seconds": round(stats["seconds"], 2),
+    }

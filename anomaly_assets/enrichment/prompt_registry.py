@@ -170,8 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     """``anomaly-prompts``: show, register, promote, roll back, set a shadow candidate."""
     from mlflow.exceptions import MlflowException
 
-    from anomaly_assets.resources.mlflow import MlflowResource
-
     parser = argparse.ArgumentParser(
         prog="anomaly-prompts", description=__doc__.split("\n\n")[0]
     )
@@ -228,8 +226,6 @@ def registered_prompt(mlflow_settings: MlflowResource, name: str, alias: str):
     the prompt is seeded with the default file behind ``production``."""
     from dagster import Failure
     from mlflow.exceptions import MlflowException
-
-    from anomaly_assets.enrichment.prompt_registry import PromptRegistry
 
     registry = PromptRegistry(mlflow_settings.tracking_uri, name)
     try:

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from anomaly_assets.enrichment.explainers import OfflineExplainer, OpenAIExplainer
 from anomaly_assets.enrichment.pricing import price_table
+from anomaly_assets.enrichment.telemetry import call_metrics
 
 
 class LLMResource(ConfigurableResource):
@@ -57,7 +58,6 @@ class LLMResource(ConfigurableResource):
         return None, {}
 
     def _openai_explainer(self, client, model: str, provider: str, endpoint: str):
-        from anomaly_assets.enrichment.telemetry import call_metrics
 
         return OpenAIExplainer(
             client,

@@ -7,8 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import AssetKey
 
-from anomaly_assets.core.pruning import days_predicate, event_days
+from anomaly_assets.core import delta_sql
+from anomaly_assets.core.pruning import (
+    days_predicate,
+    event_days,
+    event_spans,
+    spans_predicate,
+)
 from anomaly_assets.enrichment.grouping import EXAMPLE_FIELDS
+from anomaly_assets.enrichment.statuses import RETRYABLE
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.silver.features import EVENT_COLUMNS, GOLD_EVENT_COLUMNS
 
@@ -85,6 +92,7 @@ def settings_sent_last(context, enriched: AssetKey, look_back: int = 50):
     """The EnrichmentSettings of the latest materialisation of ``enriched`` (a stream's
     gold_events_enriched) that explained anything (runs with nothing new record none), or
     the defaults."""
+    # imports pandas: kept out of the definitions' load
     from anomaly_assets.enrichment.enrich import EnrichmentSettings
 
     records = context.instance.fetch_materializations(enriched, limit=look_back).records
@@ -107,8 +115,6 @@ def retry_candidates(
     files of older runs by their ``enriched_at`` statistics. Without that time (a first run
     since retries exist) the last RETRY_FALLBACK is read."""
     from pyspark.sql import functions as F
-
-    from anomaly_assets.enrichment.statuses import RETRYABLE
 
     table = lakehouse.read("gold_events_enriched")
     if table is None:
@@ -133,8 +139,6 @@ def gold_rows(lakehouse: LakehouseResource, keys: list[tuple]):
     only the files of their event days are read."""
     from pyspark.sql import functions as F
 
-    from anomaly_assets.core.pruning import days_predicate
-
     gold = lakehouse.read("gold_anomaly_predictions")
     return gold.filter(
         days_predicate("event_time", {t.date() for _, t in keys})
@@ -145,8 +149,6 @@ def previous_attempts(lakehouse: LakehouseResource, anomalies) -> dict[str, dict
     """event_id -> its enriched row's failed_runs and attempt_history, for the
     ``anomalies`` (pandas) about to be enriched."""
     from pyspark.sql import functions as F
-
-    from anomaly_assets.core.pruning import days_predicate
 
     table = lakehouse.read("gold_events_enriched")
     if table is None or "attempt_history" not in table.columns or anomalies.empty:
@@ -173,8 +175,6 @@ def drop_revoked(lakehouse: LakehouseResource, revoked) -> int:
     """Delete the enriched rows of the ``revoked`` events (event_id, event_time), which a
     corrected score no longer flags; returns how many events were revoked. Only the files
     overlapping their event times are read."""
-    from anomaly_assets.core import delta_sql
-    from anomaly_assets.core.pruning import event_spans, spans_predicate
 
     spans = event_spans(revoked)
     if not spans or not lakehouse.exists("gold_events_enriched"):

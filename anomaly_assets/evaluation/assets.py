@@ -20,7 +20,13 @@ from pydantic import Field
 
 from anomaly_assets import settings
 from anomaly_assets.core import spark_actions
-from anomaly_assets.enrichment.prompt_registry import CANDIDATE, PRODUCTION
+from anomaly_assets.enrichment import telemetry
+from anomaly_assets.enrichment.prompt_registry import (
+    CANDIDATE,
+    PRODUCTION,
+    PromptRegistry,
+    resolve,
+)
 from anomaly_assets.enrichment.resource import LLMResource, for_stream
 from anomaly_assets.enrichment.tables import (
     drift_by_batch,
@@ -28,7 +34,8 @@ from anomaly_assets.enrichment.tables import (
     load_anomalies,
     settings_sent_last,
 )
-from anomaly_assets.enrichment.tracing import call_tracer
+from anomaly_assets.enrichment.tracing import call_tracer, flush_traces
+from anomaly_assets.evaluation.judges import GRADED, JudgeFigures, judge_traces
 from anomaly_assets.model.labels import load_labels
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.resources.mlflow import EVAL_EXPERIMENT, MlflowResource
@@ -254,8 +261,6 @@ def judge_batch(mlflow_settings, run_id: str, llm, config, context) -> dict:
 
     import mlflow
 
-    from anomaly_assets.evaluation.judges import GRADED, JudgeFigures, judge_traces
-
     traces = None
     with llm.judge_endpoint(config.judge_concurrency) as model:
         try:
@@ -306,6 +311,7 @@ def _evaluation_rows(
 ) -> list[dict]:
     """One evaluation row per entry of ``evaluations`` (evaluation id -> (batch, rows,
     role)), each logged as an MLflow run with its calls' traces linked."""
+    # imports pandas: kept out of the definitions' load
     from anomaly_assets.evaluation.metrics import evaluate
 
     table = lakehouse.read("ai_enrichment_eval_metrics")
@@ -430,7 +436,6 @@ def evaluate_batches(
     stream: Stream,
 ):
     """Evaluate the newly enriched batches (and their shadow), or compare prompts."""
-    from anomaly_assets.enrichment import telemetry
 
     labels = load_labels(config.labels_path)
     spark = lakehouse.spark_session
@@ -568,8 +573,8 @@ def _explained_again(context, again, batch, prompt, llm, mlflow_settings, role):
     """The batch's anomalies explained with ``prompt`` as the enrichment explains them (its
     last settings, the batch's drift), without the cache, each call traced; the rows for
     its evaluation only."""
+    # imports pandas: kept out of the definitions' load
     from anomaly_assets.enrichment.enrich import enrich
-    from anomaly_assets.enrichment.tracing import flush_traces
 
     anomalies, drift = again.batch(batch)
     t0 = time.perf_counter()
@@ -598,7 +603,6 @@ def _explained_again(context, again, batch, prompt, llm, mlflow_settings, role):
 
 def _comparisons(context, config, enriched, read_again, llm, mlflow_settings):
     """The latest enriched batch explained again with each prompt of ``compare_prompts``."""
-    from anomaly_assets.enrichment.prompt_registry import PromptRegistry, resolve
 
     latest = enriched.orderBy(enriched.enriched_at.desc()).select("batch_id").first()
     if latest is None:
@@ -627,7 +631,6 @@ def _shadows(context, config, enriched, read_again, llm, mlflow_settings):
     """The new batches explained again with the shadow prompt, if one is set: the
     candidate alias of the prompt the batches were explained with (``read_again`` reads
     what that needs, once, when a batch needs it)."""
-    from anomaly_assets.enrichment.prompt_registry import PromptRegistry
 
     if enriched.empty or "prompt_name" not in enriched:
         return {}

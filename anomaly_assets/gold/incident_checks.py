@@ -9,6 +9,7 @@ from anomaly_assets.core.checks import (
     result,
     written_rows,
 )
+from anomaly_assets.gold.incidents import anomalies_in, collect_spans
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
@@ -18,8 +19,6 @@ def incident_figures(written, gold, spans: list[dict]) -> dict:
     spans they miss, events they list that are no anomaly of theirs, events in two of them,
     wrong event counts, and overlapping incidents of one user."""
     from pyspark.sql import functions as F
-
-    from anomaly_assets.gold.incidents import anomalies_in
 
     listed = written.select("user_id", F.explode("event_ids").alias("event_id"))
     expected = anomalies_in(gold, spans).select("user_id", "event_id")
@@ -71,7 +70,6 @@ def build_incident_checks(stream: Stream = DEFAULT_STREAM) -> list:
         description="The incidents the latest write produced, against gold's anomalies.",
     )
     def incident_checks(context, lakehouse: LakehouseResource):
-        from anomaly_assets.gold.incidents import collect_spans
 
         written = written_rows(context, lakehouse, incidents_key)
         spans = (

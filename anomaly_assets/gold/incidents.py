@@ -14,6 +14,7 @@ one pass over all of gold would give, whatever the batches and their order.
 from datetime import UTC, datetime
 
 from anomaly_assets.core import delta_sql
+from anomaly_assets.core.pruning import days_between, days_predicate
 
 INCIDENT_SCHEMA = (
     "incident_id string, user_id string, first_seen timestamp, last_seen timestamp, "
@@ -162,8 +163,6 @@ def anomalies_in(gold, spans: list[dict]):
     """Gold's anomalies of each span's user between its lo and hi (kept as columns); only
     the spans' event days are read."""
     from pyspark.sql import functions as F
-
-    from anomaly_assets.core.pruning import days_between, days_predicate
 
     days = {d for s in spans for d in days_between(s["lo"].date(), s["hi"].date())}
     bounds = gold.sparkSession.createDataFrame(

@@ -9,6 +9,8 @@ from pydantic import Field
 
 from anomaly_assets.core import cursors, delta_sql
 from anomaly_assets.core.lineage import column_lineage
+from anomaly_assets.gold.incidents import rebuild, write
+from anomaly_assets.io_managers.delta import delta_table_metadata
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
@@ -63,8 +65,6 @@ def build_gold_user_incidents(stream: Stream = DEFAULT_STREAM):
 
 def rebuild_incidents(context, config: IncidentConfig, lakehouse, stream: Stream):
     """Rebuild the incidents that gold's changes since the cursor can affect."""
-    from anomaly_assets.gold.incidents import rebuild, write
-    from anomaly_assets.io_managers.delta import delta_table_metadata
 
     spark = lakehouse.spark_session
     pending = lakehouse.pending_changes(CONSUMER, "gold_anomaly_predictions")

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from anomaly_assets.ingestion.jvm_validation import typed_columns, typed_in_jvm
 from anomaly_assets.ingestion.ledger import (
     Skip,
     classify_gaps,
@@ -239,8 +240,6 @@ def stage(raw_df, policy: ValidationPolicy = DEFAULT_POLICY):
     per message, and Kafka is read once for both paths."""
     from pyspark.sql import functions as F
 
-    from anomaly_assets.ingestion.jvm_validation import typed_in_jvm
-
     typed = typed_in_jvm(raw_df.select(*SOURCE_COLUMNS), policy)
     plain = F.col("_plain")
     return typed.select(
@@ -273,8 +272,6 @@ def validate(
     ``classify`` (``in_python``: that frame, if the caller persisted it). ``validated_in``
     says which path a row took."""
     from pyspark.sql import functions as F
-
-    from anomaly_assets.ingestion.jvm_validation import typed_columns
 
     ingested_at = ingested_at or datetime.now(UTC)
     columns = {

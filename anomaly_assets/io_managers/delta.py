@@ -38,6 +38,7 @@ from dagster import (
 )
 
 from anomaly_assets.core import delta_sql, spark_actions
+from anomaly_assets.core.pruning import event_spans, spans_predicate
 from anomaly_assets.resources.lakehouse import LakehouseResource
 
 WRITE_MODES = ("overwrite", "append", "replace_batch", "merge_insert", "merge_upsert")
@@ -207,8 +208,6 @@ def split_stored_batches(
     """
     from pyspark.sql import functions as F
 
-    from anomaly_assets.core.pruning import spans_predicate
-
     by_batch = batch_day_spans(source, batch_column, days_column)
     if not by_batch:
         return None
@@ -290,8 +289,6 @@ def _merge(
         bounds = (min(s[-2] for s in spans), max(s[-1] for s in spans))
     condition = merge_condition(merge_keys, merge_range_column, bounds)
     if prune_days_column:
-        from anomaly_assets.core.pruning import event_spans, spans_predicate
-
         times = times or event_spans(source, prune_days_column)
         condition += f" AND ({spans_predicate(f't.`{prune_days_column}`', times)})"
     if mode == "merge_upsert":

@@ -7,8 +7,6 @@ threshold, baseline medians, feature order). The ``champion`` alias moves to the
 only when the quality gate passes.
 """
 
-import time
-
 from dagster import (
     AssetExecutionContext,
     Config,
@@ -66,25 +64,6 @@ class TrainConfig(Config):
     labels_path: str = Field(
         default=str(settings.LOCAL_DIR / "labels.csv"),
         description="Generator ground truth (CSV); skipped when missing.",
-    )
-
-
-def quality_gate(
-    quality, forest_quantiles: dict[str, float], config: TrainConfig
-) -> tuple[bool, str]:
-    """With labels: ROC AUC at least ``min_roc_auc``; without: the forest over every
-    feature's scores (the paper's s(x)) not degenerate. The model's own score is a training
-    rank, spread by construction, so it cannot tell."""
-    if quality is not None:
-        ok = quality.roc_auc >= config.min_roc_auc
-        sign = ">=" if ok else "<"
-        return ok, f"roc_auc {quality.roc_auc:.3f} {sign} {config.min_roc_auc}"
-    spread = forest_quantiles["p99"] - forest_quantiles["p50"]
-    ok = spread >= config.min_score_spread
-    sign = ">=" if ok else "<"
-    return (
-        ok,
-        f"no labels; p99-p50 spread {spread:.3f} {sign} {config.min_score_spread}",
     )
 
 
@@ -150,59 +129,77 @@ def _train(
     context, config, lakehouse, mlflow_settings, mlf, stream
 ) -> MaterializeResult:
     # scikit-learn and mlflow load here, inside the run: the definitions stay cheap to import.
-    import numpy as np
-    from mlflow.models import infer_signature
-
-    from anomaly_assets.model.forests import (
-        ThreatForests,
-        anomaly_scores,
-        detection_quality,
-        feature_baseline,
-        held_out,
-        score_quantiles,
-    )
+    from anomaly_assets.model.training import train
 
     features = stream_features(stream)
     data = sample_features(
         lakehouse.read("silver_events"), config.sample_size, config.seed, features
     )
-    X = data[list(features)].astype(float)
-    context.log.info(f"Training on {len(X):,} silver rows, {len(features)} features")
-    pipeline = ThreatForests(
-        config.n_estimators, config.max_samples, config.seed, features
+    context.log.info(f"Training on {len(data):,} silver rows, {len(features)} features")
+    trained = train(data, features, config, load_labels(config.labels_path))
+    version = _log_and_register(
+        context, config, mlflow_settings, mlf, stream, trained, data[list(features)]
     )
-    kept_out = held_out(data["event_id"], config.seed)
-    t0 = time.perf_counter()
-    pipeline.fit(X.to_numpy()[~kept_out])
-    train_seconds = time.perf_counter() - t0
-    scores = anomaly_scores(pipeline, X.to_numpy())
-    # Severity and threshold describe traffic at large: every sampled row's score.
-    quantiles = score_quantiles(scores)
-    threshold_score = float(np.percentile(scores, config.threshold_percentile))
-    baseline = feature_baseline(X)
-    # Quality is measured where the forest did not learn: on the held-out rows.
-    labels = data["event_id"].map(load_labels(config.labels_path))[kept_out]
-    held_scores = scores[kept_out]
-    quality = detection_quality(held_scores, held_scores >= threshold_score, labels)
-    forest_quantiles = score_quantiles(anomaly_scores(pipeline.forest_, X.to_numpy()))
-    passed, reason = quality_gate(quality, forest_quantiles, config)
+    champion = mlflow_settings.champion_version()
+    name = mlflow_settings.registered_model_name
+    gate = "passed" if trained.passed else "failed"
+    context.log.info(
+        f"Model {name} v{version}: gate {'passed' if trained.passed else 'FAILED'} "
+        f"({trained.reason}); champion is v{champion.version if champion else 'none'}"
+    )
+    meta = {
+        "mlflow_run_id": mlf.active_run().info.run_id,
+        "mlflow_experiment": mlf.experiment_name,
+        "mlflow_tracking_uri": mlflow_settings.tracking_uri,
+        "model_name": name,
+        "model_version": version,
+        "quality_gate": gate,
+        "quality_gate_reason": trained.reason,
+        "champion_version": str(champion.version) if champion else "none",
+        "train_rows": trained.train_rows,
+        "held_out_rows": trained.held_out_rows,
+        "train_seconds": round(trained.train_seconds, 2),
+        "threshold_score": trained.threshold_score,
+        "alert_budget": f"{100 - config.threshold_percentile:g} % of events "
+        f"(about {(100 - config.threshold_percentile) * 100:g} alerts per 10,000)",
+        "score_quantiles": MetadataValue.json(trained.quantiles),
+    }
+    quality = trained.quality
+    if quality is not None:
+        meta.update(
+            roc_auc=quality.roc_auc,
+            # What share of the alerts at the operating threshold are real, on held-out rows.
+            expected_precision=quality.precision,
+            precision=quality.precision,
+            recall=quality.recall,
+            per_type=MetadataValue.json(quality.per_type),
+        )
+    return MaterializeResult(metadata=meta)
 
-    run_id = mlf.active_run().info.run_id
-    detectors = [d.name for d in pipeline.detectors_]
+
+def _log_and_register(context, config, mlflow_settings, mlf, stream, trained, X) -> str:
+    """Log the run (params, metrics, baselines, the model with everything scoring needs in
+    its metadata), register the model, tag the version with its gate and move the
+    champion alias when the gate passed; the new version."""
+    from mlflow.models import infer_signature
+
+    from anomaly_assets.model.forests import anomaly_scores
+
+    features, quality = trained.features, trained.quality
     mlf.log_params(
         {
             **config.model_dump(),
             "features": ",".join(features),
-            "detectors": ",".join(detectors),
+            "detectors": ",".join(trained.detectors),
         }
     )
     mlf.set_tag("anomaly_assets.stream", stream.name or "default")
     metrics = {
-        "train_rows": int((~kept_out).sum()),
-        "held_out_rows": int(kept_out.sum()),
-        "train_seconds": train_seconds,
-        "threshold_score": threshold_score,
-        **{f"score_{k}": v for k, v in quantiles.items()},
+        "train_rows": trained.train_rows,
+        "held_out_rows": trained.held_out_rows,
+        "train_seconds": trained.train_seconds,
+        "threshold_score": trained.threshold_score,
+        **{f"score_{k}": v for k, v in trained.quantiles.items()},
     }
     if quality is not None:
         metrics.update(
@@ -214,72 +211,39 @@ def _train(
         for kind, q in quality.per_type.items():
             metrics.update({f"{kind}_{name}": q[name] for name in q if name != "count"})
     mlf.log_metrics(metrics)
-    mlf.log_dict(baseline, "baseline/feature_baseline.json")
-    mlf.log_dict(quantiles, "baseline/score_quantiles.json")
-    model_metadata = {
-        "features": list(features),
-        "detectors": detectors,
-        "feature_fingerprint": FEATURE_FINGERPRINT,
-        "score_quantiles": quantiles,
-        "threshold_percentile": config.threshold_percentile,
-        "threshold_score": threshold_score,
-        "baseline_median": [baseline[f]["median"] for f in features],
-        "feature_baseline": baseline,
-    }
-    example = X.head(5)
+    mlf.log_dict(trained.baseline, "baseline/feature_baseline.json")
+    mlf.log_dict(trained.quantiles, "baseline/score_quantiles.json")
+    example = X.head(5).astype(float)
     info = mlf.sklearn.log_model(
-        pipeline,
+        trained.model,
         name="model",
         serialization_format="cloudpickle",
         signature=infer_signature(
-            example, anomaly_scores(pipeline, example.to_numpy())
+            example, anomaly_scores(trained.model, example.to_numpy())
         ),
         input_example=example,
         registered_model_name=mlflow_settings.registered_model_name,
-        metadata=model_metadata,
+        metadata={
+            "features": list(features),
+            "detectors": trained.detectors,
+            "feature_fingerprint": FEATURE_FINGERPRINT,
+            "score_quantiles": trained.quantiles,
+            "threshold_percentile": config.threshold_percentile,
+            "threshold_score": trained.threshold_score,
+            "baseline_median": [trained.baseline[f]["median"] for f in features],
+            "feature_baseline": trained.baseline,
+        },
     )
     version = str(info.registered_model_version)
     client = mlflow_settings.client()
     name = mlflow_settings.registered_model_name
-    client.set_model_version_tag(
-        name, version, "quality_gate", "passed" if passed else "failed"
-    )
-    client.set_model_version_tag(name, version, "quality_gate_reason", reason)
+    gate = "passed" if trained.passed else "failed"
+    client.set_model_version_tag(name, version, "quality_gate", gate)
+    client.set_model_version_tag(name, version, "quality_gate_reason", trained.reason)
     client.set_model_version_tag(name, version, "dagster_run_id", context.run_id)
-    if passed:
+    if trained.passed:
         client.set_registered_model_alias(name, CHAMPION, version)
-    champion = mlflow_settings.champion_version()
-    context.log.info(
-        f"Model {name} v{version}: gate {'passed' if passed else 'FAILED'} ({reason}); "
-        f"champion is v{champion.version if champion else 'none'}"
-    )
-    meta = {
-        "mlflow_run_id": run_id,
-        "mlflow_experiment": mlf.experiment_name,
-        "mlflow_tracking_uri": mlflow_settings.tracking_uri,
-        "model_name": name,
-        "model_version": version,
-        "quality_gate": "passed" if passed else "failed",
-        "quality_gate_reason": reason,
-        "champion_version": str(champion.version) if champion else "none",
-        "train_rows": int((~kept_out).sum()),
-        "held_out_rows": int(kept_out.sum()),
-        "train_seconds": round(train_seconds, 2),
-        "threshold_score": threshold_score,
-        "alert_budget": f"{100 - config.threshold_percentile:g} % of events "
-        f"(about {(100 - config.threshold_percentile) * 100:g} alerts per 10,000)",
-        "score_quantiles": MetadataValue.json(quantiles),
-    }
-    if quality is not None:
-        meta.update(
-            roc_auc=quality.roc_auc,
-            # What share of the alerts at the operating threshold are real, on held-out rows.
-            expected_precision=quality.precision,
-            precision=quality.precision,
-            recall=quality.recall,
-            per_type=MetadataValue.json(quality.per_type),
-        )
-    return MaterializeResult(metadata=meta)
+    return version
 
 
 anomaly_model = build_anomaly_model()

@@ -4,6 +4,7 @@ from dagster import ConfigurableResource, ResourceDependency
 from pydantic import Field
 
 from anomaly_assets import settings
+from anomaly_assets.core import cursors, delta_sql
 from anomaly_assets.resources.spark import SparkResource
 
 
@@ -36,13 +37,11 @@ class LakehouseResource(ConfigurableResource):
         return table_uri(self.root, key_path)
 
     def exists(self, *key_path: str) -> bool:
-        from anomaly_assets.core import delta_sql
 
         return delta_sql.exists(self.spark_session, self.path(*key_path))
 
     def pending_changes(self, consumer: str, upstream: str):
         """The ``upstream`` table's commits ``consumer`` has not consumed (core/cursors.py)."""
-        from anomaly_assets.core import cursors
 
         return cursors.pending_changes(
             self.spark_session, self.root, consumer, upstream, self.path(upstream)
@@ -52,7 +51,6 @@ class LakehouseResource(ConfigurableResource):
         self, consumer: str, upstream: str, version: int, state: dict | None = None
     ) -> None:
         """Record that ``consumer`` consumed ``upstream`` through ``version``."""
-        from anomaly_assets.core import cursors
 
         cursors.write_cursor(
             self.spark_session,

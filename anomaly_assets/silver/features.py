@@ -26,6 +26,7 @@ from anomaly_assets.silver.catalogue import (
 from anomaly_assets.silver.catalogue.takeover import risky_access
 from anomaly_assets.silver.catalogue.windows import LONGEST_WINDOW_S, by_user, previous
 from anomaly_assets.silver.event_exprs import device_expr, failed_login
+from anomaly_assets.silver.profile import SET_TYPE, upgraded
 
 __all__ = ["FEATURES", "FEATURE_COLUMNS", "FEATURE_INPUTS", "LONGEST_WINDOW_S"]
 
@@ -164,8 +165,6 @@ def country_summary(rows):
 def _with_profile(events, profile):
     """``events`` with the user's profile as ``p_*`` columns (zeros / empty without one)."""
     from pyspark.sql import functions as F
-
-    from anomaly_assets.silver.profile import SET_TYPE, upgraded
 
     # p_<set>_seen: the user's places, each with its first_seen and count.
     sets = ("countries", "devices", "ips")

@@ -19,22 +19,15 @@ from anomaly_assets.silver.catalogue import (
 from anomaly_assets.silver.catalogue.feature import Feature
 from anomaly_assets.silver.features import EVENT_COLUMNS, silver_rows
 
-#: Event columns a feature may read, besides user_id and event_time.
-INPUT_COLUMNS = (
-    "event_type",
-    "ip_address",
-    "country",
-    "device_type",
-    "user_agent",
-    "success",
-    "amount",
-    "items",
-    "bytes_transferred",
-    "duration_ms",
+#: Every event column but the event's identity, user, time and Kafka position (features
+#: are per user in event-time order, ties broken by position): each is changed in turn.
+INPUT_COLUMNS = tuple(
+    c
+    for c in EVENT_COLUMNS
+    if c not in ("event_id", "user_id", "event_time", "topic", "partition", "offset")
 )
-
-
-#: Columns whose values become variants never seen before; the others are shuffled.
+#: Columns that also get a copy where every value is one never seen before (each row a
+#: new place); every column gets a copy shuffled across rows.
 PLACE_COLUMNS = ("country", "ip_address", "device_type", "user_agent")
 
 
@@ -86,15 +79,14 @@ def test_a_feature_changes_with_its_declared_inputs_only(spark, generated):
     from pyspark.sql import functions as F
 
     rows = generated.collect()
-    rng = random.Random(3)
     copies = {}
     for column in INPUT_COLUMNS:
         shuffled = [r[column] for r in rows]
-        rng.shuffle(shuffled)
+        random.Random(column).shuffle(shuffled)
         copies[f"{column}|shuffled"] = shuffled
-        if column in PLACE_COLUMNS:  # places no one has used: new, rare, unplaced
+        if column in PLACE_COLUMNS:
             copies[f"{column}|fresh"] = [
-                None if r[column] is None else f"{r[column]}~{i % 5}"
+                None if r[column] is None else f"{r[column]}~{i}"
                 for i, r in enumerate(rows)
             ]
     union = generated
