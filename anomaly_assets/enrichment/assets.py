@@ -105,6 +105,20 @@ class EnrichmentConfig(Config):
         "final; until then each run explains it again.",
     )
 
+    def settings(self):
+        """The EnrichmentSettings these settings give (recorded with each run)."""
+        # imports pandas: kept out of the definitions' load
+        from anomaly_assets.enrichment.enrich import EnrichmentSettings
+
+        return EnrichmentSettings(
+            self.mode,
+            self.max_groups,
+            self.examples_per_group,
+            set(self.redact_columns),
+            self.max_string_chars,
+            self.segment_column,
+        )
+
 
 CONSUMER = "gold_events_enriched"
 #: How far back the first run since retries exist looks for failed rows.
@@ -181,12 +195,7 @@ enrichment = build_enrichment()
 def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, stream):
     """Explain gold's new anomalies (and those due a retry); write them and the cache."""
     # imports pandas: kept out of the definitions' load
-    from anomaly_assets.enrichment.enrich import (
-        EnrichmentSettings,
-        cache_from_rows,
-        enrich,
-        with_attempts,
-    )
+    from anomaly_assets.enrichment.enrich import cache_from_rows, enrich, with_attempts
 
     t0 = time.perf_counter()
     prompt = registered_prompt(mlflow_settings, config.prompt_name, config.prompt_alias)
@@ -211,14 +220,7 @@ def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, 
     cache = cache_from_rows(
         _fresh_cache_rows(lakehouse, explainer, prompt, config.cache_ttl_hours)
     )
-    settings = EnrichmentSettings(
-        config.mode,
-        config.max_groups,
-        config.examples_per_group,
-        set(config.redact_columns),
-        config.max_string_chars,
-        config.segment_column,
-    )
+    settings = config.settings()
     outcome = enrich(
         anomalies,
         explainer,
