@@ -8,6 +8,9 @@ also returns the context rows a new, earlier event changes, so an out-of-order e
 corrects the rows after it. Windows are on event time, per user: how the stream was cut
 into batches changes no value, as long as no event is later than the allowed lateness.
 
+The features themselves are declared in ``silver/catalogue/``; this module adds the working
+columns they read (profile, watermark, stored context) and composes them.
+
 Sums that feed a mean are exact (decimals and integers, circular hours as fixed-point
 sin/cos sums), so the profile's part and the recent part add up to the same value whatever
 the split.
@@ -250,6 +253,7 @@ def featurize(new, context=None, profile=None, watermark=None, summary=None):
     stages = [
         {"_ts": F.col("event_time").cast("double"), "_device": device_expr()},
         {
+            # seconds since the user's previous event: gap_regularity_1m's beat
             "_gap": ts - previous(),
             # The earliest new, on-time event of the user: rows after it may change.
             "_first_new": F.min(F.when(F.col("_new") & ~F.col("late"), ts)).over(
