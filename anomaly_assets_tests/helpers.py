@@ -1,12 +1,7 @@
 """Small helpers shared by tests."""
 
-import contextlib
-import fcntl
-import hashlib
 import itertools
-import tempfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 from hypothesis import HealthCheck, settings
@@ -193,20 +188,3 @@ def check_specs(*names: str) -> dict:
 
 def verdicts(results) -> dict:
     return {r.check_name: r.passed for r in results}
-
-
-@contextlib.contextmanager
-def project_defs_lock():
-    """Held by tests that write a stream into the project's own defs/ folder, and by tests
-    that load that folder in another process (dg, dagster): test modules run in parallel
-    workers, and a loader must not see another test's deliberately broken defs.yaml."""
-    root = Path(__file__).resolve().parents[1]
-    name = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-    with open(
-        Path(tempfile.gettempdir()) / f"anomaly_assets-defs-{name}.lock", "w"
-    ) as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

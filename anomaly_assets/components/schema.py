@@ -9,8 +9,8 @@ changing the spec (a test fails while either is stale)::
     python -m anomaly_assets.components.schema --markdown > docs/stream_settings.md
 """
 
+import argparse
 import json
-import sys
 
 from anomaly_assets.components.spec import StreamSpec
 
@@ -109,8 +109,14 @@ def settings_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    if "--markdown" in sys.argv[1:]:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="the settings reference (docs/stream_settings.md) instead of the schema",
+    )
+    if parser.parse_args(argv).markdown:
         print(settings_markdown(), end="")
     else:
         print(json.dumps(defs_yaml_schema(), indent=2, sort_keys=True))

@@ -22,12 +22,14 @@ class ConsoleToLog:
 
     def __enter__(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "a")
         sys.stdout.flush()
         sys.stderr.flush()
-        self._saved = {fd: os.dup(fd) for fd in (1, 2)}
+        self._saved: dict[int, int] = {}
         self._console = None
+        self.log = open(self.log_path, "a")
         try:
+            for fd in (1, 2):
+                self._saved[fd] = os.dup(fd)
             self._console = os.fdopen(os.dup(self._saved[1]), "w", buffering=1)
             for fd in (1, 2):
                 os.dup2(self.log.fileno(), fd)
@@ -44,11 +46,18 @@ class ConsoleToLog:
         self._restore()
 
     def _restore(self) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, saved in self._saved.items():
-            os.dup2(saved, fd)
-            os.close(saved)
-        if self._console is not None:
-            self._console.close()
-        self.log.close()
+        """The terminal back on descriptors 1 and 2, and every handle closed, once."""
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, saved in self._saved.items():
+                os.dup2(saved, fd)
+                os.close(saved)
+            self._saved = {}
+        finally:
+            try:
+                if self._console is not None:
+                    self._console.close()
+                    self._console = None
+            finally:
+                self.log.close()

@@ -181,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     from anomaly_assets.definitions import defs
 
     log_path = settings.LOCAL_DIR / "demo.log"
-    # The broker's JVM and librdkafka (a retry while the broker comes up) write to the
-    # process's descriptors: to the log, like the run's event stream below.
+    # librdkafka (a retry while the broker comes up) and whatever else writes to the
+    # process's descriptors go to the log, like the run's event stream below; the broker's
+    # JVM logs to its own data folder.
     with ConsoleToLog(log_path) as console:
         broker = LocalKafkaBroker(port=args.port).start()
         topic = settings.KAFKA_TOPIC

@@ -209,72 +209,78 @@ def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, 
         yield from nothing_new(context, "gold_anomaly_predictions", through, OUTPUTS)
         return
     changes, revoked, flagged = _to_explain(lakehouse, pending.changes, retry)
-    anomalies = load_anomalies(flagged, lakehouse.read("silver_events"))
-    batches = sorted(set(anomalies["batch_id"]))
-    retried = int(anomalies["event_id"].isin({k[0] for k in retry}).sum())
-    if retried:
+    try:
+        anomalies = load_anomalies(flagged, lakehouse.read("silver_events"))
+        batches = sorted(set(anomalies["batch_id"]))
+        retried = int(anomalies["event_id"].isin({k[0] for k in retry}).sum())
+        if retried:
+            context.log.info(
+                f"Explaining again {retried:,} anomalies that earlier runs could not explain"
+            )
+        previous = previous_attempts(lakehouse, anomalies)
+        cache = cache_from_rows(
+            _fresh_cache_rows(lakehouse, explainer, prompt, config.cache_ttl_hours)
+        )
+        settings = config.settings()
+        outcome = enrich(
+            anomalies,
+            explainer,
+            prompt,
+            settings,
+            drift=drift_by_batch(lakehouse.read("gold_batch_drift"), batches),
+            cache=cache,
+            max_concurrency=llm.max_concurrency,
+            run_id=context.run_id,
+            log=context.log.info,
+            trace=call_tracer(
+                context, mlflow_settings, explainer, prompt, llm.price_table(), batches
+            )
+            if config.trace_calls
+            else None,
+        )
+        stats = outcome.stats
+        if config.trace_calls:
+            flush_traces()
+        if getattr(explainer, "metrics", None):
+            explainer.metrics.cache(stats["cache_hits"], stats["cache_misses"])
+        telemetry.flush()
         context.log.info(
-            f"Explaining again {retried:,} anomalies that earlier runs could not explain"
+            f"Enriched {stats['anomalies']:,} anomalies of {len(batches)} batch(es) "
+            f"with {explainer.provider}/{explainer.model}: {stats['status_counts']}"
         )
-    previous = previous_attempts(lakehouse, anomalies)
-    cache = cache_from_rows(
-        _fresh_cache_rows(lakehouse, explainer, prompt, config.cache_ttl_hours)
-    )
-    settings = config.settings()
-    outcome = enrich(
-        anomalies,
-        explainer,
-        prompt,
-        settings,
-        drift=drift_by_batch(lakehouse.read("gold_batch_drift"), batches),
-        cache=cache,
-        max_concurrency=llm.max_concurrency,
-        run_id=context.run_id,
-        log=context.log.info,
-        trace=call_tracer(
-            context, mlflow_settings, explainer, prompt, llm.price_table(), batches
+        meta = _run_metadata(settings, batches, through, explainer, prompt, stats)
+        step_seconds = time.perf_counter() - t0
+        rows = with_attempts(outcome.rows, previous, context.run_id, config.max_runs)
+        rows = [{**r, "step_seconds": step_seconds} for r in rows]
+        meta["retried"] = retried
+        meta["will_retry"] = sum(r["will_retry"] for r in rows)
+        yield Output(
+            spark.createDataFrame(rows, ENRICHED_SCHEMA),
+            "gold_events_enriched",
+            metadata={
+                **meta,
+                "step_seconds": round(step_seconds, 2),
+                **lineage(stream),
+            },
         )
-        if config.trace_calls
-        else None,
-    )
-    stats = outcome.stats
-    if config.trace_calls:
-        flush_traces()
-    if getattr(explainer, "metrics", None):
-        explainer.metrics.cache(stats["cache_hits"], stats["cache_misses"])
-    telemetry.flush()
-    context.log.info(
-        f"Enriched {stats['anomalies']:,} anomalies of {len(batches)} batch(es) "
-        f"with {explainer.provider}/{explainer.model}: {stats['status_counts']}"
-    )
-    meta = _run_metadata(settings, batches, through, explainer, prompt, stats)
-    step_seconds = time.perf_counter() - t0
-    rows = with_attempts(outcome.rows, previous, context.run_id, config.max_runs)
-    rows = [{**r, "step_seconds": step_seconds} for r in rows]
-    meta["retried"] = retried
-    meta["will_retry"] = sum(r["will_retry"] for r in rows)
-    yield Output(
-        spark.createDataFrame(rows, ENRICHED_SCHEMA),
-        "gold_events_enriched",
-        metadata={**meta, "step_seconds": round(step_seconds, 2), **lineage(stream)},
-    )
-    yield Output(
-        spark.createDataFrame(outcome.cache_entries, CACHE_SCHEMA),
-        "llm_explanation_cache",
-        metadata={
-            "new_entries": len(outcome.cache_entries),
-            "prompt": prompt.label,
-        },
-    )
-    dropped = 0 if revoked is None else drop_revoked(lakehouse, revoked)
-    if dropped:
-        context.log.info(
-            f"{dropped:,} re-scored events are no longer anomalies: their enriched "
-            "rows, if any, were removed."
+        yield Output(
+            spark.createDataFrame(outcome.cache_entries, CACHE_SCHEMA),
+            "llm_explanation_cache",
+            metadata={
+                "new_entries": len(outcome.cache_entries),
+                "prompt": prompt.label,
+            },
         )
-    for persisted in (flagged, changes):
-        if persisted is not None:
-            persisted.unpersist()
+        dropped = 0 if revoked is None else drop_revoked(lakehouse, revoked)
+        if dropped:
+            context.log.info(
+                f"{dropped:,} re-scored events are no longer anomalies: their enriched "
+                "rows, if any, were removed."
+            )
+    finally:  # a failed call or write leaves nothing cached in the shared session
+        for persisted in (flagged, changes):
+            if persisted is not None:
+                persisted.unpersist()
     lakehouse.save_cursor(
         CONSUMER,
         "gold_anomaly_predictions",

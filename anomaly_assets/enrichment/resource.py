@@ -58,7 +58,6 @@ class LLMResource(ConfigurableResource):
         return None, {}
 
     def _openai_explainer(self, client, model: str, provider: str, endpoint: str):
-
         return OpenAIExplainer(
             client,
             model,

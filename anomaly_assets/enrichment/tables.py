@@ -175,7 +175,6 @@ def drop_revoked(lakehouse: LakehouseResource, revoked) -> int:
     """Delete the enriched rows of the ``revoked`` events (event_id, event_time), which a
     corrected score no longer flags; returns how many events were revoked. Only the files
     overlapping their event times are read."""
-
     spans = event_spans(revoked)
     if not spans or not lakehouse.exists("gold_events_enriched"):
         return 0

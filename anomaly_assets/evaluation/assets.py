@@ -436,7 +436,6 @@ def evaluate_batches(
     stream: Stream,
 ):
     """Evaluate the newly enriched batches (and their shadow), or compare prompts."""
-
     labels = load_labels(config.labels_path)
     spark = lakehouse.spark_session
     pending = None
@@ -551,13 +550,11 @@ class _Again:
 
     @classmethod
     def read(cls, context, llm, lakehouse, silver_events, stream) -> "_Again":
-
         settings = settings_sent_last(context, stream.key("gold_events_enriched"))
         return cls(llm.explainer(), settings, lakehouse, silver_events)
 
     def batch(self, batch: str):
         """(anomalies as pandas, drifted features) of ``batch``."""
-
         if batch not in self.loaded:
             gold = self.lakehouse.read("gold_anomaly_predictions")
             anomalies = load_anomalies(
@@ -603,7 +600,6 @@ def _explained_again(context, again, batch, prompt, llm, mlflow_settings, role):
 
 def _comparisons(context, config, enriched, read_again, llm, mlflow_settings):
     """The latest enriched batch explained again with each prompt of ``compare_prompts``."""
-
     latest = enriched.orderBy(enriched.enriched_at.desc()).select("batch_id").first()
     if latest is None:
         return {}
@@ -631,7 +627,6 @@ def _shadows(context, config, enriched, read_again, llm, mlflow_settings):
     """The new batches explained again with the shadow prompt, if one is set: the
     candidate alias of the prompt the batches were explained with (``read_again`` reads
     what that needs, once, when a batch needs it)."""
-
     if enriched.empty or "prompt_name" not in enriched:
         return {}
     out, again = {}, None

@@ -70,7 +70,6 @@ def build_incident_checks(stream: Stream = DEFAULT_STREAM) -> list:
         description="The incidents the latest write produced, against gold's anomalies.",
     )
     def incident_checks(context, lakehouse: LakehouseResource):
-
         written = written_rows(context, lakehouse, incidents_key)
         spans = (
             [] if written is None else collect_spans(written, "first_seen", "last_seen")

@@ -180,7 +180,6 @@ def anomalies_in(gold, spans: list[dict]):
 def rebuild(gold, changed, incidents, gap_s: float):
     """(rebuilt incidents, the spans they replace as collected rows); None when no gold
     row of the change concerns an anomaly, now or before."""
-
     spans = collect_spans(affected_spans(changed, incidents, gap_s), "lo", "hi")
     if not spans:
         return None

@@ -65,7 +65,6 @@ def build_gold_user_incidents(stream: Stream = DEFAULT_STREAM):
 
 def rebuild_incidents(context, config: IncidentConfig, lakehouse, stream: Stream):
     """Rebuild the incidents that gold's changes since the cursor can affect."""
-
     spark = lakehouse.spark_session
     pending = lakehouse.pending_changes(CONSUMER, "gold_anomaly_predictions")
     if pending.through is None:

@@ -142,7 +142,6 @@ def _train(
     )
     champion = mlflow_settings.champion_version()
     name = mlflow_settings.registered_model_name
-    gate = "passed" if trained.passed else "failed"
     context.log.info(
         f"Model {name} v{version}: gate {'passed' if trained.passed else 'FAILED'} "
         f"({trained.reason}); champion is v{champion.version if champion else 'none'}"
@@ -153,7 +152,7 @@ def _train(
         "mlflow_tracking_uri": mlflow_settings.tracking_uri,
         "model_name": name,
         "model_version": version,
-        "quality_gate": gate,
+        "quality_gate": trained.gate,
         "quality_gate_reason": trained.reason,
         "champion_version": str(champion.version) if champion else "none",
         "train_rows": trained.train_rows,
@@ -237,8 +236,7 @@ def _log_and_register(context, config, mlflow_settings, mlf, stream, trained, X)
     version = str(info.registered_model_version)
     client = mlflow_settings.client()
     name = mlflow_settings.registered_model_name
-    gate = "passed" if trained.passed else "failed"
-    client.set_model_version_tag(name, version, "quality_gate", gate)
+    client.set_model_version_tag(name, version, "quality_gate", trained.gate)
     client.set_model_version_tag(name, version, "quality_gate_reason", trained.reason)
     client.set_model_version_tag(name, version, "dagster_run_id", context.run_id)
     if trained.passed:

@@ -1,7 +1,8 @@
 """The anomaly model: Isolation Forests (one over every feature, one per named threat) on
 log1p and robust scaling, and the numbers kept with it.
 
-Plain numpy / scikit-learn, no Spark or Dagster: training, calibrated severity, status,
+Plain numpy / scikit-learn, no Spark session or Dagster (the feature names come from the
+silver catalogue, which only builds column expressions): training, calibrated severity, status,
 baselines, drift and detection quality are all testable on small arrays.
 """
 

@@ -36,6 +36,10 @@ class Trained:
     train_seconds: float
 
     @property
+    def gate(self) -> str:
+        return "passed" if self.passed else "failed"
+
+    @property
     def detectors(self) -> list[str]:
         return [d.name for d in self.model.detectors_]
 

@@ -37,12 +37,10 @@ class LakehouseResource(ConfigurableResource):
         return table_uri(self.root, key_path)
 
     def exists(self, *key_path: str) -> bool:
-
         return delta_sql.exists(self.spark_session, self.path(*key_path))
 
     def pending_changes(self, consumer: str, upstream: str):
         """The ``upstream`` table's commits ``consumer`` has not consumed (core/cursors.py)."""
-
         return cursors.pending_changes(
             self.spark_session, self.root, consumer, upstream, self.path(upstream)
         )
@@ -51,7 +49,6 @@ class LakehouseResource(ConfigurableResource):
         self, consumer: str, upstream: str, version: int, state: dict | None = None
     ) -> None:
         """Record that ``consumer`` consumed ``upstream`` through ``version``."""
-
         cursors.write_cursor(
             self.spark_session,
             self.root,

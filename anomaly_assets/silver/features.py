@@ -27,11 +27,31 @@ from anomaly_assets.silver.catalogue import (
     FEATURES,
 )
 from anomaly_assets.silver.catalogue.takeover import risky_access
-from anomaly_assets.silver.catalogue.windows import LONGEST_WINDOW_S, by_user, previous
+from anomaly_assets.silver.catalogue.windows import (
+    LONGEST_WINDOW_S,
+    NEW_PLACE_S,
+    by_user,
+    previous,
+)
 from anomaly_assets.silver.event_exprs import device_expr, failed_login
 from anomaly_assets.silver.profile import SET_TYPE, upgraded
 
-__all__ = ["FEATURES", "FEATURE_COLUMNS", "FEATURE_INPUTS", "LONGEST_WINDOW_S"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "FEATURES",
+    "FEATURE_COLUMNS",
+    "FEATURE_FINGERPRINT",
+    "FEATURE_INPUTS",
+    "GOLD_EVENT_COLUMNS",
+    "LONGEST_WINDOW_S",
+    "RAW_WINDOW_S",
+    "REQUIRED_COLUMNS",
+    "country_summary",
+    "dedupe_within",
+    "featurize",
+    "silver_rows",
+    "stream_features",
+]
 
 
 def stream_features(stream) -> tuple[str, ...]:
@@ -87,6 +107,11 @@ GOLD_EVENT_COLUMNS = (
 #: are needed only by distinct_countries_24h and the previous place (travel), which need no
 #: more of them than a summary.
 RAW_WINDOW_S = 3600
+if (
+    RAW_WINDOW_S < NEW_PLACE_S
+):  # hour_old takes the profile's rows of the last NEW_PLACE_S
+    # from the context rows, which reach back RAW_WINDOW_S
+    raise ValueError("RAW_WINDOW_S must cover NEW_PLACE_S (see windows.hour_old)")
 
 
 def _fingerprint() -> str:

@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from anomaly_assets.components.schema import defs_yaml_schema, settings_markdown
-from anomaly_assets_tests.helpers import project_defs_lock
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "streams" / "payments" / "defs.yaml"
@@ -24,36 +23,49 @@ SETTINGS = ROOT / "docs" / "stream_settings.md"
 DG = str(Path(sys.executable).parent / "dg")
 
 
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project (its pyproject and package) that dg works in, importing the
+    copy's package first: the tests below write deliberately broken streams into its defs/
+    folder, which other test modules, running beside them, load from the real project."""
+    copy = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / "pyproject.toml", copy)
+    shutil.copytree(
+        ROOT / "anomaly_assets",
+        copy / "anomaly_assets",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return copy
+
+
 @pytest.fixture
-def declared(tmp_path):
-    """Writes a defs.yaml into a fresh folder of the project's defs/, removed afterwards;
-    returns (write, the folder's name)."""
+def declared(project):
+    """Writes a defs.yaml into a fresh folder of the project copy's defs/, removed
+    afterwards; returns (write, the folder's name)."""
     name = f"test_{uuid.uuid4().hex[:8]}"
-    folder = ROOT / "anomaly_assets" / "defs" / name
+    folder = project / "anomaly_assets" / "defs" / name
 
     def write(text: str) -> Path:
         folder.mkdir()
         (folder / "defs.yaml").write_text(text)
         return folder / "defs.yaml"
 
-    with project_defs_lock():
-        try:
-            yield write, name
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    yield write, name
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def dg(*args: str, home: Path | None) -> subprocess.CompletedProcess:
-    """``dg`` in the project root; ``home`` None runs it as a reader's plain shell would,
-    without DAGSTER_HOME."""
+def dg(*args: str, project: Path, home: Path | None) -> subprocess.CompletedProcess:
+    """``dg`` in the root of ``project``; ``home`` None runs it as a reader's plain shell
+    would, without DAGSTER_HOME."""
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env["NO_COLOR"] = "1"
+    env["PYTHONPATH"] = str(project)  # the copy's package before the installed one
     if home is not None:
         env["DAGSTER_HOME"] = str(home)
     return subprocess.run(
         [DG, *args],
         check=False,
-        cwd=ROOT,
+        cwd=project,
         env=env,
         capture_output=True,
         text=True,
@@ -61,10 +73,10 @@ def dg(*args: str, home: Path | None) -> subprocess.CompletedProcess:
     )
 
 
-def test_dg_lists_a_declared_stream_beside_the_default(declared, tmp_path):
+def test_dg_lists_a_declared_stream_beside_the_default(declared, project, tmp_path):
     write, name = declared
     write(EXAMPLE.read_text().replace("[payments]", f"[{name}]"))
-    listed = dg("list", "defs", "--json", home=tmp_path)
+    listed = dg("list", "defs", "--json", project=project, home=tmp_path)
     assert listed.returncode == 0, listed.stderr[-3000:]
     found = json.loads(listed.stdout[listed.stdout.index("{") :])
     keys = {a["asset_key"] for a in found["assets"]}
@@ -73,18 +85,18 @@ def test_dg_lists_a_declared_stream_beside_the_default(declared, tmp_path):
     sensors = {s["name"] for s in found["sensors"]}
     assert sensors == {"kafka_offsets_sensor", f"{name}__kafka_offsets_sensor"}
     # as docs/streams.md writes it: in the project root, no DAGSTER_HOME set
-    checked = dg("check", "defs", home=None)
+    checked = dg("check", "defs", project=project, home=None)
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
 
 
-def test_dg_check_yaml_names_file_line_and_field(declared, tmp_path):
+def test_dg_check_yaml_names_file_line_and_field(declared, project, tmp_path):
     write, _ = declared
     path = write(
         EXAMPLE.read_text()
         .replace("    topic: payments", "    topik: payments")
         .replace("    - amount_log", "    - amount_logg")
     )
-    checked = dg("check", "yaml", home=tmp_path)
+    checked = dg("check", "yaml", project=project, home=tmp_path)
     out = checked.stdout + checked.stderr
     assert checked.returncode != 0, out[-3000:]
     lines = EXAMPLE.read_text().splitlines()
@@ -94,14 +106,16 @@ def test_dg_check_yaml_names_file_line_and_field(declared, tmp_path):
     assert f"{path}:{feature_line}" in out and "'amount_logg' is not one of" in out, out
 
 
-def test_dg_check_defs_names_a_feature_the_contract_cannot_feed(declared, tmp_path):
+def test_dg_check_defs_names_a_feature_the_contract_cannot_feed(
+    declared, project, tmp_path
+):
     write, _ = declared
     path = write(
         EXAMPLE.read_text()
         .replace(" success, amount, items]", " success]")
         .replace(" add_to_cart, purchase]", " add_to_cart]")  # purchase needs amount
     )
-    checked = dg("check", "defs", home=tmp_path)
+    checked = dg("check", "defs", project=project, home=tmp_path)
     out = checked.stdout + checked.stderr
     assert checked.returncode != 0, out[-3000:]
     features = yaml.safe_load(EXAMPLE.read_text())["attributes"]["features"]
