@@ -16,10 +16,11 @@ TEST_WORKERS ?= 2
 	spark-status demo dev dev-classic test lint bench clean metrics-store \
 	metrics-store-fetch
 
+# pip at errors only (--quiet twice): no build-backend notices on a fresh set-up
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --quiet --upgrade pip
-	$(BIN)/pip install --quiet --quiet -e ".[dev]"  # errors only: no build-backend notices
+	$(BIN)/pip install --quiet --quiet -e ".[dev]"
 	touch $@
 
 install: $(BIN)/.installed  ## virtualenv with the pinned stack
