@@ -12,6 +12,8 @@ from anomaly_assets.gold.assets import build_gold
 from anomaly_assets.gold.checks import build_gold_checks
 from anomaly_assets.gold.incident_checks import build_incident_checks
 from anomaly_assets.gold.incidents_asset import build_gold_user_incidents
+from anomaly_assets.gold.risk_asset import build_gold_user_risk
+from anomaly_assets.gold.risk_checks import build_risk_checks
 from anomaly_assets.ingestion.assets import build_bronze
 from anomaly_assets.ingestion.checks import build_bronze_checks
 from anomaly_assets.ingestion.sensor import build_kafka_offsets_sensor
@@ -29,6 +31,7 @@ ASSET_FACTORIES = (
     build_anomaly_model,
     build_gold,
     build_gold_user_incidents,
+    build_gold_user_risk,
     build_enrichment,
     build_ai_enrichment_eval_metrics,
 )
@@ -37,6 +40,7 @@ CHECK_FACTORIES = (
     build_silver_checks,
     build_gold_checks,
     build_incident_checks,
+    build_risk_checks,
     build_enrichment_checks,
     build_evaluation_checks,
 )

@@ -31,6 +31,8 @@ class Stream:
     event_types: tuple[str, ...] = EVENT_TYPES
     #: "llm": the project's LLM resource; "offline": templated explanations, no LLM call.
     explainer: str = "llm"
+    #: Threat type -> ATT&CK technique ids replacing the default's (gold/attack.py).
+    attack: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Config defaults by op (short name): {"anomaly_model": {"threshold_percentile": 99}}.
     config_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

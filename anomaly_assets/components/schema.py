@@ -42,6 +42,8 @@ def _kind(prop: dict) -> str:
     if prop.get("type") == "array":
         items = prop.get("items", {})
         return f"list of {'features' if 'enum' in items else _kind(items)}"
+    if isinstance(prop.get("additionalProperties"), dict):
+        return f"map of string to {_kind(prop['additionalProperties'])}"
     bounds = [
         f"{sign} {prop[key]:g}"
         for key, sign in (

@@ -30,7 +30,9 @@ from anomaly_assets.contract import (
 from anomaly_assets.core.cursors import CURSOR_TABLE
 from anomaly_assets.enrichment.assets import EnrichmentConfig
 from anomaly_assets.evaluation.assets import EvalConfig
+from anomaly_assets.gold import attack
 from anomaly_assets.gold.assets import ScoringConfig
+from anomaly_assets.gold.risk_asset import RiskConfig
 from anomaly_assets.jobs import INGESTION_ASSETS
 from anomaly_assets.model.assets import TrainConfig
 from anomaly_assets.silver.features import FEATURE_INPUTS, FEATURES
@@ -154,6 +156,13 @@ class SeveritySpec(_Strict):
     critical_at: float = _like(ScoringConfig, "critical_at", gt=0, lt=100)
 
 
+class RiskSpec(_Strict):
+    """How a user's incidents add up to a risk score (gold_user_risk)."""
+
+    window_days: float = _like(RiskConfig, "window_days", gt=0)
+    half_life_days: float = _like(RiskConfig, "half_life_days", gt=0)
+
+
 class EnrichmentSpec(_Strict):
     """How anomalies are explained (gold_events_enriched)."""
 
@@ -220,6 +229,13 @@ class StreamSpec(_Strict):
     )
     model: ModelSpec = Field(default_factory=ModelSpec)
     severity: SeveritySpec = Field(default_factory=SeveritySpec)
+    risk: RiskSpec = Field(default_factory=RiskSpec)
+    attack: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Threat type -> MITRE ATT&CK technique ids, replacing the default's "
+        "for the threats named; unset: the documented default for every threat (see "
+        "docs/risk_and_attack.md; ids from the pinned list gold/attack_enterprise.json).",
+    )
     enrichment: EnrichmentSpec = Field(default_factory=EnrichmentSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 
@@ -232,6 +248,12 @@ class StreamSpec(_Strict):
                 "choose another name"
             )
         return prefix
+
+    @field_validator("attack")
+    @classmethod
+    def _known_techniques(cls, mapping: dict) -> dict:
+        attack.checked(mapping)
+        return mapping
 
     @field_validator("features")
     @classmethod
@@ -250,9 +272,11 @@ class StreamSpec(_Strict):
             features=tuple(self.features),
             event_types=tuple(self.contract.event_types),
             explainer=self.enrichment.provider,
+            attack={t: tuple(ids) for t, ids in self.attack.items()},
             config_defaults={
                 "anomaly_model": self.model.model_dump(),
                 "gold": self.severity.model_dump(),
+                "gold_user_risk": self.risk.model_dump(),
                 "enrichment": self.enrichment.model_dump(exclude={"provider"}),
                 "ai_enrichment_eval_metrics": self.evaluation.model_dump(),
             },

@@ -101,8 +101,13 @@ def require_change_feed(spark, path: str) -> None:
     _WITH_CHANGE_FEED.add(path)
 
 
-def read_changes(spark, path: str, after: int | None, through: int):
-    """Rows inserted or updated in ``path`` by commits after ``after`` up to ``through``
+#: The change feed's rows a consumer reads by default: what the commits left in the table.
+NEW_IMAGES = ("insert", "update_postimage")
+
+
+def read_changes(spark, path: str, after: int | None, through: int, kinds=NEW_IMAGES):
+    """Rows of ``kinds`` (by default inserted or updated; add "delete" for the rows the
+    commits removed) in ``path`` by commits after ``after`` up to ``through``
     (``_change_type`` and ``_commit_version`` kept, see ``latest_per_key``); None when there
     is no such commit. With ``after`` None (nothing consumed yet) the table as of
     ``through``, every row an insert: what ``latest_per_key`` would keep of the feed from
@@ -133,9 +138,7 @@ def read_changes(spark, path: str, after: int | None, through: int):
         .option("endingVersion", through)
         .load(path)
     )
-    return changes.filter(
-        F.col("_change_type").isin("insert", "update_postimage")
-    ).drop("_commit_timestamp")
+    return changes.filter(F.col("_change_type").isin(*kinds)).drop("_commit_timestamp")
 
 
 @dataclass(frozen=True)
@@ -149,14 +152,19 @@ class Pending:
 
 
 def pending_changes(
-    spark, root_path: str, consumer: str, upstream: str, upstream_path: str
+    spark,
+    root_path: str,
+    consumer: str,
+    upstream: str,
+    upstream_path: str,
+    kinds=NEW_IMAGES,
 ) -> Pending:
     cursor = read_cursor(spark, root_path, consumer, upstream)
     through = table_version(spark, upstream_path)
     changes = (
         None
         if through is None
-        else read_changes(spark, upstream_path, cursor.version, through)
+        else read_changes(spark, upstream_path, cursor.version, through, kinds)
     )
     return Pending(cursor, through, changes)
 

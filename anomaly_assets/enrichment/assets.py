@@ -105,8 +105,9 @@ class EnrichmentConfig(Config):
         "final; until then each run explains it again.",
     )
 
-    def settings(self):
-        """The EnrichmentSettings these settings give (recorded with each run)."""
+    def settings(self, attack=None):
+        """The EnrichmentSettings these settings give (recorded with each run), with the
+        stream's ATT&CK mapping overrides ``attack``."""
         # imports pandas: kept out of the definitions' load
         from anomaly_assets.enrichment.enrich import EnrichmentSettings
 
@@ -117,6 +118,7 @@ class EnrichmentConfig(Config):
             set(self.redact_columns),
             self.max_string_chars,
             self.segment_column,
+            {t: list(ids) for t, ids in (attack or {}).items()},
         )
 
 
@@ -221,7 +223,7 @@ def explain(context, config: EnrichmentConfig, lakehouse, llm, mlflow_settings, 
         cache = cache_from_rows(
             _fresh_cache_rows(lakehouse, explainer, prompt, config.cache_ttl_hours)
         )
-        settings = config.settings()
+        settings = config.settings(stream.attack)
         outcome = enrich(
             anomalies,
             explainer,

@@ -22,6 +22,7 @@ from anomaly_assets.enrichment.prompts import Prompt
 from anomaly_assets.enrichment.redaction import mask_text
 from anomaly_assets.enrichment.schema import AnomalyExplanation
 from anomaly_assets.enrichment.statuses import EXPLAINED, RETRYABLE, STATUSES
+from anomaly_assets.gold.attack import techniques
 from anomaly_assets.silver.features import FEATURE_FINGERPRINT
 
 EXPLANATION_FIELDS = tuple(AnomalyExplanation.model_fields)
@@ -39,6 +40,9 @@ class EnrichmentSettings:
     )
     max_string_chars: int = 200
     segment_column: str = "event_type"
+    #: The stream's ATT&CK mapping overrides (gold/attack.py): the techniques the prompt
+    #: names for each group's threats.
+    attack: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +85,7 @@ def enrich(
             settings.redact_columns,
             settings.examples_per_group,
             settings.max_string_chars,
+            techniques(settings.attack),
         )
         for g in selected
     }

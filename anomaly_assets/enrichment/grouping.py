@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from anomaly_assets.enrichment.redaction import redact_record
+from anomaly_assets.gold.attack import DEFAULT_TECHNIQUES, technique_label
+from anomaly_assets.silver.catalogue import THREAT_FEATURES
 from anomaly_assets.silver.features import FEATURES
 
 if TYPE_CHECKING:  # pandas loads when a run groups, not when the definitions load
@@ -101,14 +103,27 @@ def _mean_contributions(rows: "pd.DataFrame") -> dict[str, float]:
     return {name: round(total / len(rows), 5) for name, total in ranked[:6]}
 
 
+def attack_of(factors, techniques) -> dict[str, list[str]]:
+    """The threats ``factors`` (features) belong to, each with its ATT&CK techniques
+    ("T1110.004 Brute Force: Credential Stuffing")."""
+    threats = {
+        t for t, features in THREAT_FEATURES.items() if set(features) & set(factors)
+    }
+    return {
+        t: [technique_label(i) for i in techniques.get(t, ())] for t in sorted(threats)
+    }
+
+
 def prompt_payload(
     group: Group,
     drift: dict[str, list[str]],
     redact_columns: set[str],
     examples: int = 3,
     max_chars: int = 200,
+    techniques=DEFAULT_TECHNIQUES,
 ) -> dict:
-    """The JSON data the model sees for ``group``: aggregates plus a few redacted examples."""
+    """The JSON data the model sees for ``group``: aggregates, the threats its factors
+    point to with their ATT&CK techniques, and a few redacted examples."""
     rows = group.rows.sort_values("severity_percentile", ascending=False)
     sample = []
     for record in rows.head(examples).to_dict("records"):
@@ -131,6 +146,7 @@ def prompt_payload(
         ],
         "statuses": rows["status"].value_counts().to_dict(),
         "group_factors": list(group.factors),
+        "attack": attack_of(group.factors, techniques),
         "top_contributions": contributions,
         "feature_definitions": FEATURES,
         "examples": sample,

@@ -15,12 +15,15 @@ from datetime import UTC, datetime
 
 from anomaly_assets.core import delta_sql
 from anomaly_assets.core.pruning import days_between, days_predicate
+from anomaly_assets.gold.attack import pinned, tactics_of
+from anomaly_assets.silver.catalogue import THREAT_FEATURES
 
 INCIDENT_SCHEMA = (
     "incident_id string, user_id string, first_seen timestamp, last_seen timestamp, "
     "event_count bigint, event_ids array<string>, event_types array<string>, "
     "top_features array<string>, max_severity double, max_score double, status string, "
-    "batch_ids array<string>"
+    "batch_ids array<string>, threat_types array<string>, "
+    "attack_techniques array<string>, attack_tactics array<string>"
 )
 INCIDENT_COLUMNS = tuple(c.split()[0] for c in INCIDENT_SCHEMA.split(", "))
 #: Features named in an incident: the ones most often among its events' top features.
@@ -64,12 +67,64 @@ def affected_spans(changed, incidents, gap_s: float):
     )
 
 
-def build_incidents(anomalies, gap_s: float):
+def _map(mapping: dict):
+    """A Spark map literal of ``mapping`` (sorted, so a plan is the same every run)."""
+    from itertools import chain
+
+    from pyspark.sql import functions as F
+
+    return F.create_map(
+        *chain.from_iterable(
+            (F.lit(k), F.lit(v) if isinstance(v, str) else F.array(*map(F.lit, v)))
+            for k, v in sorted(mapping.items())
+        )
+    )
+
+
+def event_threat():
+    """A gold row's threat type: the threat of its strongest top feature that belongs to
+    one (silver's catalogue), or null when none does."""
+    from pyspark.sql import functions as F
+
+    threat_of = _map({f: t for t, fs in THREAT_FEATURES.items() for f in fs})
+    threats = F.filter(
+        F.transform(F.coalesce("top_features", F.array()), lambda f: threat_of[f]),
+        lambda t: t.isNotNull(),
+    )
+    return F.try_element_at(threats, F.lit(1))
+
+
+def attack_columns(threat_types, techniques: dict):
+    """(technique ids, tactic names) of an incident's ``threat_types`` column under the
+    mapping ``techniques`` (threat type -> ids), each sorted and once."""
+    from pyspark.sql import functions as F
+
+    ids_of = _map({t: list(ids) for t, ids in techniques.items()})
+    ids = F.array_sort(
+        F.array_distinct(
+            F.flatten(
+                F.transform(
+                    threat_types,
+                    lambda t: F.coalesce(ids_of[t], F.array().cast("array<string>")),
+                )
+            )
+        )
+    )
+    tactics_by_id = _map({i: tactics_of([i]) for i in pinned()["techniques"]})
+    tactics = F.array_sort(
+        F.array_distinct(F.flatten(F.transform(ids, lambda i: tactics_by_id[i])))
+    )
+    return ids, tactics
+
+
+def build_incidents(anomalies, gap_s: float, techniques: dict):
     """Incidents of ``anomalies`` (gold rows with is_anomaly): per user, a new incident
-    starts where an anomaly follows the previous one by more than ``gap_s``."""
+    starts where an anomaly follows the previous one by more than ``gap_s``. Its threat
+    types are its events' (``event_threat``), with their ATT&CK ``techniques``."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    anomalies = anomalies.withColumn("_threat", event_threat())
     by_time = Window.partitionBy("user_id").orderBy("event_time", "event_id")
     gap = F.col("event_time").cast("double") - F.lag(
         F.col("event_time").cast("double")
@@ -91,6 +146,11 @@ def build_incidents(anomalies, gap_s: float):
         .otherwise("WARNING")
         .alias("status"),
         F.array_sort(F.collect_set("batch_id")).alias("batch_ids"),
+        F.array_sort(F.collect_set("_threat")).alias("threat_types"),
+    )
+    ids, tactics = attack_columns(F.col("threat_types"), techniques)
+    incidents = incidents.withColumns(
+        {"attack_techniques": ids, "attack_tactics": tactics}
     )
     # Most frequent top features, ties by name, so a rebuild names the same ones.
     counted = (
@@ -177,21 +237,25 @@ def anomalies_in(gold, spans: list[dict]):
     )
 
 
-def rebuild(gold, changed, incidents, gap_s: float):
+def rebuild(gold, changed, incidents, gap_s: float, techniques: dict):
     """(rebuilt incidents, the spans they replace as collected rows); None when no gold
     row of the change concerns an anomaly, now or before."""
     spans = collect_spans(affected_spans(changed, incidents, gap_s), "lo", "hi")
     if not spans:
         return None
     anomalies = anomalies_in(gold, spans).drop("lo", "hi")
-    return build_incidents(anomalies, gap_s), spans
+    return build_incidents(anomalies, gap_s, techniques), spans
 
 
 def write(path: str, rebuilt, exists: bool) -> None:
     """Replace the incidents inside the rebuilt spans with the rebuilt ones, in one Delta
     transaction (a crash leaves the old incidents, and the retry rebuilds them again)."""
     incidents, spans = rebuilt
-    writer = incidents.write.format("delta").mode("overwrite")
+    # mergeSchema: a table written before the threat and ATT&CK columns gains them (its
+    # older incidents keep nulls there until a change rebuilds them).
+    writer = (
+        incidents.write.format("delta").mode("overwrite").option("mergeSchema", "true")
+    )
     if exists:
         writer = writer.option("replaceWhere", spans_predicate(spans))
     writer.save(path)

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from anomaly_assets.core import cursors, delta_sql
 from anomaly_assets.core.lineage import column_lineage
+from anomaly_assets.gold.attack import attack_version, techniques
 from anomaly_assets.gold.incidents import rebuild, write
 from anomaly_assets.io_managers.delta import delta_table_metadata
 from anomaly_assets.resources.lakehouse import LakehouseResource
@@ -26,6 +27,9 @@ INCIDENT_SOURCES = {
     "max_score": ["anomaly_score"],
     "status": ["status"],
     "batch_ids": ["batch_id"],
+    "threat_types": ["top_features"],
+    "attack_techniques": ["top_features"],
+    "attack_tactics": ["top_features"],
 }
 
 
@@ -44,7 +48,8 @@ def build_gold_user_incidents(stream: Stream = DEFAULT_STREAM):
         description="One row per incident: a user's anomalies, each within the gap of the "
         "one before, with their event types, most frequent top features, highest severity "
         "and score, status (CRITICAL if any event is), first / last seen, event count and "
-        "ids: the unit an analyst triages.",
+        "ids, threat types and their MITRE ATT&CK techniques and tactics: the unit an "
+        "analyst triages.",
         group_name=stream.group("gold"),
         kinds={"spark", "delta"},
         tags={"layer": "gold"},
@@ -85,6 +90,7 @@ def rebuild_incidents(context, config: IncidentConfig, lakehouse, stream: Stream
             changed,
             stored,
             config.gap_minutes * 60,
+            techniques(stream.attack),
         )
     if rebuilt is None:
         context.log.info("No anomaly changed since the last run: nothing to rebuild.")
@@ -95,6 +101,7 @@ def rebuild_incidents(context, config: IncidentConfig, lakehouse, stream: Stream
         context.log.info(f"Rebuilt the incidents of {len(rebuilt[1]):,} user(s)")
     lakehouse.save_cursor(CONSUMER, "gold_anomaly_predictions", pending.through)
     meta["gap_minutes"] = config.gap_minutes
+    meta["attack_version"] = attack_version()
     lineage = column_lineage(
         stream.key("gold_anomaly_predictions"), ["user_id"], INCIDENT_SOURCES
     )

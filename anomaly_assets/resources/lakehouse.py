@@ -39,10 +39,16 @@ class LakehouseResource(ConfigurableResource):
     def exists(self, *key_path: str) -> bool:
         return delta_sql.exists(self.spark_session, self.path(*key_path))
 
-    def pending_changes(self, consumer: str, upstream: str):
-        """The ``upstream`` table's commits ``consumer`` has not consumed (core/cursors.py)."""
+    def pending_changes(self, consumer: str, upstream: str, kinds=cursors.NEW_IMAGES):
+        """The ``upstream`` table's commits ``consumer`` has not consumed (core/cursors.py):
+        their rows of ``kinds``."""
         return cursors.pending_changes(
-            self.spark_session, self.root, consumer, upstream, self.path(upstream)
+            self.spark_session,
+            self.root,
+            consumer,
+            upstream,
+            self.path(upstream),
+            kinds,
         )
 
     def save_cursor(

@@ -119,6 +119,16 @@ def test_valid_exactly_when_the_contract_feeds_features_and_event_types(
             ("key_prefix", 0),
             "should match pattern",
         ),
+        (
+            {"kafka": {"topic": "t"}, "attack": {"credential_stuffing": ["T1110.4"]}},
+            ("attack",),
+            "'T1110.4' is not a technique of ATT&CK Enterprise v17.1",
+        ),
+        (
+            {"kafka": {"topic": "t"}, "risk": {"half_life_days": 0}},
+            ("risk", "half_life_days"),
+            "greater than 0",
+        ),
     ],
 )
 def test_each_mistake_names_its_field(spec, loc, says):
@@ -132,6 +142,7 @@ def test_a_stream_of_defaults_is_todays_pipeline_under_its_prefix():
     from anomaly_assets.enrichment.assets import EnrichmentConfig
     from anomaly_assets.evaluation.assets import EvalConfig
     from anomaly_assets.gold.assets import ScoringConfig
+    from anomaly_assets.gold.risk_asset import RiskConfig
     from anomaly_assets.model.assets import TrainConfig
     from anomaly_assets.silver.features import stream_features
     from anomaly_assets.stream import DEFAULT_STREAM
@@ -145,6 +156,7 @@ def test_a_stream_of_defaults_is_todays_pipeline_under_its_prefix():
         (ScoringConfig, "gold"),
         (EnrichmentConfig, "enrichment"),
         (EvalConfig, "ai_enrichment_eval_metrics"),
+        (RiskConfig, "gold_user_risk"),
     ]:
         assert stream.config(base, op)().model_dump() == base().model_dump(), op
 
@@ -156,9 +168,12 @@ def test_a_streams_settings_become_its_launchpad_defaults():
         model={"threshold_percentile": 97.5},
         severity={"critical_at": 99.0},
         enrichment={"max_groups": 7, "redact_columns": ["user_id"]},
+        risk={"window_days": 14},
+        attack={"bot_activity": ["T1119", "T1595"]},
     ).to_stream()
     from anomaly_assets.enrichment.assets import EnrichmentConfig
     from anomaly_assets.gold.assets import ScoringConfig
+    from anomaly_assets.gold.risk_asset import RiskConfig
     from anomaly_assets.model.assets import TrainConfig
 
     assert dict(stream.kafka_settings) == {"max_batch_events": 500}
@@ -166,5 +181,7 @@ def test_a_streams_settings_become_its_launchpad_defaults():
     assert stream.config(ScoringConfig, "gold")().critical_at == 99.0
     enrichment = stream.config(EnrichmentConfig, "enrichment")()
     assert (enrichment.max_groups, enrichment.redact_columns) == (7, ["user_id"])
+    assert stream.config(RiskConfig, "gold_user_risk")().window_days == 14
+    assert dict(stream.attack) == {"bot_activity": ("T1119", "T1595")}
     # a launchpad value still wins over the stream's default
     assert stream.config(ScoringConfig, "gold")(critical_at=99.5).critical_at == 99.5

@@ -18,6 +18,7 @@ TABLES = {
     "gold_batch_drift",
     "gold_model_monitoring",
     "gold_user_incidents",
+    "gold_user_risk",
     "gold_events_enriched",
     "llm_explanation_cache",
     "ai_enrichment_eval_metrics",
@@ -60,6 +61,7 @@ def test_the_default_stream_keeps_todays_names():
         "anomaly_model",
         "gold",
         "gold_user_incidents",
+        "gold_user_risk",
         "enrichment",
         "ai_enrichment_eval_metrics",
     }
@@ -71,6 +73,7 @@ def test_the_default_stream_keeps_todays_names():
             "anomaly_model",
             "gold",
             "gold_user_incidents",
+            "gold_user_risk",
             "enrichment",
             "ai_enrichment_eval_metrics",
         )

@@ -2,6 +2,8 @@
 question to the same model and never one stating a batch's figures; a budget that serves
 CRITICAL first; one row per anomaly whatever happens."""
 
+import json
+
 from anomaly_assets.devtools.synthetic_anomalies import synthetic_anomalies
 from anomaly_assets.enrichment.enrich import (
     HISTORY_KEPT,
@@ -167,3 +169,31 @@ def test_an_explainer_that_raises_gives_error_rows():
     outcome, statuses = run(synthetic_anomalies(12, batch="b1"), Crashing())
     assert statuses == {"error"}
     assert all("KeyError" in r["error"] for r in outcome.rows)
+
+
+class PayloadKeeper(OfflineExplainer):
+    """The offline explainer, keeping the data each call sent."""
+
+    def __init__(self):
+        self.payloads = []
+
+    def explain(self, prompt, payload) -> CallResult:
+        self.payloads.append(payload)
+        return super().explain(prompt, payload)
+
+
+def test_the_prompt_data_names_the_groups_threats_with_the_streams_attack_techniques():
+    anomalies = synthetic_anomalies(4, seed=2)
+    anomalies["top_features"] = [["failed_logins_10m", "hour_of_day"]] * 4
+    default, mapped = PayloadKeeper(), PayloadKeeper()
+    run(anomalies, default)
+    run(anomalies, mapped, attack={"credential_stuffing": ["T1110.003"]})
+    (sent,), (sent_mapped,) = (
+        {json.dumps(p["attack"]) for p in k.payloads} for k in (default, mapped)
+    )
+    assert json.loads(sent) == {
+        "credential_stuffing": ["T1110.004 Brute Force: Credential Stuffing"]
+    }
+    assert json.loads(sent_mapped) == {
+        "credential_stuffing": ["T1110.003 Brute Force: Password Spraying"]
+    }

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anomaly_assets.core import delta_sql
+from anomaly_assets.gold.attack import DEFAULT_TECHNIQUES
 from anomaly_assets.gold.incidents import (
     INCIDENT_COLUMNS,
     build_incidents,
@@ -16,6 +17,8 @@ from anomaly_assets.gold.incidents import (
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 GAP_S = 1800.0
+#: Top features of the rows: a behaviour feature (no threat) before threat features.
+TOP = ("hour_of_day", "failed_logins_10m", "bytes_log", "events_1m")
 GOLD = (
     "event_id string, user_id string, event_time timestamp, event_type string, "
     "is_anomaly boolean, severity_percentile double, anomaly_score double, status string, "
@@ -33,7 +36,7 @@ def _row(i, user, minute, anomalous, batch):
         90.0 + i % 10,
         0.5 + (i % 7) / 100,
         "CRITICAL" if i % 5 == 0 else "WARNING",
-        [("f1", "f2", "f3", "f4")[(i + k) % 4] for k in range(2)],
+        [TOP[(i + k) % 4] for k in range(2)],
         batch,
     )
 
@@ -94,11 +97,13 @@ def test_incremental_incidents_equal_one_pass(spark, tmp_path_factory, events):
             if delta_sql.exists(spark, path)
             else None
         )
-        rebuilt = rebuild(gold, changed, stored, GAP_S)
+        rebuilt = rebuild(gold, changed, stored, GAP_S, DEFAULT_TECHNIQUES)
         if rebuilt is not None:
             write(path, rebuilt, exists=stored is not None)
     gold = spark.read.format("delta").load(gold_path)
-    expected = _snapshot(build_incidents(gold.filter("is_anomaly"), GAP_S))
+    expected = _snapshot(
+        build_incidents(gold.filter("is_anomaly"), GAP_S, DEFAULT_TECHNIQUES)
+    )
     got = _snapshot(spark.read.format("delta").load(path))
     assert got == expected
     # and the one-pass incidents are what the definition says
@@ -114,13 +119,37 @@ def test_incremental_incidents_equal_one_pass(spark, tmp_path_factory, events):
 
 def test_a_burst_is_one_incident_and_a_pause_starts_another(spark):
     rows = [_row(i, "u1", m, True, "b1") for i, m in enumerate([0, 10, 39, 70, 71])]
-    got = build_incidents(spark.createDataFrame(rows, GOLD), GAP_S).orderBy(
-        "first_seen"
-    )
+    got = build_incidents(
+        spark.createDataFrame(rows, GOLD), GAP_S, DEFAULT_TECHNIQUES
+    ).orderBy("first_seen")
     first, second = got.collect()
     assert first["event_ids"] == ["e0", "e1", "e2"] and first["event_count"] == 3
     assert second["event_ids"] == ["e3", "e4"]
     assert first["status"] == "CRITICAL" and second["status"] == "WARNING"
     assert first["event_types"] == ["login", "purchase", "search"]
-    assert first["top_features"] == ["f2", "f3", "f1"]  # counts 2, 2, 1; ties by name
+    # counts 2, 2, 1; ties by name
+    assert first["top_features"] == ["bytes_log", "failed_logins_10m", "events_1m"]
     assert first["max_severity"] == 92.0
+    # each event's threat is its strongest top feature's that has one: e0 hour_of_day,
+    # failed_logins_10m -> stuffing; e1 failed_logins_10m; e2 bytes_log -> exfiltration
+    assert first["threat_types"] == ["credential_stuffing", "data_exfiltration"]
+    assert first["attack_techniques"] == ["T1048", "T1110.004", "T1567"]
+    assert first["attack_tactics"] == ["Credential Access", "Exfiltration"]
+    # e3 events_1m -> bots (T1119, Collection); e4 hour_of_day, failed_logins -> stuffing
+    assert second["threat_types"] == ["bot_activity", "credential_stuffing"]
+    assert second["attack_techniques"] == ["T1110.004", "T1119"]
+
+
+def test_a_stream_mapping_replaces_a_threats_techniques_and_no_threat_is_none(spark):
+    rows = [_row(0, "u1", 0, True, "b1")]
+    rows[0] = (*rows[0][:8], ["hour_of_day", "seconds_since_prev"], "b1")
+    mapping = {**DEFAULT_TECHNIQUES, "credential_stuffing": ("T1110.003", "T1110.004")}
+    (none,) = build_incidents(
+        spark.createDataFrame(rows, GOLD), GAP_S, mapping
+    ).collect()
+    assert none["threat_types"] == [] and none["attack_techniques"] == []
+    rows = [_row(1, "u1", 0, True, "b1")]  # failed_logins_10m first
+    (one,) = build_incidents(
+        spark.createDataFrame(rows, GOLD), GAP_S, mapping
+    ).collect()
+    assert one["attack_techniques"] == ["T1110.003", "T1110.004"]

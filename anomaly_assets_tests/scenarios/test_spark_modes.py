@@ -31,7 +31,7 @@ from anomaly_assets.silver.features import FEATURE_COLUMNS
 ROOT = Path(__file__).resolve().parents[2]
 TO_GOLD = "bronze_events,bronze_quarantine,bronze_offset_ledger,silver_events,silver_user_profile,gold_anomaly_predictions,gold_batch_drift,gold_model_monitoring"
 EVERY_ASSET = (
-    f"{TO_GOLD},gold_user_incidents,gold_events_enriched,llm_explanation_cache,"
+    f"{TO_GOLD},gold_user_incidents,gold_user_risk,gold_events_enriched,llm_explanation_cache,"
     "ai_enrichment_eval_metrics"
 )
 
@@ -173,7 +173,11 @@ def test_every_asset_over_spark_connect_matches_local_mode(
     local_lake = local_run["lake"]
     assert_same_tables_to_gold(local_lake, connect_lake)
     for name, columns in [
-        ("gold_user_incidents", ["incident_id", "event_count", "event_ids", "status"]),
+        (
+            "gold_user_incidents",
+            ["incident_id", "event_count", "event_ids", "status", "attack_techniques"],
+        ),
+        ("gold_user_risk", ["user_id", "risk_score", "risk_level", "as_of"]),
         (
             "gold_events_enriched",
             ["event_id", "enrichment_status", "risk_level", "summary", "top_factors"],

@@ -292,6 +292,7 @@ GROUPS = {
         "gold_batch_drift",
         "gold_model_monitoring",
         "gold_user_incidents",
+        "gold_user_risk",
     ],
     "ai": [
         "gold_events_enriched",
