@@ -89,6 +89,13 @@ def build_spark_conf(
         "spark.ui.enabled": str(ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.pyspark.python": sys.executable,
+        # Silver's features are a chain of per-user window operators. A user with more
+        # rows in a batch than the window buffer holds (4,096) makes each operator spill
+        # through a sorter that takes a whole memory page; at the default page size (a
+        # sixteenth of a task's share, 32 MB with a 2 GB heap) the chain ran out of
+        # execution memory on a 1,000,000-event batch (bench_ingest.py, a user with about
+        # 32,000 events). 4 MB pages let every operator of the chain hold one.
+        "spark.buffer.pageSize": "4m",
         **session_conf(shuffle_partitions),
     }
     if packages:
