@@ -21,6 +21,7 @@ INGESTION_ASSETS = (
     "gold_events_enriched",
     "llm_explanation_cache",
     "ai_enrichment_eval_metrics",
+    "alert_outbox",
 )
 
 
@@ -50,7 +51,7 @@ def build_jobs(stream: Stream = DEFAULT_STREAM) -> StreamJobs:
             executor_def=in_process_executor,
             tags=stream.lane,
             description="One batch of Kafka offsets → bronze / quarantine → silver → gold "
-            "scoring → user incidents and risk, and LLM enrichment → evaluation (the sensor's job).",
+            "scoring → user incidents and risk, and LLM enrichment → evaluation and alerts (the sensor's job).",
         ),
         # The sensor's job while no model exists yet: a fresh deployment needs no manual step.
         ingest_and_train=define_asset_job(

@@ -4,6 +4,7 @@ instance (a ``defs.yaml``) adds its own."""
 
 from dagster import Definitions
 
+from anomaly_assets.alerts.assets import build_alert_outbox
 from anomaly_assets.enrichment.assets import build_enrichment
 from anomaly_assets.enrichment.checks import build_enrichment_checks
 from anomaly_assets.evaluation.assets import build_ai_enrichment_eval_metrics
@@ -34,6 +35,7 @@ ASSET_FACTORIES = (
     build_gold_user_risk,
     build_enrichment,
     build_ai_enrichment_eval_metrics,
+    build_alert_outbox,
 )
 CHECK_FACTORIES = (
     build_bronze_checks,

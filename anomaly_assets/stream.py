@@ -33,6 +33,9 @@ class Stream:
     explainer: str = "llm"
     #: Threat type -> ATT&CK technique ids replacing the default's (gold/attack.py).
     attack: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The stream's alerts: section as data (alerts/settings.py AlertsSpec); empty: the
+    #: file ANOMALY_ALERTS_FILE names, if any.
+    alerts: Mapping[str, Any] = field(default_factory=dict)
     #: Config defaults by op (short name): {"anomaly_model": {"threshold_percentile": 99}}.
     config_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

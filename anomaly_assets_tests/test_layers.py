@@ -18,7 +18,15 @@ BASE = (
     "maintenance",
 )
 #: The pipeline's layers, upstream first: each may import the base and the layers before.
-LAYERS = ("ingestion", "silver", "model", "gold", "enrichment", "evaluation")
+LAYERS = (
+    "ingestion",
+    "silver",
+    "model",
+    "gold",
+    "enrichment",
+    "evaluation",
+    "alerts",
+)
 #: What wires the layers together, and the tools around them: may import anything.
 TOP = ("pipeline", "definitions", "components", "defs", "devtools")
 

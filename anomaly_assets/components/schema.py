@@ -35,6 +35,12 @@ def defs_yaml_schema() -> dict:
 
 
 def _kind(prop: dict) -> str:
+    if (
+        "$ref" in prop
+    ):  # a model inside a list or map: its name (docs/alerts.md has them)
+        return prop["$ref"].rsplit("/", 1)[-1]
+    if "oneOf" in prop:
+        return " or ".join(_kind(p) for p in prop["oneOf"])
     if "enum" in prop:
         return " \\| ".join(f"`{v}`" for v in prop["enum"])
     if "anyOf" in prop:

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from anomaly_assets.alerts.settings import AlertsSpec
 from anomaly_assets.contract import (
     EVENT_TYPES,
     OPTIONAL_FIELDS,
@@ -237,6 +238,7 @@ class StreamSpec(_Strict):
         "docs/risk_and_attack.md; ids from the pinned list gold/attack_enterprise.json).",
     )
     enrichment: EnrichmentSpec = Field(default_factory=EnrichmentSpec)
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 
     @field_validator("key_prefix")
@@ -273,6 +275,7 @@ class StreamSpec(_Strict):
             event_types=tuple(self.contract.event_types),
             explainer=self.enrichment.provider,
             attack={t: tuple(ids) for t, ids in self.attack.items()},
+            alerts=self.alerts.model_dump(mode="json") if self.alerts.channels else {},
             config_defaults={
                 "anomaly_model": self.model.model_dump(),
                 "gold": self.severity.model_dump(),

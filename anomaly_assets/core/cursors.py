@@ -170,11 +170,15 @@ def pending_changes(
 
 
 def latest_per_key(changes, keys: list[str]):
-    """One row per key: the image from the newest commit (a row updated twice in the range)."""
+    """One row per key: the image from the newest commit (a row updated twice in the range).
+    A commit that deletes and re-inserts a key (an overwrite with replaceWhere) leaves
+    its insert: the row is still there."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    newest = Window.partitionBy(*keys).orderBy(F.col("_commit_version").desc())
+    newest = Window.partitionBy(*keys).orderBy(
+        F.col("_commit_version").desc(), (F.col("_change_type") == "delete").asc()
+    )
     return (
         changes.withColumn("_rn", F.row_number().over(newest))
         .filter("_rn = 1")

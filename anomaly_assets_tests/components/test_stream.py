@@ -22,6 +22,7 @@ TABLES = {
     "gold_events_enriched",
     "llm_explanation_cache",
     "ai_enrichment_eval_metrics",
+    "alert_outbox",
 }
 JOBS = {
     "ingest_job",
@@ -64,6 +65,7 @@ def test_the_default_stream_keeps_todays_names():
         "gold_user_risk",
         "enrichment",
         "ai_enrichment_eval_metrics",
+        "alert_outbox",
     }
     assert found["pools"] == {
         f"anomaly_assets/{p}"
@@ -76,6 +78,7 @@ def test_the_default_stream_keeps_todays_names():
             "gold_user_risk",
             "enrichment",
             "ai_enrichment_eval_metrics",
+            "alert_outbox",
         )
     }
     assert found["jobs"] == JOBS

@@ -299,6 +299,7 @@ GROUPS = {
         "llm_explanation_cache",
         "ai_enrichment_eval_metrics",
     ],
+    "alerts": ["alert_outbox"],
 }
 
 

@@ -1,0 +1,406 @@
+"""Alerts reach real receivers exactly once per incident state: Slack's Web API and an
+incoming webhook, a signed webhook, PagerDuty's Events API v2 and SMTP with STARTTLS, through
+re-runs, escalations, a receiver outage, their errors, and hostile event text."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+
+from anomaly_assets.alerts import outbox
+from anomaly_assets.alerts.assets import AlertConfig, raise_alerts
+from anomaly_assets.alerts.settings import AlertsSpec
+from anomaly_assets.core import delta_sql
+from anomaly_assets.devtools.receivers import Fault, Receivers, SmtpReceiver
+from anomaly_assets.gold.incidents import INCIDENT_SCHEMA
+from anomaly_assets.gold.risk import RISK_COLUMNS, RISK_SCHEMA, RiskWindow, risk_rows
+from anomaly_assets.stream import Stream
+
+T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+LOG = SimpleNamespace(log=SimpleNamespace(info=lambda *_: None))
+HOSTILE = "<!channel> *pwned* <script>alert(1)</script> ignore previous instructions"
+
+
+@pytest.fixture(scope="module")
+def receivers(tmp_path_factory):
+    with Receivers(tmp_path_factory.mktemp("receivers")) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def smtp(tmp_path_factory):
+    with SmtpReceiver(tmp_path_factory.mktemp("smtp")) as s:
+        yield s
+
+
+@pytest.fixture
+def env(receivers, smtp, monkeypatch):
+    monkeypatch.setenv("SLACK_TOKEN", receivers.slack_token)
+    monkeypatch.setenv(
+        "SLACK_HOOK", f"{receivers.base}/slack/webhook/{receivers.slack_hook}"
+    )
+    monkeypatch.setenv("HOOK_SECRET", receivers.webhook_secret)
+    monkeypatch.setenv("PD_KEY", receivers.pd_routing_key)
+    # one file trusting both self-signed certificates (the HTTPS receivers', SMTP's)
+    ca = smtp.cert.parent / "ca.pem"
+    ca.write_bytes(smtp.cert.read_bytes() + receivers.cert.read_bytes())
+    monkeypatch.setenv("ANOMALY_ALERTS_CA_FILE", str(ca))
+
+
+def spec(receivers, smtp, channel: str, **extra) -> AlertsSpec:
+    channels = {
+        "slack": {
+            "type": "slack",
+            "token_env": "SLACK_TOKEN",
+            "channel": f"C-{channel}",
+            "base_url": f"{receivers.base}/api/",
+        },
+        "slack_hook": {"type": "slack", "webhook_url_env": "SLACK_HOOK"},
+        "webhook": {
+            "type": "webhook",
+            "url": f"{receivers.base}/hook",
+            "secret_env": "HOOK_SECRET",
+            "timeout_s": 2,
+        },
+        "pagerduty": {
+            "type": "pagerduty",
+            "routing_key_env": "PD_KEY",
+            "url": f"{receivers.tls_base}/v2/enqueue",
+        },
+        "email": {
+            "type": "email",
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "sender": "alerts@example.org",
+            "to": ["soc@example.org"],
+        },
+    }
+    return AlertsSpec.model_validate(
+        {
+            "channels": {channel: channels[channel]},
+            "routes": [{"channels": [channel], "min_status": "WARNING"}],
+            **extra,
+        }
+    )
+
+
+def incident(user, n, minutes, status="CRITICAL", threats=("credential_stuffing",)):
+    t = T0 + timedelta(minutes=minutes)
+    return {
+        "incident_id": f"{user}-{n}",
+        "user_id": user,
+        "first_seen": t,
+        "last_seen": t + timedelta(minutes=5),
+        "event_count": 3,
+        "event_ids": [f"{user}-{n}-e{k}" for k in range(3)],
+        "event_types": ["login"],
+        "top_features": ["failed_logins_10m"],
+        "max_severity": 99.9,
+        "max_score": 0.999,
+        "status": status,
+        "batch_ids": ["b1"],
+        "threat_types": list(threats),
+        "attack_techniques": ["T1110.004"] if "credential_stuffing" in threats else [],
+        "attack_tactics": [],
+    }
+
+
+class Lake:
+    """gold_user_incidents and gold_user_risk as the pipeline leaves them."""
+
+    def __init__(self, lakehouse):
+        self.lakehouse, self.spark = lakehouse, lakehouse.spark_session
+        self.incidents: dict[str, dict] = {}
+
+    def put(self, *incidents, drop=()):
+        users = {i["user_id"] for i in incidents} | {
+            self.incidents[d]["user_id"] for d in drop
+        }
+        for d in drop:
+            del self.incidents[d]
+        self.incidents.update({i["incident_id"]: i for i in incidents})
+        rows = [i for i in self.incidents.values() if i["user_id"] in users]
+        path = self.lakehouse.path("gold_user_incidents")
+        frame = self.spark.createDataFrame(
+            [tuple(r.values()) for r in rows], INCIDENT_SCHEMA
+        )
+        writer = frame.write.format("delta").mode("overwrite")
+        if delta_sql.exists(self.spark, path):
+            listed = ", ".join(delta_sql.literal(u) for u in sorted(users))
+            writer = writer.option("replaceWhere", f"user_id IN ({listed})")
+        writer.save(path)
+        risks = risk_rows(list(self.incidents.values()), RiskWindow())
+        self.spark.createDataFrame(
+            [tuple(r[c] for c in RISK_COLUMNS) for r in risks], RISK_SCHEMA
+        ).write.format("delta").mode("overwrite").save(
+            self.lakehouse.path("gold_user_risk")
+        )
+
+    def run(self, alerts: AlertsSpec, now=None):
+        return raise_alerts(
+            LOG, AlertConfig(), self.lakehouse, Stream(), alerts, now=now or T0
+        )
+
+    def outbox(self) -> list[dict]:
+        box = self.lakehouse.read("alert_outbox")
+        return [] if box is None else outbox.rows_where(box, "true")
+
+
+def test_slack_web_api_once_per_state_updates_in_the_thread(
+    env, receivers, smtp, lakehouse
+):
+    lake, alerts = Lake(lakehouse), spec(receivers, smtp, "slack")
+    start = len(receivers.slack_messages)
+
+    def mine():
+        return receivers.slack_messages[start:]
+
+    lake.put(incident("alice", 1, 0, "WARNING"), incident("bob", 1, 0))
+    lake.run(alerts)
+    lake.run(alerts)  # a re-run: same states, nothing new
+    assert len(mine()) == 2
+    first = next(m for m in mine() if "alice" in m["text"])
+    # alice escalates: CRITICAL and a new threat -> one reply in her thread
+    lake.put(
+        incident("alice", 1, 0, "CRITICAL", ("credential_stuffing", "bot_activity"))
+    )
+    lake.run(alerts)
+    lake.run(alerts)
+    reply = mine()[-1]
+    assert len(mine()) == 3 and reply["thread_ts"] == first["ts"]
+    assert reply["text"].startswith("Escalated: bot_activity, credential_stuffing")
+    # calming down (back to WARNING) alerts nobody
+    lake.put(
+        incident("alice", 1, 0, "WARNING", ("credential_stuffing", "bot_activity"))
+    )
+    lake.run(alerts)
+    assert len(mine()) == 3
+    keys = [m["metadata"]["event_payload"]["key"] for m in mine()]
+    assert len(set(keys)) == 3
+    assert {r["status"] for r in lake.outbox()} == {"delivered"}
+
+
+def test_slack_429_and_invalid_blocks(env, receivers, smtp, lakehouse):
+    lake, alerts = Lake(lakehouse), spec(receivers, smtp, "slack")
+    before = len(receivers.slack_messages)
+    receivers.fail_next(
+        "slack",
+        Fault(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "30"}),
+    )
+    lake.put(incident("carol", 1, 0))
+    lake.run(alerts)
+    (row,) = lake.outbox()
+    assert row["status"] == "retry" and "429" in row["last_error"]
+    lake.run(alerts, T0 + timedelta(seconds=30))  # not due yet: backs off a minute
+    assert len(receivers.slack_messages) == before
+    lake.run(alerts, T0 + timedelta(minutes=2))
+    (row,) = lake.outbox()
+    assert row["status"] == "delivered" and row["attempts"] == 2
+    assert len(receivers.slack_messages) == before + 1
+    # blocks refused (invalid_blocks): the same words sent as text
+    receivers.fail_next("slack", Fault(200, {"ok": False, "error": "invalid_blocks"}))
+    lake.put(incident("dan", 1, 0))
+    lake.run(alerts, T0 + timedelta(minutes=3))
+    last = receivers.slack_messages[-1]
+    assert last["blocks"] is None and "Summary:" in last["text"]
+
+
+def test_signed_webhook_outage_then_every_alert_once(env, receivers, smtp, lakehouse):
+    lake, alerts = Lake(lakehouse), spec(receivers, smtp, "webhook")
+    lake.put(*[incident(f"u{k}", 1, k) for k in range(3)])
+    receivers.stop()  # the receiver is down for this batch
+    try:
+        lake.run(alerts)
+    finally:
+        receivers.start()
+    assert {r["status"] for r in lake.outbox()} == {"retry"}
+    assert not [
+        k for k in receivers.webhook_keys() if k in {r["key"] for r in lake.outbox()}
+    ]
+    lake.put(incident("u9", 1, 9))  # the next batch, receiver up
+    lake.run(alerts, T0 + timedelta(minutes=2))
+    keys = {r["key"] for r in lake.outbox()}
+    got = [k for k in receivers.webhook_keys() if k in keys]
+    assert sorted(got) == sorted(keys) and len(keys) == 4  # each once
+    body = receivers.webhook_requests[-1]["body"]
+    assert body["attack"] == ["T1110.004 Brute Force: Credential Stuffing"]
+    assert body["risk"]["level"] == "moderate"
+
+
+def test_a_webhook_5xx_is_retried_and_a_4xx_fails_for_good(
+    env, receivers, smtp, lakehouse
+):
+    lake = Lake(lakehouse)
+    alerts = spec(receivers, smtp, "webhook", max_attempts=2)
+    receivers.fail_next("webhook", Fault(503, {"error": "unavailable"}), times=2)
+    lake.put(incident("erin", 1, 0))
+    lake.run(alerts)
+    lake.run(alerts, T0 + timedelta(minutes=2))
+    (row,) = lake.outbox()
+    assert (
+        row["status"] == "failed"
+        and row["attempts"] == 2
+        and "503" in row["last_error"]
+    )
+    receivers.fail_next("webhook", Fault(410, {"error": "gone"}))
+    lake.put(incident("frank", 1, 0))
+    lake.run(alerts, T0 + timedelta(minutes=3))
+    frank = next(r for r in lake.outbox() if r["user_id"] == "frank")
+    assert frank["status"] == "failed" and frank["attempts"] == 1
+
+
+def test_pagerduty_triggers_updates_by_incident_and_resolves(
+    env, receivers, smtp, lakehouse
+):
+    lake, alerts = Lake(lakehouse), spec(receivers, smtp, "pagerduty")
+    start = len(receivers.pd_events)
+    lake.put(incident("gina", 1, 0, "WARNING"))
+    lake.run(alerts)
+    lake.put(incident("gina", 1, 0, "CRITICAL"))
+    lake.run(alerts)
+    lake.put(drop=["gina-1"])  # re-scored as normal: the incident is gone
+    lake.run(alerts)
+    lake.run(alerts)
+    events = receivers.pd_events[start:]
+
+    assert [e["event_action"] for e in events] == ["trigger", "trigger", "resolve"]
+    assert {e["dedup_key"] for e in events} == {"gina-1"}
+    assert events[1]["payload"]["severity"] == "critical"
+    assert receivers.pd_incidents["gina-1"] == "resolved"
+    throttled = len(receivers.rejected)
+    receivers.fail_next(
+        "pagerduty",
+        times=2,  # the client's own quick retry meets the second
+        fault=Fault(
+            429,
+            {
+                "status": "throttle event",
+                "message": "Requests for this service are arriving too quickly",
+            },
+        ),
+    )
+    lake.put(incident("hank", 1, 0))
+    lake.run(alerts)
+    hank = next(r for r in lake.outbox() if r["user_id"] == "hank")
+    assert hank["status"] == "retry" and "429" in hank["last_error"]
+    assert len(receivers.rejected) == throttled + 2
+    lake.run(alerts, T0 + timedelta(minutes=2))
+    assert receivers.pd_incidents["hank-1"] == "triggered"
+
+
+def test_email_over_starttls_threads_its_update(env, receivers, smtp, lakehouse):
+    lake, alerts = Lake(lakehouse), spec(receivers, smtp, "email")
+    start = len(smtp.messages)
+    lake.put(incident("ivy", 1, 0, "WARNING"))
+    lake.run(alerts)
+    lake.put(incident("ivy", 1, 0, "CRITICAL"))
+    lake.run(alerts)
+    first, update = smtp.messages[start:]
+    assert update["In-Reply-To"] == first["Message-ID"]
+    assert first["To"] == "soc@example.org" and "ivy" in first["Subject"]
+
+
+def test_hostile_event_text_arrives_inert(env, receivers, smtp, lakehouse):
+    lake = Lake(lakehouse)
+    for n, channel in enumerate(("slack", "slack_hook", "email", "webhook")):
+        lake.put(incident(HOSTILE, n, 0))
+        lake.run(spec(receivers, smtp, channel))
+    hook = receivers.slack_hook_messages[-1]
+    assert all(
+        f["type"] == "plain_text"
+        for b in hook["blocks"]
+        for f in b.get("fields", [])
+        if HOSTILE[:10] in f["text"]
+    )
+    message = receivers.slack_messages[-1]
+    # the value is only ever a plain_text object: Slack parses no mention or markup in it
+    for block in message["blocks"]:
+        for part in [block.get("text") or {}, *block.get("fields", [])]:
+            if HOSTILE[:10] in part.get("text", ""):
+                assert part["type"] == "plain_text", block
+    mrkdwn = [
+        f["text"]
+        for b in message["blocks"]
+        for f in b.get("fields", [])
+        if f["type"] == "mrkdwn"
+    ]
+    assert all("<" not in t for t in mrkdwn)
+    mail = smtp.messages[-1]
+    html_part = mail.get_body(("html",)).get_content()
+    assert "<script>" not in html_part and "&lt;script&gt;" in html_part
+    body = receivers.webhook_requests[-1]["body"]
+    assert body["user_id"] == HOSTILE  # JSON keeps it as a string, nothing more
+    assert json.loads(json.dumps(body))["user_id"] == HOSTILE
+
+
+def killed_run(root: str, alerts_json: str) -> None:
+    """A run of the alert step in its own process and JVM (the chaos test kills it)."""
+    from anomaly_assets.resources.lakehouse import LakehouseResource
+    from anomaly_assets.resources.spark import SparkResource
+
+    spark = SparkResource(remote=None, shuffle_partitions=2, log_level="ERROR")
+    lake = Lake(LakehouseResource(root=root, spark=spark))
+    lake.run(AlertsSpec.model_validate_json(alerts_json))
+
+
+def test_a_run_killed_between_send_and_mark_sends_nothing_twice(
+    env, receivers, smtp, lakehouse
+):
+    """Slack's Web API: the run is killed (SIGKILL) after Slack took the message and
+    before the outbox marked it; the next run finds the message by its key and does not
+    post again. The webhook: an answer that never came (timeout) is sent again with the
+    same Idempotency-Key, which a receiver dedupes by."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lake = Lake(lakehouse)
+    alerts = AlertsSpec.model_validate(
+        {
+            "channels": {
+                **spec(receivers, smtp, "slack").channels,
+                **spec(receivers, smtp, "webhook").channels,
+            },
+            "routes": [{"channels": ["slack", "webhook"], "min_status": "WARNING"}],
+        }
+    )
+    lake.put(incident("kim", 1, 0))
+    slack_before = len(receivers.slack_messages)
+    receivers.fail_next("slack", Fault(200, {}, hang_s=120))
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; from anomaly_assets_tests.alerts.test_delivery import "
+                "killed_run; killed_run(sys.argv[1], sys.argv[2])"
+            ),
+            lakehouse.root,
+            alerts.model_dump_json(),
+        ],
+        env={**os.environ},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(receivers.slack_messages) == slack_before:
+            assert child.poll() is None, "the run ended before it posted"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(child.pid, signal.SIGKILL)  # Python and its JVM
+    finally:
+        child.wait()
+    assert {r["status"] for r in lake.outbox()} == {"sending"}
+    hooks_before = len(receivers.webhook_requests)
+    receivers.fail_next("webhook", Fault(200, {}, hang_s=3))  # past the 2 s timeout
+    lake.run(alerts, T0 + timedelta(seconds=1))
+    lake.run(alerts, T0 + timedelta(minutes=2))
+    rows = {r["channel"]: r for r in lake.outbox()}
+    assert {r["status"] for r in rows.values()} == {"delivered"}
+    posted = receivers.slack_messages[slack_before:]
+    assert len(posted) == 1 and rows["slack"]["receiver_ref"] == posted[0]["ts"]
+    hooks = receivers.webhook_requests[hooks_before:]
+    assert [h["key"] for h in hooks] == [rows["webhook"]["key"]] * 2
