@@ -5,6 +5,7 @@ instance (a ``defs.yaml``) adds its own."""
 from dagster import Definitions
 
 from anomaly_assets.alerts.assets import build_alert_outbox
+from anomaly_assets.alerts.checks import build_alert_checks
 from anomaly_assets.enrichment.assets import build_enrichment
 from anomaly_assets.enrichment.checks import build_enrichment_checks
 from anomaly_assets.evaluation.assets import build_ai_enrichment_eval_metrics
@@ -45,6 +46,7 @@ CHECK_FACTORIES = (
     build_risk_checks,
     build_enrichment_checks,
     build_evaluation_checks,
+    build_alert_checks,
 )
 
 

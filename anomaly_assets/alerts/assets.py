@@ -23,24 +23,28 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets.alerts import outbox
-from anomaly_assets.alerts.channels import find_sent_slack, send
+from anomaly_assets.alerts.channels import Delivery, find_sent_slack, send
 from anomaly_assets.alerts.content import asset_url, record, trace_url
-from anomaly_assets.alerts.settings import AlertsSpec, SlackChannel
+from anomaly_assets.alerts.settings import AlertsSpec, SlackChannel, Snooze
 from anomaly_assets.alerts.triggers import (
     incident_candidates,
     resolve_candidates,
     risk_candidates,
     route,
 )
-from anomaly_assets.core import cursors
+from anomaly_assets.core import cursors, delta_sql
 from anomaly_assets.core.delta_sql import literal
+from anomaly_assets.core.pruning import days_between, days_predicate
+from anomaly_assets.enrichment.redaction import mask_text
+from anomaly_assets.io_managers.delta import delta_table_metadata
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 CONSUMER = "alert_outbox"
+#: Snoozes recorded by ``anomaly-alerts snooze`` (alerts/cli.py), beside the spec's.
+SNOOZE_TABLE = "alert_snoozes"
 #: The default stream's alerts: a YAML file with what a stream's alerts: section holds.
 ALERTS_FILE_ENV = "ANOMALY_ALERTS_FILE"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INCIDENT_FACTS = (
     "incident_id",
     "user_id",
@@ -77,9 +81,16 @@ def alerts_spec(stream: Stream) -> AlertsSpec:
     if stream.alerts:
         return AlertsSpec.model_validate(dict(stream.alerts))
     path = os.environ.get(ALERTS_FILE_ENV)
-    if path:
-        return AlertsSpec.model_validate(yaml.safe_load(Path(path).read_text()) or {})
-    return AlertsSpec()
+    return load_alerts_file(path) if path else AlertsSpec()
+
+
+def load_alerts_file(path: str) -> AlertsSpec:
+    """A YAML file holding an alerts section, or a stream's defs.yaml (its
+    ``attributes.alerts``)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if "attributes" in data:
+        data = data["attributes"].get("alerts") or {}
+    return AlertsSpec.model_validate(data)
 
 
 def build_alert_outbox(stream: Stream = DEFAULT_STREAM):
@@ -98,6 +109,8 @@ def build_alert_outbox(stream: Stream = DEFAULT_STREAM):
         kinds={"spark", "delta"},
         tags={"layer": "alerts"},
         owners=["team:ml-platform"],
+        # after gold_user_incidents, which waits until the enrichment has started
+        op_tags={"dagster/priority": "-1"},
         pool=stream.pool("alert_outbox"),
     )
     def alert_outbox(
@@ -115,31 +128,13 @@ def build_alert_outbox(stream: Stream = DEFAULT_STREAM):
     return alert_outbox
 
 
-def _utc(micros) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def _collect(df, time_columns=("first_seen", "last_seen", "as_of")) -> list[dict]:
-    """Rows as dicts, the given timestamp columns as UTC datetimes (not the process's
-    local time that collect() would give)."""
-    from pyspark.sql import functions as F
-
-    present = [c for c in time_columns if c in df.columns]
-    rows = df.withColumns({c: F.unix_micros(c) for c in present}).collect()
-    return [
-        {
-            **r.asDict(recursive=True),
-            **{c: None if r[c] is None else _utc(r[c]) for c in present},
-        }
-        for r in rows
-    ]
-
-
 def changed_incidents(pending, first_run_hours: float):
     """(incidents changed, incidents gone) since the cursor; a first run keeps only the
     recent ones."""
     latest = cursors.latest_per_key(pending.changes, ["incident_id"])
-    rows = _collect(latest.select(*INCIDENT_FACTS, "_change_type"))
+    rows = delta_sql.collect_utc(
+        latest.select(*INCIDENT_FACTS, "_change_type"), ["first_seen", "last_seen"]
+    )
     present = [r for r in rows if r["_change_type"] != "delete"]
     gone = [r for r in rows if r["_change_type"] == "delete"]
     if pending.cursor.version is None and present:
@@ -167,15 +162,25 @@ def raise_alerts(
         raise FileNotFoundError(
             "gold_user_incidents does not exist yet: materialise it first."
         )
+    before = delta_sql.version(spark, path)
     raised: dict[str, int] = {}
     if pending.changes is not None:
-        new_rows = _new_alerts(context, config, lakehouse, stream, spec, pending, now)
+        new_rows, changed = _new_alerts(
+            context, config, lakehouse, stream, spec, pending, now
+        )
         outbox.insert_new(spark, path, new_rows)
-        for r in new_rows:
+        outbox.update(spark, path, changed)
+        for r in new_rows + changed:
             raised[r["status"]] = raised.get(r["status"], 0) + 1
     delivered = deliver(context, spark, lakehouse.read(CONSUMER), path, spec, now)
+    written = (
+        delta_table_metadata(spark, path, before)
+        if delta_sql.version(spark, path) != before
+        else {}
+    )
     lakehouse.save_cursor(CONSUMER, "gold_user_incidents", pending.through)
     return {
+        **written,
         "incidents_version": pending.through,
         "alerts_raised": MetadataValue.json(raised),
         "alerts_sent": MetadataValue.json(delivered),
@@ -183,53 +188,46 @@ def raise_alerts(
     }
 
 
-def _new_alerts(context, config, lakehouse, stream, spec, pending, now) -> list[dict]:
+def _new_alerts(context, config, lakehouse, stream, spec, pending, now):
+    """(outbox rows to insert, existing rows to change): the alerts the changed incidents
+    and their users' risk call for, routed and checked against what the outbox holds."""
     present, gone = changed_incidents(pending, config.first_run_hours)
     if not present and not gone:
-        return []
+        return [], []
     users = sorted({r["user_id"] for r in present})
     risk_table = lakehouse.read("gold_user_risk")
     risks = (
         []
         if risk_table is None or not users
-        else _collect(risk_table.filter(_in("user_id", users)))
+        else delta_sql.collect_utc(risk_table.filter(_in("user_id", users)), ["as_of"])
     )
     subjects = [r["incident_id"] for r in present + gone] + users
     box = lakehouse.read(CONSUMER)
     prior = [] if box is None else outbox.rows_where(box, _in("subject", subjects))
-    alerted: dict[str, list[str]] = {}
-    risk_alerted: dict[str, list] = {}
-    triggered = {}
-    for row in sorted(prior, key=lambda r: r["created_at"]):
-        if row["kind"] == "incident":
-            alerted.setdefault(row["subject"], []).append(row["state"])
-            if row["channel_type"] == "pagerduty":
-                triggered.setdefault(row["subject"], row)
-        elif row["kind"] == "risk":
-            level, as_of = row["state"].split(":", 2)[1:]
-            risk_alerted.setdefault(row["subject"], []).append(
-                (level, datetime.fromisoformat(as_of))
-            )
+    history = outbox.History.of(prior)
+    spec = spec.model_copy(
+        update={"snoozes": [*spec.snoozes, *recorded_snoozes(lakehouse, now)]}
+    )
     if any(s.networks for s in spec.suppressions):
         _add_networks(lakehouse, present)
     candidates = [
-        *incident_candidates(present, alerted),
-        *risk_candidates(risks, risk_alerted, config.risk_window_days),
-        *resolve_candidates(gone, triggered),
+        *incident_candidates(present, history.alerted),
+        *risk_candidates(risks, history.risk_alerted, config.risk_window_days),
+        *resolve_candidates(gone, history.triggered),
     ]
-    hour = (
+    busy = (
         []
         if box is None
         else outbox.rows_where(
             box,
-            f"created_at > {_ts(now - timedelta(hours=1))} AND status IN "
-            "('pending', 'sending', 'retry', 'delivered')",
+            f"status IN ('pending', 'sending', 'retry') OR (status = 'delivered' AND "
+            f"delivered_at > {_ts(now - timedelta(hours=1))})",
         )
     )
     sent_last_hour: dict[str, int] = {}
-    for row in hour:
+    for row in busy:
         sent_last_hour[row["channel"]] = sent_last_hour.get(row["channel"], 0) + 1
-    routed = route(spec, stream.name, candidates, sent_last_hour, now)
+    routed = route(spec, stream.name, candidates, sent_last_hour, now, history.sent)
     explanations = _explanations(lakehouse, present) if routed else {}
     risk_by_user = {r["user_id"]: r for r in risks}
     links = {
@@ -271,15 +269,42 @@ def _new_alerts(context, config, lakehouse, stream, spec, pending, now) -> list[
                 "updated_at": now,
             }
         )
+    new, changed = history.split(rows, gone, now)
     context.log.info(
         f"{len(present)} incident(s) changed, {len(gone)} gone: {len(candidates)} "
-        f"alert(s) called for, {len(rows)} channel row(s)"
+        f"alert(s) called for, {len(new)} new outbox row(s), {len(changed)} changed"
     )
-    return rows
+    return new, changed
+
+
+def recorded_snoozes(lakehouse, now: datetime) -> list[Snooze]:
+    """The running snoozes ``anomaly-alerts snooze`` recorded (alert_snoozes)."""
+    table = lakehouse.read(SNOOZE_TABLE)
+    if table is None:
+        return []
+    rows = delta_sql.collect_utc(table.filter(f"until > {_ts(now)}"), ["until"])
+    return [
+        Snooze(
+            until=r["until"],
+            users=r["users"] or [],
+            threat_types=r["threat_types"] or [],
+            reason=r["reason"] or "",
+        )
+        for r in rows
+    ]
 
 
 def _ts(t: datetime) -> str:
     return f"TIMESTAMP'{t.isoformat()}'"
+
+
+def incident_days(incidents: list[dict]) -> set:
+    """The UTC days the incidents' events fall on (their tables are read by day)."""
+    return {
+        d
+        for i in incidents
+        for d in days_between(i["first_seen"].date(), i["last_seen"].date())
+    }
 
 
 def _add_networks(lakehouse, incidents: list[dict]) -> None:
@@ -290,7 +315,11 @@ def _add_networks(lakehouse, incidents: list[dict]) -> None:
     silver = lakehouse.read("silver_events")
     if silver is None or not ids:
         return
-    rows = silver.filter(F.col("event_id").isin(ids)).select("event_id", "ip_address")
+    rows = (
+        silver.filter(days_predicate("event_time", incident_days(incidents)))
+        .filter(F.col("event_id").isin(ids))
+        .select("event_id", "ip_address")
+    )
     ip_of = {r["event_id"]: r["ip_address"] for r in rows.collect()}
     for incident in incidents:
         incident["networks"] = sorted(
@@ -307,7 +336,8 @@ def _explanations(lakehouse, incidents: list[dict]) -> dict[str, dict]:
     if enriched is None or not owner:
         return {}
     rows = (
-        enriched.filter(F.col("event_id").isin(sorted(owner)))
+        enriched.filter(days_predicate("event_time", incident_days(incidents)))
+        .filter(F.col("event_id").isin(sorted(owner)))
         .filter(F.col("enrichment_status").isin("ok", "cached"))
         .select(
             "event_id",
@@ -337,54 +367,62 @@ def deliver(context, spark, box, path: str, spec: AlertsSpec, now: datetime) -> 
     )
     if not due:
         return {}
-    due.sort(key=lambda r: (r["channel"], r["created_at"], r["key"]))
+    # first alerts before their updates, so an update finds its thread
+    due.sort(key=lambda r: (r["created_at"], r["update_of"] is not None, r["key"]))
     parents = {
         r["key"]: r
         for r in outbox.rows_where(
             box, _in("key", sorted({d["update_of"] for d in due if d["update_of"]}))
         )
     }
+    # every attempt counts, a killed run's too, so a row that keeps killing its run
+    # still runs out of attempts
     marked = [
-        d
-        if d["status"] == "sending"
-        else {
-            **d,
-            "status": "sending",
-            "attempts": d["attempts"] + 1,
-            "updated_at": now,
-        }
+        {**d, "status": "sending", "attempts": d["attempts"] + 1, "updated_at": now}
         for d in due
     ]
-    outbox.update(spark, path, [m for m, d in zip(marked, due) if m is not d])
+    outbox.update(spark, path, marked)
     results, counts = [], {}
-    for row, was in zip(marked, due):
-        result = _send_one(spec, row, parents, was["status"] == "sending", now)
-        results.append({**row, **result, "updated_at": now})
-        counts[result["status"]] = counts.get(result["status"], 0) + 1
-    outbox.update(spark, path, results)
+    try:
+        for row, was in zip(marked, due):
+            result = _send_one(spec, row, parents, was, now)
+            results.append({**row, **result, "updated_at": now})
+            parents[row["key"]] = results[-1]
+            counts[result["status"]] = counts.get(result["status"], 0) + 1
+    finally:  # whatever happens to the run, what was sent is recorded
+        outbox.update(spark, path, results)
     context.log.info(f"Sent {len(due)} alert(s): {counts}")
     return counts
 
 
 def _send_one(
-    spec: AlertsSpec, row: dict, parents: dict, recovering: bool, now: datetime
+    spec: AlertsSpec, row: dict, parents: dict, was: dict, now: datetime
 ) -> dict:
     channel = spec.channels.get(row["channel"])
     if channel is None:
         return {"status": "failed", "last_error": "channel no longer configured"}
-    if recovering and isinstance(channel, SlackChannel):
-        since = (row["created_at"] - timedelta(minutes=5)).timestamp()
-        found = find_sent_slack(channel, row["key"], since)
-        if found:
-            return {"status": "delivered", "receiver_ref": found, "delivered_at": now}
     parent = parents.get(row["update_of"]) if row["update_of"] else None
-    delivery = send(
-        channel,
-        row["key"],
-        json.loads(row["content"]),
-        parent["receiver_ref"] if parent else None,
-        row["update_of"],
-    )
+    thread = parent["receiver_ref"] if parent else None
+    try:
+        # tried before (a killed run, an answer that never came): ask Slack first
+        if isinstance(channel, SlackChannel) and (
+            was["status"] == "sending" or was["attempts"] > 0
+        ):
+            since = (row["created_at"] - timedelta(minutes=5)).timestamp()
+            found = find_sent_slack(channel, row["key"], since, thread)
+            if found:
+                return {
+                    "status": "delivered",
+                    "receiver_ref": found,
+                    "delivered_at": now,
+                }
+        delivery = send(
+            channel, row["key"], json.loads(row["content"]), thread, row["update_of"]
+        )
+    except Exception as exc:  # noqa: BLE001 - one alert's failure is its row's, not the run's
+        delivery = Delivery(
+            False, True, f"{type(exc).__name__}: {mask_text(str(exc))}"[:200]
+        )
     if delivery.ok:
         return {
             "status": "delivered",

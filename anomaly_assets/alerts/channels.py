@@ -93,6 +93,12 @@ def slack_blocks(content: dict) -> list[dict]:
     return blocks
 
 
+def slack_text(text: str) -> str:
+    """``text`` for a message's top-level text, where Slack reads ``<...>`` as mentions
+    and links: its control characters escaped as Slack asks (&amp; &lt; &gt;)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _slack_error(exc) -> Delivery:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", 0) or 0
@@ -109,7 +115,7 @@ def send_slack(spec: SlackChannel, key: str, content: dict, thread: str | None):
     from slack_sdk.errors import SlackApiError
     from slack_sdk.webhook import WebhookClient
 
-    text = title(content)
+    text = slack_text(title(content))
     blocks = slack_blocks(content)
     if spec.webhook_url_env:
         client = WebhookClient(
@@ -117,7 +123,8 @@ def send_slack(spec: SlackChannel, key: str, content: dict, thread: str | None):
         )
         response = client.send(text=text, blocks=blocks)
         if response.status_code == 400 and "invalid_blocks" in (response.body or ""):
-            response = client.send(text=_plain(content))  # the same words, no blocks
+            # the same words, no blocks
+            response = client.send(text=slack_text(_plain(content)))
         return _http_delivery(response.status_code, response.body or "")
     client = WebClient(
         token=_secret(spec.token_env),
@@ -133,15 +140,19 @@ def send_slack(spec: SlackChannel, key: str, content: dict, thread: str | None):
                 blocks=blocks,
                 thread_ts=thread,
                 metadata=metadata,
+                mrkdwn=False,
+                link_names=False,
             )
         except SlackApiError as exc:
             if (exc.response.data or {}).get("error") != "invalid_blocks":
                 raise
             response = client.chat_postMessage(
                 channel=spec.channel,
-                text=_plain(content),
+                text=slack_text(_plain(content)),
                 thread_ts=thread,
                 metadata=metadata,
+                mrkdwn=False,
+                link_names=False,
             )
     except SlackApiError as exc:
         return _slack_error(exc)
@@ -156,22 +167,34 @@ def _plain(content: dict) -> str:
     return "\n".join([title(content), *(f"{k}: {v}" for k, v in lines(content))])
 
 
-def find_sent_slack(spec: SlackChannel, key: str, since: float) -> str | None:
-    """The ts of a message of ours carrying ``key`` posted since ``since`` (epoch s), or
-    None; incoming webhooks cannot be asked, so None."""
+def find_sent_slack(
+    spec: SlackChannel, key: str, since: float, thread: str | None = None
+) -> str | None:
+    """The ts of a message of ours carrying ``key`` posted since ``since`` (epoch s), in
+    the channel or, for an update, in the ``thread`` it replies to; None when there is
+    none (incoming webhooks cannot be asked)."""
     if not spec.token_env:
         return None
     from slack_sdk import WebClient
 
-    client = WebClient(token=_secret(spec.token_env), base_url=spec.base_url)
+    client = WebClient(
+        token=_secret(spec.token_env),
+        base_url=spec.base_url,
+        timeout=int(spec.timeout_s),
+    )
     cursor = None
     while True:
-        page = client.conversations_history(
-            channel=spec.channel,
-            oldest=f"{since:.6f}",
-            include_all_metadata=True,
-            limit=200,
-            cursor=cursor,
+        args = {
+            "channel": spec.channel,
+            "oldest": f"{since:.6f}",
+            "include_all_metadata": True,
+            "limit": 200,
+            "cursor": cursor,
+        }
+        page = (
+            client.conversations_replies(ts=thread, **args)
+            if thread
+            else client.conversations_history(**args)
         )
         for message in page["messages"]:
             meta = message.get("metadata") or {}
@@ -219,6 +242,9 @@ def send_webhook(spec: WebhookChannel, key: str, content: dict, parent: str | No
 
 # -- PagerDuty Events API v2 ------------------------------------------------------------------
 
+#: An incident's status or a risk level -> PagerDuty's severity.
+PD_SEVERITY = {"critical": "critical", "high": "error", "warning": "warning"}
+
 
 def send_pagerduty(spec: PagerDutyChannel, content: dict, resolve: bool):
     from pagerduty import EventsApiV2Client
@@ -226,7 +252,10 @@ def send_pagerduty(spec: PagerDutyChannel, content: dict, resolve: bool):
 
     base = spec.url.removesuffix("/v2/enqueue")
     client = EventsApiV2Client(
-        _secret(spec.routing_key_env), base_url=base, verify=tls_context()
+        _secret(spec.routing_key_env),
+        base_url=base,
+        verify=tls_context(),
+        timeout=spec.timeout_s,
     )
     # One quick retry of a 429 or a network error in the call (the client's default
     # retries a 429 without limit); later ones are the outbox's, across runs.
@@ -242,7 +271,7 @@ def send_pagerduty(spec: PagerDutyChannel, content: dict, resolve: bool):
                 summary=title(content)[:1024],
                 source="anomaly_assets",
                 dedup_key=dedup_key,
-                severity="critical" if content["status"] == "CRITICAL" else "warning",
+                severity=PD_SEVERITY.get(str(content["status"]).lower(), "warning"),
                 custom_details=content,
                 links=[{"href": u, "text": n} for n, u in content["links"].items()],
             )
@@ -250,6 +279,8 @@ def send_pagerduty(spec: PagerDutyChannel, content: dict, resolve: bool):
         return _http_delivery(exc.response.status_code, exc.response.text)
     except (Error, OSError) as exc:
         return Delivery(False, True, f"{type(exc).__name__}: {exc}"[:200])
+    finally:
+        client.close()
     return Delivery(True, ref=ref)
 
 

@@ -98,7 +98,11 @@ def record(
 
 
 def title(content: dict) -> str:
-    """One line: what, who, how bad."""
+    """One line (a subject or header: no line breaks), what, who, how bad."""
+    return " ".join(_title(content).split())
+
+
+def _title(content: dict) -> str:
     if content["kind"] == "resolve":
         return f"Resolved: incident {content['incident_id']} of {content['user_id']}"
     if content["kind"] == "risk":

@@ -90,6 +90,12 @@ class EmailChannel(_Strict):
     password_env: str | None = Field(default=None, pattern=ENV_NAME)
     timeout_s: float = Field(default=10.0, gt=0)
 
+    @model_validator(mode="after")
+    def _login_pair(self) -> "EmailChannel":
+        if (self.username_env is None) != (self.password_env is None):
+            raise ValueError("set both username_env and password_env, or neither")
+        return self
+
 
 Channel = Annotated[
     SlackChannel | WebhookChannel | PagerDutyChannel | EmailChannel,

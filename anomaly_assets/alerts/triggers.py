@@ -195,21 +195,34 @@ def _snoozed_by(spec: AlertsSpec, c: Candidate, now: datetime) -> str | None:
     return None
 
 
+def severity(c: Candidate) -> int:
+    """Which alerts the hourly budget serves first: resolves, then the most severe."""
+    if c.kind == "resolve":
+        return 10
+    if c.kind == "risk":
+        return 1 + 2 * LEVEL_ORDER.index(c.status)  # critical 9 ... none 1
+    return 4 + 4 * STATUSES.index(c.status)  # CRITICAL 8, WARNING 4
+
+
 def route(
     spec: AlertsSpec,
     stream: str,
     candidates: list[Candidate],
     sent_last_hour: dict[str, int],
     now: datetime,
+    sent: set[str] = frozenset(),
 ) -> list[Routed]:
-    """Each candidate once per channel a route takes it to, with noise control applied.
-    ``sent_last_hour``: alerts each channel was sent (or is due to be) in the hour before."""
+    """Each candidate once per channel a route takes it to, with noise control applied,
+    the most severe first. ``sent_last_hour``: alerts each channel was sent (or is due to
+    be) in the hour before; ``sent``: keys of alerts sent or on their way, which an update
+    on the same channel follows (without one on its channel, an escalation is a first
+    alert there)."""
     budget = {
         name: spec.rate_limit_per_hour - sent_last_hour.get(name, 0)
         for name in spec.channels
     }
     out = []
-    for c in candidates:
+    for c in sorted(candidates, key=lambda c: (-severity(c), c.subject, c.state)):
         channels = []
         for r in spec.routes:
             if c.kind == "resolve" or _route_takes(r, c):
@@ -219,11 +232,10 @@ def route(
             if c.kind == "resolve" and not tracking:
                 continue
             key = key_of(stream, name, c.subject, c.state)
-            update_of = (
-                key_of(stream, name, c.subject, c.first_state)
-                if c.first_state
-                else None
-            )
+            parent = c.first_state and key_of(stream, name, c.subject, c.first_state)
+            update_of = parent if parent in sent else None
+            if c.kind == "resolve" and update_of is None:
+                continue  # nothing was triggered on this channel
             status, reason = "pending", ""
             if c.kind != "resolve":
                 if (why := _suppressed_by(spec, c)) is not None:

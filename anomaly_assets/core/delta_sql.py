@@ -7,7 +7,7 @@ with Delta's SQL extension (a local server, a cluster, Databricks) runs.
 """
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 #: Error conditions meaning "no Delta table at that path" (not "cannot read it").
@@ -149,3 +149,26 @@ def merge(
         )
     finally:
         spark.catalog.dropTempView(view)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def collect_utc(df, time_columns=()) -> list[dict]:
+    """``df``'s rows as dicts, ``time_columns`` as UTC datetimes: collect() would give
+    naive datetimes in the Python process's own time zone, which need not be the
+    session's UTC (the times leave Spark as microseconds since the epoch)."""
+    from pyspark.sql import functions as F
+
+    present = [c for c in time_columns if c in df.columns]
+    rows = df.withColumns({c: F.unix_micros(c) for c in present}).collect()
+    return [
+        {
+            **r.asDict(recursive=True),
+            **{
+                c: None if r[c] is None else _EPOCH + timedelta(microseconds=r[c])
+                for c in present
+            },
+        }
+        for r in rows
+    ]

@@ -218,13 +218,22 @@ class Receivers:
             if fault:  # posted, but the answer never comes back in time
                 time.sleep(fault.hang_s)
             return 200, {"ok": True, "channel": args["channel"], "ts": ts}, {}
-        if method == "conversations.history":
+        if method in ("conversations.history", "conversations.replies"):
+            # history lists the channel's messages, not the replies in their threads;
+            # replies lists one thread (ts: its parent)
             oldest = float(args.get("oldest") or 0)
+            thread = args.get("ts") if method == "conversations.replies" else None
             with self.lock:
                 found = [
                     m
                     for m in self.slack_messages
-                    if m["channel"] == args.get("channel") and float(m["ts"]) > oldest
+                    if m["channel"] == args.get("channel")
+                    and float(m["ts"]) > oldest
+                    and (
+                        m["thread_ts"] == thread or m["ts"] == thread
+                        if thread
+                        else not m["thread_ts"]
+                    )
                 ]
             return 200, {"ok": True, "messages": found[::-1], "has_more": False}, {}
         return 200, {"ok": False, "error": "unknown_method"}, {}

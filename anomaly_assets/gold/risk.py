@@ -17,7 +17,7 @@ incidents it changed. Each incident's term is split evenly among its threat type
 ("unclassified" when it has none), so ``threat_contributions`` adds up to the score.
 
 Levels (``LEVELS``): one WARNING incident is low (19), one CRITICAL moderate (38), two
-CRITICAL within the half-life high (52), seven CRITICAL of one day critical (72).
+CRITICAL the same day high (52; a week apart, 45), seven CRITICAL of one day critical (72).
 """
 
 from dataclasses import dataclass

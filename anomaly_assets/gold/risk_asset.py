@@ -6,8 +6,6 @@ recomputes only those users' rows from all their incidents (gold/risk.py). The u
 batch and their incidents are few, so they are read into the driver in one query.
 """
 
-from datetime import UTC, datetime, timedelta
-
 from dagster import (
     AssetExecutionContext,
     Config,
@@ -41,7 +39,6 @@ RISK_SOURCES = {
     "threat_contributions": ["threat_types", "status", "last_seen"],
     "attack_techniques": ["attack_techniques"],
 }
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class RiskConfig(Config):
@@ -97,16 +94,12 @@ def incidents_of(incidents, users: list[str]) -> list[dict]:
     wanted = incidents.sparkSession.createDataFrame(
         [(u,) for u in users], "user_id string"
     )
-    rows = (
-        incidents.join(F.broadcast(wanted), "user_id", "left_semi")
-        .select(*INCIDENT_INPUTS)
-        .withColumn("last_seen", F.unix_micros("last_seen"))
-        .collect()
+    return delta_sql.collect_utc(
+        incidents.join(F.broadcast(wanted), "user_id", "left_semi").select(
+            *INCIDENT_INPUTS
+        ),
+        ["last_seen"],
     )
-    return [
-        {**r.asDict(), "last_seen": _EPOCH + timedelta(microseconds=r["last_seen"])}
-        for r in rows
-    ]
 
 
 def write_risk(spark, path: str, rows: list[dict], users: list[str], exists: bool):

@@ -10,6 +10,7 @@ import pytest
 
 from anomaly_assets.alerts import outbox
 from anomaly_assets.alerts.assets import AlertConfig, raise_alerts
+from anomaly_assets.alerts.cli import main as alerts_cli
 from anomaly_assets.alerts.settings import AlertsSpec
 from anomaly_assets.core import delta_sql
 from anomaly_assets.devtools.receivers import Fault, Receivers, SmtpReceiver
@@ -55,6 +56,7 @@ def spec(receivers, smtp, channel: str, **extra) -> AlertsSpec:
             "token_env": "SLACK_TOKEN",
             "channel": f"C-{channel}",
             "base_url": f"{receivers.base}/api/",
+            "timeout_s": 2,
         },
         "slack_hook": {"type": "slack", "webhook_url_env": "SLACK_HOOK"},
         "webhook": {
@@ -206,6 +208,30 @@ def test_slack_429_and_invalid_blocks(env, receivers, smtp, lakehouse):
     assert last["blocks"] is None and "Summary:" in last["text"]
 
 
+def test_a_slack_answer_that_never_came_is_looked_up_not_posted_again(
+    env, receivers, smtp, lakehouse
+):
+    lake, alerts = Lake(lakehouse), spec(receivers, smtp, "slack")
+    start = len(receivers.slack_messages)
+    receivers.fail_next("slack", Fault(200, {}, hang_s=3))  # past the 2 s timeout
+    lake.put(incident("lea", 1, 0, "WARNING"))
+    lake.run(alerts)
+    (row,) = lake.outbox()
+    assert row["status"] == "retry"  # the message is there, the run does not know
+    lake.run(alerts, T0 + timedelta(minutes=2))
+    (row,) = lake.outbox()
+    posted = receivers.slack_messages[start:]
+    assert row["status"] == "delivered" and row["receiver_ref"] == posted[0]["ts"]
+    # an update whose answer is lost is found in its thread (replies are not in history)
+    receivers.fail_next("slack", Fault(200, {}, hang_s=3))
+    lake.put(incident("lea", 1, 0, "CRITICAL"))
+    lake.run(alerts, T0 + timedelta(minutes=3))
+    lake.run(alerts, T0 + timedelta(minutes=5))
+    posted = receivers.slack_messages[start:]
+    assert len(posted) == 2 and posted[1]["thread_ts"] == posted[0]["ts"]
+    assert {r["status"] for r in lake.outbox()} == {"delivered"}
+
+
 def test_signed_webhook_outage_then_every_alert_once(env, receivers, smtp, lakehouse):
     lake, alerts = Lake(lakehouse), spec(receivers, smtp, "webhook")
     lake.put(*[incident(f"u{k}", 1, k) for k in range(3)])
@@ -301,6 +327,21 @@ def test_email_over_starttls_threads_its_update(env, receivers, smtp, lakehouse)
     assert first["To"] == "soc@example.org" and "ivy" in first["Subject"]
 
 
+def test_a_snooze_recorded_by_the_cli_quiets_the_next_run(
+    env, receivers, smtp, lakehouse
+):
+    lake, alerts = Lake(lakehouse), spec(receivers, smtp, "webhook")
+    assert (
+        alerts_cli(["--root", lakehouse.root, "snooze", "--user", "zed", "--days", "1"])
+        == 0
+    )
+    lake.put(incident("zed", 1, 0), incident("amy", 1, 0))
+    lake.run(alerts, datetime.now(UTC))
+    got = {r["user_id"]: (r["status"], r["reason"]) for r in lake.outbox()}
+    assert got["zed"][0] == "snoozed" and "snoozed until" in got["zed"][1]
+    assert got["amy"] == ("delivered", "")
+
+
 def test_hostile_event_text_arrives_inert(env, receivers, smtp, lakehouse):
     lake = Lake(lakehouse)
     for n, channel in enumerate(("slack", "slack_hook", "email", "webhook")):
@@ -314,6 +355,7 @@ def test_hostile_event_text_arrives_inert(env, receivers, smtp, lakehouse):
         if HOSTILE[:10] in f["text"]
     )
     message = receivers.slack_messages[-1]
+    assert "<!channel>" not in message["text"] and "&lt;!channel&gt;" in message["text"]
     # the value is only ever a plain_text object: Slack parses no mention or markup in it
     for block in message["blocks"]:
         for part in [block.get("text") or {}, *block.get("fields", [])]:
@@ -397,8 +439,10 @@ def test_a_run_killed_between_send_and_mark_sends_nothing_twice(
     hooks_before = len(receivers.webhook_requests)
     receivers.fail_next("webhook", Fault(200, {}, hang_s=3))  # past the 2 s timeout
     lake.run(alerts, T0 + timedelta(seconds=1))
-    lake.run(alerts, T0 + timedelta(minutes=2))
+    # the killed run's attempt counted: the webhook's third try waits two minutes
+    lake.run(alerts, T0 + timedelta(minutes=3))
     rows = {r["channel"]: r for r in lake.outbox()}
+    assert rows["webhook"]["attempts"] == 3
     assert {r["status"] for r in rows.values()} == {"delivered"}
     posted = receivers.slack_messages[slack_before:]
     assert len(posted) == 1 and rows["slack"]["receiver_ref"] == posted[0]["ts"]

@@ -64,7 +64,7 @@ def test_lineage_over_graphql(dagster_dev):
     assert "anomaly_model" in deps["gold_anomaly_predictions"]
     assert "silver_events" in deps["anomaly_model"]
     for n in nodes:
-        assert n["description"] and n["groupName"] in {"bronze", "silver", "gold", "ai"}
+        assert n["description"] and n["groupName"] in set(GROUPS)
         assert n["kinds"] and n["owners"], n["assetKey"]
 
 
