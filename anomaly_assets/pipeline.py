@@ -15,7 +15,6 @@ from anomaly_assets.gold.checks import build_gold_checks
 from anomaly_assets.gold.incident_checks import build_incident_checks
 from anomaly_assets.gold.incidents_asset import build_gold_user_incidents
 from anomaly_assets.gold.risk_asset import build_gold_user_risk
-from anomaly_assets.gold.risk_checks import build_risk_checks
 from anomaly_assets.ingestion.assets import build_bronze
 from anomaly_assets.ingestion.checks import build_bronze_checks
 from anomaly_assets.ingestion.sensor import build_kafka_offsets_sensor
@@ -43,7 +42,6 @@ CHECK_FACTORIES = (
     build_silver_checks,
     build_gold_checks,
     build_incident_checks,
-    build_risk_checks,
     build_enrichment_checks,
     build_evaluation_checks,
     build_alert_checks,

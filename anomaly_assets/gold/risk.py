@@ -112,3 +112,30 @@ def risk_rows(incidents: list[dict], window: RiskWindow) -> list[dict]:
     for i in incidents:
         by_user.setdefault(i["user_id"], []).append(i)
     return [user_risk(u, rows, window) for u, rows in sorted(by_user.items())]
+
+
+#: Rounding the contributions' sum may differ from the score by.
+TOLERANCE = 1e-9
+
+
+def risk_figures(rows: list[dict]) -> dict:
+    """What is wrong with risk rows, counted: a score outside [0, 100), a level that is
+    not the score's, threat contributions that do not add up to the score, no incident."""
+
+    def wrong(test) -> int:
+        return sum(1 for r in rows if test(r))
+
+    return {
+        "rows_checked": len(rows),
+        "score_out_of_range": wrong(lambda r: not 0 <= r["risk_score"] < 100),
+        "level_not_the_scores": wrong(
+            lambda r: r["risk_level"] != level_of(r["risk_score"])
+        ),
+        "contributions_not_the_score": wrong(
+            lambda r: (
+                abs(sum((r["threat_contributions"] or {}).values()) - r["risk_score"])
+                > TOLERANCE
+            )
+        ),
+        "rows_without_incidents": wrong(lambda r: r["incident_count"] < 1),
+    }

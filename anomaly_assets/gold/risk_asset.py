@@ -7,6 +7,9 @@ batch and their incidents are few, so they are read into the driver in one query
 """
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     Config,
     MaterializeResult,
@@ -23,6 +26,7 @@ from anomaly_assets.gold.risk import (
     RISK_COLUMNS,
     RISK_SCHEMA,
     RiskWindow,
+    risk_figures,
     risk_rows,
 )
 from anomaly_assets.io_managers.delta import delta_table_metadata
@@ -56,6 +60,15 @@ class RiskConfig(Config):
     )
 
 
+#: Answered by the step from the rows it wrote (no query of its own).
+RISK_CHECK = AssetCheckSpec(
+    "risk_scores_are_consistent",
+    asset="gold_user_risk",
+    description="The risk rows just written have a score in [0, 100), the level of "
+    "that score, threat contributions that add up to it, and at least one incident.",
+)
+
+
 def build_gold_user_risk(stream: Stream = DEFAULT_STREAM):
     @asset(
         key=stream.key("gold_user_risk"),
@@ -70,6 +83,13 @@ def build_gold_user_risk(stream: Stream = DEFAULT_STREAM):
         owners=["team:ml-platform"],
         op_tags={"dagster/priority": "-1"},
         pool=stream.pool("gold_user_risk"),
+        check_specs=[
+            AssetCheckSpec(
+                RISK_CHECK.name,
+                asset=stream.key("gold_user_risk"),
+                description=RISK_CHECK.description,
+            )
+        ],
     )
     def gold_user_risk(
         context: AssetExecutionContext,
@@ -81,24 +101,18 @@ def build_gold_user_risk(stream: Stream = DEFAULT_STREAM):
     return gold_user_risk
 
 
-def changed_users(pending) -> list[str]:
-    """The users of the incident rows the pending commits inserted, updated or deleted."""
-    rows = pending.changes.select("user_id").distinct().collect()
-    return sorted(r["user_id"] for r in rows)
-
-
-def incidents_of(incidents, users: list[str]) -> list[dict]:
-    """Every incident of ``users``, as dicts of INCIDENT_INPUTS (last_seen in UTC)."""
-    from pyspark.sql import functions as F
-
-    wanted = incidents.sparkSession.createDataFrame(
-        [(u,) for u in users], "user_id string"
-    )
-    return delta_sql.collect_utc(
-        incidents.join(F.broadcast(wanted), "user_id", "left_semi").select(
-            *INCIDENT_INPUTS
-        ),
+def changed_users_incidents(changes, incidents) -> tuple[list[str], list[dict]]:
+    """(the users of the incident rows ``changes`` inserted, updated or deleted, every
+    incident of those users as dicts of INCIDENT_INPUTS), in one query: a user whose
+    incidents are all gone comes back as a row without an incident."""
+    users = changes.select("user_id").distinct()
+    rows = delta_sql.collect_utc(
+        users.join(incidents.select(*INCIDENT_INPUTS), "user_id", "left"),
         ["last_seen"],
+    )
+    return (
+        sorted({r["user_id"] for r in rows}),
+        [r for r in rows if r["incident_id"] is not None],
     )
 
 
@@ -127,12 +141,17 @@ def refresh_risk(context, config: RiskConfig, lakehouse, stream: Stream):
     path = lakehouse.path(CONSUMER)
     before = delta_sql.version(spark, path)
     meta = {"incidents_version": pending.through, **config.model_dump()}
-    users = [] if pending.changes is None else changed_users(pending)
+    users, incidents = (
+        ([], [])
+        if pending.changes is None
+        else changed_users_incidents(
+            pending.changes, lakehouse.read("gold_user_incidents")
+        )
+    )
+    rows = []
     if users:
         window = RiskWindow(config.window_days, config.half_life_days)
-        rows = risk_rows(
-            incidents_of(lakehouse.read("gold_user_incidents"), users), window
-        )
+        rows = risk_rows(incidents, window)
         write_risk(spark, path, rows, users, exists=before is not None)
         levels = {level: 0 for level in LEVEL_ORDER}
         for r in rows:
@@ -147,7 +166,18 @@ def refresh_risk(context, config: RiskConfig, lakehouse, stream: Stream):
     lineage = column_lineage(
         stream.key("gold_user_incidents"), ["user_id"], RISK_SOURCES
     )
-    return MaterializeResult(metadata={**meta, **lineage})
+    figures = risk_figures(rows)
+    return MaterializeResult(
+        metadata={**meta, **lineage},
+        check_results=[
+            AssetCheckResult(
+                check_name=RISK_CHECK.name,
+                passed=not any(v for k, v in figures.items() if k != "rows_checked"),
+                severity=AssetCheckSeverity.WARN,
+                metadata=figures,
+            )
+        ],
+    )
 
 
 gold_user_risk = build_gold_user_risk()

@@ -10,9 +10,14 @@ from hypothesis import strategies as st
 
 from anomaly_assets.core import delta_sql
 from anomaly_assets.gold.incidents import INCIDENT_SCHEMA
-from anomaly_assets.gold.risk import RISK_COLUMNS, RISK_SCHEMA, RiskWindow, risk_rows
-from anomaly_assets.gold.risk_asset import RiskConfig, incidents_of, refresh_risk
-from anomaly_assets.gold.risk_checks import risk_figures
+from anomaly_assets.gold.risk import (
+    INCIDENT_INPUTS,
+    RISK_COLUMNS,
+    RiskWindow,
+    risk_figures,
+    risk_rows,
+)
+from anomaly_assets.gold.risk_asset import RiskConfig, refresh_risk
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.stream import DEFAULT_STREAM
 
@@ -98,8 +103,8 @@ def test_incremental_risk_equals_one_pass(
         if refresh or n == len(commits) - 1:
             refresh_risk(LOG, config, lake, DEFAULT_STREAM)
     incidents = lake.read("gold_user_incidents")
-    everyone = sorted({r["user_id"] for r in incidents.collect()})
-    expected = risk_rows(incidents_of(incidents, everyone), RiskWindow(20, 3))
+    everyone = delta_sql.collect_utc(incidents.select(*INCIDENT_INPUTS), ["last_seen"])
+    expected = risk_rows(everyone, RiskWindow(20, 3))
     got = (
         _risk(spark, lake.path("gold_user_risk"))
         if lake.exists("gold_user_risk")
@@ -110,38 +115,25 @@ def test_incremental_risk_equals_one_pass(
     )
 
 
-def test_the_check_counts_each_kind_of_wrong_row(spark):
+def test_the_check_counts_each_kind_of_wrong_row():
     rows = risk_rows(
         [_incident(u, n, n, n % 2 == 0) for n, u in enumerate(USERS * 2)],
         RiskWindow(),
     )
-    frame = spark.createDataFrame(
-        [tuple(r[c] for c in RISK_COLUMNS) for r in rows], RISK_SCHEMA
-    )
-    assert risk_figures(frame) == {
+    assert risk_figures(rows) == {
         "rows_checked": 3,
         "score_out_of_range": 0,
         "level_not_the_scores": 0,
         "contributions_not_the_score": 0,
         "rows_without_incidents": 0,
     }
-    from pyspark.sql import functions as F
-
-    user = F.col("user_id") == "u1"
-    broken = frame.withColumns(
-        {
-            "risk_level": F.when(user, "critical").otherwise(F.col("risk_level")),
-            "risk_score": F.when(user, F.col("risk_score") + 1).otherwise(
-                F.col("risk_score")
-            ),
-            "incident_count": F.when(user, 0).otherwise(F.col("incident_count")),
-        }
-    )
+    broken = [
+        {**rows[0], "risk_level": "critical", "risk_score": rows[0]["risk_score"] + 1},
+        {**rows[1], "incident_count": 0, "risk_score": 100.0, "risk_level": "critical"},
+        rows[2],
+    ]
     figures = risk_figures(broken)
     assert figures["level_not_the_scores"] == 1
-    assert figures["contributions_not_the_score"] == 1
+    assert figures["contributions_not_the_score"] == 2
     assert figures["rows_without_incidents"] == 1
-    assert (
-        risk_figures(frame.withColumn("risk_score", F.lit(100.0)))["score_out_of_range"]
-        == 3
-    )
+    assert figures["score_out_of_range"] == 1

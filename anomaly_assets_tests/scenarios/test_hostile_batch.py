@@ -42,8 +42,10 @@ def _valid(n, seed):
 
 
 #: Most Spark actions a 400-event run through ingest_job may take, every asset and check
-#: (measured 130 when pinned).
-MAX_SPARK_ACTIONS = 140
+#: (measured 130 when pinned; 142 with gold_user_risk, whose step reads its cursor, the
+#: incidents' change feed with the changed users' incidents in one query, writes, and
+#: records the write's metadata; alert_outbox without channels takes none).
+MAX_SPARK_ACTIONS = 150
 
 
 def _run(defs, kafka, instance, cursor, extra_ops=None, asset_selection=None):
