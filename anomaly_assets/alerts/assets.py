@@ -33,9 +33,9 @@ from anomaly_assets.alerts.triggers import (
     route,
 )
 from anomaly_assets.core import cursors, delta_sql
-from anomaly_assets.core.delta_sql import literal
 from anomaly_assets.core.pruning import days_between, days_predicate
 from anomaly_assets.enrichment.redaction import mask_text
+from anomaly_assets.gold.risk import RiskWindow
 from anomaly_assets.io_managers.delta import delta_table_metadata
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
@@ -68,7 +68,7 @@ class AlertConfig(Config):
         "incidents seen in this many hours before the newest, not the whole history.",
     )
     risk_window_days: float = Field(
-        default=30.0,
+        default=RiskWindow.window_days,
         gt=0,
         description="A risk level alerted for a user is not alerted again within this "
         "many days (the risk window).",
@@ -143,10 +143,6 @@ def changed_incidents(pending, first_run_hours: float):
     return present, gone
 
 
-def _in(column: str, values) -> str:
-    return f"{column} IN ({', '.join(literal(v) for v in values) or 'NULL'})"
-
-
 def raise_alerts(
     context, config: AlertConfig, lakehouse, stream: Stream, spec, now=None
 ) -> dict:
@@ -199,11 +195,17 @@ def _new_alerts(context, config, lakehouse, stream, spec, pending, now):
     risks = (
         []
         if risk_table is None or not users
-        else delta_sql.collect_utc(risk_table.filter(_in("user_id", users)), ["as_of"])
+        else delta_sql.collect_utc(
+            risk_table.filter(delta_sql.in_list("user_id", users)), ["as_of"]
+        )
     )
     subjects = [r["incident_id"] for r in present + gone] + users
     box = lakehouse.read(CONSUMER)
-    prior = [] if box is None else outbox.rows_where(box, _in("subject", subjects))
+    prior = (
+        []
+        if box is None
+        else outbox.rows_where(box, delta_sql.in_list("subject", subjects))
+    )
     history = outbox.History.of(prior)
     spec = spec.model_copy(
         update={"snoozes": [*spec.snoozes, *recorded_snoozes(lakehouse, now)]}
@@ -372,7 +374,10 @@ def deliver(context, spark, box, path: str, spec: AlertsSpec, now: datetime) -> 
     parents = {
         r["key"]: r
         for r in outbox.rows_where(
-            box, _in("key", sorted({d["update_of"] for d in due if d["update_of"]}))
+            box,
+            delta_sql.in_list(
+                "key", sorted({d["update_of"] for d in due if d["update_of"]})
+            ),
         )
     }
     # every attempt counts, a killed run's too, so a row that keeps killing its run

@@ -132,32 +132,27 @@ def send_slack(spec: SlackChannel, key: str, content: dict, thread: str | None):
         timeout=int(spec.timeout_s),
     )
     metadata = {"event_type": SLACK_EVENT, "event_payload": {"key": key}}
+
+    def post(text: str, blocks=None):
+        return client.chat_postMessage(
+            channel=spec.channel,
+            text=text,
+            blocks=blocks,
+            thread_ts=thread,
+            metadata=metadata,
+            mrkdwn=False,
+            link_names=False,
+        )
+
     try:
         try:
-            response = client.chat_postMessage(
-                channel=spec.channel,
-                text=text,
-                blocks=blocks,
-                thread_ts=thread,
-                metadata=metadata,
-                mrkdwn=False,
-                link_names=False,
-            )
+            response = post(text, blocks)
         except SlackApiError as exc:
             if (exc.response.data or {}).get("error") != "invalid_blocks":
                 raise
-            response = client.chat_postMessage(
-                channel=spec.channel,
-                text=slack_text(_plain(content)),
-                thread_ts=thread,
-                metadata=metadata,
-                mrkdwn=False,
-                link_names=False,
-            )
+            response = post(slack_text(_plain(content)))  # the same words, no blocks
     except SlackApiError as exc:
         return _slack_error(exc)
-    except httpx.HTTPError as exc:  # pragma: no cover - slack_sdk uses urllib
-        return Delivery(False, True, str(exc)[:200])
     except OSError as exc:
         return Delivery(False, True, f"{type(exc).__name__}: {exc}"[:200])
     return Delivery(True, ref=response["ts"])

@@ -31,6 +31,11 @@ def literal(value: Any) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def in_list(column: str, values) -> str:
+    """SQL ``column IN (...)`` over ``values`` as literals (FALSE-like for none)."""
+    return f"{column} IN ({', '.join(literal(v) for v in values) or 'NULL'})"
+
+
 def ref(path: str) -> str:
     """The SQL name of the path-based table at ``path``."""
     return "delta.`" + path.replace("`", "``") + "`"

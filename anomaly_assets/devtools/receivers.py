@@ -13,6 +13,7 @@ delivery the sender never hears of). ``stop`` and ``start`` take it down and up 
 import hashlib
 import hmac
 import json
+import secrets
 import ssl
 import threading
 import time
@@ -77,10 +78,11 @@ class Receivers:
         #: PagerDuty's client speaks only HTTPS: the receivers also listen with TLS, on a
         #: self-signed certificate (trusted through ANOMALY_ALERTS_CA_FILE).
         self.cert, self.key = self_signed_cert(folder, "local-receivers")
-        self.slack_token = "xoxb-local-test-token"
-        self.slack_hook = "T000/B000/local"
-        self.pd_routing_key = "R" * 32
-        self.webhook_secret = "local-webhook-secret"
+        # credentials made up per instance: the receivers accept only these
+        self.slack_token = "xoxb-" + secrets.token_hex(12)
+        self.slack_hook = f"T000/B000/{secrets.token_hex(8)}"
+        self.pd_routing_key = secrets.token_hex(16)  # 32 characters, as PagerDuty's
+        self.webhook_secret = secrets.token_hex(16)
         self.lock = threading.Lock()
         self.faults: dict[str, list[Fault]] = defaultdict(list)
         self.slack_messages: list[dict] = []

@@ -124,8 +124,7 @@ def write_risk(spark, path: str, rows: list[dict], users: list[str], exists: boo
     )
     writer = frame.write.format("delta").mode("overwrite")
     if exists:
-        listed = ", ".join(delta_sql.literal(u) for u in users)
-        writer = writer.option("replaceWhere", f"user_id IN ({listed})")
+        writer = writer.option("replaceWhere", delta_sql.in_list("user_id", users))
     writer.save(path)
 
 
