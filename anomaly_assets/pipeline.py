@@ -6,6 +6,7 @@ from dagster import Definitions
 
 from anomaly_assets.alerts.assets import build_alert_outbox
 from anomaly_assets.alerts.checks import build_alert_checks
+from anomaly_assets.alerts.operations import build_operations, with_freshness
 from anomaly_assets.enrichment.assets import build_enrichment
 from anomaly_assets.enrichment.checks import build_enrichment_checks
 from anomaly_assets.evaluation.assets import build_ai_enrichment_eval_metrics
@@ -53,12 +54,13 @@ def stream_parts(stream: Stream) -> dict:
     project's Definitions)."""
     jobs = build_jobs(stream)
     optimize_job, optimize_schedule = build_maintenance(stream)
+    operations = build_operations(stream, {j.name for j in [*jobs, optimize_job]})
     return {
-        "assets": [build(stream) for build in ASSET_FACTORIES],
+        "assets": with_freshness(stream, [build(stream) for build in ASSET_FACTORIES]),
         "asset_checks": [check for build in CHECK_FACTORIES for check in build(stream)],
-        "jobs": [*jobs, optimize_job],
+        "jobs": [*jobs, optimize_job, *operations["jobs"]],
         "schedules": [optimize_schedule],
-        "sensors": [build_kafka_offsets_sensor(stream, jobs)],
+        "sensors": [build_kafka_offsets_sensor(stream, jobs), *operations["sensors"]],
     }
 
 

@@ -18,7 +18,7 @@ from email.message import EmailMessage
 
 import httpx
 
-from anomaly_assets.alerts.content import lines, title
+from anomaly_assets.alerts.content import RESOLVING, lines, title
 from anomaly_assets.alerts.settings import (
     EmailChannel,
     PagerDutyChannel,
@@ -257,7 +257,11 @@ def send_pagerduty(spec: PagerDutyChannel, content: dict, resolve: bool):
     client.retry = {429: 1}
     client.max_network_attempts = 1
     client.sleep_timer = 1.0
-    dedup_key = content["incident_id"] or f"risk-{content['user_id']}"
+    dedup_key = (
+        content.get("dedup_key")
+        or content["incident_id"]
+        or f"risk-{content['user_id']}"
+    )
     try:
         if resolve:
             ref = client.resolve(dedup_key)
@@ -349,7 +353,7 @@ def send(spec, key: str, content: dict, parent_ref: str | None, parent_key: str 
         if isinstance(spec, WebhookChannel):
             return send_webhook(spec, key, content, parent_key)
         if isinstance(spec, PagerDutyChannel):
-            return send_pagerduty(spec, content, content["kind"] == "resolve")
+            return send_pagerduty(spec, content, content["kind"] in RESOLVING)
         return send_email(spec, key, content, parent_key)
     except MissingSecret as exc:  # an operator can still set it: retried, then failed
         return Delivery(False, True, str(exc))

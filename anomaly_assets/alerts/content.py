@@ -97,12 +97,43 @@ def record(
     return out
 
 
+#: Operations alerts: a failed run or stale table (PagerDuty trigger), and its end (resolve).
+OPERATIONS, OPERATIONS_RESOLVED = "operations", "operations_resolved"
+#: Kinds that end what an earlier alert opened (PagerDuty resolve).
+RESOLVING = ("resolve", OPERATIONS_RESOLVED)
+
+
+def operations_record(
+    kind: str,
+    headline: str,
+    status: str,
+    summary: str,
+    details: list[tuple[str, str]],
+    links: dict,
+    dedup_key: str,
+) -> dict:
+    """An operations alert's content; ``dedup_key`` names what it is about (a run, a
+    table's staleness), so a resolve ends the same PagerDuty incident."""
+    return {
+        "kind": kind,
+        "update": False,
+        "title": clean(headline, 200),
+        "status": status,
+        "summary": clean(summary, 2000),
+        "details": [[label, clean(text, 2000)] for label, text in details],
+        "links": {k: v for k, v in links.items() if v},
+        "dedup_key": dedup_key,
+    }
+
+
 def title(content: dict) -> str:
     """One line (a subject or header: no line breaks), what, who, how bad."""
     return " ".join(_title(content).split())
 
 
 def _title(content: dict) -> str:
+    if "title" in content:
+        return content["title"]
     if content["kind"] == "resolve":
         return f"Resolved: incident {content['incident_id']} of {content['user_id']}"
     if content["kind"] == "risk":
@@ -115,6 +146,8 @@ def _title(content: dict) -> str:
 def lines(content: dict) -> list[tuple[str, str]]:
     """(label, text) pairs every channel shows, in order."""
     out = [("Summary", content["summary"])]
+    if "details" in content:
+        return out + [tuple(d) for d in content["details"]]
     if content.get("risk"):
         r = content["risk"]
         drivers = ", ".join(f"{t} {v}" for t, v in r["contributions"].items())

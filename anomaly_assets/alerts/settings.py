@@ -162,6 +162,39 @@ class Suppression(_Strict):
         return self
 
 
+class Operations(_Strict):
+    """Where a failed run, a failed blocking check or a stalled stream is told, and how
+    fresh the stream's gold tables are expected to be (a Dagster ``FreshnessPolicy``)."""
+
+    channels: list[str] = Field(
+        default_factory=list,
+        description="Channels told of failed runs and stale gold tables; none: the "
+        "freshness policy still shows in the UI, nobody is told.",
+    )
+    stale_after_minutes: int | None = Field(
+        default=60,
+        ge=1,
+        description="The gold tables fail their freshness policy when not refreshed "
+        "for this long; null: no policy (a stream quiet for hours by nature).",
+    )
+    warn_after_minutes: int | None = Field(
+        default=None, ge=1, description="Shown as WARN in the UI after this long."
+    )
+    retry_delay_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="First retry of a failed send; each next one waits twice as long "
+        "(max_attempts in all).",
+    )
+
+    @model_validator(mode="after")
+    def _windows(self) -> "Operations":
+        warn, fail = self.warn_after_minutes, self.stale_after_minutes
+        if warn is not None and (fail is None or warn >= fail):
+            raise ValueError("warn_after_minutes must be below stale_after_minutes")
+        return self
+
+
 class AlertsSpec(_Strict):
     """Where the stream's alerts go and what keeps them quiet (docs/alerts.md); no
     channels: no alerts."""
@@ -187,6 +220,10 @@ class AlertsSpec(_Strict):
         default_factory=list,
         description="Known false positives: service accounts, a user's VPN egress.",
     )
+    operations: Operations = Field(
+        default_factory=Operations,
+        description="Failed runs, failed blocking checks and stale gold tables.",
+    )
     dagster_url: str = Field(
         default="http://127.0.0.1:3000", description="Links to the asset pages."
     )
@@ -196,7 +233,7 @@ class AlertsSpec(_Strict):
 
     @model_validator(mode="after")
     def _routes_name_channels(self) -> "AlertsSpec":
-        for route in self.routes:
+        for route in [*self.routes, self.operations]:
             unknown = [c for c in route.channels if c not in self.channels]
             if unknown:
                 raise ValueError(

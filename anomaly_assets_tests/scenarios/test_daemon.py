@@ -4,7 +4,7 @@ them: a cold start that trains the model; the run process killed right after the
 bronze write while the next batch is queued, and the broker stopped as that next run
 starts and started again 20 s later; `dagster dev` stopped while events arrive and
 started again.
-Each converges, every produced offset lands exactly once in every layer, and the offset
+Each converges, each failed run reaches the operations channel (a signed webhook) once, every produced offset lands exactly once in every layer, and the offset
 ledger accounts for all of them."""
 
 import os
@@ -28,6 +28,7 @@ from anomaly_assets.devtools.dagster_dev import (
     wait_for_sensor_offsets,
 )
 from anomaly_assets.devtools.generator import EventGenerator, produce
+from anomaly_assets.devtools.receivers import Receivers
 from anomaly_assets.ingestion.offsets import fetch_topic_state
 from anomaly_assets_tests.helpers import assert_ledger_complete
 
@@ -173,11 +174,30 @@ def stop_broker_as_the_next_run_starts(dev: DagsterDev, broker, killed: str) -> 
     return waiting[-1]["runId"]
 
 
+def operations_alerts(receivers: Receivers, run_ids: set[str]) -> list[dict]:
+    """The operations alerts received for ``run_ids``, once they all arrived (the failure
+    sensor ticks every 15 s, then the alert job's run starts)."""
+    deadline = time.monotonic() + 120
+    while True:
+        bodies = [r["body"] for r in receivers.webhook_requests]
+        about = {dict(map(tuple, b["details"]))["Run"] for b in bodies}
+        if about >= run_ids:
+            return bodies
+        assert time.monotonic() < deadline, f"alerts for {about} of {run_ids}"
+        time.sleep(1)
+
+
 def test_sensor_alone_converges_through_kill_outage_and_restart(
     kafka_broker, spark_connect_server, tmp_path
 ):
     bootstrap = kafka_broker.bootstrap_servers
     lake = tmp_path / "lake"
+    receivers = Receivers(tmp_path / "receivers").start()
+    alerts_file = tmp_path / "alerts.yaml"
+    alerts_file.write_text(
+        f"channels:\n  ops: {{type: webhook, url: '{receivers.base}/hook', "
+        "secret_env: OPS_HOOK_SECRET}\noperations: {channels: [ops]}\n"
+    )
     # As `make dev` runs it: every run attaches to the warm Spark Connect server.
     env = sandbox_env(
         tmp_path,
@@ -186,7 +206,9 @@ def test_sensor_alone_converges_through_kill_outage_and_restart(
         max_batch_events="1000",
         retry_base_delay_s="5",
         spark_remote=spark_connect_server.url,
+        alerts_file=str(alerts_file),
     )
+    env["OPS_HOOK_SECRET"] = receivers.webhook_secret
     # No labels: with them, the quality gate may refuse a model trained on 1,000 events
     # and the sensor would retrain on a later batch (by design, but not this test's point).
     generator = EventGenerator(
@@ -231,6 +253,9 @@ def test_sensor_alone_converges_through_kill_outage_and_restart(
         assert ("ExecutionStepUpForRetryEvent", "bronze") in faults or any(
             r["runId"] == outage_run and r["status"] == "FAILURE" for r in every
         ), "the outage was felt: a step retry or a failed, retried run"
+        alerts = operations_alerts(receivers, {r["runId"] for r in failed})
+        assert len(alerts) == len(failed), "one operations alert per failed run"
+        assert all(a["title"].startswith("Run failed: ingest") for a in alerts)
 
         # 4. stop everything, produce while it is down, start again on the same instance
         pgid = dev.proc.pid
@@ -242,6 +267,7 @@ def test_sensor_alone_converges_through_kill_outage_and_restart(
         assert sum(int(r["tags"]["anomaly_assets/offsets"]) for r in latest) == produced
     finally:
         dev.stop()
+        receivers.stop()
 
     ends = end_offsets(bootstrap)
     assert sum(ends.values()) == produced
