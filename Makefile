@@ -52,7 +52,9 @@ spark-status:
 demo: jars $(DAGSTER_HOME)/dagster.yaml  ## broker, generated events, every asset materialised
 	$(BIN)/python -m anomaly_assets.devtools.demo --events $(EVENTS) --port $(KAFKA_PORT)
 
-dev: broker-start spark-start $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI + daemon on http://127.0.0.1:3000, runs on the warm Spark
+dev: broker-start spark-start $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI + daemon on http://127.0.0.1:3000, runs on the warm Spark; triage page on :8765
+	$(BIN)/anomaly-triage init-local
+	trap 'kill 0' EXIT; $(BIN)/anomaly-triage serve --port 8765 & \
 	ANOMALY_SPARK_REMOTE=$${ANOMALY_SPARK_REMOTE:-sc://127.0.0.1:$(SPARK_CONNECT_PORT)} \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 

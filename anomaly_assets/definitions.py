@@ -5,7 +5,13 @@ default one) and the resources they share. Importing it starts no JVM, broker or
 import os
 from pathlib import Path
 
-from dagster import Definitions, EnvVar, in_process_executor, load_from_defs_folder
+from dagster import (
+    AssetsDefinition,
+    Definitions,
+    EnvVar,
+    in_process_executor,
+    load_from_defs_folder,
+)
 
 from anomaly_assets.enrichment.resource import llm_from_env
 from anomaly_assets.ingestion.kafka import KafkaResource
@@ -41,8 +47,9 @@ def build_resources(spark: SparkResource | None = None, **overrides) -> dict:
 
 #: The default stream: today's asset names, the kafka resource's topic.
 DEFAULT_PIPELINE = stream_parts(DEFAULT_STREAM)
-#: Every asset of the default pipeline, upstream first.
-ASSETS = DEFAULT_PIPELINE["assets"]
+#: Every asset a step of the default pipeline writes, upstream first (not analyst_feedback:
+#: the triage page writes it).
+ASSETS = [a for a in DEFAULT_PIPELINE["assets"] if isinstance(a, AssetsDefinition)]
 #: Every asset check, in the same order.
 CHECKS = DEFAULT_PIPELINE["asset_checks"]
 

@@ -11,6 +11,7 @@ from anomaly_assets.enrichment.assets import build_enrichment
 from anomaly_assets.enrichment.checks import build_enrichment_checks
 from anomaly_assets.evaluation.assets import build_ai_enrichment_eval_metrics
 from anomaly_assets.evaluation.checks import build_evaluation_checks
+from anomaly_assets.feedback.assets import build_analyst_feedback
 from anomaly_assets.gold.assets import build_gold
 from anomaly_assets.gold.checks import build_gold_checks
 from anomaly_assets.gold.incident_checks import build_incident_checks
@@ -36,6 +37,7 @@ ASSET_FACTORIES = (
     build_gold_user_risk,
     build_enrichment,
     build_ai_enrichment_eval_metrics,
+    build_analyst_feedback,
     build_alert_outbox,
 )
 CHECK_FACTORIES = (

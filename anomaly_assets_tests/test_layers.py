@@ -25,7 +25,9 @@ LAYERS = (
     "gold",
     "enrichment",
     "evaluation",
+    "feedback",
     "alerts",
+    "triage",
 )
 #: What wires the layers together, and the tools around them: may import anything.
 TOP = ("pipeline", "definitions", "components", "defs", "devtools")

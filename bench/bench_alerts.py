@@ -22,6 +22,7 @@ webhook. Target: alert <= freshness + 5 s.
 """
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -133,13 +134,28 @@ def quality(mix_name: str, tmp: Path, args, monkey_env: dict) -> dict:
         labelled = pd.read_csv(labels, dtype=str)
         labelled = labelled[labelled["kind"] == "anomaly"]
         gold = DeltaTable(str(tmp / "lake" / "gold_anomaly_predictions")).to_pandas(
-            columns=["event_id"]
+            columns=[
+                "event_id",
+                "user_id",
+                "event_time",
+                "anomaly_score",
+                "severity_percentile",
+                "status",
+                "top_features",
+            ]
         )
-        held = set(gold["event_id"]) & set(
-            pd.read_csv(labels, dtype=str, usecols=["event_id"])["event_id"].dropna()
-        )
+        if args.keep:  # the rows and alerts, to study without running again
+            keep = Path(args.keep) / mix_name
+            keep.mkdir(parents=True, exist_ok=True)
+            incidents.to_parquet(keep / "incidents.parquet")
+            labelled.to_csv(keep / "labels.csv", index=False)
+            gold.to_parquet(keep / "gold.parquet")
+            for name, r in hooks.items():
+                (keep / f"alerts-{name}.json").write_text(
+                    json.dumps(r.webhook_requests)
+                )
         figures = {
-            name: route_figures(r.webhook_requests, incidents, labelled, held)
+            name: route_figures(r.webhook_requests, incidents, labelled, len(gold))
             for name, r in hooks.items()
         }
         figures["seconds"] = seconds
@@ -149,7 +165,7 @@ def quality(mix_name: str, tmp: Path, args, monkey_env: dict) -> dict:
             r.stop()
 
 
-def route_figures(requests, incidents, labelled, held: set) -> dict:
+def route_figures(requests, incidents, labelled, scored: int) -> dict:
     """One route's figures from what its webhook received (see the module doc)."""
     bodies = [r["body"] for r in requests]
     attack_events = set(labelled["event_id"])
@@ -169,7 +185,7 @@ def route_figures(requests, incidents, labelled, held: set) -> dict:
             lambda ids: bool(set(ids) & alerted_events)
         )
         recall[label] = (hit.mean(), len(hit))
-    normal = len(held - attack_events)
+    normal = scored - len(attack_events)  # gold holds the held-out stream only
     return {
         "incident_alerts": sum(first.values()),
         "max_first_per_incident": max(first.values(), default=0),
@@ -241,16 +257,24 @@ def latency(tmp: Path, args) -> list[tuple[float, float]]:
                 r for r in wait_for_sensor_offsets(dev, total) if r["runId"] not in seen
             ]
             seen |= {r["runId"] for r in new}
+            times = [dev.gql(RUN_TIMES, {"id": r["runId"]}) for r in new]
             landed = min(
                 int(e["timestamp"]) / 1000
-                for r in new
-                for e in dev.gql(RUN_TIMES, {"id": r["runId"]})["logsForRun"]["events"]
+                for t in times
+                for e in t["logsForRun"]["events"]
                 if e and e.get("assetKey", {}).get("path") == ["gold_events_enriched"]
             )
             out.append((landed - t0, alert_at - t0))
+            steps = sorted(
+                (s["startTime"] - t0, s["endTime"] - s["startTime"], s["stepKey"])
+                for s in times[0]["runOrError"]["stepStats"]
+                if s["startTime"] and s["endTime"]
+            )
             print(
                 f"latency round {i + 1}: {args.round_events:,} events -> "
                 f"gold_events_enriched {out[-1][0]:.1f} s, first alert {out[-1][1]:.1f} s"
+                "; steps (start, seconds): "
+                + ", ".join(f"{k} {a:.0f}+{d:.1f}" for a, d, k in steps)
             )
     finally:
         dev.stop()
@@ -267,6 +291,7 @@ def main() -> None:
     parser.add_argument("--eval-events", type=int, default=20_000)
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--keep", help="folder to keep the rows and alerts in")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--round-events", type=int, default=2_000)
     parser.add_argument("--interval", type=int, default=5)

@@ -25,19 +25,27 @@ from pydantic import Field
 from anomaly_assets.alerts import outbox
 from anomaly_assets.alerts.channels import Delivery, find_sent_slack, send
 from anomaly_assets.alerts.content import asset_url, record, trace_url
-from anomaly_assets.alerts.settings import AlertsSpec, SlackChannel, Snooze
+from anomaly_assets.alerts.settings import (
+    AlertsSpec,
+    SlackChannel,
+    Snooze,
+    Suppression,
+)
 from anomaly_assets.alerts.triggers import (
     incident_candidates,
     resolve_candidates,
     risk_candidates,
     route,
 )
-from anomaly_assets.core import cursors, delta_sql
+from anomaly_assets.core import cursors, delta_sql, priority
 from anomaly_assets.core.pruning import days_between, days_predicate
 from anomaly_assets.enrichment.redaction import mask_text
+from anomaly_assets.feedback import store as feedback
+from anomaly_assets.feedback import suppression
 from anomaly_assets.gold.risk import RiskWindow
 from anomaly_assets.io_managers.delta import delta_table_metadata
 from anomaly_assets.resources.lakehouse import LakehouseResource
+from anomaly_assets.silver.catalogue import THREAT_FEATURES
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 CONSUMER = "alert_outbox"
@@ -100,6 +108,7 @@ def build_alert_outbox(stream: Stream = DEFAULT_STREAM):
             stream.key("gold_user_incidents"),
             stream.key("gold_user_risk"),
             stream.key("gold_events_enriched"),
+            stream.key(feedback.TABLE),
         ],
         description="Every alert the incidents and user risk called for, per channel: "
         "its idempotency key, content, and what became of it (delivered, retried, "
@@ -109,8 +118,7 @@ def build_alert_outbox(stream: Stream = DEFAULT_STREAM):
         kinds={"spark", "delta"},
         tags={"layer": "alerts"},
         owners=["team:ml-platform"],
-        # after gold_user_incidents, which waits until the enrichment has started
-        op_tags={"dagster/priority": "-1"},
+        op_tags=priority.AFTER_ROWS,
         pool=stream.pool("alert_outbox"),
     )
     def alert_outbox(
@@ -208,7 +216,10 @@ def _new_alerts(context, config, lakehouse, stream, spec, pending, now):
     )
     history = outbox.History.of(prior)
     spec = spec.model_copy(
-        update={"snoozes": [*spec.snoozes, *recorded_snoozes(lakehouse, now)]}
+        update={
+            "snoozes": [*spec.snoozes, *recorded_snoozes(lakehouse, now)],
+            "suppressions": [*spec.suppressions, *dismissals(lakehouse, users, now)],
+        }
     )
     if any(s.networks for s in spec.suppressions):
         _add_networks(lakehouse, present)
@@ -293,6 +304,29 @@ def recorded_snoozes(lakehouse, now: datetime) -> list[Snooze]:
             reason=r["reason"] or "",
         )
         for r in rows
+    ]
+
+
+def dismissals(lakehouse, users: list[str], now: datetime) -> list[Suppression]:
+    """Analysts' dismissals of these users' incidents still in force (analyst_feedback),
+    as suppressions that end with their window."""
+    table = lakehouse.read(feedback.TABLE)
+    if table is None or not users:
+        return []
+    rows = delta_sql.collect_utc(
+        table.filter(delta_sql.in_list("user_id", users)).filter(
+            "action IN ('dismiss', 'reopen')"
+        ),
+        ["recorded_at", "until"],
+    )
+    return [
+        Suppression(
+            reason=suppression.reason(r),
+            users=[suppression.user_pattern(r["user_id"])],
+            threat_types=[t for t in r["threat_types"] or () if t in THREAT_FEATURES],
+            until=r["until"],
+        )
+        for r in suppression.active_dismissals(rows, now)
     ]
 
 

@@ -16,6 +16,7 @@ import time
 from datetime import timedelta
 
 from dagster import (
+    AssetsDefinition,
     Backoff,
     Config,
     DefaultSensorStatus,
@@ -83,7 +84,7 @@ def with_freshness(stream: Stream, assets: list) -> list:
         a.map_asset_specs(
             lambda s: apply_freshness_policy(s, policy) if s.key in keys else s
         )
-        if keys & set(a.keys)
+        if isinstance(a, AssetsDefinition) and keys & set(a.keys)
         else a
         for a in assets
     ]

@@ -169,8 +169,10 @@ def _in_networks(ips: tuple[str, ...], networks: list[str]) -> bool:
         return False
 
 
-def _suppressed_by(spec: AlertsSpec, c: Candidate) -> str | None:
+def _suppressed_by(spec: AlertsSpec, c: Candidate, now: datetime) -> str | None:
     for rule in spec.suppressions:
+        if rule.until is not None and rule.until <= now:
+            continue
         if rule.users and not matches(rule.users, c.user_id):
             continue
         if rule.threat_types and not set(rule.threat_types) & set(c.threat_types):
@@ -238,7 +240,7 @@ def route(
                 continue  # nothing was triggered on this channel
             status, reason = "pending", ""
             if c.kind != "resolve":
-                if (why := _suppressed_by(spec, c)) is not None:
+                if (why := _suppressed_by(spec, c, now)) is not None:
                     status, reason = "suppressed", why
                 elif (why := _snoozed_by(spec, c, now)) is not None:
                     status, reason = "snoozed", why

@@ -14,11 +14,6 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetK
 
 from anomaly_assets.core.cursors import read_changes
 
-#: Tags of a non-blocking check op: it runs after the run's asset steps that are ready, so a
-#: warning about one table does not delay the next table's rows (blocking checks keep their
-#: place: downstream waits for them by design).
-AFTER_ASSETS = {"dagster/priority": "-1"}
-
 
 def result(
     spec: AssetCheckSpec,

@@ -19,7 +19,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Outpu
 from pydantic import Field
 
 from anomaly_assets import settings
-from anomaly_assets.core import spark_actions
+from anomaly_assets.core import priority, spark_actions
 from anomaly_assets.enrichment import telemetry
 from anomaly_assets.enrichment.prompt_registry import (
     CANDIDATE,
@@ -399,6 +399,7 @@ def build_ai_enrichment_eval_metrics(stream: Stream = DEFAULT_STREAM):
         },
         tags={"layer": "ai"},
         owners=["team:ml-platform"],
+        op_tags=priority.EVALUATION,
         pool=stream.pool("ai_enrichment_eval_metrics"),
     )
     def ai_enrichment_eval_metrics(

@@ -4,11 +4,11 @@ in their spans, each once (see core/checks.py for what "written" reads)."""
 from dagster import AssetCheckSeverity, AssetCheckSpec, multi_asset_check
 
 from anomaly_assets.core.checks import (
-    AFTER_ASSETS,
     nothing_written,
     result,
     written_rows,
 )
+from anomaly_assets.core.priority import AFTER_ASSETS
 from anomaly_assets.gold.incidents import anomalies_in, collect_spans
 from anomaly_assets.resources.lakehouse import LakehouseResource
 from anomaly_assets.stream import DEFAULT_STREAM, Stream

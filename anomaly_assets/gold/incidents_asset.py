@@ -7,7 +7,7 @@ those changes can affect (gold/incidents.py); the table always equals one pass o
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 from pydantic import Field
 
-from anomaly_assets.core import cursors, delta_sql
+from anomaly_assets.core import cursors, delta_sql, priority
 from anomaly_assets.core.lineage import column_lineage
 from anomaly_assets.gold.attack import attack_version, techniques
 from anomaly_assets.gold.incidents import rebuild, write
@@ -54,8 +54,7 @@ def build_gold_user_incidents(stream: Stream = DEFAULT_STREAM):
         kinds={"spark", "delta"},
         tags={"layer": "gold"},
         owners=["team:ml-platform"],
-        # Not on the way to gold_events_enriched: it waits until the enrichment has started.
-        op_tags={"dagster/priority": "-1"},
+        op_tags=priority.AFTER_ROWS,
         pool=stream.pool("gold_user_incidents"),
     )
     def gold_user_incidents(

@@ -18,7 +18,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from anomaly_assets.core import delta_sql
+from anomaly_assets.core import delta_sql, priority
 from anomaly_assets.core.lineage import column_lineage
 from anomaly_assets.gold.risk import (
     INCIDENT_INPUTS,
@@ -81,7 +81,7 @@ def build_gold_user_risk(stream: Stream = DEFAULT_STREAM):
         kinds={"spark", "delta"},
         tags={"layer": "gold"},
         owners=["team:ml-platform"],
-        op_tags={"dagster/priority": "-1"},
+        op_tags=priority.AFTER_ROWS,
         pool=stream.pool("gold_user_risk"),
         check_specs=[
             AssetCheckSpec(

@@ -15,11 +15,11 @@ from dagster import (
 from pydantic import Field
 
 from anomaly_assets.core.checks import (
-    AFTER_ASSETS,
     by_name,
     nothing_written,
     result,
 )
+from anomaly_assets.core.priority import AFTER_ASSETS
 from anomaly_assets.ingestion.kafka import KafkaResource
 from anomaly_assets.ingestion.ledger import scan_ledger, verify_batch
 from anomaly_assets.ingestion.offsets import (

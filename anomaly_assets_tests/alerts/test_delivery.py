@@ -14,6 +14,7 @@ from anomaly_assets.alerts.cli import main as alerts_cli
 from anomaly_assets.alerts.settings import AlertsSpec
 from anomaly_assets.core import delta_sql
 from anomaly_assets.devtools.receivers import Fault, Receivers, SmtpReceiver
+from anomaly_assets.feedback import store as feedback
 from anomaly_assets.gold.incidents import INCIDENT_SCHEMA
 from anomaly_assets.gold.risk import RISK_COLUMNS, RISK_SCHEMA, RiskWindow, risk_rows
 from anomaly_assets.stream import Stream
@@ -340,6 +341,56 @@ def test_a_snooze_recorded_by_the_cli_quiets_the_next_run(
     got = {r["user_id"]: (r["status"], r["reason"]) for r in lake.outbox()}
     assert got["zed"][0] == "snoozed" and "snoozed until" in got["zed"][1]
     assert got["amy"] == ("delivered", "")
+
+
+def test_an_analysts_dismissal_suppresses_its_pattern_until_reopened(
+    env, receivers, smtp, lakehouse
+):
+    """analyst_feedback as the triage page writes it: a dismissal of one of [kit*]'s
+    incidents suppresses that user's next incident of the same threat for its window (the
+    outbox says why); another threat, another user whose id the name would match as a
+    pattern, and the time after the window alert (reopening: feedback/test_feedback.py)."""
+    lake, alerts = Lake(lakehouse), spec(receivers, smtp, "webhook")
+    path = lakehouse.path(feedback.TABLE)
+    dismissed = incident("[kit*]", 1, 0, threats=("credential_stuffing",))
+    feedback.append(
+        path,
+        [
+            feedback.Feedback(
+                analyst="ana",
+                role="analyst",
+                action="dismiss",
+                incident_id=dismissed["incident_id"],
+                user_id="[kit*]",
+                threat_types=["credential_stuffing"],
+                reason="pen test",
+                until=T0 + timedelta(days=7),
+            )
+        ],
+        now=T0 - timedelta(hours=1),
+    )
+    lake.put(
+        incident("[kit*]", 2, 60, threats=("credential_stuffing",)),
+        incident("[kit*]", 3, 600, threats=("bot_activity",)),
+        incident("kit", 1, 0, threats=("credential_stuffing",)),
+    )
+    lake.run(alerts, T0)
+    got = {
+        (r["user_id"], r["state"]): (r["status"], r["reason"]) for r in lake.outbox()
+    }
+    status, reason = got[("[kit*]", "CRITICAL:credential_stuffing")]
+    assert status == "suppressed"
+    assert reason.startswith("dismissed as a false positive by ana until") and (
+        "pen test" in reason
+    )
+    assert got[("[kit*]", "CRITICAL:bot_activity")][0] == "delivered"
+    assert got[("kit", "CRITICAL:credential_stuffing")][0] == "delivered"
+
+    # after the window, the pattern alerts again
+    lake.put(incident("[kit*]", 4, 7 * 24 * 60 + 120, threats=("credential_stuffing",)))
+    lake.run(alerts, T0 + timedelta(days=7, hours=3))
+    after = {r["subject"]: r["status"] for r in lake.outbox()}
+    assert after["[kit*]-4"] == "delivered"
 
 
 def test_hostile_event_text_arrives_inert(env, receivers, smtp, lakehouse):
