@@ -378,3 +378,50 @@ def test_two_analysts_on_one_incident_the_second_is_told_and_keeps_their_words(l
 
 def audit_rows(root) -> list[dict]:
     return feedback.read(str(root / audit.TABLE)).to_pylist()
+
+
+def test_behind_a_trusted_proxy_the_header_names_the_user(tmp_path):
+    root = tmp_path / "lake"
+    build_lake(root)
+    users = tmp_path / "users.yaml"
+    users.write_text("users:\n  ana: {role: analyst}\n  vic: {role: viewer}\n")
+    app = create_app(
+        TriageConfig(
+            root=str(root),
+            users_file=str(users),
+            secret_key="p" * 40,
+            proxy_user_header="X-Forwarded-User",
+        )
+    )
+    client = TestClient(app, follow_redirects=False)
+    assert client.get("/").status_code == 303, "no header: not logged in"
+    assert client.get("/", headers={"X-Forwarded-User": "mallory"}).status_code == 303
+    ana = {"X-Forwarded-User": "ana"}
+    page = client.get("/incidents/inc-alice", headers=ana)
+    assert page.status_code == 200 and 'id="answer"' in page.text
+    no_token = client.post(
+        "/incidents/inc-alice/answer",
+        headers=ana,
+        data={"action": "comment", "comment": "x", "based_on": based_on(page.text)},
+    )
+    assert no_token.status_code == 403, "the CSRF token still applies"
+    ok = client.post(
+        "/incidents/inc-alice/answer",
+        headers=ana,
+        data={
+            "action": "comment",
+            "comment": "seen",
+            "csrf": csrf(page.text),
+            "based_on": based_on(page.text),
+        },
+    )
+    assert ok.status_code == 303
+    viewer = client.post(
+        "/incidents/inc-alice/answer",
+        headers={"X-Forwarded-User": "vic"},
+        data={"action": "comment", "comment": "x", "csrf": csrf(page.text)},
+    )
+    assert viewer.status_code == 403
+    assert [
+        r["comment"] for r in feedback.read(str(root / feedback.TABLE)).to_pylist()
+    ] == ["seen"]
