@@ -40,8 +40,8 @@ from anomaly_assets.alerts.triggers import (
 from anomaly_assets.core import cursors, delta_sql, priority
 from anomaly_assets.core.pruning import days_between, days_predicate
 from anomaly_assets.enrichment.redaction import mask_text
+from anomaly_assets.feedback import precision, suppression
 from anomaly_assets.feedback import store as feedback
-from anomaly_assets.feedback import suppression
 from anomaly_assets.gold.risk import RiskWindow
 from anomaly_assets.io_managers.delta import delta_table_metadata
 from anomaly_assets.resources.lakehouse import LakehouseResource
@@ -63,6 +63,7 @@ INCIDENT_FACTS = (
     "event_types",
     "top_features",
     "status",
+    "max_severity",
     "threat_types",
     "attack_techniques",
 )
@@ -240,7 +241,14 @@ def _new_alerts(context, config, lakehouse, stream, spec, pending, now):
     sent_last_hour: dict[str, int] = {}
     for row in busy:
         sent_last_hour[row["channel"]] = sent_last_hour.get(row["channel"], 0) + 1
-    routed = route(spec, stream.name, candidates, sent_last_hour, now, history.sent)
+    tuned = {
+        t.threat_type: t
+        for t in threat_precision(lakehouse, spec, now)
+        if t.threshold is not None
+    }
+    routed = route(
+        spec, stream.name, candidates, sent_last_hour, now, history.sent, tuned
+    )
     explanations = _explanations(lakehouse, present) if routed else {}
     risk_by_user = {r["user_id"]: r for r in risks}
     links = {
@@ -328,6 +336,34 @@ def dismissals(lakehouse, users: list[str], now: datetime) -> list[Suppression]:
         )
         for r in suppression.active_dismissals(rows, now)
     ]
+
+
+def threat_precision(lakehouse, spec: AlertsSpec, now: datetime) -> list:
+    """Each threat type's precision from analysts' verdicts in the tuning window, and its
+    tuned threshold (feedback/precision.py); none when tuning is off."""
+    table = lakehouse.read(feedback.TABLE)
+    if table is None or not spec.tuning.enabled:
+        return []
+    since = now - timedelta(days=spec.tuning.window_days)
+    rows = delta_sql.collect_utc(
+        table.filter("action IN ('confirm', 'dismiss', 'reopen')").filter(
+            f"recorded_at > {_ts(since)}"
+        ),
+        ["recorded_at"],
+    )
+    verdict = precision.verdicts(rows)
+    latest = {r["incident_id"]: r for r in rows if r["action"] != "reopen"}
+    incidents = [
+        {**latest[i], "threat_types": latest[i]["threat_types"] or []}
+        for i in verdict
+        if latest[i]["max_severity"] is not None
+    ]
+    t = spec.tuning
+    return precision.by_threat(
+        incidents,
+        verdict,
+        precision.Tuning(t.target_precision, t.min_answers, t.max_lost),
+    )
 
 
 def _ts(t: datetime) -> str:

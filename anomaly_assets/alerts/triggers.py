@@ -15,7 +15,8 @@ which computes the same states, adds nothing.
   triggered for it, on the channels that track incidents (PagerDuty).
 
 **Noise control**, in this order, each alert not sent recorded with its reason: suppression
-rules (known false positives), snoozes, then the channel's hourly rate limit.
+rules (known false positives, analysts' dismissals), thresholds tuned from analysts'
+answers, snoozes, then the channel's hourly rate limit.
 """
 
 import hashlib
@@ -197,6 +198,25 @@ def _snoozed_by(spec: AlertsSpec, c: Candidate, now: datetime) -> str | None:
     return None
 
 
+def _below_tuned(c: Candidate, thresholds: dict) -> str | None:
+    """An incident below the threshold analysts' answers tuned for each of its threat
+    types (an untyped incident, or one with an untuned type, is not held back)."""
+    score = c.facts.get("max_severity")
+    if c.kind != "incident" or not c.threat_types or score is None:
+        return None
+    if any(t not in thresholds for t in c.threat_types):
+        return None
+    bars = [thresholds[t] for t in c.threat_types]
+    if score >= min(b.threshold for b in bars):
+        return None
+    b = min(bars, key=lambda b: b.threshold)
+    return (
+        f"below the threshold tuned from analysts' answers: {b.threat_type} alerts "
+        f"from severity {b.threshold:.2f} (precision {b.precision_at_threshold:.2f} "
+        f"there, {b.precision:.2f} over all {b.answered} answers)"
+    )
+
+
 def severity(c: Candidate) -> int:
     """Which alerts the hourly budget serves first: resolves, then the most severe."""
     if c.kind == "resolve":
@@ -213,12 +233,14 @@ def route(
     sent_last_hour: dict[str, int],
     now: datetime,
     sent: set[str] = frozenset(),
+    thresholds: dict | None = None,
 ) -> list[Routed]:
     """Each candidate once per channel a route takes it to, with noise control applied,
     the most severe first. ``sent_last_hour``: alerts each channel was sent (or is due to
     be) in the hour before; ``sent``: keys of alerts sent or on their way, which an update
     on the same channel follows (without one on its channel, an escalation is a first
-    alert there)."""
+    alert there); ``thresholds``: threat type -> its tuned ThreatPrecision."""
+    thresholds = thresholds or {}
     budget = {
         name: spec.rate_limit_per_hour - sent_last_hour.get(name, 0)
         for name in spec.channels
@@ -240,7 +262,8 @@ def route(
                 continue  # nothing was triggered on this channel
             status, reason = "pending", ""
             if c.kind != "resolve":
-                if (why := _suppressed_by(spec, c, now)) is not None:
+                why = _suppressed_by(spec, c, now) or _below_tuned(c, thresholds)
+                if why is not None:
                     status, reason = "suppressed", why
                 elif (why := _snoozed_by(spec, c, now)) is not None:
                     status, reason = "snoozed", why

@@ -36,6 +36,7 @@ SCHEMA = pa.schema(
         ("assignee", pa.string()),
         ("until", _TS),
         ("model_version", pa.string()),
+        ("max_severity", pa.float64()),
         ("event_ids", pa.list_(pa.string())),
         ("based_on", pa.string()),
     ]
@@ -60,6 +61,7 @@ class Feedback(BaseModel):
     assignee: str | None = None
     until: datetime | None = None
     model_version: str | None = None
+    max_severity: float | None = None
     event_ids: list[str] = Field(default_factory=list)
     based_on: str | None = None
 

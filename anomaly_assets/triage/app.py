@@ -28,6 +28,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from anomaly_assets.alerts.content import asset_url, trace_url
+from anomaly_assets.alerts.settings import Tuning
+from anomaly_assets.feedback import precision
 from anomaly_assets.feedback import store as feedback
 from anomaly_assets.feedback.suppression import user_pattern
 from anomaly_assets.silver.catalogue import THREAT_FEATURES
@@ -82,6 +84,10 @@ class TriageConfig(BaseModel):
     dagster_url: str = "http://127.0.0.1:3000"
     mlflow_url: str = "http://127.0.0.1:5000"
     dismiss_days: int = Field(default=7, ge=1, le=90)
+    tuning: Tuning = Field(
+        default_factory=Tuning,
+        description="The stream's alerts.tuning (precision page).",
+    )
 
 
 class Answer(BaseModel):
@@ -337,6 +343,22 @@ def create_app(config: TriageConfig) -> Starlette:
         note(request, "bulk", ",".join(map(str, ids))[:2000], "ok", action)
         return RedirectResponse("/", status_code=303)
 
+    def precision_page(request: Request):
+        if who(request) is None:
+            return login_first(request)
+        t = config.tuning
+        since = datetime.now(UTC) - timedelta(days=t.window_days)
+        rows = [r for r in lake.answers() if r["recorded_at"] > since]
+        verdict = precision.verdicts(rows)
+        latest = {r["incident_id"]: r for r in rows if r["action"] != "reopen"}
+        answered = [latest[i] for i in verdict if latest[i]["max_severity"] is not None]
+        table = precision.by_threat(
+            answered,
+            verdict,
+            precision.Tuning(t.target_precision, t.min_answers, t.max_lost),
+        )
+        return page(request, "precision.html", rows=table, tuning=t)
+
     def health(request: Request):
         return PlainTextResponse("ok")
 
@@ -348,6 +370,7 @@ def create_app(config: TriageConfig) -> Starlette:
             Route("/incidents/{incident_id:path}/answer", answer, methods=["POST"]),
             Route("/incidents/{incident_id:path}", incident),
             Route("/bulk", bulk, methods=["POST"]),
+            Route("/precision", precision_page),
             Route("/healthz", health),
         ],
         middleware=[
@@ -404,6 +427,7 @@ def _feedback_row(me, incident: dict, a: Answer, config, users) -> feedback.Feed
         assignee=a.assignee or None,
         until=until,
         model_version=",".join(sorted(v for v in versions if v)) or None,
+        max_severity=incident["max_severity"],
         event_ids=list(incident["event_ids"]),
         based_on=a.based_on or None,
     )

@@ -42,7 +42,7 @@ def init_local() -> None:
         )
 
 
-def config_from_env(prefix: str):
+def config_from_env(prefix: str, alerts_file: str | None = None):
     from anomaly_assets.triage.app import TriageConfig
 
     users = os.environ.get("ANOMALY_TRIAGE_USERS")
@@ -56,7 +56,14 @@ def config_from_env(prefix: str):
             "set ANOMALY_TRIAGE_USERS (the users file) and ANOMALY_TRIAGE_SECRET (32+ "
             "random characters), or run `anomaly-triage init-local` (docs/triage.md)"
         )
+    alerts_file = alerts_file or os.environ.get("ANOMALY_ALERTS_FILE")
+    tuning = {}
+    if alerts_file:  # the stream's alerts section: its tuning settings
+        from anomaly_assets.alerts.assets import load_alerts_file
+
+        tuning = {"tuning": load_alerts_file(alerts_file).tuning}
     return TriageConfig(
+        **tuning,
         root=settings.LAKEHOUSE_ROOT,
         prefix=prefix,
         users_file=users,
@@ -79,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--prefix", default="", help="the stream's key prefix (a/b)")
+    serve.add_argument(
+        "--alerts-file",
+        help="the stream's defs.yaml or alerts YAML, for its tuning settings "
+        "(default: ANOMALY_ALERTS_FILE)",
+    )
     commands.add_parser("hash-password", help="a users-file hash of a password")
     commands.add_parser("init-local", help="a local users file and session secret")
     args = parser.parse_args(argv)
@@ -101,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     from anomaly_assets.triage.app import create_app
 
     uvicorn.run(
-        create_app(config_from_env(args.prefix)), host=args.host, port=args.port
+        create_app(config_from_env(args.prefix, args.alerts_file)),
+        host=args.host,
+        port=args.port,
     )
     return 0
 

@@ -135,6 +135,17 @@ class Lake:
         with self.connect("gold_user_incidents", "gold_user_risk", feedback.TABLE) as c:
             return _rows(c.execute(sql, args))
 
+    def answers(self) -> list[dict]:
+        """Every closing answer (confirm, dismiss, reopen), oldest first."""
+        with self.connect(feedback.TABLE) as c:
+            return _rows(
+                c.execute(
+                    f"""SELECT * FROM {feedback.TABLE}
+                        WHERE action IN ('confirm', 'dismiss', 'reopen')
+                        ORDER BY recorded_at, feedback_id"""
+                )
+            )
+
     def incident(self, incident_id: str) -> dict | None:
         """The incident, its user's risk, events around it, explanations and answers."""
         tables = list(COLUMNS)

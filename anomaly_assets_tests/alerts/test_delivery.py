@@ -393,6 +393,43 @@ def test_an_analysts_dismissal_suppresses_its_pattern_until_reopened(
     assert after["[kit*]-4"] == "delivered"
 
 
+def test_a_threshold_tuned_from_verdicts_holds_back_what_analysts_dismissed(
+    env, receivers, smtp, lakehouse
+):
+    """20 dismissed credential_stuffing incidents around severity 99.2 and 5 confirmed
+    at 99.8: the type alerts from 99.8 on; one at 99.5 is held back with the figures, one
+    at 99.9 and another type's at 99.5 are sent."""
+    lake, alerts = Lake(lakehouse), spec(receivers, smtp, "webhook")
+    verdicts = [
+        feedback.Feedback(
+            analyst="ana",
+            role="analyst",
+            action="dismiss" if k < 20 else "confirm",
+            incident_id=f"old-{k}",
+            user_id=f"u{k}",
+            threat_type=None if k < 20 else "credential_stuffing",
+            threat_types=["credential_stuffing"],
+            reason="noise" if k < 20 else "",
+            until=T0 + timedelta(days=1) if k < 20 else None,
+            max_severity=99.2 if k < 20 else 99.8,
+        )
+        for k in range(25)
+    ]
+    feedback.append(
+        lakehouse.path(feedback.TABLE), verdicts, now=T0 - timedelta(days=1)
+    )
+    low, high = incident("lou", 1, 0), incident("hal", 1, 0)
+    other = incident("ode", 1, 0, threats=("bot_activity",))
+    low["max_severity"], other["max_severity"] = 99.5, 99.5
+    lake.put(low, high, other)
+    lake.run(alerts, T0)
+    got = {r["user_id"]: (r["status"], r["reason"]) for r in lake.outbox()}
+    assert got["lou"][0] == "suppressed"
+    assert "credential_stuffing alerts from severity 99.80" in got["lou"][1]
+    assert "0.20 over all 25 answers" in got["lou"][1]
+    assert got["hal"][0] == got["ode"][0] == "delivered"
+
+
 def test_hostile_event_text_arrives_inert(env, receivers, smtp, lakehouse):
     lake = Lake(lakehouse)
     for n, channel in enumerate(("slack", "slack_hook", "email", "webhook")):

@@ -425,3 +425,23 @@ def test_behind_a_trusted_proxy_the_header_names_the_user(tmp_path):
     assert [
         r["comment"] for r in feedback.read(str(root / feedback.TABLE)).to_pylist()
     ] == ["seen"]
+
+
+def test_the_precision_page_counts_verdicts_per_threat(lake):
+    root, app = lake
+    client = login(app, "ana")
+    for incident, data in (
+        ("inc-alice", {"action": "dismiss", "reason": "test account"}),
+        ('inc-"><im', {"action": "confirm", "threat_type": "credential_stuffing"}),
+    ):
+        page = client.get(f"/incidents/{incident}").text
+        r = client.post(
+            f"/incidents/{incident}/answer",
+            data={**data, "csrf": csrf(page), "based_on": based_on(page)},
+        )
+        assert r.status_code == 303, r.text
+    rows = feedback.read(str(root / feedback.TABLE)).to_pylist()
+    assert {r["max_severity"] for r in rows} == {99.95}
+    page = client.get("/precision").text
+    cells = re.findall(r"<td>([^<]*)</td>", page.split('id="precision"')[1])
+    assert cells[:4] == ["credential_stuffing", "2", "1", "0.50"]

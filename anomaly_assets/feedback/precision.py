@@ -1,0 +1,91 @@
+"""What analysts' answers say about each threat type's alerts: the precision at the
+current threshold, and a tuned threshold.
+
+An incident's verdict is its latest closing answer (confirm: a true alert, dismiss: a
+false one; a reopen withdraws it). Per threat type, over the incidents answered in the
+window: precision = confirmed / answered. The tuned threshold is the lowest incident
+severity (``max_severity``, a percentile of the training scores) at which the answered
+incidents at or above it reach the target precision, but never one that would have
+dropped more than ``max_lost`` of the confirmed incidents: tuning only quiets what analysts
+dismissed, within that budget of true alerts, and needs ``min_answers`` verdicts first.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tuning:
+    target_precision: float = 0.8
+    min_answers: int = 20
+    #: Share of the confirmed incidents a tuned threshold may leave unalerted.
+    max_lost: float = 0.0
+
+
+@dataclass(frozen=True)
+class ThreatPrecision:
+    threat_type: str
+    answered: int
+    confirmed: int
+    precision: float
+    #: None: not tuned (too few verdicts, or the target already met, or out of budget)
+    threshold: float | None
+    precision_at_threshold: float | None
+    confirmed_lost: int
+
+
+def verdicts(answers: list[dict]) -> dict[str, bool]:
+    """Incident id -> confirmed (True) or dismissed (False), from its latest closing
+    answer; a reopen after it leaves the incident without a verdict."""
+    latest: dict[str, dict] = {}
+    for a in sorted(answers, key=lambda a: (a["recorded_at"], a["feedback_id"])):
+        if a["action"] in ("confirm", "dismiss", "reopen") and a["incident_id"]:
+            latest[a["incident_id"]] = a
+    return {
+        i: a["action"] == "confirm"
+        for i, a in latest.items()
+        if a["action"] != "reopen"
+    }
+
+
+def by_threat(
+    incidents: list[dict], verdict: dict[str, bool], tuning: Tuning = Tuning()
+) -> list[ThreatPrecision]:
+    """Per threat type of the answered ``incidents`` (incident_id, threat_types,
+    max_severity), its precision and tuned threshold (module doc)."""
+    per: dict[str, list[tuple[float, bool]]] = {}
+    for incident in incidents:
+        if incident["incident_id"] not in verdict:
+            continue
+        for t in incident["threat_types"] or ():
+            per.setdefault(t, []).append(
+                (float(incident["max_severity"]), verdict[incident["incident_id"]])
+            )
+    out = []
+    for threat, rows in sorted(per.items()):
+        confirmed = sum(ok for _, ok in rows)
+        precision = confirmed / len(rows)
+        threshold = at = None
+        lost = 0
+        if len(rows) >= tuning.min_answers and precision < tuning.target_precision:
+            threshold, at, lost = _tune(rows, tuning)
+        out.append(
+            ThreatPrecision(
+                threat, len(rows), confirmed, precision, threshold, at, lost
+            )
+        )
+    return out
+
+
+def _tune(rows: list[tuple[float, bool]], tuning: Tuning):
+    """(threshold, precision at it, confirmed lost) at the lowest cut that reaches the
+    target within the budget; (None, None, 0) when no cut does."""
+    confirmed = sum(ok for _, ok in rows)
+    allowed = int(tuning.max_lost * confirmed)
+    for cut in sorted({s for s, _ in rows}):
+        kept = [ok for s, ok in rows if s >= cut]
+        lost = confirmed - sum(kept)
+        if lost > allowed:
+            break  # higher cuts lose at least as many
+        if kept and sum(kept) / len(kept) >= tuning.target_precision:
+            return cut, sum(kept) / len(kept), lost
+    return None, None, 0
