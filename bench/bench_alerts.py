@@ -68,66 +68,68 @@ def alerts_section(hooks: dict[str, Receivers], rate_limit: int) -> dict:
     }
 
 
-def quality(mix_name: str, tmp: Path, args, monkey_env: dict) -> dict:
-    """Train, run the held-out stream in batches, return per-route figures."""
+def held_out_run(mix_name: str, tmp: Path, args, alerts: dict, after_batch=None):
+    """Train on a labelled stream, then run the held-out stream through the whole
+    ingest_job selection in ``args.batches`` batches, ``after_batch(k)`` after each; returns
+    (the labels CSV of the held-out stream, seconds of its batches)."""
     mix = MIXES[mix_name]
+    stream = Stream(explainer="offline", alerts=alerts)
+    assets = stream_parts(stream)["assets"]
+    with (
+        throwaway_services(tmp) as (bootstrap, mlflow),
+        DagsterInstance.ephemeral() as instance,
+    ):
+        topic = f"bench-alerts-{mix_name}"
+        spark = SparkResource(log_level="ERROR", driver_memory="6g")
+        resources = build_resources(
+            spark,
+            lakehouse=LakehouseResource(root=str(tmp / "lake"), spark=spark),
+            kafka=KafkaResource(bootstrap_servers=bootstrap, topic=topic),
+            mlflow_settings=mlflow,
+        )
+
+        def run(keys, ops: dict) -> None:
+            assert materialize(
+                assets,
+                resources=resources,
+                instance=instance,
+                selection=[AssetKey(k) for k in keys],
+                run_config={"ops": ops},
+            ).success
+
+        quiet = {"log": lambda *_: None}
+        train = mix(seed=5, population_seed=7, anomaly_rate=0.01)
+        produce(
+            bootstrap, topic, args.train_events, train, tmp / "train.csv", 3, **quiet
+        )
+        run(TRAIN, {"bronze": {"config": {"max_events": args.train_events}}})
+        run(
+            ["anomaly_model"],
+            {"anomaly_model": {"config": {"labels_path": str(tmp / "train.csv")}}},
+        )
+        held_out = mix(
+            seed=2026, population_seed=7, anomaly_rate=0.03, start=train.clock
+        )
+        labels = tmp / "eval.csv"
+        produce(bootstrap, topic, args.eval_events, held_out, labels, 3, **quiet)
+        per_batch = -(-args.eval_events // args.batches)
+        t0 = time.perf_counter()
+        for k in range(args.batches):
+            run(INGESTION_ASSETS, {"bronze": {"config": {"max_events": per_batch}}})
+            if after_batch is not None:
+                after_batch(k)
+        return labels, time.perf_counter() - t0
+
+
+def quality(mix_name: str, tmp: Path, args, monkey_env: dict) -> dict:
+    """Per-route figures of a held-out run (module doc)."""
     hooks = {name: Receivers(tmp / f"receivers-{name}").start() for name in ROUTES}
     for name, r in hooks.items():
         monkey_env[f"{SECRET_ENV}_{name.upper()}"] = r.webhook_secret
-    stream = Stream(explainer="offline", alerts=alerts_section(hooks, 100_000))
-    assets = stream_parts(stream)["assets"]
     try:
-        with (
-            throwaway_services(tmp) as (bootstrap, mlflow),
-            DagsterInstance.ephemeral() as instance,
-        ):
-            topic = f"bench-alerts-{mix_name}"
-            spark = SparkResource(log_level="ERROR", driver_memory="6g")
-            resources = build_resources(
-                spark,
-                lakehouse=LakehouseResource(root=str(tmp / "lake"), spark=spark),
-                kafka=KafkaResource(bootstrap_servers=bootstrap, topic=topic),
-                mlflow_settings=mlflow,
-            )
-
-            def run(keys, ops: dict) -> None:
-                assert materialize(
-                    assets,
-                    resources=resources,
-                    instance=instance,
-                    selection=[AssetKey(k) for k in keys],
-                    run_config={"ops": ops},
-                ).success
-
-            quiet = {"log": lambda *_: None}
-            train = mix(seed=5, population_seed=7, anomaly_rate=0.01)
-            produce(
-                bootstrap,
-                topic,
-                args.train_events,
-                train,
-                tmp / "train.csv",
-                3,
-                **quiet,
-            )
-            run(TRAIN, {"bronze": {"config": {"max_events": args.train_events}}})
-            run(
-                ["anomaly_model"],
-                {"anomaly_model": {"config": {"labels_path": str(tmp / "train.csv")}}},
-            )
-            held_out = mix(
-                seed=2026, population_seed=7, anomaly_rate=0.03, start=train.clock
-            )
-            labels = tmp / "eval.csv"
-            produce(bootstrap, topic, args.eval_events, held_out, labels, 3, **quiet)
-            per_batch = -(-args.eval_events // args.batches)
-            t0 = time.perf_counter()
-            for _ in range(args.batches):
-                run(
-                    INGESTION_ASSETS,
-                    {"bronze": {"config": {"max_events": per_batch}}},
-                )
-            seconds = time.perf_counter() - t0
+        labels, seconds = held_out_run(
+            mix_name, tmp, args, alerts_section(hooks, 100_000)
+        )
         incidents = DeltaTable(str(tmp / "lake" / "gold_user_incidents")).to_pandas(
             columns=["incident_id", "user_id", "event_ids", "status"]
         )

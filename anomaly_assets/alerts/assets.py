@@ -29,7 +29,6 @@ from anomaly_assets.alerts.settings import (
     AlertsSpec,
     SlackChannel,
     Snooze,
-    Suppression,
 )
 from anomaly_assets.alerts.triggers import (
     incident_candidates,
@@ -45,7 +44,6 @@ from anomaly_assets.feedback import store as feedback
 from anomaly_assets.gold.risk import RiskWindow
 from anomaly_assets.io_managers.delta import delta_table_metadata
 from anomaly_assets.resources.lakehouse import LakehouseResource
-from anomaly_assets.silver.catalogue import THREAT_FEATURES
 from anomaly_assets.stream import DEFAULT_STREAM, Stream
 
 CONSUMER = "alert_outbox"
@@ -219,7 +217,6 @@ def _new_alerts(context, config, lakehouse, stream, spec, pending, now):
     spec = spec.model_copy(
         update={
             "snoozes": [*spec.snoozes, *recorded_snoozes(lakehouse, now)],
-            "suppressions": [*spec.suppressions, *dismissals(lakehouse, users, now)],
         }
     )
     if any(s.networks for s in spec.suppressions):
@@ -247,7 +244,14 @@ def _new_alerts(context, config, lakehouse, stream, spec, pending, now):
         if t.threshold is not None
     }
     routed = route(
-        spec, stream.name, candidates, sent_last_hour, now, history.sent, tuned
+        spec,
+        stream.name,
+        candidates,
+        sent_last_hour,
+        now,
+        history.sent,
+        tuned,
+        dismissals(lakehouse, users, now),
     )
     explanations = _explanations(lakehouse, present) if routed else {}
     risk_by_user = {r["user_id"]: r for r in risks}
@@ -315,27 +319,18 @@ def recorded_snoozes(lakehouse, now: datetime) -> list[Snooze]:
     ]
 
 
-def dismissals(lakehouse, users: list[str], now: datetime) -> list[Suppression]:
-    """Analysts' dismissals of these users' incidents still in force (analyst_feedback),
-    as suppressions that end with their window."""
+def dismissals(lakehouse, users: list[str], now: datetime) -> list:
+    """Analysts' dismissals of these users' incidents in force (analyst_feedback)."""
     table = lakehouse.read(feedback.TABLE)
     if table is None or not users:
         return []
     rows = delta_sql.collect_utc(
         table.filter(delta_sql.in_list("user_id", users)).filter(
-            "action IN ('dismiss', 'reopen')"
+            "action IN ('confirm', 'dismiss', 'reopen')"
         ),
         ["recorded_at", "until"],
     )
-    return [
-        Suppression(
-            reason=suppression.reason(r),
-            users=[suppression.user_pattern(r["user_id"])],
-            threat_types=[t for t in r["threat_types"] or () if t in THREAT_FEATURES],
-            until=r["until"],
-        )
-        for r in suppression.active_dismissals(rows, now)
-    ]
+    return suppression.active_dismissals(rows, now)
 
 
 def threat_precision(lakehouse, spec: AlertsSpec, now: datetime) -> list:

@@ -85,7 +85,8 @@ def snoozes(root: str, prefix: str, now: datetime | None = None) -> list[Snooze]
 
 def add_snooze(root: str, prefix: str, snooze: Snooze) -> str:
     import pyarrow as pa
-    from deltalake import write_deltalake
+
+    from anomaly_assets.feedback.store import append_rows
 
     snooze_id = uuid.uuid4().hex[:12]
     table = pa.table(
@@ -98,7 +99,7 @@ def add_snooze(root: str, prefix: str, snooze: Snooze) -> str:
             "created_at": pa.array([datetime.now(UTC)], pa.timestamp("us", tz="UTC")),
         }
     )
-    write_deltalake(table_path(root, prefix, SNOOZE_TABLE), table, mode="append")
+    append_rows(table_path(root, prefix, SNOOZE_TABLE), table.to_pylist(), table.schema)
     return snooze_id
 
 

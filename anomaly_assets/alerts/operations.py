@@ -16,6 +16,7 @@ import time
 from datetime import timedelta
 
 from dagster import (
+    AssetCheckSeverity,
     AssetsDefinition,
     Backoff,
     Config,
@@ -30,7 +31,6 @@ from dagster import (
     RunsFilter,
     SensorEvaluationContext,
     SensorResult,
-    SkipReason,
     apply_freshness_policy,
     job,
     op,
@@ -102,7 +102,12 @@ def failed_run_content(
     failed_checks = []
     for r in records:
         evaluation = r.event_log_entry.dagster_event.event_specific_data
-        if not evaluation.passed and evaluation.blocking:
+        # the ones that failed the run: blocking, with ERROR severity
+        if (
+            not evaluation.passed
+            and evaluation.blocking
+            and evaluation.severity == AssetCheckSeverity.ERROR
+        ):
             failed_checks.append(
                 f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
                 + (f" ({evaluation.description})" if evaluation.description else "")
@@ -249,7 +254,7 @@ def build_operations(stream: Stream, job_names: set[str]) -> dict:
     def operations_run_failure(context: RunFailureSensorContext):
         run = context.dagster_run
         if not belongs(run, stream, job_names, context.instance):
-            return SkipReason(f"{run.job_name} is not this stream's")
+            return None  # another stream's: the tick goes on to the next run
         content = failed_run_content(stream, spec, context)
         return requests(spec, f"run-failure-{run.run_id}", content)
 
@@ -270,7 +275,8 @@ def build_operations(stream: Stream, job_names: set[str]) -> dict:
             name, state = key.to_user_string(), record.freshness_state.value
             before, seen[name] = seen.get(name), state
             stale = state == "FAIL" and before != "FAIL"
-            fresh = before == "FAIL" and state in ("PASS", "WARN")
+            # fresh again, or no longer evaluated (the policy removed): resolve either way
+            fresh = before == "FAIL" and state != "FAIL"
             if not (stale or fresh):
                 continue
             content = freshness_content(stream, spec, context.instance, key, state)

@@ -147,10 +147,6 @@ class Suppression(_Strict):
         default_factory=list, description="CIDRs the incident's events come from."
     )
     threat_types: list[ThreatType] = Field(default_factory=list)
-    until: datetime | None = Field(
-        default=None,
-        description="When the rule ends (an analyst's dismissal); unset: while it stands.",
-    )
 
     @field_validator("networks")
     @classmethod

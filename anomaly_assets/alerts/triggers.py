@@ -170,10 +170,8 @@ def _in_networks(ips: tuple[str, ...], networks: list[str]) -> bool:
         return False
 
 
-def _suppressed_by(spec: AlertsSpec, c: Candidate, now: datetime) -> str | None:
+def _suppressed_by(spec: AlertsSpec, c: Candidate) -> str | None:
     for rule in spec.suppressions:
-        if rule.until is not None and rule.until <= now:
-            continue
         if rule.users and not matches(rule.users, c.user_id):
             continue
         if rule.threat_types and not set(rule.threat_types) & set(c.threat_types):
@@ -195,6 +193,19 @@ def _snoozed_by(spec: AlertsSpec, c: Candidate, now: datetime) -> str | None:
         return f"snoozed until {snooze.until.isoformat()}" + (
             f": {snooze.reason}" if snooze.reason else ""
         )
+    return None
+
+
+def _dismissed_by(c: Candidate, dismissals: list, now: datetime) -> str | None:
+    """An incident of a pattern an analyst dismissed, or a risk alert all of whose
+    drivers were dismissed (feedback/suppression.py)."""
+    for d in dismissals:
+        if d.until <= now:
+            continue
+        if c.kind == "incident" and d.covers(c.user_id, c.threat_types, c.status):
+            return d.reason
+        if c.kind == "risk" and d.covers_risk(c.user_id, c.threat_types):
+            return d.reason
     return None
 
 
@@ -234,12 +245,14 @@ def route(
     now: datetime,
     sent: set[str] = frozenset(),
     thresholds: dict | None = None,
+    dismissals: list = (),
 ) -> list[Routed]:
     """Each candidate once per channel a route takes it to, with noise control applied,
     the most severe first. ``sent_last_hour``: alerts each channel was sent (or is due to
     be) in the hour before; ``sent``: keys of alerts sent or on their way, which an update
     on the same channel follows (without one on its channel, an escalation is a first
-    alert there); ``thresholds``: threat type -> its tuned ThreatPrecision."""
+    alert there); ``thresholds``: threat type -> its tuned ThreatPrecision;
+    ``dismissals``: analysts' dismissals in force."""
     thresholds = thresholds or {}
     budget = {
         name: spec.rate_limit_per_hour - sent_last_hour.get(name, 0)
@@ -262,7 +275,11 @@ def route(
                 continue  # nothing was triggered on this channel
             status, reason = "pending", ""
             if c.kind != "resolve":
-                why = _suppressed_by(spec, c, now) or _below_tuned(c, thresholds)
+                why = (
+                    _suppressed_by(spec, c)
+                    or _dismissed_by(c, dismissals, now)
+                    or _below_tuned(c, thresholds)
+                )
                 if why is not None:
                     status, reason = "suppressed", why
                 elif (why := _snoozed_by(spec, c, now)) is not None:

@@ -31,6 +31,7 @@ SCHEMA = pa.schema(
         ("user_id", pa.string()),
         ("threat_type", pa.string()),
         ("threat_types", pa.list_(pa.string())),
+        ("status", pa.string()),
         ("reason", pa.string()),
         ("comment", pa.string()),
         ("assignee", pa.string()),
@@ -56,6 +57,7 @@ class Feedback(BaseModel):
     user_id: str = Field(min_length=1, max_length=500)
     threat_type: str | None = None
     threat_types: list[str] = Field(default_factory=list)
+    status: str | None = Field(default=None, description="The incident's, then.")
     reason: str = Field(default="", max_length=2000)
     comment: str = Field(default="", max_length=5000)
     assignee: str | None = None

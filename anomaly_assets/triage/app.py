@@ -13,6 +13,7 @@ was based on, and an answer based on an older one is refused with the newer answ
 shown and the analyst's own words kept in the form (409).
 """
 
+import logging
 import secrets
 import threading
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -35,9 +37,13 @@ from anomaly_assets.feedback.suppression import user_pattern
 from anomaly_assets.silver.catalogue import THREAT_FEATURES
 from anomaly_assets.triage import audit
 from anomaly_assets.triage.data import Lake, contributions, latest_answer, parse_time
+from anomaly_assets.triage.throttle import Throttle
 from anomaly_assets.triage.users import User, load_users, verify_password
 
+log = logging.getLogger(__name__)
 SESSION_HOURS = 8
+#: Incidents the queue shows at once (narrow it with the filters).
+LIMIT = 200
 #: No script at all, styles inline, forms to this site only, never framed.
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -80,6 +86,10 @@ class TriageConfig(BaseModel):
         "naming the user (roles still from the users file). Never expose the page "
         "directly with this set.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Addresses whose proxy_user_header is believed.",
+    )
     secure_cookies: bool = Field(default=False, description="Cookies over HTTPS only.")
     dagster_url: str = "http://127.0.0.1:3000"
     mlflow_url: str = "http://127.0.0.1:5000"
@@ -110,12 +120,18 @@ def create_app(config: TriageConfig) -> Starlette:
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
     answering = threading.Lock()  # one answer checked and appended at a time
+    # five wrong passwords per name or address in five minutes, then 429; refusals beyond
+    # 30 a minute from one address are logged, not written to the audit table
+    guesses = Throttle(5, 300)
+    refusals = Throttle(30, 60)
     feedback_path = lake.path(feedback.TABLE)
     audit_path = lake.path(audit.TABLE)
 
     def who(request: Request) -> tuple[str, User] | None:
         if config.proxy_user_header:
-            name = request.headers.get(config.proxy_user_header)
+            client = request.client.host if request.client else ""
+            trusted = client in config.trusted_proxies
+            name = request.headers.get(config.proxy_user_header) if trusted else None
         else:
             name = request.session.get("user")
         user = users.get(name) if name else None
@@ -141,6 +157,9 @@ def create_app(config: TriageConfig) -> Starlette:
         """Audit one action; ``claimed``: the name a refused login gave."""
         me = who(request)
         client = request.client.host if request.client else ""
+        if outcome != "ok" and not refusals.hit(client):
+            log.warning("not audited (flood from %s): %s %s", client, action, outcome)
+            return
         audit.record(
             audit_path,
             me[0] if me else claimed,
@@ -189,12 +208,20 @@ def create_app(config: TriageConfig) -> Starlette:
         ):
             note(request, "login", "", "refused: bad CSRF token")
             return PlainTextResponse("bad or missing CSRF token", status_code=403)
-        name = str(form.get("username", ""))
+        name = str(form.get("username", ""))[:200]
+        client = request.client.host if request.client else ""
+        if guesses.over(f"user:{name}") or guesses.over(f"ip:{client}"):
+            note(request, "login", "", "refused: too many attempts", claimed=name)
+            return PlainTextResponse("too many attempts; wait", status_code=429)
         user = users.get(name)
-        ok = verify_password(
-            str(form.get("password", "")), user.password if user else None
+        ok = await run_in_threadpool(  # scrypt: off the event loop
+            verify_password,
+            str(form.get("password", "")),
+            user.password if user else None,
         )
         if not ok:
+            guesses.hit(f"user:{name}")
+            guesses.hit(f"ip:{client}")
             note(
                 request,
                 "login",
@@ -229,10 +256,14 @@ def create_app(config: TriageConfig) -> Starlette:
         filters = {k: q.get(k) or None for k in ("state", "threat", "tactic", "user")}
         filters["since"] = parse_time(q.get("since"))
         filters["until"] = parse_time(q.get("until"))
-        rows = lake.queue(filters)
-        return page(request, "queue.html", rows=rows, filters=q, query=urlencode(q))
+        rows = lake.queue(filters, LIMIT)
+        return page(
+            request, "queue.html", rows=rows, filters=q, done=q.get("done"), limit=LIMIT
+        )
 
-    def incident_page(request: Request, status: int = 200, **extra):
+    def incident_page(
+        request: Request, status: int = 200, keep_based_on: str | None = None, **extra
+    ):
         incident_id = request.path_params["incident_id"]
         incident = lake.incident(incident_id)
         if incident is None:
@@ -243,7 +274,10 @@ def create_app(config: TriageConfig) -> Starlette:
             status,
             incident=incident,
             contributions=contributions(incident),
-            based_on=latest_answer(incident),
+            based_on=latest_answer(incident)
+            if keep_based_on is None
+            else keep_based_on,
+            default_days=config.dismiss_days,
             analysts=sorted(n for n, u in users.items() if u.role == "analyst"),
             links={
                 "Dagster: gold_user_incidents": asset_url(
@@ -272,43 +306,42 @@ def create_app(config: TriageConfig) -> Starlette:
         form, refused = await checked_form(request, "answer", incident_id, "analyst")
         if refused:
             return refused
-        try:
-            submitted = Answer.model_validate(
-                {k: form.get(k) for k in form if k in Answer.model_fields}
-            )
-        except ValidationError as exc:
-            note(request, "answer", incident_id, "refused: invalid", str(exc)[:500])
-            return incident_page(
-                request, 422, error=_first_error(exc), draft=dict(form)
-            )
+        # Delta reads and commits in a worker thread: the event loop stays free, and the
+        # lock orders answers across the threads
+        return await run_in_threadpool(answer_now, request, incident_id, dict(form))
+
+    def answer_now(request: Request, incident_id: str, form: dict):
+        based_on = str(form.get("based_on", ""))
         with answering:
             current = lake.incident(incident_id)
             if current is None:
+                note(request, "answer", incident_id, "refused: no such incident")
                 return PlainTextResponse("no such incident", status_code=404)
-            if latest_answer(current) != submitted.based_on:
+            if latest_answer(current) != based_on:
                 note(
                     request,
                     "answer",
                     incident_id,
                     "refused: conflict",
-                    submitted.action,
+                    form.get("action", ""),
                 )
-                return incident_page(
-                    request,
-                    409,
-                    conflict=True,
-                    draft=submitted.model_dump(),
-                )
+                return incident_page(request, 409, conflict=True, draft=form)
             try:
-                row = _feedback_row(who(request), current, submitted, config, users)
-            except ValueError as exc:
-                note(request, "answer", incident_id, "refused: invalid", str(exc))
-                return incident_page(
-                    request, 422, error=str(exc), draft=submitted.model_dump()
+                submitted = Answer.model_validate(
+                    {k: v for k, v in form.items() if k in Answer.model_fields}
                 )
-            feedback.append(feedback_path, [row])
+                row = _feedback_row(who(request), current, submitted, users)
+            except (ValidationError, ValueError) as exc:
+                why = (
+                    _first_error(exc) if isinstance(exc, ValidationError) else str(exc)
+                )
+                note(request, "answer", incident_id, "refused: invalid", why)
+                return incident_page(
+                    request, 422, keep_based_on=based_on, error=why, draft=form
+                )
             if submitted.action == "snooze":
-                _snooze(lake, row)
+                _snooze(lake, row)  # first: an answer is never recorded without it
+            feedback.append(feedback_path, [row])
         note(request, "answer", incident_id, "ok", submitted.action)
         return RedirectResponse(f"/incidents/{quote(incident_id)}", status_code=303)
 
@@ -316,32 +349,54 @@ def create_app(config: TriageConfig) -> Starlette:
         form, refused = await checked_form(request, "bulk", "", "analyst")
         if refused:
             return refused
-        ids = form.getlist("incident_id")
+        picked = [str(v) for v in form.getlist("incident_id")]
+        return await run_in_threadpool(bulk_now, request, picked, dict(form))
+
+    def bulk_now(request: Request, picked: list[str], form: dict):
+        """Each ticked incident's answer, unless it was answered since the queue was
+        shown (its box carries the answer it was based on): those are skipped, said."""
         action = str(form.get("action", ""))
-        if action not in ("confirm", "dismiss", "assign") or not ids:
+        if action not in ("confirm", "dismiss", "assign") or not picked:
+            note(request, "bulk", "", "refused: invalid", action)
             return PlainTextResponse("choose incidents and an action", status_code=422)
-        me = who(request)
+        me, rows, applied, skipped = who(request), [], [], []
         with answering:
-            rows = []
-            for incident_id in ids:
-                current = lake.incident(str(incident_id))
-                if current is None:
+            for value in picked:
+                incident_id, _, based_on = value.rpartition("|")
+                current = lake.incident(incident_id)
+                if current is None or latest_answer(current) != based_on:
+                    skipped.append(incident_id)
                     continue
-                submitted = Answer(
-                    action=action,
-                    threat_type=str(form.get("threat_type", "")),
-                    reason=str(form.get("reason", "")),
-                    assignee=str(form.get("assignee", "")),
-                    days=config.dismiss_days,
-                    based_on=latest_answer(current),
-                )
                 try:
-                    rows.append(_feedback_row(me, current, submitted, config, users))
-                except ValueError as exc:
-                    return PlainTextResponse(str(exc), status_code=422)
-            feedback.append(feedback_path, rows)
-        note(request, "bulk", ",".join(map(str, ids))[:2000], "ok", action)
-        return RedirectResponse("/", status_code=303)
+                    submitted = Answer(
+                        action=action,
+                        threat_type=str(form.get("threat_type", "")),
+                        reason=str(form.get("reason", "")),
+                        assignee=str(form.get("assignee", "")),
+                        days=config.dismiss_days,
+                        based_on=based_on,
+                    )
+                    rows.append(_feedback_row(me, current, submitted, users))
+                except (ValidationError, ValueError) as exc:
+                    why = (
+                        _first_error(exc)
+                        if isinstance(exc, ValidationError)
+                        else str(exc)
+                    )
+                    note(request, "bulk", incident_id, "refused: invalid", why)
+                    return PlainTextResponse(why, status_code=422)
+                applied.append(incident_id)
+            if rows:
+                feedback.append(feedback_path, rows)
+        note(
+            request,
+            "bulk",
+            ",".join(applied)[:2000],
+            "ok",
+            f"{action}; skipped, answered meanwhile: {skipped}"[:2000],
+        )
+        done = f"{action}: {len(applied)} applied, {len(skipped)} skipped (answered meanwhile)"
+        return RedirectResponse("/?" + urlencode({"done": done}), status_code=303)
 
     def precision_page(request: Request):
         if who(request) is None:
@@ -398,7 +453,7 @@ def _first_error(exc: ValidationError) -> str:
     return f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
 
 
-def _feedback_row(me, incident: dict, a: Answer, config, users) -> feedback.Feedback:
+def _feedback_row(me, incident: dict, a: Answer, users) -> feedback.Feedback:
     name, user = me
     until = None
     if a.action == "confirm" and a.threat_type not in THREAT_FEATURES:
@@ -422,6 +477,7 @@ def _feedback_row(me, incident: dict, a: Answer, config, users) -> feedback.Feed
         user_id=incident["user_id"],
         threat_type=a.threat_type or None,
         threat_types=list(incident["threat_types"] or ()),
+        status=incident["status"],
         reason=a.reason,
         comment=a.comment,
         assignee=a.assignee or None,

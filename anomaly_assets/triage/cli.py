@@ -23,19 +23,25 @@ from anomaly_assets.triage.users import hash_password
 LOCAL = settings.LOCAL_DIR / "triage"
 
 
+def _private(path, text: str) -> None:
+    """Write ``text`` to a new file only its owner can read, from its first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def init_local() -> None:
     """A users file with one analyst and a session secret under LOCAL, unless there."""
     LOCAL.mkdir(parents=True, exist_ok=True)
     users, secret = LOCAL / "users.yaml", LOCAL / "secret"
     if not secret.exists():
-        secret.write_text(secrets.token_urlsafe(48))
-        secret.chmod(0o600)
+        _private(secret, secrets.token_urlsafe(48))
     if not users.exists():
         password = secrets.token_urlsafe(12)
-        users.write_text(
-            f"users:\n  analyst: {{role: analyst, password: '{hash_password(password)}'}}\n"
+        _private(
+            users,
+            f"users:\n  analyst: {{role: analyst, password: '{hash_password(password)}'}}\n",
         )
-        users.chmod(0o600)
         print(
             f"triage page: user 'analyst', password {password} (only shown now; "
             f"add users to {users})"
@@ -69,6 +75,11 @@ def config_from_env(prefix: str, alerts_file: str | None = None):
         users_file=users,
         secret_key=secret,
         proxy_user_header=os.environ.get("ANOMALY_TRIAGE_PROXY_HEADER") or None,
+        **(
+            {"trusted_proxies": os.environ["ANOMALY_TRIAGE_TRUSTED_PROXIES"].split(",")}
+            if os.environ.get("ANOMALY_TRIAGE_TRUSTED_PROXIES")
+            else {}
+        ),
         secure_cookies=os.environ.get("ANOMALY_TRIAGE_SECURE_COOKIES") == "1",
         dagster_url=os.environ.get(
             "ANOMALY_TRIAGE_DAGSTER_URL", "http://127.0.0.1:3000"

@@ -2,7 +2,7 @@
 package and DuckDB (no JVM): each request opens the tables' latest versions as Arrow
 datasets, so filters and columns are pushed down to the Parquet files."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
@@ -79,6 +79,7 @@ class Lake:
         from deltalake.exceptions import TableNotFoundError
 
         con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")  # times come back in UTC, as shown
         for table in tables:
             try:
                 data = DeltaTable(self.path(table)).to_pyarrow_dataset()
@@ -120,15 +121,19 @@ class Lake:
                 GROUP BY incident_id),
             assigned AS (
                 SELECT incident_id, arg_max(assignee, recorded_at) AS assignee
-                FROM {feedback.TABLE} WHERE action = 'assign' GROUP BY incident_id)
+                FROM {feedback.TABLE} WHERE action = 'assign' GROUP BY incident_id),
+            last AS (
+                SELECT incident_id, arg_max(feedback_id, recorded_at) AS last_answer
+                FROM {feedback.TABLE} GROUP BY incident_id)
             SELECT i.incident_id, i.user_id, i.first_seen, i.last_seen, i.event_count,
                    i.status, i.max_severity, i.threat_types, i.attack_tactics,
                    r.risk_score, r.risk_level, coalesce(a.state, 'open') AS state,
-                   s.assignee
+                   s.assignee, l.last_answer
             FROM gold_user_incidents i
             LEFT JOIN gold_user_risk r USING (user_id)
             LEFT JOIN answers a USING (incident_id)
             LEFT JOIN assigned s USING (incident_id)
+            LEFT JOIN last l USING (incident_id)
             {"WHERE " + " AND ".join(where) if where else ""}
             ORDER BY r.risk_score DESC NULLS LAST, i.max_severity DESC, i.incident_id
             LIMIT {int(limit)}"""
@@ -219,14 +224,7 @@ def contributions(incident: dict) -> list[tuple[str, float]]:
 
 def _rows(result) -> list[dict]:
     names = [d[0] for d in result.description]
-    out = []
-    for values in result.fetchall():
-        row = dict(zip(names, values, strict=True))
-        for k, v in row.items():
-            if isinstance(v, list) and v and isinstance(v[0], tuple):
-                row[k] = dict(v)  # a MAP as (key, value) pairs
-        out.append(row)
-    return out
+    return [dict(zip(names, values, strict=True)) for values in result.fetchall()]
 
 
 _TIMES = {"event_time", "first_seen", "last_seen", "as_of", "enriched_at"}
@@ -269,4 +267,10 @@ def _empty(table: str) -> pa.Table:
 
 
 def parse_time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+    """A filter's time (a datetime-local field: no zone, read as UTC); None for none or
+    for text that is not a time."""
+    try:
+        t = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t

@@ -50,27 +50,53 @@ def test_concurrent_appends_all_land(tmp_path):
     assert store.read(str(tmp_path / "missing")).num_rows == 0
 
 
-def row(action, incident, at_hours, until_days=None):
+def row(action, incident, at_hours, until_days=None, threats=("bot_activity",)):
     return {
+        "feedback_id": f"{incident}-{at_hours}",
         "action": action,
         "incident_id": incident,
+        "user_id": "u",
+        "analyst": "ana",
+        "reason": "",
+        "status": "WARNING",
+        "threat_types": list(threats),
         "recorded_at": T0 + timedelta(hours=at_hours),
         "until": T0 + timedelta(days=until_days) if until_days is not None else None,
     }
 
 
-def test_dismissals_in_force_end_with_their_window_or_a_reopen():
+def test_a_dismissal_holds_while_it_is_the_latest_verdict_and_its_window_lasts():
     rows = [
         row("dismiss", "a", 0, 7),
         row("dismiss", "b", 0, 7),
         row("reopen", "b", 5),
-        row("dismiss", "c", 0, 1),
+        row("dismiss", "c", 0, 1),  # its window ended
         row("reopen", "d", 0),
         row("dismiss", "d", 1, 7),  # dismissed again after a reopen: in force
-        row("comment", "e", 0),
+        row("dismiss", "e", 0, 7),
+        row("confirm", "e", 2),  # confirmed after: lifted
+        row("comment", "f", 0),
     ]
     now = T0 + timedelta(days=2)
-    assert [r["incident_id"] for r in active_dismissals(rows, now)] == ["a", "d"]
+    found = active_dismissals(rows, now)
+    assert len(found) == 2 and {d.until for d in found} == {T0 + timedelta(days=7)}
+    assert {d.reason for d in found} == {
+        "dismissed as a false positive by ana until 2026-12-08 00:00 UTC"
+    }
+
+
+def test_a_dismissal_covers_its_pattern_only():
+    (typed,) = active_dismissals([row("dismiss", "a", 0, 7)], T0)
+    assert typed.covers("u", ["bot_activity"], "WARNING")
+    assert not typed.covers("u", ["bot_activity"], "CRITICAL"), "a higher status"
+    assert not typed.covers("u", ["bot_activity", "data_exfiltration"], "WARNING")
+    assert not typed.covers("u", [], "WARNING"), "an untyped incident"
+    assert not typed.covers("v", ["bot_activity"], "WARNING"), "another user"
+    assert typed.covers_risk("u", ["bot_activity"]), "risk from dismissed threats only"
+    assert not typed.covers_risk("u", ["bot_activity", "data_exfiltration"])
+    (untyped,) = active_dismissals([row("dismiss", "b", 0, 7, threats=())], T0)
+    assert untyped.covers("u", [], "WARNING")
+    assert not untyped.covers("u", ["bot_activity"], "WARNING")
 
 
 @given(st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20))

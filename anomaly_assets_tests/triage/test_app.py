@@ -3,6 +3,7 @@ CSRF, open redirects, attacker-controlled event fields rendered as text under a 
 policy, answers that become analyst_feedback rows with their audit entries, and two
 analysts answering the same incident (the second is told, and keeps their words)."""
 
+import html
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -205,12 +206,12 @@ def lake(tmp_path):
     return root, create_app(config)
 
 
-def csrf(html: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+def csrf(text: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', text).group(1)
 
 
-def based_on(html: str) -> str:
-    return re.search(r'name="based_on" value="([^"]*)"', html).group(1)
+def based_on(text: str) -> str:
+    return re.search(r'name="based_on" value="([^"]*)"', text).group(1)
 
 
 def login(app, name: str) -> TestClient:
@@ -391,8 +392,21 @@ def test_behind_a_trusted_proxy_the_header_names_the_user(tmp_path):
             users_file=str(users),
             secret_key="p" * 40,
             proxy_user_header="X-Forwarded-User",
+            trusted_proxies=["testclient"],  # the test client's address
         )
     )
+    direct = create_app(  # the same page, the header sent from anywhere else
+        TriageConfig(
+            root=str(root),
+            users_file=str(users),
+            secret_key="p" * 40,
+            proxy_user_header="X-Forwarded-User",
+        )
+    )
+    forged = TestClient(direct, follow_redirects=False).get(
+        "/", headers={"X-Forwarded-User": "ana"}
+    )
+    assert forged.status_code == 303, "a header not from the proxy names nobody"
     client = TestClient(app, follow_redirects=False)
     assert client.get("/").status_code == 303, "no header: not logged in"
     assert client.get("/", headers={"X-Forwarded-User": "mallory"}).status_code == 303
@@ -445,3 +459,57 @@ def test_the_precision_page_counts_verdicts_per_threat(lake):
     page = client.get("/precision").text
     cells = re.findall(r"<td>([^<]*)</td>", page.split('id="precision"')[1])
     assert cells[:4] == ["credential_stuffing", "2", "1", "0.50"]
+
+
+def test_password_guessing_is_slowed_and_a_bad_filter_is_no_error(lake):
+    _, app = lake
+    bo = login(app, "bo")  # before the guesses: they lock the address out too
+    client = TestClient(app, follow_redirects=False)
+    token = csrf(client.get("/login").text)
+    codes = [
+        client.post(
+            "/login", data={"username": "ana", "password": f"guess{k}", "csrf": token}
+        ).status_code
+        for k in range(7)
+    ]
+    assert codes == [401] * 5 + [429] * 2
+    right = client.post(
+        "/login", data={"username": "ana", "password": PASSWORDS["ana"], "csrf": token}
+    )
+    assert right.status_code == 429, "even the right password waits out the window"
+    assert bo.get("/?since=not-a-time&until=2026-12-01T10:00").status_code == 200
+
+
+def test_bulk_answers_skip_incidents_answered_since_the_queue_was_shown(lake):
+    root, app = lake
+    ana, bo = login(app, "ana"), login(app, "bo")
+    queue = bo.get("/").text
+    boxes = re.findall(r'name="incident_id" value="([^"]*)"', queue)
+    assert len(boxes) == 2
+    page = ana.get("/incidents/inc-alice").text  # ana answers one meanwhile
+    ana.post(
+        "/incidents/inc-alice/answer",
+        data={
+            "action": "comment",
+            "comment": "looking",
+            "csrf": csrf(page),
+            "based_on": based_on(page),
+        },
+    )
+    r = bo.post(
+        "/bulk",
+        data={
+            "incident_id": [html.unescape(b) for b in boxes],
+            "action": "dismiss",
+            "reason": "bulk noise",
+            "csrf": csrf(queue),
+        },
+    )
+    assert r.status_code == 303 and "1+applied%2C+1+skipped" in r.headers["location"]
+    rows = feedback.read(str(root / feedback.TABLE)).to_pylist()
+    assert sorted((x["analyst"], x["action"]) for x in rows) == [
+        ("ana", "comment"),
+        ("bo", "dismiss"),
+    ]
+    assert next(x for x in rows if x["analyst"] == "bo")["incident_id"] != "inc-alice"
+    assert "1 applied, 1 skipped" in bo.get(r.headers["location"]).text
