@@ -259,11 +259,16 @@ def _type(column: str) -> pa.DataType:
     )
 
 
+def arrow_schema(table: str) -> pa.Schema:
+    """The columns the page reads of ``table``, with their types."""
+    if table == feedback.TABLE:
+        return feedback.SCHEMA
+    return pa.schema([(c, _type(c)) for c in COLUMNS[table]])
+
+
 def _empty(table: str) -> pa.Table:
     """A table not written yet (no enrichment, no answer yet) as an empty one."""
-    if table == feedback.TABLE:
-        return feedback.SCHEMA.empty_table()
-    return pa.schema([(c, _type(c)) for c in COLUMNS[table]]).empty_table()
+    return arrow_schema(table).empty_table()
 
 
 def parse_time(text: str | None) -> datetime | None:

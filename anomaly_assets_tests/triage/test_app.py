@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from anomaly_assets.feedback import store as feedback
 from anomaly_assets.triage import audit
 from anomaly_assets.triage.app import TriageConfig, create_app
+from anomaly_assets.triage.data import arrow_schema
 from anomaly_assets.triage.users import hash_password
 
 T0 = datetime(2026, 12, 1, 9, tzinfo=UTC)
@@ -24,9 +25,12 @@ PASSWORDS = {"ana": "ana-secret-1", "bo": "bo-secret-2", "vic": "vic-secret-3"}
 TS = pa.timestamp("us", tz="UTC")
 
 
-def _write(path, rows, schema):
+def _write(root, table: str, rows: list[dict]) -> None:
+    """``rows`` as the pipeline's ``table`` (the columns the page reads)."""
     write_deltalake(
-        str(path), pa.Table.from_pylist(rows, schema=schema), mode="overwrite"
+        str(root / table),
+        pa.Table.from_pylist(rows, schema=arrow_schema(table)),
+        mode="append",
     )
 
 
@@ -85,62 +89,12 @@ def build_lake(root):
                 "attack_tactics": ["credential-access"],
             }
         )
+    _write(root, "gold_anomaly_predictions", events)
+    _write(root, "silver_events", silver)
+    _write(root, "gold_user_incidents", incidents)
     _write(
-        root / "gold_anomaly_predictions",
-        events,
-        pa.schema(
-            [
-                ("event_id", pa.string()),
-                ("user_id", pa.string()),
-                ("event_type", pa.string()),
-                ("event_time", TS),
-                ("country", pa.string()),
-                ("device_type", pa.string()),
-                ("anomaly_score", pa.float64()),
-                ("severity_percentile", pa.float64()),
-                ("is_anomaly", pa.bool_()),
-                ("status", pa.string()),
-                ("model_version", pa.string()),
-                ("feature_contributions", pa.map_(pa.string(), pa.float64())),
-                ("top_features", pa.list_(pa.string())),
-            ]
-        ),
-    )
-    _write(
-        root / "silver_events",
-        silver,
-        pa.schema(
-            [
-                ("event_id", pa.string()),
-                ("user_id", pa.string()),
-                ("event_time", TS),
-                ("ip_address", pa.string()),
-                ("user_agent", pa.string()),
-            ]
-        ),
-    )
-    _write(
-        root / "gold_user_incidents",
-        incidents,
-        pa.schema(
-            [
-                ("incident_id", pa.string()),
-                ("user_id", pa.string()),
-                ("first_seen", TS),
-                ("last_seen", TS),
-                ("event_count", pa.int64()),
-                ("event_ids", pa.list_(pa.string())),
-                ("top_features", pa.list_(pa.string())),
-                ("max_severity", pa.float64()),
-                ("status", pa.string()),
-                ("threat_types", pa.list_(pa.string())),
-                ("attack_techniques", pa.list_(pa.string())),
-                ("attack_tactics", pa.list_(pa.string())),
-            ]
-        ),
-    )
-    _write(
-        root / "gold_user_risk",
+        root,
+        "gold_user_risk",
         [
             {
                 "user_id": "alice",
@@ -148,44 +102,23 @@ def build_lake(root):
                 "risk_score": 51.8,
                 "risk_level": "high",
                 "threat_contributions": [("credential_stuffing", 51.8)],
-            },
+            }
         ],
-        pa.schema(
-            [
-                ("user_id", pa.string()),
-                ("as_of", TS),
-                ("risk_score", pa.float64()),
-                ("risk_level", pa.string()),
-                ("threat_contributions", pa.map_(pa.string(), pa.float64())),
-            ]
-        ),
     )
     _write(
-        root / "gold_events_enriched",
+        root,
+        "gold_events_enriched",
         [
             {
                 "event_id": "alice-0",
                 "enrichment_status": "valid",
                 "summary": "<b>Stuffing</b> from one IP",
-                "risk_explanation": "",
                 "recommended_action": "reset",
                 "confidence": 0.9,
                 "trace_id": "tr-1",
                 "enriched_at": T0,
-            },
+            }
         ],
-        pa.schema(
-            [
-                ("event_id", pa.string()),
-                ("enrichment_status", pa.string()),
-                ("summary", pa.string()),
-                ("risk_explanation", pa.string()),
-                ("recommended_action", pa.string()),
-                ("confidence", pa.float64()),
-                ("trace_id", pa.string()),
-                ("enriched_at", TS),
-            ]
-        ),
     )
 
 

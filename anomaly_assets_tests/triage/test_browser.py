@@ -20,11 +20,11 @@ from anomaly_assets.devtools.receivers import Receivers
 from anomaly_assets.feedback import store as feedback
 from anomaly_assets.triage import audit
 from anomaly_assets.triage.app import TriageConfig, create_app
+from anomaly_assets.triage.data import arrow_schema
 from anomaly_assets.triage.users import hash_password
 from anomaly_assets_tests.alerts.test_delivery import T0, Lake, incident
 
 HOSTILE_UA = "<script>window.pwned = 1; alert('ua')</script>"
-TS = pa.timestamp("us", tz="UTC")
 
 
 @pytest.fixture
@@ -53,16 +53,12 @@ def page_server(lakehouse, tmp_path):
 
 def events_for_the_page(lakehouse, user: str, n: int) -> None:
     """The incident's events in gold and silver (what the timeline shows)."""
-    ids = [f"{user}-{n}-e{k}" for k in range(3)]
     gold = [
         {
-            "event_id": e,
+            "event_id": f"{user}-{n}-e{k}",
             "user_id": user,
             "event_type": "login",
             "event_time": T0 + timedelta(minutes=k),
-            "country": "FR",
-            "device_type": "desktop",
-            "anomaly_score": 0.9,
             "severity_percentile": 99.9,
             "is_anomaly": True,
             "status": "CRITICAL",
@@ -70,58 +66,22 @@ def events_for_the_page(lakehouse, user: str, n: int) -> None:
             "feature_contributions": [("failed_logins_10m", 0.5)],
             "top_features": ["failed_logins_10m"],
         }
-        for k, e in enumerate(ids)
+        for k in range(3)
     ]
-    write_deltalake(
-        lakehouse.path("gold_anomaly_predictions"),
-        pa.Table.from_pylist(
-            gold,
-            schema=pa.schema(
-                [
-                    ("event_id", pa.string()),
-                    ("user_id", pa.string()),
-                    ("event_type", pa.string()),
-                    ("event_time", TS),
-                    ("country", pa.string()),
-                    ("device_type", pa.string()),
-                    ("anomaly_score", pa.float64()),
-                    ("severity_percentile", pa.float64()),
-                    ("is_anomaly", pa.bool_()),
-                    ("status", pa.string()),
-                    ("model_version", pa.string()),
-                    ("feature_contributions", pa.map_(pa.string(), pa.float64())),
-                    ("top_features", pa.list_(pa.string())),
-                ]
-            ),
-        ),
-        mode="append",
-    )
     silver = [
         {
-            "event_id": g["event_id"],
-            "user_id": user,
-            "event_time": g["event_time"],
+            **{k: g[k] for k in ("event_id", "user_id", "event_time")},
             "ip_address": "198.51.100.7",
             "user_agent": HOSTILE_UA,
         }
         for g in gold
     ]
-    write_deltalake(
-        lakehouse.path("silver_events"),
-        pa.Table.from_pylist(
-            silver,
-            schema=pa.schema(
-                [
-                    ("event_id", pa.string()),
-                    ("user_id", pa.string()),
-                    ("event_time", TS),
-                    ("ip_address", pa.string()),
-                    ("user_agent", pa.string()),
-                ]
-            ),
-        ),
-        mode="append",
-    )
+    for table, rows in (("gold_anomaly_predictions", gold), ("silver_events", silver)):
+        write_deltalake(
+            lakehouse.path(table),
+            pa.Table.from_pylist(rows, schema=arrow_schema(table)),
+            mode="append",
+        )
 
 
 def test_an_analyst_dismisses_in_chromium_and_the_next_batch_is_quiet(
