@@ -8,6 +8,7 @@ import duckdb
 import pyarrow as pa
 
 from anomaly_assets.feedback import store as feedback
+from anomaly_assets.gold.risk import INCIDENT_INPUTS, RiskWindow, user_risk
 
 #: Tables the page reads, and the columns it needs of each.
 COLUMNS = {
@@ -177,6 +178,17 @@ class Lake:
                 ),
                 None,
             )
+            incident["risk_history"] = risk_history(
+                user,
+                _rows(
+                    c.execute(
+                        f"""SELECT {", ".join(INCIDENT_INPUTS)}
+                            FROM gold_user_incidents WHERE user_id = ?
+                            ORDER BY last_seen, incident_id""",
+                        [user],
+                    )
+                ),
+            )
             incident["timeline"] = _rows(
                 c.execute(
                     """SELECT g.*, s.ip_address, s.user_agent,
@@ -205,6 +217,16 @@ class Lake:
                 )
             )
         return incident
+
+
+def risk_history(user_id: str, incidents: list[dict], points: int = 20) -> list[dict]:
+    """The user's risk score as of each of their latest ``points`` incidents (the score
+    gold_user_risk would have held then; the default window)."""
+    out = []
+    for k in range(max(0, len(incidents) - points), len(incidents)):
+        row = user_risk(user_id, incidents[: k + 1], RiskWindow())
+        out.append({**row, "incident_id": incidents[k]["incident_id"]})
+    return out
 
 
 def latest_answer(incident: dict) -> str:
