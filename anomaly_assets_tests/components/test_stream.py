@@ -1,7 +1,7 @@
 """What a stream is called in Dagster: the default stream keeps every name it had (nothing
 changes for existing users); a declared one gets all of its own, colliding with none."""
 
-from dagster import AssetKey, Definitions
+from dagster import AssetKey, AssetSpec, Definitions
 
 from anomaly_assets.definitions import build_resources, make_definitions
 from anomaly_assets.pipeline import stream_parts
@@ -23,6 +23,7 @@ TABLES = {
     "llm_explanation_cache",
     "ai_enrichment_eval_metrics",
     "alert_outbox",
+    "analyst_feedback",
 }
 JOBS = {
     "ingest_job",
@@ -36,6 +37,9 @@ JOBS = {
 def names(parts: dict) -> dict[str, set]:
     keys, ops, pools = set(), set(), set()
     for asset in parts["assets"]:
+        if isinstance(asset, AssetSpec):  # external: the triage page writes it
+            keys.add(asset.key)
+            continue
         keys |= set(asset.keys)
         ops.add(asset.node_def.name)
         pools |= {p for p in [asset.node_def.pool] if p}
