@@ -238,9 +238,15 @@ def _new_alerts(context, config, lakehouse, stream, spec, pending, now):
     sent_last_hour: dict[str, int] = {}
     for row in busy:
         sent_last_hour[row["channel"]] = sent_last_hour.get(row["channel"], 0) + 1
+    answers = closing_answers(lakehouse)
+    changed_users = set(users)
     tuned = {
         t.threat_type: t
-        for t in threat_precision(lakehouse, spec, now)
+        for t in (
+            precision.from_answers(answers, now, spec.tuning)
+            if spec.tuning.enabled
+            else ()
+        )
         if t.threshold is not None
     }
     routed = route(
@@ -251,7 +257,9 @@ def _new_alerts(context, config, lakehouse, stream, spec, pending, now):
         now,
         history.sent,
         tuned,
-        dismissals(lakehouse, users, now),
+        suppression.active_dismissals(
+            [a for a in answers if a["user_id"] in changed_users], now
+        ),
     )
     explanations = _explanations(lakehouse, present) if routed else {}
     risk_by_user = {r["user_id"]: r for r in risks}
@@ -319,45 +327,15 @@ def recorded_snoozes(lakehouse, now: datetime) -> list[Snooze]:
     ]
 
 
-def dismissals(lakehouse, users: list[str], now: datetime) -> list:
-    """Analysts' dismissals of these users' incidents in force (analyst_feedback)."""
+def closing_answers(lakehouse) -> list[dict]:
+    """Analysts' verdicts (confirm, dismiss, reopen) from analyst_feedback: what the
+    dismissals in force and the tuned thresholds are made of, read once per run."""
     table = lakehouse.read(feedback.TABLE)
-    if table is None or not users:
+    if table is None:
         return []
-    rows = delta_sql.collect_utc(
-        table.filter(delta_sql.in_list("user_id", users)).filter(
-            "action IN ('confirm', 'dismiss', 'reopen')"
-        ),
+    return delta_sql.collect_utc(
+        table.filter("action IN ('confirm', 'dismiss', 'reopen')"),
         ["recorded_at", "until"],
-    )
-    return suppression.active_dismissals(rows, now)
-
-
-def threat_precision(lakehouse, spec: AlertsSpec, now: datetime) -> list:
-    """Each threat type's precision from analysts' verdicts in the tuning window, and its
-    tuned threshold (feedback/precision.py); none when tuning is off."""
-    table = lakehouse.read(feedback.TABLE)
-    if table is None or not spec.tuning.enabled:
-        return []
-    since = now - timedelta(days=spec.tuning.window_days)
-    rows = delta_sql.collect_utc(
-        table.filter("action IN ('confirm', 'dismiss', 'reopen')").filter(
-            f"recorded_at > {_ts(since)}"
-        ),
-        ["recorded_at"],
-    )
-    verdict = precision.verdicts(rows)
-    latest = {r["incident_id"]: r for r in rows if r["action"] != "reopen"}
-    incidents = [
-        {**latest[i], "threat_types": latest[i]["threat_types"] or []}
-        for i in verdict
-        if latest[i]["max_severity"] is not None
-    ]
-    t = spec.tuning
-    return precision.by_threat(
-        incidents,
-        verdict,
-        precision.Tuning(t.target_precision, t.min_answers, t.max_lost),
     )
 
 

@@ -11,6 +11,7 @@ dismissed, within that budget of true alerts, and needs ``min_answers`` verdicts
 """
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class Tuning:
     min_answers: int = 20
     #: Share of the confirmed incidents a tuned threshold may leave unalerted.
     max_lost: float = 0.0
+    window_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,20 @@ def verdicts(answers: list[dict]) -> dict[str, bool]:
         for i, a in latest.items()
         if a["action"] != "reopen"
     }
+
+
+def from_answers(rows: list[dict], now, tuning) -> list[ThreatPrecision]:
+    """``by_threat`` over the closing answers (any order) recorded in the last
+    ``tuning.window_days``, each incident as its latest verdict saw it."""
+    since = now - timedelta(days=tuning.window_days)
+    recent = sorted(
+        (r for r in rows if r["recorded_at"] > since),
+        key=lambda r: (r["recorded_at"], r["feedback_id"]),
+    )
+    verdict = verdicts(recent)
+    latest = {r["incident_id"]: r for r in recent if r["action"] != "reopen"}
+    answered = [latest[i] for i in verdict if latest[i]["max_severity"] is not None]
+    return by_threat(answered, verdict, tuning)
 
 
 def by_threat(

@@ -401,18 +401,8 @@ def create_app(config: TriageConfig) -> Starlette:
     def precision_page(request: Request):
         if who(request) is None:
             return login_first(request)
-        t = config.tuning
-        since = datetime.now(UTC) - timedelta(days=t.window_days)
-        rows = [r for r in lake.answers() if r["recorded_at"] > since]
-        verdict = precision.verdicts(rows)
-        latest = {r["incident_id"]: r for r in rows if r["action"] != "reopen"}
-        answered = [latest[i] for i in verdict if latest[i]["max_severity"] is not None]
-        table = precision.by_threat(
-            answered,
-            verdict,
-            precision.Tuning(t.target_precision, t.min_answers, t.max_lost),
-        )
-        return page(request, "precision.html", rows=table, tuning=t)
+        table = precision.from_answers(lake.answers(), datetime.now(UTC), config.tuning)
+        return page(request, "precision.html", rows=table, tuning=config.tuning)
 
     def health(request: Request):
         return PlainTextResponse("ok")
