@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from anomaly_assets.gold.incidents import STATUSES
 from anomaly_assets.gold.risk import LEVEL_ORDER
 from anomaly_assets.silver.catalogue import THREAT_FEATURES
 
-STATUSES = ("WARNING", "CRITICAL")
 ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 
 

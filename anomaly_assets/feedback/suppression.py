@@ -9,8 +9,7 @@ import glob
 from dataclasses import dataclass
 from datetime import datetime
 
-#: Incident statuses, lowest first.
-STATUSES = ("WARNING", "CRITICAL")
+from anomaly_assets.gold.incidents import STATUSES
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ INCIDENT_SCHEMA = (
     "batch_ids array<string>, threat_types array<string>, "
     "attack_techniques array<string>, attack_tactics array<string>"
 )
+#: An incident's statuses, lowest first (CRITICAL if any of its events is).
+STATUSES = ("WARNING", "CRITICAL")
 INCIDENT_COLUMNS = tuple(c.split()[0] for c in INCIDENT_SCHEMA.split(", "))
 #: Features named in an incident: the ones most often among its events' top features.
 TOP_FEATURES = 3
