@@ -5,7 +5,8 @@
 ingest_job selection in ``--batches`` batches, its alerts going to two local signed
 webhooks: ``default`` (a route with the defaults: CRITICAL incidents, risk from ``high``)
 and ``warning`` (``min_status: WARNING``). The rate limit is lifted so it does not decide
-the figures. Per route:
+the figures. Per route, over the held-out stream (the first batch also scores the
+training window and alerts on it; those alerts are not counted):
 
 - alerts per incident: first alerts per alerted incident (target exactly 1) and updates;
 - precision: first incident alerts whose incident holds a labelled attack event (>= 0.9);
@@ -71,7 +72,9 @@ def alerts_section(hooks: dict[str, Receivers], rate_limit: int) -> dict:
 def held_out_run(mix_name: str, tmp: Path, args, alerts: dict, after_batch=None):
     """Train on a labelled stream, then run the held-out stream through the whole
     ingest_job selection in ``args.batches`` batches, ``after_batch(k)`` after each; returns
-    (the labels CSV of the held-out stream, seconds of its batches)."""
+    the labels of both streams (anomalies only), the held-out stream's first event time
+    and the seconds of its batches. The first batch also scores the training window (gold
+    starts empty), so its alerts and labels are the training stream's."""
     mix = MIXES[mix_name]
     stream = Stream(explainer="offline", alerts=alerts)
     assets = stream_parts(stream)["assets"]
@@ -107,9 +110,8 @@ def held_out_run(mix_name: str, tmp: Path, args, alerts: dict, after_batch=None)
             ["anomaly_model"],
             {"anomaly_model": {"config": {"labels_path": str(tmp / "train.csv")}}},
         )
-        held_out = mix(
-            seed=2026, population_seed=7, anomaly_rate=0.03, start=train.clock
-        )
+        start = train.clock
+        held_out = mix(seed=2026, population_seed=7, anomaly_rate=0.03, start=start)
         labels = tmp / "eval.csv"
         produce(bootstrap, topic, args.eval_events, held_out, labels, 3, **quiet)
         per_batch = -(-args.eval_events // args.batches)
@@ -118,7 +120,9 @@ def held_out_run(mix_name: str, tmp: Path, args, alerts: dict, after_batch=None)
             run(INGESTION_ASSETS, {"bronze": {"config": {"max_events": per_batch}}})
             if after_batch is not None:
                 after_batch(k)
-        return labels, time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        both = pd.concat(pd.read_csv(p, dtype=str) for p in (tmp / "train.csv", labels))
+        return both[both["kind"] == "anomaly"], start, seconds
 
 
 def quality(mix_name: str, tmp: Path, args, monkey_env: dict) -> dict:
@@ -127,14 +131,12 @@ def quality(mix_name: str, tmp: Path, args, monkey_env: dict) -> dict:
     for name, r in hooks.items():
         monkey_env[f"{SECRET_ENV}_{name.upper()}"] = r.webhook_secret
     try:
-        labels, seconds = held_out_run(
+        labelled, start, seconds = held_out_run(
             mix_name, tmp, args, alerts_section(hooks, 100_000)
         )
         incidents = DeltaTable(str(tmp / "lake" / "gold_user_incidents")).to_pandas(
-            columns=["incident_id", "user_id", "event_ids", "status"]
+            columns=["incident_id", "user_id", "event_ids", "status", "last_seen"]
         )
-        labelled = pd.read_csv(labels, dtype=str)
-        labelled = labelled[labelled["kind"] == "anomaly"]
         gold = DeltaTable(str(tmp / "lake" / "gold_anomaly_predictions")).to_pandas(
             columns=[
                 "event_id",
@@ -157,7 +159,7 @@ def quality(mix_name: str, tmp: Path, args, monkey_env: dict) -> dict:
                     json.dumps(r.webhook_requests)
                 )
         figures = {
-            name: route_figures(r.webhook_requests, incidents, labelled, len(gold))
+            name: route_figures(r.webhook_requests, incidents, labelled, gold, start)
             for name, r in hooks.items()
         }
         figures["seconds"] = seconds
@@ -167,11 +169,14 @@ def quality(mix_name: str, tmp: Path, args, monkey_env: dict) -> dict:
             r.stop()
 
 
-def route_figures(requests, incidents, labelled, scored: int) -> dict:
-    """One route's figures from what its webhook received (see the module doc)."""
+def route_figures(requests, incidents, labelled, gold, start) -> dict:
+    """One route's figures from what its webhook received (see the module doc), over the
+    held-out stream: the incidents with an event from ``start`` on, and its gold rows."""
     bodies = [r["body"] for r in requests]
     attack_events = set(labelled["event_id"])
-    events_of = dict(zip(incidents["incident_id"], incidents["event_ids"], strict=True))
+    held = incidents[incidents["last_seen"] >= start]
+    events_of = dict(zip(held["incident_id"], held["event_ids"], strict=True))
+    existing = set(incidents["incident_id"])
     first = Counter(
         b["incident_id"] for b in bodies if b["kind"] == "incident" and not b["update"]
     )
@@ -181,18 +186,20 @@ def route_figures(requests, incidents, labelled, scored: int) -> dict:
     known = [i for i in first if i in events_of]
     true = [i for i in known if attack_events & set(events_of[i])]
     alerted_events = {e for i in known for e in events_of[i]}
+    scored = gold[gold["event_time"] >= start]["event_id"]
+    normal = len(scored) - scored.isin(attack_events).sum()
     recall = {}
-    for label, episodes in labelled.groupby("label"):
+    held_labels = labelled[labelled["event_id"].isin(set(scored))]
+    for label, episodes in held_labels.groupby("label"):
         hit = episodes.groupby("episode_id")["event_id"].apply(
             lambda ids: bool(set(ids) & alerted_events)
         )
         recall[label] = (hit.mean(), len(hit))
-    normal = scored - len(attack_events)  # gold holds the held-out stream only
     return {
-        "incident_alerts": sum(first.values()),
-        "max_first_per_incident": max(first.values(), default=0),
-        "updates_per_incident": sum(updates.values()) / max(len(first), 1),
-        "gone": len(first) - len(known),
+        "incident_alerts": len(known),
+        "max_first_per_incident": max((first[i] for i in known), default=0),
+        "updates_per_incident": sum(updates[i] for i in known) / max(len(known), 1),
+        "gone": sum(i not in existing for i in first),
         "precision": len(true) / max(len(known), 1),
         "false_per_10k": (len(known) - len(true)) / max(normal, 1) * 10_000,
         "risk_alerts": sum(b["kind"] == "risk" for b in bodies),

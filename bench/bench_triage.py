@@ -26,6 +26,7 @@ labelled attack held back by the feedback.
 import argparse
 import random
 import re
+import shutil
 import statistics
 import tempfile
 import threading
@@ -46,6 +47,9 @@ from anomaly_assets.triage.users import hash_password
 TS = pa.timestamp("us", tz="UTC")
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 THREATS = sorted(THREAT_FEATURES)
+#: The labels of bench_alerts.held_out_run's streams: the first day's batch also scores
+#: the training window, whose incidents the analyst answers too.
+LABEL_FILES = ("train.csv", "eval.csv")
 TACTICS = [
     "credential-access",
     "initial-access",
@@ -197,7 +201,7 @@ def feedback_week(mix_name: str, tmp: Path, args) -> dict:
     days: list[dict] = []
 
     def analyst(day: int) -> None:
-        labels = pd.read_csv(tmp / "eval.csv", dtype=str)
+        labels = pd.concat(pd.read_csv(tmp / f, dtype=str) for f in LABEL_FILES)
         attack = set(labels.loc[labels["kind"] == "anomaly", "event_id"])
         incidents = {
             r["incident_id"]: r
@@ -209,6 +213,7 @@ def feedback_week(mix_name: str, tmp: Path, args) -> dict:
                     "event_ids",
                     "threat_types",
                     "max_severity",
+                    "top_features",
                 ]
             )
             .to_pylist()
@@ -243,6 +248,7 @@ def feedback_week(mix_name: str, tmp: Path, args) -> dict:
                     until=None if truth else now + timedelta(days=7),
                     max_severity=incident["max_severity"],
                     event_ids=incident["event_ids"],
+                    top_features=incident["top_features"] or [],
                 )
             )
         if answers:
@@ -260,11 +266,15 @@ def feedback_week(mix_name: str, tmp: Path, args) -> dict:
         print(f"{mix_name}: day {day + 1}: {len(answers)} answers")
 
     try:
-        labels_path, _ = held_out_run(mix_name, tmp, args, alerts, analyst)
+        labels, _, _ = held_out_run(mix_name, tmp, args, alerts, analyst)
     finally:
         hook.stop()
-    labels = pd.read_csv(labels_path, dtype=str)
-    attack = set(labels.loc[labels["kind"] == "anomaly", "event_id"])
+    attack = set(labels["event_id"])
+    if args.keep:  # the tables and labels, to study without running again
+        keep = Path(args.keep) / mix_name
+        shutil.copytree(lake, keep / "lake", dirs_exist_ok=True)
+        for f in LABEL_FILES:
+            shutil.copy(tmp / f, keep / f)
     incidents = {
         r["incident_id"]: set(r["event_ids"])
         for r in DeltaTable(str(lake / "gold_user_incidents"))
@@ -290,7 +300,11 @@ def feedback_week(mix_name: str, tmp: Path, args) -> dict:
         )
         .to_pylist()
     )
-    by_feedback = ("dismissed as a false positive", "below the threshold tuned")
+    by_feedback = (
+        "dismissed as a false positive",
+        "a pattern analysts dismissed",
+        "below the threshold tuned",
+    )
     rows = []
     previous: set = set()
     start = datetime.min.replace(tzinfo=UTC)
@@ -349,6 +363,7 @@ def main() -> None:
     parser.add_argument("--wrong", type=float, default=0.10)
     parser.add_argument("--train-events", type=int, default=100_000)
     parser.add_argument("--events-per-day", type=int, default=5_000)
+    parser.add_argument("--keep", help="folder to keep the tables and labels in")
     args = parser.parse_args()
     if args.feedback:
         args.batches, args.eval_events = args.days, args.days * args.events_per_day

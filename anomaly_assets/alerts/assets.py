@@ -39,7 +39,7 @@ from anomaly_assets.alerts.triggers import (
 from anomaly_assets.core import cursors, delta_sql, priority
 from anomaly_assets.core.pruning import days_between, days_predicate
 from anomaly_assets.enrichment.redaction import mask_text
-from anomaly_assets.feedback import precision, suppression
+from anomaly_assets.feedback import patterns, precision, suppression
 from anomaly_assets.feedback import store as feedback
 from anomaly_assets.gold.risk import RiskWindow
 from anomaly_assets.io_managers.delta import delta_table_metadata
@@ -257,9 +257,12 @@ def _new_alerts(context, config, lakehouse, stream, spec, pending, now):
         now,
         history.sent,
         tuned,
-        suppression.active_dismissals(
-            [a for a in answers if a["user_id"] in changed_users], now
-        ),
+        [
+            d
+            for d in suppression.active_dismissals(answers, now)
+            if d.user_id in changed_users
+        ],
+        patterns.learn(answers, now, spec.learning) if spec.learning.enabled else [],
     )
     explanations = _explanations(lakehouse, present) if routed else {}
     risk_by_user = {r["user_id"]: r for r in risks}

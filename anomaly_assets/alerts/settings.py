@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from anomaly_assets.feedback.patterns import Learning
+from anomaly_assets.feedback.precision import Tuning
 from anomaly_assets.gold.incidents import STATUSES
 from anomaly_assets.gold.risk import LEVEL_ORDER
 from anomaly_assets.silver.catalogue import THREAT_FEATURES
@@ -195,27 +197,6 @@ class Operations(_Strict):
         return self
 
 
-class Tuning(_Strict):
-    """Thresholds per threat type from analysts' answers (feedback/precision.py): a type
-    whose answered incidents fall short of ``target_precision`` alerts only from the
-    lowest severity at which they reach it, never leaving more than ``max_lost`` of its
-    confirmed incidents unalerted."""
-
-    enabled: bool = True
-    target_precision: float = Field(default=0.8, gt=0, le=1)
-    min_answers: int = Field(
-        default=20, ge=1, description="Verdicts on a type before it is tuned."
-    )
-    max_lost: float = Field(
-        default=0.0,
-        ge=0,
-        lt=1,
-        description="The alert budget: share of confirmed incidents a tuned threshold "
-        "may have left unalerted (0: none).",
-    )
-    window_days: float = Field(default=30.0, gt=0, description="Answers counted.")
-
-
 class AlertsSpec(_Strict):
     """Where the stream's alerts go and what keeps them quiet (docs/alerts.md); no
     channels: no alerts."""
@@ -244,6 +225,10 @@ class AlertsSpec(_Strict):
     tuning: Tuning = Field(
         default_factory=Tuning,
         description="Per threat type thresholds from analysts' answers.",
+    )
+    learning: Learning = Field(
+        default_factory=Learning,
+        description="Patterns of false positives learned from dismissals across users.",
     )
     operations: Operations = Field(
         default_factory=Operations,

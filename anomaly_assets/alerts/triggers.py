@@ -15,8 +15,8 @@ which computes the same states, adds nothing.
   triggered for it, on the channels that track incidents (PagerDuty).
 
 **Noise control**, in this order, each alert not sent recorded with its reason: suppression
-rules (known false positives, analysts' dismissals), thresholds tuned from analysts'
-answers, snoozes, then the channel's hourly rate limit.
+rules (known false positives, analysts' dismissals and the patterns learned from them),
+thresholds tuned from analysts' answers, snoozes, then the channel's hourly rate limit.
 """
 
 import hashlib
@@ -196,16 +196,26 @@ def _snoozed_by(spec: AlertsSpec, c: Candidate, now: datetime) -> str | None:
     return None
 
 
-def _dismissed_by(c: Candidate, dismissals: list, now: datetime) -> str | None:
-    """An incident of a pattern an analyst dismissed, or a risk alert all of whose
-    drivers were dismissed (feedback/suppression.py)."""
+def _dismissed_by(
+    c: Candidate, dismissals: list, patterns: list, now: datetime
+) -> str | None:
+    """An incident no more than one an analyst dismissed for its user, or a risk alert
+    all of whose drivers were dismissed (feedback/suppression.py); an incident of a
+    pattern analysts dismissed across users (feedback/patterns.py)."""
+    top, severity = c.facts.get("top_features") or (), c.facts.get("max_severity")
     for d in dismissals:
         if d.until <= now:
             continue
-        if c.kind == "incident" and d.covers(c.user_id, c.threat_types, c.status):
+        if c.kind == "incident" and d.covers(
+            c.user_id, c.threat_types, c.status, top, severity
+        ):
             return d.reason
         if c.kind == "risk" and d.covers_risk(c.user_id, c.threat_types):
             return d.reason
+    if c.kind == "incident":
+        for p in patterns:
+            if p.covers(c.threat_types, top, c.status, severity):
+                return p.reason
     return None
 
 
@@ -246,13 +256,15 @@ def route(
     sent: set[str] = frozenset(),
     thresholds: dict | None = None,
     dismissals: list = (),
+    patterns: list = (),
 ) -> list[Routed]:
     """Each candidate once per channel a route takes it to, with noise control applied,
     the most severe first. ``sent_last_hour``: alerts each channel was sent (or is due to
     be) in the hour before; ``sent``: keys of alerts sent or on their way, which an update
     on the same channel follows (without one on its channel, an escalation is a first
     alert there); ``thresholds``: threat type -> its tuned ThreatPrecision;
-    ``dismissals``: analysts' dismissals in force."""
+    ``dismissals``: analysts' dismissals in force; ``patterns``: the patterns learned
+    from them."""
     thresholds = thresholds or {}
     budget = {
         name: spec.rate_limit_per_hour - sent_last_hour.get(name, 0)
@@ -277,7 +289,7 @@ def route(
             if c.kind != "resolve":
                 why = (
                     _suppressed_by(spec, c)
-                    or _dismissed_by(c, dismissals, now)
+                    or _dismissed_by(c, dismissals, patterns, now)
                     or _below_tuned(c, thresholds)
                 )
                 if why is not None:

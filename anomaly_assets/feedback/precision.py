@@ -13,14 +13,30 @@ dismissed, within that budget of true alerts, and needs ``min_answers`` verdicts
 from dataclasses import dataclass
 from datetime import timedelta
 
+from pydantic import BaseModel, ConfigDict, Field
 
-@dataclass(frozen=True)
-class Tuning:
-    target_precision: float = 0.8
-    min_answers: int = 20
-    #: Share of the confirmed incidents a tuned threshold may leave unalerted.
-    max_lost: float = 0.0
-    window_days: float = 30.0
+
+class Tuning(BaseModel):
+    """Thresholds per threat type from analysts' answers (feedback/precision.py): a type
+    whose answered incidents fall short of ``target_precision`` alerts only from the
+    lowest severity at which they reach it, never leaving more than ``max_lost`` of its
+    confirmed incidents unalerted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    target_precision: float = Field(default=0.8, gt=0, le=1)
+    min_answers: int = Field(
+        default=20, ge=1, description="Verdicts on a type before it is tuned."
+    )
+    max_lost: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="The alert budget: share of confirmed incidents a tuned threshold "
+        "may have left unalerted (0: none).",
+    )
+    window_days: float = Field(default=30.0, gt=0, description="Answers counted.")
 
 
 @dataclass(frozen=True)
@@ -35,16 +51,21 @@ class ThreatPrecision:
     confirmed_lost: int
 
 
-def verdicts(answers: list[dict]) -> dict[str, bool]:
-    """Incident id -> confirmed (True) or dismissed (False), from its latest closing
-    answer; a reopen after it leaves the incident without a verdict."""
+def latest_answers(answers: list[dict]) -> dict[str, dict]:
+    """Incident id -> its latest closing answer (confirm, dismiss or reopen)."""
     latest: dict[str, dict] = {}
     for a in sorted(answers, key=lambda a: (a["recorded_at"], a["feedback_id"])):
         if a["action"] in ("confirm", "dismiss", "reopen") and a["incident_id"]:
             latest[a["incident_id"]] = a
+    return latest
+
+
+def verdicts(answers: list[dict]) -> dict[str, bool]:
+    """Incident id -> confirmed (True) or dismissed (False), from its latest closing
+    answer; a reopen after it leaves the incident without a verdict."""
     return {
         i: a["action"] == "confirm"
-        for i, a in latest.items()
+        for i, a in latest_answers(answers).items()
         if a["action"] != "reopen"
     }
 
@@ -64,10 +85,11 @@ def from_answers(rows: list[dict], now, tuning) -> list[ThreatPrecision]:
 
 
 def by_threat(
-    incidents: list[dict], verdict: dict[str, bool], tuning: Tuning = Tuning()
+    incidents: list[dict], verdict: dict[str, bool], tuning: Tuning | None = None
 ) -> list[ThreatPrecision]:
     """Per threat type of the answered ``incidents`` (incident_id, threat_types,
     max_severity), its precision and tuned threshold (module doc)."""
+    tuning = tuning or Tuning()
     per: dict[str, list[tuple[float, bool]]] = {}
     for incident in incidents:
         if incident["incident_id"] not in verdict:

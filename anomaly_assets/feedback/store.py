@@ -40,6 +40,7 @@ SCHEMA = pa.schema(
         ("max_severity", pa.float64()),
         ("event_ids", pa.list_(pa.string())),
         ("based_on", pa.string()),
+        ("top_features", pa.list_(pa.string())),
     ]
 )
 
@@ -66,6 +67,9 @@ class Feedback(BaseModel):
     max_severity: float | None = None
     event_ids: list[str] = Field(default_factory=list)
     based_on: str | None = None
+    top_features: list[str] = Field(
+        default_factory=list, description="The incident's, then: its pattern's lead."
+    )
 
 
 def append(
@@ -84,14 +88,14 @@ def append(
 def append_rows(path: str, rows: list[dict], schema: pa.Schema) -> None:
     """One append commit of ``rows``; appends rebase on each other, and only writers
     racing to create the table conflict (its first commit): the loser appends to the
-    winner's."""
+    winner's. A column ``schema`` has and the table lacks (an older release's) is added."""
     from deltalake import write_deltalake
     from deltalake.exceptions import CommitFailedError
 
     table = pa.Table.from_pylist(rows, schema=schema)
     for attempt in range(ATTEMPTS):
         try:
-            write_deltalake(path, table, mode="append")
+            write_deltalake(path, table, mode="append", schema_mode="merge")
             return
         except CommitFailedError:
             if attempt == ATTEMPTS - 1:

@@ -1,15 +1,25 @@
-"""What a dismissal changes next. While its window lasts, and while it is the incident's
-latest verdict (no confirm or reopen after it), it holds back the alerts of its pattern:
-the same user's incidents whose threat types are among the dismissed incident's (untyped
-incidents, when it had none), at its status or below, and the user's risk alerts while
-every threat type driving the risk is a dismissed one. A new threat type or a higher
-status still alerts."""
+"""What a dismissal changes next for its user. While its window lasts, and while it is
+the incident's latest verdict (no confirm or reopen after it), it holds back the same
+user's incidents that are no more than what was dismissed: threat types among the
+dismissed incident's (untyped incidents, when it had none), the same lead feature, its
+status or below and its severity or below; and the user's risk alerts while every threat
+type driving the risk is a dismissed one. A new threat type, another lead feature or a
+more severe incident still alerts.
+
+A dismissal of a pattern that analysts mostly confirm (``CONTRADICTED``) is set aside: it
+is more likely an analyst's mistake than the attacks' (feedback/patterns.py learns what
+dismissals share across users)."""
 
 import glob
 from dataclasses import dataclass
 from datetime import datetime
 
+from anomaly_assets.feedback.patterns import Signature, signature
+from anomaly_assets.feedback.precision import latest_answers
 from anomaly_assets.gold.incidents import STATUSES
+
+#: A pattern whose answers are at least this many, over half of them confirms.
+CONTRADICTED = 5
 
 
 @dataclass(frozen=True)
@@ -19,13 +29,21 @@ class Dismissal:
     status: str
     until: datetime
     reason: str
+    lead_feature: str | None = None
+    max_severity: float | None = None
 
-    def covers(self, user_id: str, threat_types, status: str) -> bool:
+    def covers(
+        self, user_id: str, threat_types, status: str, top_features=(), severity=None
+    ) -> bool:
         if user_id != self.user_id:
             return False
         types = set(threat_types or ())
         same = types <= self.threat_types if self.threat_types else not types
         if not same or (self.threat_types and not types):
+            return False
+        if self.lead_feature and top_features and top_features[0] != self.lead_feature:
+            return False
+        if None not in (self.max_severity, severity) and severity > self.max_severity:
             return False
         return STATUSES.index(status) <= STATUSES.index(self.status)
 
@@ -37,11 +55,10 @@ class Dismissal:
 
 def active_dismissals(rows: list[dict], now: datetime) -> list[Dismissal]:
     """The dismissals in force among ``rows`` (closing answers: confirm, dismiss,
-    reopen): each incident's latest one, if it is a dismissal whose window is open."""
-    latest: dict[str, dict] = {}
-    for r in sorted(rows, key=lambda r: (r["recorded_at"], r["feedback_id"])):
-        if r["incident_id"] and r["action"] in ("confirm", "dismiss", "reopen"):
-            latest[r["incident_id"]] = r
+    reopen): each incident's latest one, if it is a dismissal whose window is open and
+    whose pattern analysts do not mostly confirm."""
+    latest = latest_answers(rows)
+    contradicted = contradicted_patterns(latest)
     return [
         Dismissal(
             r["user_id"],
@@ -49,10 +66,45 @@ def active_dismissals(rows: list[dict], now: datetime) -> list[Dismissal]:
             r["status"] if r.get("status") in STATUSES else STATUSES[-1],
             r["until"],
             reason(r),
+            (r.get("top_features") or [None])[0],
+            r.get("max_severity"),
         )
         for r in latest.values()
-        if r["action"] == "dismiss" and r["until"] is not None and r["until"] > now
+        if r["action"] == "dismiss"
+        and r["until"] is not None
+        and r["until"] > now
+        and _signature(r) not in contradicted
     ]
+
+
+def set_aside(rows: list[dict], now: datetime) -> list[dict]:
+    """The open dismissals that ``active_dismissals`` sets aside as contradicted: for
+    analysts to look at again."""
+    latest = latest_answers(rows)
+    contradicted = contradicted_patterns(latest)
+    return [
+        r
+        for r in latest.values()
+        if r["action"] == "dismiss"
+        and r["until"] is not None
+        and r["until"] > now
+        and _signature(r) in contradicted
+    ]
+
+
+def contradicted_patterns(latest: dict[str, dict]) -> set[Signature]:
+    """Patterns answered ``CONTRADICTED`` times or more, mostly confirmed."""
+    counts: dict[Signature, list[int]] = {}
+    for r in latest.values():
+        if (sig := _signature(r)) is not None and r["action"] != "reopen":
+            n = counts.setdefault(sig, [0, 0])
+            n[0] += 1
+            n[1] += r["action"] == "confirm"
+    return {s for s, (n, ok) in counts.items() if n >= CONTRADICTED and ok * 2 > n}
+
+
+def _signature(row: dict) -> Signature | None:
+    return signature(row["threat_types"], row.get("top_features"))
 
 
 def user_pattern(user_id: str) -> str:

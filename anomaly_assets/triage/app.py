@@ -30,9 +30,10 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from anomaly_assets.alerts.content import asset_url, trace_url
-from anomaly_assets.alerts.settings import Tuning
-from anomaly_assets.feedback import precision
+from anomaly_assets.feedback import patterns, precision, suppression
 from anomaly_assets.feedback import store as feedback
+from anomaly_assets.feedback.patterns import Learning
+from anomaly_assets.feedback.precision import Tuning
 from anomaly_assets.feedback.suppression import user_pattern
 from anomaly_assets.silver.catalogue import THREAT_FEATURES
 from anomaly_assets.triage import audit
@@ -97,6 +98,10 @@ class TriageConfig(BaseModel):
     tuning: Tuning = Field(
         default_factory=Tuning,
         description="The stream's alerts.tuning (precision page).",
+    )
+    learning: Learning = Field(
+        default_factory=Learning,
+        description="The stream's alerts.learning (precision page).",
     )
 
 
@@ -401,8 +406,16 @@ def create_app(config: TriageConfig) -> Starlette:
     def precision_page(request: Request):
         if who(request) is None:
             return login_first(request)
-        table = precision.from_answers(lake.answers(), datetime.now(UTC), config.tuning)
-        return page(request, "precision.html", rows=table, tuning=config.tuning)
+        answers, now = lake.answers(), datetime.now(UTC)
+        return page(
+            request,
+            "precision.html",
+            rows=precision.from_answers(answers, now, config.tuning),
+            tuning=config.tuning,
+            patterns=patterns.learn(answers, now, config.learning),
+            learning=config.learning,
+            set_aside=suppression.set_aside(answers, now),
+        )
 
     def health(request: Request):
         return PlainTextResponse("ok")
@@ -476,6 +489,7 @@ def _feedback_row(me, incident: dict, a: Answer, users) -> feedback.Feedback:
         max_severity=incident["max_severity"],
         event_ids=list(incident["event_ids"]),
         based_on=a.based_on or None,
+        top_features=list(incident["top_features"] or ()),
     )
 
 

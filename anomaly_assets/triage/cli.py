@@ -63,13 +63,14 @@ def config_from_env(prefix: str, alerts_file: str | None = None):
             "random characters), or run `anomaly-triage init-local` (docs/triage.md)"
         )
     alerts_file = alerts_file or os.environ.get("ANOMALY_ALERTS_FILE")
-    tuning = {}
-    if alerts_file:  # the stream's alerts section: its tuning settings
+    feedback_rules = {}
+    if alerts_file:  # the stream's alerts section: its tuning and learning settings
         from anomaly_assets.alerts.assets import load_alerts_file
 
-        tuning = {"tuning": load_alerts_file(alerts_file).tuning}
+        spec = load_alerts_file(alerts_file)
+        feedback_rules = {"tuning": spec.tuning, "learning": spec.learning}
     return TriageConfig(
-        **tuning,
+        **feedback_rules,
         root=settings.LAKEHOUSE_ROOT,
         prefix=prefix,
         users_file=users,

@@ -430,6 +430,64 @@ def test_a_threshold_tuned_from_verdicts_holds_back_what_analysts_dismissed(
     assert got["hal"][0] == got["ode"][0] == "delivered"
 
 
+def test_dismissals_across_users_silence_their_pattern_not_more(
+    env, receivers, smtp, lakehouse
+):
+    """Five users' WARNING credential_stuffing incidents led by failed_logins_10m,
+    dismissed at 99.1-99.3: a sixth user's like them is held back with the pattern's
+    figures; one more severe, a CRITICAL one and one another feature leads are sent."""
+    lake, alerts = Lake(lakehouse), spec(receivers, smtp, "webhook")
+    feedback.append(
+        lakehouse.path(feedback.TABLE),
+        [
+            feedback.Feedback(
+                analyst="ana",
+                role="analyst",
+                action="dismiss",
+                incident_id=f"old-{k}",
+                user_id=f"u{k}",
+                threat_types=["credential_stuffing"],
+                status="WARNING",
+                reason="office NAT",
+                until=T0 + timedelta(days=7),
+                max_severity=99.1 + k / 20,
+                top_features=["failed_logins_10m", "failed_login_ips_10m"],
+            )
+            for k in range(5)
+        ],
+        now=T0 - timedelta(hours=2),
+    )
+    alike, severe, critical, other = (
+        incident(user, 1, 0, status=status)
+        for user, status in [
+            ("six", "WARNING"),
+            ("sev", "WARNING"),
+            ("cri", "CRITICAL"),
+            ("oth", "WARNING"),
+        ]
+    )
+    alike["max_severity"], other["max_severity"], critical["max_severity"] = (
+        99.2,
+        99.2,
+        99.2,
+    )
+    severe["max_severity"] = 99.6
+    other["top_features"] = ["failed_login_ips_10m"]
+    lake.put(alike, severe, critical, other)
+    lake.run(alerts, T0)
+    got = {r["user_id"]: (r["status"], r["reason"]) for r in lake.outbox()}
+    assert got["six"] == (
+        "suppressed",
+        (
+            "a pattern analysts dismissed: credential_stuffing incidents led by "
+            "failed_logins_10m up to severity 99.30 (5 dismissed about 5 users, 0 confirmed)"
+        ),
+    )
+    assert got["sev"][0] == got["cri"][0] == got["oth"][0] == "delivered"
+    posted = {r["body"].get("user_id") for r in receivers.webhook_requests}
+    assert {"sev", "cri", "oth"} <= posted and "six" not in posted
+
+
 def test_hostile_event_text_arrives_inert(env, receivers, smtp, lakehouse):
     lake = Lake(lakehouse)
     for n, channel in enumerate(("slack", "slack_hook", "email", "webhook")):

@@ -10,7 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anomaly_assets.feedback import store
-from anomaly_assets.feedback.suppression import active_dismissals, user_pattern
+from anomaly_assets.feedback.suppression import (
+    active_dismissals,
+    set_aside,
+    user_pattern,
+)
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -104,3 +108,35 @@ def test_a_users_pattern_matches_that_user_alone(user, other):
     pattern = user_pattern(user)
     assert fnmatch.fnmatchcase(user, pattern)
     assert fnmatch.fnmatchcase(other, pattern) == (other == user)
+
+
+def test_a_dismissal_covers_no_more_than_what_was_dismissed():
+    """With the incident's severity and lead feature recorded (the triage page records
+    both), a more severe incident or one another feature drives still alerts."""
+    dismissed = row("dismiss", "a", 0, 7) | {
+        "max_severity": 99.3,
+        "top_features": ["events_10s", "events_1m"],
+    }
+    (d,) = active_dismissals([dismissed], T0)
+    lead = ["events_10s", "duration_ms_log"]
+    assert d.covers("u", ["bot_activity"], "WARNING", lead, 99.3)
+    assert d.covers("u", ["bot_activity"], "WARNING", lead, 99.1)
+    assert not d.covers("u", ["bot_activity"], "WARNING", lead, 99.5), "more severe"
+    assert not d.covers("u", ["bot_activity"], "WARNING", ["duration_ms_log"], 99.1)
+
+
+def test_a_dismissal_of_a_pattern_analysts_mostly_confirm_is_set_aside():
+    """Five answers on bot_activity led by events_10s, three confirms: the dismissals of
+    that pattern are set aside for review (likely mistakes), another pattern's hold."""
+    lead = {"max_severity": 99.5, "top_features": ["events_10s"]}
+    rows = [
+        row("confirm" if k < 3 else "dismiss", f"b{k}", k, 7) | lead for k in range(5)
+    ]
+    other = row("dismiss", "c", 0, 7) | lead | {"top_features": ["events_1m"]}
+    now = T0 + timedelta(days=1)
+    assert [d.lead_feature for d in active_dismissals(rows + [other], now)] == [
+        "events_1m"
+    ]
+    assert {r["incident_id"] for r in set_aside(rows + [other], now)} == {"b3", "b4"}
+    # four answers are too few to contradict a dismissal
+    assert len(active_dismissals(rows[1:], now)) == 2 and not set_aside(rows[1:], now)

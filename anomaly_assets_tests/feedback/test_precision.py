@@ -93,7 +93,9 @@ def test_the_latest_closing_answer_is_the_verdict_and_a_reopen_withdraws_it():
 def test_routing_holds_back_incidents_below_their_types_tuned_threshold():
     rows = [(99.1, False)] * 15 + [(99.2, False)] * 5 + [(99.8, True)] * 5
     incidents, verdict = incidents_of(rows)
-    (tuned,) = by_threat(incidents, verdict, Tuning(0.8, 20, 0.0))
+    (tuned,) = by_threat(
+        incidents, verdict, Tuning(target_precision=0.8, min_answers=20, max_lost=0.0)
+    )
     assert tuned.threshold == 99.8 and tuned.precision == 0.2
     spec = AlertsSpec.model_validate(
         {

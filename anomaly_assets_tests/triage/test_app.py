@@ -389,9 +389,50 @@ def test_the_precision_page_counts_verdicts_per_threat(lake):
         assert r.status_code == 303, r.text
     rows = feedback.read(str(root / feedback.TABLE)).to_pylist()
     assert {r["max_severity"] for r in rows} == {99.95}
+    assert [r["top_features"] for r in rows] == [["failed_logins_10m"]] * 2
     page = client.get("/precision").text
     cells = re.findall(r"<td>([^<]*)</td>", page.split('id="precision"')[1])
     assert cells[:4] == ["credential_stuffing", "2", "1", "0.50"]
+
+
+def test_the_precision_page_shows_learned_patterns_and_dismissals_set_aside(lake):
+    """Four users' dismissals of a bot pattern teach it; a dismissal of a pattern five
+    others confirmed is listed for review, its attacker-chosen user id as text."""
+    root, app = lake
+    now = datetime.now(UTC)
+
+    def answer(k, action, user, lead):
+        return feedback.Feedback(
+            analyst="bo",
+            role="analyst",
+            action=action,
+            incident_id=f"i{k}",
+            user_id=user,
+            threat_type="bot_activity" if action == "confirm" else None,
+            threat_types=["bot_activity"],
+            reason="" if action == "confirm" else "crawler",
+            until=None if action == "confirm" else now + timedelta(days=7),
+            max_severity=99.0 + k / 100,
+            top_features=[lead],
+        )
+
+    hostile = '<script>alert("x")</script>'
+    feedback.append(
+        str(root / feedback.TABLE),
+        [answer(k, "dismiss", f"u{k}", "events_1m") for k in range(4)]
+        + [answer(10 + k, "confirm", f"v{k}", "events_10s") for k in range(5)]
+        + [answer(20, "dismiss", hostile, "events_10s")],
+        now=now - timedelta(hours=1),
+    )
+    page = login(app, "ana").get("/precision").text
+    learned = re.findall(r"<td>([^<]*)</td>", page.split('id="patterns"')[1])
+    assert learned[:6] == ["bot_activity", "events_1m", "99.03", "4", "4", "0"]
+    aside = page.split('id="set-aside"')[1]
+    assert ">i20</a>" in aside and "events_10s" in aside
+    assert (
+        hostile not in page
+        and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in aside
+    )
 
 
 def test_password_guessing_is_slowed_and_a_bad_filter_is_no_error(lake):
