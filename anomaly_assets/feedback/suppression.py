@@ -57,8 +57,6 @@ def active_dismissals(rows: list[dict], now: datetime) -> list[Dismissal]:
     """The dismissals in force among ``rows`` (closing answers: confirm, dismiss,
     reopen): each incident's latest one, if it is a dismissal whose window is open and
     whose pattern analysts do not mostly confirm."""
-    latest = latest_answers(rows)
-    contradicted = contradicted_patterns(latest)
     return [
         Dismissal(
             r["user_id"],
@@ -69,26 +67,26 @@ def active_dismissals(rows: list[dict], now: datetime) -> list[Dismissal]:
             (r.get("top_features") or [None])[0],
             r.get("max_severity"),
         )
-        for r in latest.values()
-        if r["action"] == "dismiss"
-        and r["until"] is not None
-        and r["until"] > now
-        and _signature(r) not in contradicted
+        for r, contradicted in _open_dismissals(rows, now)
+        if not contradicted
     ]
 
 
 def set_aside(rows: list[dict], now: datetime) -> list[dict]:
     """The open dismissals that ``active_dismissals`` sets aside as contradicted: for
     analysts to look at again."""
+    return [r for r, contradicted in _open_dismissals(rows, now) if contradicted]
+
+
+def _open_dismissals(rows: list[dict], now: datetime) -> list[tuple[dict, bool]]:
+    """Each incident's latest answer that is a dismissal with its window open, and
+    whether its pattern is contradicted."""
     latest = latest_answers(rows)
     contradicted = contradicted_patterns(latest)
     return [
-        r
+        (r, _signature(r) in contradicted)
         for r in latest.values()
-        if r["action"] == "dismiss"
-        and r["until"] is not None
-        and r["until"] > now
-        and _signature(r) in contradicted
+        if r["action"] == "dismiss" and r["until"] is not None and r["until"] > now
     ]
 
 
