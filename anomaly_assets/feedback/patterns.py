@@ -11,7 +11,8 @@ pattern at or below S
 - are confirmed at most ``max_precision`` of the time;
 - and are not the pattern's attacks dismissed by mistake: were every one of them an attack
   that analysts dismiss ``answer_error`` of the time, so many dismissals would happen with
-  a probability under ``1 - confidence``.
+  a probability under ``1 - confidence``, once multiplied by the cuts tried (one per
+  dismissal of the pattern: scanning for the best cut finds chance runs of mistakes).
 
 Its WARNING incidents at or below S then raise no alert. A more severe or CRITICAL one
 still alerts, and so does every other pattern. The rules are written for an analyst who
@@ -57,7 +58,7 @@ class Learning(BaseModel):
         gt=0.5,
         lt=1,
         description="That the dismissals are not attacks dismissed by mistake (at the "
-        "defaults: 3 dismissals and no confirm are not enough, 4 are).",
+        "defaults, 3 dismissals and no confirm are never enough).",
     )
     window_days: float = Field(default=30.0, gt=0, description="Answers counted.")
 
@@ -135,6 +136,8 @@ def _ceiling(answers: list[tuple[float, bool, str]], rules: Learning):
     """(ceiling, dismissed, confirmed, users) at the highest dismissal that passes the
     rules over the answers at or below it; None when none does."""
     best = None
+    # Each dismissal is a cut tried: the bound on mistakes covers them all (Bonferroni).
+    tries = sum(not confirmed for _, confirmed, _ in answers)
     for i, (severity, confirmed, _) in enumerate(answers):
         if confirmed or (i + 1 < len(answers) and answers[i + 1][0] == severity):
             continue  # ties: the region ends after the last answer at this severity
@@ -145,7 +148,7 @@ def _ceiling(answers: list[tuple[float, bool, str]], rules: Learning):
             len(dismissed) >= rules.min_dismissals
             and users >= rules.min_users
             and (len(region) - len(dismissed)) / len(region) <= rules.max_precision
-            and mistaken(len(dismissed), len(region), rules.answer_error)
+            and tries * mistaken(len(dismissed), len(region), rules.answer_error)
             < 1 - rules.confidence
         ):
             best = (severity, len(dismissed), len(region) - len(dismissed), users)
