@@ -4,15 +4,17 @@ A false positive rarely comes back for the same user, but its kind does: the sam
 types driven by the same lead feature (the one most often among its events' top
 features), at the low end of the severities, where the attacks of that kind are rare. A
 pattern's verdicts (each incident's latest closing answer in the window) teach it a
-severity ceiling S, the highest dismissed severity at which the answered incidents of the
-pattern at or below S
+severity ceiling S, the highest severity holding a dismissal at which the answered
+incidents of the pattern at or below S
 
 - hold ``min_dismissals`` dismissals or more, about ``min_users`` users or more;
 - are confirmed at most ``max_precision`` of the time;
 - and are not the pattern's attacks dismissed by mistake: were every one of them an attack
   that analysts dismiss ``answer_error`` of the time, so many dismissals would happen with
-  a probability under ``1 - confidence``, once multiplied by the cuts tried (one per
-  dismissal of the pattern: scanning for the best cut finds chance runs of mistakes).
+  a probability under ``1 - confidence``, once multiplied by the pattern's answers (the
+  scan may cut after any of them, and scanning finds chance runs of mistakes).
+
+Only dismissals whose window is open teach; confirms count over the learning window.
 
 Its WARNING incidents at or below S then raise no alert. A more severe or CRITICAL one
 still alerts, and so does every other pattern. The rules are written for an analyst who
@@ -23,6 +25,7 @@ the test, and a wrong confirm among many dismissals does not undo what they taug
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from math import comb
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,6 +84,7 @@ class Pattern:
     dismissed: int
     confirmed: int
     users: int
+    analysts: int
 
     def covers(self, threat_types, top_features, status: str, severity) -> bool:
         return (
@@ -97,7 +101,8 @@ class Pattern:
         return (
             f"a pattern analysts dismissed: {kind} incidents led by {self.lead_feature} "
             f"up to severity {self.ceiling:.2f} ({self.dismissed} dismissed about "
-            f"{self.users} users, {self.confirmed} confirmed)"
+            f"{self.users} users by {self.analysts} analyst"
+            f"{'s' if self.analysts > 1 else ''}, {self.confirmed} confirmed)"
         )
 
 
@@ -113,16 +118,19 @@ def learn(
     rows: list[dict], now: datetime, rules: Learning | None = None
 ) -> list[Pattern]:
     """The patterns ``rows`` (closing answers, any order, with threat_types, top_features,
-    max_severity, user_id) teach (module doc)."""
+    max_severity, user_id, analyst, until) teach (module doc). A dismissal whose window
+    is over no longer teaches; a confirm counts for the whole learning window."""
     rules = rules or Learning()
     since = now - timedelta(days=rules.window_days)
-    latest = latest_answers([r for r in rows if r["recorded_at"] > since])
-    by_pattern: dict[Signature, list[tuple[float, bool, str]]] = {}
-    for r in latest.values():
+    by_pattern: dict[Signature, list[Answer]] = {}
+    for r in latest_answers([r for r in rows if r["recorded_at"] > since]).values():
         sig = signature(r["threat_types"], r.get("top_features"))
-        if r["action"] == "reopen" or sig is None or r["max_severity"] is None:
+        if r["action"] == "reopen" or sig is None or r.get("max_severity") is None:
             continue
-        answer = (float(r["max_severity"]), r["action"] == "confirm", r["user_id"])
+        confirmed = r["action"] == "confirm"
+        if not confirmed and (r.get("until") is None or r["until"] <= now):
+            continue
+        answer = Answer(float(r["max_severity"]), confirmed, r["user_id"], r["analyst"])
         by_pattern.setdefault(sig, []).append(answer)
     patterns = []
     for (types, lead), answers in sorted(by_pattern.items()):
@@ -132,24 +140,31 @@ def learn(
     return patterns
 
 
-def _ceiling(answers: list[tuple[float, bool, str]], rules: Learning):
-    """(ceiling, dismissed, confirmed, users) at the highest dismissal that passes the
-    rules over the answers at or below it; None when none does."""
+class Answer(NamedTuple):
+    severity: float
+    confirmed: bool
+    user_id: str
+    analyst: str
+
+
+def _ceiling(answers: list[Answer], rules: Learning):
+    """(ceiling, dismissed, confirmed, users, analysts) at the highest severity holding a
+    dismissal where the answers at or below it pass the rules; None when none does."""
     best = None
-    # Each dismissal is a cut tried: the bound on mistakes covers them all (Bonferroni).
-    tries = sum(not confirmed for _, confirmed, _ in answers)
-    for i, (severity, confirmed, _) in enumerate(answers):
-        if confirmed or (i + 1 < len(answers) and answers[i + 1][0] == severity):
-            continue  # ties: the region ends after the last answer at this severity
-        region = answers[: i + 1]
-        dismissed = [a for a in region if not a[1]]
-        users = len({a[2] for a in dismissed})
+    # The scan may end after any answer: the bound on mistakes covers every such cut.
+    tries = len(answers)
+    for severity in sorted({a.severity for a in answers if not a.confirmed}):
+        region = [a for a in answers if a.severity <= severity]
+        dismissed = [a for a in region if not a.confirmed]
+        users = len({a.user_id for a in dismissed})
+        confirmed = len(region) - len(dismissed)
         if (
             len(dismissed) >= rules.min_dismissals
             and users >= rules.min_users
-            and (len(region) - len(dismissed)) / len(region) <= rules.max_precision
+            and confirmed / len(region) <= rules.max_precision
             and tries * mistaken(len(dismissed), len(region), rules.answer_error)
             < 1 - rules.confidence
         ):
-            best = (severity, len(dismissed), len(region) - len(dismissed), users)
+            analysts = len({a.analyst for a in dismissed})
+            best = (severity, len(dismissed), confirmed, users, analysts)
     return best

@@ -81,21 +81,26 @@ def append(
         {"feedback_id": uuid.uuid4().hex, "recorded_at": now, **a.model_dump()}
         for a in answers
     ]
-    append_rows(path, rows, SCHEMA)
+    append_rows(path, rows, SCHEMA, merge=True)
     return [r["feedback_id"] for r in rows]
 
 
-def append_rows(path: str, rows: list[dict], schema: pa.Schema) -> None:
+def append_rows(
+    path: str, rows: list[dict], schema: pa.Schema, merge: bool = False
+) -> None:
     """One append commit of ``rows``; appends rebase on each other, and only writers
     racing to create the table conflict (its first commit): the loser appends to the
-    winner's. A column ``schema`` has and the table lacks (an older release's) is added."""
+    winner's. ``merge``: a column ``schema`` has and the table lacks (an older release's)
+    is added; a writer of the older release then fails on the wider table."""
     from deltalake import write_deltalake
     from deltalake.exceptions import CommitFailedError
 
     table = pa.Table.from_pylist(rows, schema=schema)
     for attempt in range(ATTEMPTS):
         try:
-            write_deltalake(path, table, mode="append", schema_mode="merge")
+            write_deltalake(
+                path, table, mode="append", schema_mode="merge" if merge else None
+            )
             return
         except CommitFailedError:
             if attempt == ATTEMPTS - 1:

@@ -6,9 +6,9 @@ status or below and its severity or below; and the user's risk alerts while ever
 type driving the risk is a dismissed one. A new threat type, another lead feature or a
 more severe incident still alerts.
 
-A dismissal of a pattern that analysts mostly confirm (``CONTRADICTED``) is set aside: it
-is more likely an analyst's mistake than the attacks' (feedback/patterns.py learns what
-dismissals share across users)."""
+A dismissal of a pattern that analysts mostly confirm at its severity or below
+(``CONTRADICTED``) is set aside: it is more likely an analyst's mistake than a false
+positive (feedback/patterns.py learns what dismissals share across users)."""
 
 import glob
 from dataclasses import dataclass
@@ -18,7 +18,8 @@ from anomaly_assets.feedback.patterns import Signature, signature
 from anomaly_assets.feedback.precision import latest_answers
 from anomaly_assets.gold.incidents import STATUSES
 
-#: A pattern whose answers are at least this many, over half of them confirms.
+#: Answers of a dismissal's pattern, at its severity or below, that can contradict it
+#: (over half of them confirms).
 CONTRADICTED = 5
 
 
@@ -80,25 +81,32 @@ def set_aside(rows: list[dict], now: datetime) -> list[dict]:
 
 def _open_dismissals(rows: list[dict], now: datetime) -> list[tuple[dict, bool]]:
     """Each incident's latest answer that is a dismissal with its window open, and
-    whether its pattern is contradicted."""
+    whether analysts' answers contradict it."""
     latest = latest_answers(rows)
-    contradicted = contradicted_patterns(latest)
+    by_pattern: dict[Signature, list[dict]] = {}
+    for r in latest.values():
+        if (sig := _signature(r)) is not None and r["action"] != "reopen":
+            by_pattern.setdefault(sig, []).append(r)
     return [
-        (r, _signature(r) in contradicted)
+        (r, _contradicted(r, by_pattern.get(_signature(r), [])))
         for r in latest.values()
         if r["action"] == "dismiss" and r["until"] is not None and r["until"] > now
     ]
 
 
-def contradicted_patterns(latest: dict[str, dict]) -> set[Signature]:
-    """Patterns answered ``CONTRADICTED`` times or more, mostly confirmed."""
-    counts: dict[Signature, list[int]] = {}
-    for r in latest.values():
-        if (sig := _signature(r)) is not None and r["action"] != "reopen":
-            n = counts.setdefault(sig, [0, 0])
-            n[0] += 1
-            n[1] += r["action"] == "confirm"
-    return {s for s, (n, ok) in counts.items() if n >= CONTRADICTED and ok * 2 > n}
+def _contradicted(dismissal: dict, same_pattern: list[dict]) -> bool:
+    """The pattern's answers at the dismissal's severity or below (all of them when it
+    has none) are ``CONTRADICTED`` or more, over half of them confirms: analysts call
+    incidents like it attacks."""
+    cap = dismissal.get("max_severity")
+    near = [
+        a
+        for a in same_pattern
+        if cap is None
+        or (a.get("max_severity") is not None and a["max_severity"] <= cap)
+    ]
+    confirmed = sum(a["action"] == "confirm" for a in near)
+    return len(near) >= CONTRADICTED and confirmed * 2 > len(near)
 
 
 def _signature(row: dict) -> Signature | None:

@@ -480,7 +480,7 @@ def test_dismissals_across_users_silence_their_pattern_not_more(
         "suppressed",
         (
             "a pattern analysts dismissed: credential_stuffing incidents led by "
-            "failed_logins_10m up to severity 99.30 (5 dismissed about 5 users, 0 confirmed)"
+            "failed_logins_10m up to severity 99.30 (5 dismissed about 5 users by 1 analyst, 0 confirmed)"
         ),
     )
     assert got["sev"][0] == got["cri"][0] == got["oth"][0] == "delivered"

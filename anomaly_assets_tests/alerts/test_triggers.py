@@ -14,6 +14,8 @@ from anomaly_assets.alerts.triggers import (
     risk_candidates,
     route,
 )
+from anomaly_assets.feedback.patterns import Pattern
+from anomaly_assets.feedback.suppression import Dismissal
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 HOOK = {"type": "webhook", "url": "https://example.org/h", "secret_env": "S"}
@@ -168,3 +170,46 @@ def test_routes_filter_by_status_and_threat_and_risk_alerts_only_rise():
     )
     higher = {**risk, "risk_level": "critical"}
     assert list(risk_candidates([higher], {"u1": [("high", NOW)]}, 30))
+
+
+def test_learned_patterns_and_narrow_dismissals_hold_back_only_what_they_cover():
+    """A pattern learned across users holds back another user's WARNING incident like
+    it on every channel; a user's dismissal holds back that user's incident no more
+    severe than the dismissed one; the rest is sent. Suppression comes before the rate
+    limit, so what is held back does not use the hour's budget."""
+    pattern = Pattern(("bot_activity",), "events_10s", 99.3, 5, 0, 4, 2)
+    dismissal = Dismissal(
+        "amy",
+        frozenset({"bot_activity"}),
+        "WARNING",
+        NOW + timedelta(days=1),
+        "dismissed as a false positive by bo",
+        "events_1m",
+        99.5,
+    )
+
+    def like(n, user, severity, lead):
+        i = incident(n, user=user, status="WARNING")
+        return i | {"max_severity": severity, "top_features": [lead, "events_1m"]}
+
+    incidents = [
+        like(1, "zed", 99.2, "events_10s"),  # the pattern's
+        like(2, "zed", 99.4, "events_10s"),  # above its ceiling
+        like(3, "amy", 99.4, "events_1m"),  # amy's dismissal
+        like(4, "amy", 99.6, "events_1m"),  # more severe than dismissed
+        like(5, "bob", 99.0, "events_1m"),  # another lead, another user
+    ]
+    routed = route(
+        spec(rate_limit_per_hour=3),
+        "",
+        list(incident_candidates(incidents, {})),
+        {},
+        NOW,
+        dismissals=[dismissal],
+        patterns=[pattern],
+    )
+    got = {(r.candidate.subject, r.channel): (r.status, r.reason) for r in routed}
+    for channel in "ab":
+        assert got["i1", channel] == ("suppressed", pattern.reason)
+        assert got["i3", channel] == ("suppressed", dismissal.reason)
+        assert {got[i, channel][0] for i in ("i2", "i4", "i5")} == {"pending"}

@@ -6,6 +6,7 @@ import fnmatch
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -140,3 +141,25 @@ def test_a_dismissal_of_a_pattern_analysts_mostly_confirm_is_set_aside():
     assert {r["incident_id"] for r in set_aside(rows + [other], now)} == {"b3", "b4"}
     # four answers are too few to contradict a dismissal
     assert len(active_dismissals(rows[1:], now)) == 2 and not set_aside(rows[1:], now)
+
+
+def test_an_older_releases_table_gains_the_new_column(tmp_path):
+    """A table written before top_features: the next append adds the column, and the
+    older rows read it as null."""
+    from deltalake import write_deltalake
+
+    path = str(tmp_path / store.TABLE)
+    older = store.SCHEMA.remove(store.SCHEMA.get_field_index("top_features"))
+    row = {
+        "feedback_id": "old",
+        "recorded_at": T0,
+        "analyst": "ana",
+        "action": "dismiss",
+    }
+    write_deltalake(path, pa.Table.from_pylist([row], schema=older))
+    store.append(path, [answer("u", "dismiss", top_features=["events_10s"])])
+    rows = {r["feedback_id"]: r for r in store.read(path).to_pylist()}
+    assert rows["old"]["top_features"] is None
+    assert [r["top_features"] for k, r in rows.items() if k != "old"] == [
+        ["events_10s"]
+    ]

@@ -23,6 +23,8 @@ def verdict(k, action, severity, user=None, at_hours=0, types=TYPES, top=LEAD):
         "threat_types": list(types),
         "top_features": list(top),
         "max_severity": severity,
+        "analyst": "ana",
+        "until": T0 + timedelta(days=7) if action == "dismiss" else None,
     }
 
 
@@ -52,7 +54,7 @@ def test_a_learned_ceiling_meets_every_rule_and_is_the_highest_that_does(rows, r
     ]
     found = learn(verdicts, T0 + timedelta(days=1), r)
 
-    tries = sum(not ok for _, ok, _ in rows)  # each dismissal a cut tried
+    tries = len(rows)  # the scan may end after any answer
 
     def passes(cut):
         region = [(s, ok, u) for s, ok, u in rows if s <= cut]
@@ -65,16 +67,19 @@ def test_a_learned_ceiling_meets_every_rule_and_is_the_highest_that_does(rows, r
             < 1 - r.confidence
         )
 
-    # a cut ends after every answer at its severity; only dismissals' severities end one
-    cuts = [
-        s for s, ok, _ in rows if not ok and not any(t == s and o for t, o, _ in rows)
-    ]
+    cuts = {s for s, ok, _ in rows if not ok}  # every severity a dismissal holds
     best = max((c for c in cuts if passes(c)), default=None)
     if best is None:
         assert found == []
     else:
         (p,) = found
+        region = [(ok, u) for s, ok, u in rows if s <= best]
         assert p.ceiling == best and p.lead_feature == LEAD[0]
+        assert (p.dismissed, p.confirmed, p.users) == (
+            sum(not ok for ok, _ in region),
+            sum(ok for ok, _ in region),
+            len({u for ok, u in region if not ok}),
+        )
         assert p.covers(TYPES, LEAD, "WARNING", best)
         assert not p.covers(TYPES, LEAD, "WARNING", best + 0.001)
 
@@ -114,7 +119,7 @@ def test_false_positives_of_several_users_teach_their_pattern_and_no_more():
     assert not p.covers(
         ["account_takeover", "impossible_travel"], LEAD, "WARNING", 99.2
     )
-    assert "6 dismissed about 5 users, 1 confirmed" in p.reason
+    assert "6 dismissed about 5 users by 1 analyst, 1 confirmed" in p.reason
 
     # one user's dismissals alone, or answers from before the window, teach nothing
     one_user = [dict(r, user_id="u0") for r in rows]
@@ -141,13 +146,24 @@ def test_answers_without_the_incidents_features_teach_no_pattern():
 
 
 def test_wrong_dismissals_of_a_pattern_analysts_mostly_confirm_teach_nothing():
-    """What a week of simulated answers met: 4 of the 5 lowest of 45 high-value purchases
-    dismissed (attacks, the analyst wrong), the rest confirmed. Over the 4 cuts tried, so
-    many mistakes at the low end are likely enough that nothing is learned."""
+    """What a week of simulated answers met: the 4 lowest of 45 high-value purchases
+    dismissed (attacks, the analyst wrong), the rest confirmed. Over the 45 places a scan
+    may cut, so many mistakes at the low end are likely enough that nothing is learned."""
     severities = [99.0 + k / 50 for k in range(45)]
     rows = [
-        verdict(k, "dismiss" if k in (0, 1, 3, 4) else "confirm", s, types=["x"])
+        verdict(k, "dismiss" if k < 4 else "confirm", s, types=["x"])
         for k, s in enumerate(severities)
     ]
-    assert mistaken(4, 5, 0.1) < 1 - Learning().confidence, "alone it would pass"
+    assert mistaken(4, 4, 0.1) < 1 - Learning().confidence, "alone it would pass"
     assert learn(rows, T0 + timedelta(days=1)) == []
+
+
+def test_a_tie_at_the_ceiling_and_a_dismissals_window_count():
+    """Ten dismissals and a wrong confirm at one severity (severities are clamped at 100,
+    so ties happen) teach a ceiling there; once the dismissals' windows are over they
+    teach nothing, whatever the learning window."""
+    rows = [verdict(k, "dismiss", 100.0, user=f"u{k % 3}") for k in range(10)]
+    rows += [verdict(10, "confirm", 100.0)]
+    (p,) = learn(rows, T0 + timedelta(days=1))
+    assert (p.ceiling, p.dismissed, p.confirmed, p.analysts) == (100.0, 10, 1, 1)
+    assert learn(rows, T0 + timedelta(days=8)) == [], "dismissed for 7 days"

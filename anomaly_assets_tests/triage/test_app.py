@@ -426,7 +426,7 @@ def test_the_precision_page_shows_learned_patterns_and_dismissals_set_aside(lake
     )
     page = login(app, "ana").get("/precision").text
     learned = re.findall(r"<td>([^<]*)</td>", page.split('id="patterns"')[1])
-    assert learned[:6] == ["bot_activity", "events_1m", "99.03", "4", "4", "0"]
+    assert learned[:7] == ["bot_activity", "events_1m", "99.03", "4", "4", "1", "0"]
     aside = page.split('id="set-aside"')[1]
     assert ">i20</a>" in aside and "events_10s" in aside
     assert (
