@@ -51,6 +51,9 @@ MIXES = {"generator": EventGenerator, "commuters": CommuterScenario}
 TRAIN = ["bronze_events", "bronze_quarantine", "bronze_offset_ledger", "silver_events"]
 TRAIN += ["silver_user_profile"]
 ROUTES = {"default": {}, "warning": {"min_status": "WARNING"}}
+#: The labels held_out_run writes: the training stream's, then the held-out stream's (the
+#: first held-out batch also scores the training window).
+LABEL_FILES = ("train.csv", "eval.csv")
 SECRET_ENV = "BENCH_ALERTS_HOOK_SECRET"
 
 
@@ -103,7 +106,7 @@ def held_out_run(mix_name: str, tmp: Path, args, alerts: dict, after_batch=None)
         quiet = {"log": lambda *_: None}
         train = mix(seed=5, population_seed=7, anomaly_rate=0.01)
         produce(
-            bootstrap, topic, args.train_events, train, tmp / "train.csv", 3, **quiet
+            bootstrap, topic, args.train_events, train, tmp / LABEL_FILES[0], 3, **quiet
         )
         run(TRAIN, {"bronze": {"config": {"max_events": args.train_events}}})
         trained = set(
@@ -113,22 +116,33 @@ def held_out_run(mix_name: str, tmp: Path, args, alerts: dict, after_batch=None)
         )
         run(
             ["anomaly_model"],
-            {"anomaly_model": {"config": {"labels_path": str(tmp / "train.csv")}}},
+            {"anomaly_model": {"config": {"labels_path": str(tmp / LABEL_FILES[0])}}},
         )
         held_out = mix(
             seed=2026, population_seed=7, anomaly_rate=0.03, start=train.clock
         )
-        labels = tmp / "eval.csv"
-        produce(bootstrap, topic, args.eval_events, held_out, labels, 3, **quiet)
+        produce(
+            bootstrap,
+            topic,
+            args.eval_events,
+            held_out,
+            tmp / LABEL_FILES[1],
+            3,
+            **quiet,
+        )
         per_batch = -(-args.eval_events // args.batches)
         t0 = time.perf_counter()
         for k in range(args.batches):
             run(INGESTION_ASSETS, {"bronze": {"config": {"max_events": per_batch}}})
             if after_batch is not None:
                 after_batch(k)
-        seconds = time.perf_counter() - t0
-        both = pd.concat(pd.read_csv(p, dtype=str) for p in (tmp / "train.csv", labels))
-        return both[both["kind"] == "anomaly"], trained, seconds
+        return anomaly_labels(tmp), trained, time.perf_counter() - t0
+
+
+def anomaly_labels(tmp: Path) -> pd.DataFrame:
+    """The labelled anomalies of both streams held_out_run produces (LABEL_FILES)."""
+    both = pd.concat(pd.read_csv(tmp / f, dtype=str) for f in LABEL_FILES)
+    return both[both["kind"] == "anomaly"]
 
 
 def quality(mix_name: str, tmp: Path, args, monkey_env: dict) -> dict:

@@ -47,9 +47,6 @@ from anomaly_assets.triage.users import hash_password
 TS = pa.timestamp("us", tz="UTC")
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 THREATS = sorted(THREAT_FEATURES)
-#: The labels of bench_alerts.held_out_run's streams: the first day's batch also scores
-#: the training window, whose incidents the analyst answers too.
-LABEL_FILES = ("train.csv", "eval.csv")
 TACTICS = [
     "credential-access",
     "initial-access",
@@ -175,8 +172,7 @@ def feedback_week(mix_name: str, tmp: Path, args) -> dict:
     """Figures of one mix's simulated week (module doc)."""
     import os
 
-    import pandas as pd
-    from bench_alerts import held_out_run
+    from bench_alerts import LABEL_FILES, anomaly_labels, held_out_run
     from deltalake import DeltaTable
 
     from anomaly_assets.devtools.receivers import Receivers
@@ -200,9 +196,11 @@ def feedback_week(mix_name: str, tmp: Path, args) -> dict:
     answered: set[str] = set()
     days: list[dict] = []
 
+    attack: set[str] = set()
+
     def analyst(day: int) -> None:
-        labels = pd.concat(pd.read_csv(tmp / f, dtype=str) for f in LABEL_FILES)
-        attack = set(labels.loc[labels["kind"] == "anomaly", "event_id"])
+        if not attack:  # both streams were produced before the first batch
+            attack.update(anomaly_labels(tmp)["event_id"])
         incidents = {
             r["incident_id"]: r
             for r in DeltaTable(str(lake / "gold_user_incidents"))
@@ -266,10 +264,9 @@ def feedback_week(mix_name: str, tmp: Path, args) -> dict:
         print(f"{mix_name}: day {day + 1}: {len(answers)} answers")
 
     try:
-        labels, _, _ = held_out_run(mix_name, tmp, args, alerts, analyst)
+        held_out_run(mix_name, tmp, args, alerts, analyst)
     finally:
         hook.stop()
-    attack = set(labels["event_id"])
     if args.keep:  # the tables and labels, to study without running again
         keep = Path(args.keep) / mix_name
         shutil.copytree(lake, keep / "lake", dirs_exist_ok=True)

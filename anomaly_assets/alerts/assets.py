@@ -262,7 +262,7 @@ def _new_alerts(context, config, lakehouse, stream, spec, pending, now):
             for d in suppression.active_dismissals(answers, now)
             if d.user_id in changed_users
         ],
-        patterns.learn(answers, now, spec.learning) if spec.learning.enabled else [],
+        patterns.learn(answers, now, spec.learning),
     )
     explanations = _explanations(lakehouse, present) if routed else {}
     risk_by_user = {r["user_id"]: r for r in risks}

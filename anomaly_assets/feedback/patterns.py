@@ -119,11 +119,14 @@ def learn(
 ) -> list[Pattern]:
     """The patterns ``rows`` (closing answers, any order, with threat_types, top_features,
     max_severity, user_id, analyst, until) teach (module doc). A dismissal whose window
-    is over no longer teaches; a confirm counts for the whole learning window."""
+    is over no longer teaches; a confirm counts for the whole learning window. None when
+    learning is off."""
     rules = rules or Learning()
+    if not rules.enabled:
+        return []
     since = now - timedelta(days=rules.window_days)
     by_pattern: dict[Signature, list[Answer]] = {}
-    for r in latest_answers([r for r in rows if r["recorded_at"] > since]).values():
+    for r in latest_answers(rows, since).values():
         sig = signature(r["threat_types"], r.get("top_features"))
         if r["action"] == "reopen" or sig is None or r.get("max_severity") is None:
             continue

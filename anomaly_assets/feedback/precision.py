@@ -51,10 +51,13 @@ class ThreatPrecision:
     confirmed_lost: int
 
 
-def latest_answers(answers: list[dict]) -> dict[str, dict]:
-    """Incident id -> its latest closing answer (confirm, dismiss or reopen)."""
+def latest_answers(answers: list[dict], since=None) -> dict[str, dict]:
+    """Incident id -> its latest closing answer (confirm, dismiss or reopen), among the
+    answers recorded after ``since`` (all of them without it)."""
     latest: dict[str, dict] = {}
     for a in sorted(answers, key=lambda a: (a["recorded_at"], a["feedback_id"])):
+        if since is not None and a["recorded_at"] <= since:
+            continue
         if a["action"] in ("confirm", "dismiss", "reopen") and a["incident_id"]:
             latest[a["incident_id"]] = a
     return latest
@@ -73,15 +76,13 @@ def verdicts(answers: list[dict]) -> dict[str, bool]:
 def from_answers(rows: list[dict], now, tuning) -> list[ThreatPrecision]:
     """``by_threat`` over the closing answers (any order) recorded in the last
     ``tuning.window_days``, each incident as its latest verdict saw it."""
-    since = now - timedelta(days=tuning.window_days)
-    recent = sorted(
-        (r for r in rows if r["recorded_at"] > since),
-        key=lambda r: (r["recorded_at"], r["feedback_id"]),
-    )
-    verdict = verdicts(recent)
-    latest = {r["incident_id"]: r for r in recent if r["action"] != "reopen"}
-    answered = [latest[i] for i in verdict if latest[i]["max_severity"] is not None]
-    return by_threat(answered, verdict, tuning)
+    latest = latest_answers(rows, now - timedelta(days=tuning.window_days))
+    answered = [
+        a
+        for a in latest.values()
+        if a["action"] != "reopen" and a["max_severity"] is not None
+    ]
+    return by_threat(answered, verdicts(answered), tuning)
 
 
 def by_threat(

@@ -412,11 +412,7 @@ def create_app(config: TriageConfig) -> Starlette:
             "precision.html",
             rows=precision.from_answers(answers, now, config.tuning),
             tuning=config.tuning,
-            patterns=(
-                patterns.learn(answers, now, config.learning)
-                if config.learning.enabled
-                else []
-            ),
+            patterns=patterns.learn(answers, now, config.learning),
             learning=config.learning,
             set_aside=suppression.set_aside(answers, now),
         )
