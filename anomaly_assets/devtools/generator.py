@@ -444,6 +444,12 @@ class EventGenerator:
             return kind, raw[:cut] + b"\xff\xfe\xc3(" + raw[cut:]
         return kind, json.dumps(event).encode()
 
+    def _next_kind(self) -> str:
+        """The type with the fewest labelled events so far: every type gets its share of
+        events, whatever its episode length."""
+        fewest = min(self.per_type.values())
+        return self.rng.choice([t for t, c in self.per_type.items() if c == fewest])
+
     # -- the stream -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Message]:
         rng = self.rng
@@ -454,10 +460,7 @@ class EventGenerator:
             )
             if due and rng.random() < 0.5:
                 self._episodes += 1
-                # The type with the fewest labelled events so far: every type gets its share
-                # of events, whatever its episode length.
-                fewest = min(self.per_type.values())
-                kind = rng.choice([t for t, c in self.per_type.items() if c == fewest])
+                kind = self._next_kind()
                 episode_id = f"ep{self._episodes:06d}"
                 pairs = [
                     (

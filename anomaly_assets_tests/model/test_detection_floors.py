@@ -1,4 +1,4 @@
-"""A detection floor per anomaly type, on two event mixes, through Spark's real feature path.
+"""A detection floor per anomaly type, on three event mixes, through Spark's real feature path.
 
 For each mix: a training stream (1 % anomalies) and a held-out continuation of the same users
 with a seed never trained on (3 % anomalies, for enough of each type), validated and
@@ -9,27 +9,25 @@ streams and under the lowest of forest seeds 0-2, yet a lost feature, a broken w
 gone drops a type below its floor.
 """
 
-import itertools
-import json
-from datetime import datetime
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from anomaly_assets.devtools.campaigns import CampaignScenario
 from anomaly_assets.devtools.generator import EventGenerator
+from anomaly_assets.devtools.labelled_features import (
+    generated,
+    labelled_features,
+    split_at,
+)
 from anomaly_assets.devtools.scenario import CommuterScenario
-from anomaly_assets.ingestion import bronze as lib
 from anomaly_assets.model.forests import (
     ThreatForests,
     anomaly_scores,
     detection_quality,
 )
-from anomaly_assets.silver.features import FEATURE_COLUMNS, silver_rows
+from anomaly_assets.silver.features import FEATURE_COLUMNS
 
-KAFKA_TS = datetime(
-    2027, 1, 1
-)  # after every generated event: no future-skew rejections
 TRAIN_EVENTS, HELD_EVENTS = 30_000, 30_000
 
 # type: (ROC AUC floor, recall at 1 % FPR floor). Measured here with the product's model
@@ -60,39 +58,30 @@ FLOORS = {
         "high_value_purchase": (0.97, 0.85),
         "impossible_travel": (0.97, 0.90),
     },
+    # The third mix (devtools/campaigns.py), trained on a clean window: seeds 42, 0-2
+    # measured ATO 0.892-0.895 / 0.286-0.333, bot 0.958-0.963 / 0.267-0.302, stuffing 0.993
+    # / 0.762-0.796, exfiltration 0.941-0.949 / 0.587-0.598, high-value 0.997 / 0.929-0.976,
+    # travel 0.997 / 1.000. Low on purpose: half the bot farm hides behind a browser's
+    # agent while the nightly batch jobs script theirs, and the stuffing comes from the
+    # victims' own countries, a few tries each; what the analysts' labels add is measured
+    # by bench/bench_learning.py.
+    CampaignScenario: {
+        "account_takeover": (0.85, 0.22),
+        "bot_activity": (0.92, 0.20),
+        "credential_stuffing": (0.97, 0.65),
+        "data_exfiltration": (0.90, 0.48),
+        "high_value_purchase": (0.97, 0.85),
+        "impossible_travel": (0.97, 0.90),
+    },
 }
 
 
 def stream_features(spark, generator_class) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training rows, held-out rows): features and the label of each event (None if normal)."""
-    train = generator_class(seed=5, population_seed=7, anomaly_rate=0.01)
-    messages = list(itertools.islice(train, TRAIN_EVENTS))
-    held = generator_class(
-        seed=2026, population_seed=7, anomaly_rate=0.03, start=train.clock
-    )
-    messages += list(itertools.islice(held, HELD_EVENTS))
-    labels = {
-        json.loads(m.value)["event_id"]: m.label.label
-        for m in messages
-        if m.label is not None
-    }
-    raw = spark.createDataFrame(
-        [(m.key, m.value, "t", 0, i, KAFKA_TS) for i, m in enumerate(messages)],
-        lib.KAFKA_SOURCE_SCHEMA,
-    )
-    good, _ = lib.split(lib.validate(lib.stage(raw), "b1"))
-    rows = (
-        silver_rows(good)
-        .select("event_id", "event_time", *FEATURE_COLUMNS)
-        .toPandas()
-        .sort_values("event_time")
-    )
-    rows["label"] = rows["event_id"].map(labels)
-    start = pd.Timestamp(train.clock).tz_convert(None)
-    times = pd.to_datetime(rows["event_time"])
-    if times.dt.tz is not None:
-        times = times.dt.tz_convert(None)
-    return rows[times < start], rows[times >= start]
+    train_messages, train = generated(generator_class, TRAIN_EVENTS, 5, 0.01)
+    held_messages, _ = generated(generator_class, HELD_EVENTS, 2026, 0.03, train.clock)
+    rows = labelled_features(spark, train_messages + held_messages)
+    return split_at(rows, train.clock)
 
 
 @pytest.mark.parametrize("generator_class", list(FLOORS), ids=lambda c: c.__name__)
