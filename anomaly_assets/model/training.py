@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from anomaly_assets.model.contamination import LeftOut, leave_out
 from anomaly_assets.model.forests import (
     Quality,
     ThreatForests,
@@ -34,6 +35,7 @@ class Trained:
     train_rows: int
     held_out_rows: int
     train_seconds: float
+    left_out: LeftOut
 
     @property
     def gate(self) -> str:
@@ -67,14 +69,24 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
     """Fit on ``data`` (event_id and ``features``) less a held-out share, then measure:
     score quantiles and the operating threshold over every sampled row (they describe
     traffic at large), detection quality on the held-out rows only (where the forests did
-    not learn), and the quality gate. ``labels``: event_id -> label, may be empty."""
+    not learn), and the quality gate. ``labels``: event_id -> label, may be empty.
+
+    When ``data`` carries the champion's verdicts (``champion_flagged``, ``champion_score``:
+    gold's is_anomaly and anomaly_score), the rows it flagged are left out of the
+    calibration, at most ``config.max_left_out_share`` of them."""
     X = data[list(features)].astype(float)
     model = ThreatForests(
         config.n_estimators, config.max_samples, config.seed, features
     )
     kept_out = held_out(data["event_id"], config.seed)
+    flagged = data.get("champion_flagged", pd.Series(False, index=data.index))
+    left_out = leave_out(
+        flagged.fillna(False).astype(bool).to_numpy(),
+        data.get("champion_score", pd.Series(0.0, index=data.index)).fillna(0.0),
+        config.max_left_out_share,
+    )
     t0 = time.perf_counter()
-    model.fit(X.to_numpy()[~kept_out])
+    model.fit(X.to_numpy()[~kept_out], calibrate=~left_out.rows[~kept_out])
     train_seconds = time.perf_counter() - t0
     scores = anomaly_scores(model, X.to_numpy())
     threshold_score = float(np.percentile(scores, config.threshold_percentile))
@@ -98,4 +110,5 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
         train_rows=int((~kept_out).sum()),
         held_out_rows=int(kept_out.sum()),
         train_seconds=train_seconds,
+        left_out=left_out,
     )

@@ -111,6 +111,7 @@ def test_train_register_champion_score_and_gate(env):
     assert meta["quality_gate"].value == "passed"
     assert meta["model_version"].value == "1" and meta["champion_version"].value == "1"
     assert meta["roc_auc"].value > 0.8
+    assert meta["left_out_rows"].value == 0  # nothing scored yet
 
     client = env["mlflow"].client()
     run = client.get_run(meta["mlflow_run_id"].value)
@@ -195,6 +196,16 @@ def test_train_register_champion_score_and_gate(env):
         and bad_meta["champion_version"].value == "1"
     )
     assert client.get_run(bad_meta["mlflow_run_id"].value).info.status == "FINISHED"
+    # the rows gold flagged are left out of its calibration, at most 5 % of them
+    flagged = sum(r["is_anomaly"] for r in rows)
+    assert bad_meta["left_out_rows"].value == min(flagged, int(0.05 * len(rows))) > 0
+    assert "flagged by the champion" in bad_meta["left_out"].value
+    assert (
+        client.get_model_version(env["mlflow"].registered_model_name, "2").tags[
+            "training_left_out"
+        ]
+        == bad_meta["left_out"].value
+    )
 
     # ...and gold keeps scoring new batches with the previous champion
     _produce(env, 1500, seed=22)

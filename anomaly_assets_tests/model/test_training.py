@@ -3,8 +3,10 @@ budget, and the quality gate with and without labels."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from anomaly_assets.model.assets import TrainConfig
+from anomaly_assets.model.forests import anomaly_scores, held_out
 from anomaly_assets.model.training import quality_gate, train
 from anomaly_assets.silver.catalogue import THREAT_FEATURES
 
@@ -62,3 +64,37 @@ def test_a_model_that_ranks_badly_fails_the_gate():
     ordinary = {f"e{i}": "bot_activity" for i in range(1000, 1300)}
     trained = train(data, FEATURES, CONFIG, ordinary)
     assert trained.quality.roc_auc < CONFIG.min_roc_auc and not trained.passed
+
+
+def test_rows_gold_flagged_are_left_out_of_the_calibration_up_to_the_cap():
+    data = _sample(attacks=120)  # a campaign: 4 % of the window
+    labels = {f"e{i}": "bot_activity" for i in range(120)}
+    plain = train(data, FEATURES, CONFIG, labels)
+    assert plain.left_out.count == 0 and "nothing left out" in plain.left_out.describe(
+        0.05
+    )
+    # gold flagged the campaign and 60 ordinary rows; the cap (5 %) keeps the highest
+    flagged = data.index < 120
+    flagged[1000:1060] = True
+    score = np.where(data.index < 120, 0.99, 0.7)
+    data = data.assign(
+        champion_flagged=np.where(flagged, True, None),
+        champion_score=np.where(flagged, score, np.nan),
+    )
+    robust = train(data, FEATURES, CONFIG, labels)
+    assert robust.left_out.count == int(0.05 * len(data)) and robust.left_out.capped
+    assert robust.left_out.rows[:120].all()  # the campaign scored highest
+    assert "flagged by the champion 150" in robust.left_out.describe(0.05)
+    # the threshold still counts every row: the budget keeps its meaning, and the
+    # campaign, rarer now to the calibration, fills more of it
+    assert robust.threshold_score == pytest.approx(
+        np.percentile(anomaly_scores(robust.model, data[list(FEATURES)]), 99)
+    )
+    held = held_out(data["event_id"], CONFIG.seed)
+    campaign = held & (data.index < 120)
+    recall = {}
+    for name, trained in (("plain", plain), ("robust", robust)):
+        scores = anomaly_scores(trained.model, data[list(FEATURES)].to_numpy(float))
+        cut = np.quantile(scores[held & (data.index >= 120)], 0.99)
+        recall[name] = (scores[campaign] > cut).mean()
+    assert recall["robust"] >= 0.9 > recall["plain"]
