@@ -149,9 +149,7 @@ class ModelSpec(_Strict):
         TrainConfig, "threshold_percentile", gt=50, lt=100
     )
     min_roc_auc: float = _like(TrainConfig, "min_roc_auc", ge=0.5, le=1.0)
-    max_left_out_share: float = _like(
-        TrainConfig, "max_left_out_share", ge=0.0, le=0.5
-    )
+    max_left_out_share: float = _like(TrainConfig, "max_left_out_share", ge=0.0, le=0.5)
 
 
 class SeveritySpec(_Strict):

@@ -63,10 +63,11 @@ class TrainConfig(Config):
     )
     max_left_out_share: float = Field(
         default=0.05,
-        description="At most this share of the training sample is left out of the "
-        "forests' calibration for having been flagged when gold scored it (a campaign "
-        "inside the window would otherwise calibrate as ordinary); the highest scores "
-        "first when more were flagged. 0 leaves nothing out.",
+        description="When gold flagged more than twice the alert budget of the training "
+        "sample (a campaign inside the window, which the forests would learn as "
+        "ordinary), the flagged rows are left out of the fit, the calibration and the "
+        "threshold's rows: at most this share of the sample, the highest scores first. "
+        "0 leaves nothing out.",
     )
     labels_path: str = Field(
         default=str(settings.LOCAL_DIR / "labels.csv"),

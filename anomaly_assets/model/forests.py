@@ -142,12 +142,8 @@ class ThreatForests(BaseEstimator):
             if cols:
                 yield threat, cols, THREAT_PENALTY
 
-    def fit(self, X, y=None, calibrate=None):
-        """Fit every forest on ``X``; calibrate their surprisals on the rows ``calibrate``
-        marks (default all): rows left out there cannot lower the surprisal of rows like
-        them (model/contamination.py)."""
+    def fit(self, X, y=None):
         X = np.asarray(X, dtype=float)
-        rows = slice(None) if calibrate is None else np.asarray(calibrate, dtype=bool)
         self.detectors_ = []
         for name, cols, penalty in self._specs():
             names = [self.features[i] for i in cols]
@@ -155,7 +151,7 @@ class ThreatForests(BaseEstimator):
                 self.n_estimators, self.max_samples, self.seed, names
             )
             pipeline.fit(X[:, cols])
-            calibration = tail_calibration(-pipeline.score_samples(X[rows][:, cols]))
+            calibration = tail_calibration(-pipeline.score_samples(X[:, cols]))
             self.detectors_.append(Detector(name, cols, penalty, pipeline, calibration))
         return self
 

@@ -72,8 +72,10 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
     not learn), and the quality gate. ``labels``: event_id -> label, may be empty.
 
     When ``data`` carries the champion's verdicts (``champion_flagged``, ``champion_score``:
-    gold's is_anomaly and anomaly_score), the rows it flagged are left out of the
-    calibration, at most ``config.max_left_out_share`` of them."""
+    gold's is_anomaly and anomaly_score) and it flagged more than twice the alert budget
+    (a campaign), the rows it flagged, at most ``config.max_left_out_share`` of them, are
+    no part of "traffic at large": the forests are not fitted on them and the quantiles
+    and threshold do not count them."""
     X = data[list(features)].astype(float)
     model = ThreatForests(
         config.n_estimators, config.max_samples, config.seed, features
@@ -84,12 +86,16 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
         flagged.fillna(False).astype(bool).to_numpy(),
         data.get("champion_score", pd.Series(0.0, index=data.index)).fillna(0.0),
         config.max_left_out_share,
+        above=2 * (100 - config.threshold_percentile) / 100,
     )
+    ordinary = ~left_out.rows
     t0 = time.perf_counter()
-    model.fit(X.to_numpy()[~kept_out], calibrate=~left_out.rows[~kept_out])
+    model.fit(X.to_numpy()[~kept_out & ordinary])
     train_seconds = time.perf_counter() - t0
     scores = anomaly_scores(model, X.to_numpy())
-    threshold_score = float(np.percentile(scores, config.threshold_percentile))
+    threshold_score = float(
+        np.percentile(scores[ordinary], config.threshold_percentile)
+    )
     held_scores = scores[kept_out]
     quality = detection_quality(
         held_scores,
@@ -101,13 +107,13 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
     return Trained(
         model=model,
         features=tuple(features),
-        quantiles=score_quantiles(scores),
+        quantiles=score_quantiles(scores[ordinary]),
         threshold_score=threshold_score,
         baseline=feature_baseline(X),
         quality=quality,
         passed=passed,
         reason=reason,
-        train_rows=int((~kept_out).sum()),
+        train_rows=int((~kept_out & ordinary).sum()),
         held_out_rows=int(kept_out.sum()),
         train_seconds=train_seconds,
         left_out=left_out,

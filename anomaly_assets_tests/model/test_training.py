@@ -66,13 +66,11 @@ def test_a_model_that_ranks_badly_fails_the_gate():
     assert trained.quality.roc_auc < CONFIG.min_roc_auc and not trained.passed
 
 
-def test_rows_gold_flagged_are_left_out_of_the_calibration_up_to_the_cap():
+def test_rows_gold_flagged_are_left_out_of_training_up_to_the_cap():
     data = _sample(attacks=120)  # a campaign: 4 % of the window
     labels = {f"e{i}": "bot_activity" for i in range(120)}
     plain = train(data, FEATURES, CONFIG, labels)
-    assert plain.left_out.count == 0 and "nothing left out" in plain.left_out.describe(
-        0.05
-    )
+    assert plain.left_out.count == 0 and plain.left_out.flagged_share == 0
     # gold flagged the campaign and 60 ordinary rows; the cap (5 %) keeps the highest
     flagged = data.index < 120
     flagged[1000:1060] = True
@@ -81,14 +79,30 @@ def test_rows_gold_flagged_are_left_out_of_the_calibration_up_to_the_cap():
         champion_flagged=np.where(flagged, True, None),
         champion_score=np.where(flagged, score, np.nan),
     )
+    # 60 flags, 2 % of the sample (twice the budget): a clean window, nothing left out
+    clean = data.assign(
+        champion_flagged=np.where(data.index >= 2940, True, None),
+        champion_score=0.9,
+    )
+    kept = train(clean, FEATURES, CONFIG, labels).left_out
+    assert kept.count == 0 and "flagged 2.00% of the sample, not above 2.00%" in (
+        kept.describe(0.05)
+    )
     robust = train(data, FEATURES, CONFIG, labels)
     assert robust.left_out.count == int(0.05 * len(data)) and robust.left_out.capped
     assert robust.left_out.rows[:120].all()  # the campaign scored highest
-    assert "flagged by the champion 150" in robust.left_out.describe(0.05)
-    # the threshold still counts every row: the budget keeps its meaning, and the
-    # campaign, rarer now to the calibration, fills more of it
+    assert "flagged by the champion 150): the champion flagged 6.00%" in (
+        robust.left_out.describe(0.05)
+    )
+    # the threshold is the budget over the rows gold let pass, the forests never saw
+    # the campaign
+    scores = anomaly_scores(robust.model, data[list(FEATURES)].to_numpy(float))
     assert robust.threshold_score == pytest.approx(
-        np.percentile(anomaly_scores(robust.model, data[list(FEATURES)]), 99)
+        np.percentile(scores[~robust.left_out.rows], 99)
+    )
+    assert (
+        robust.train_rows
+        == (~held_out(data["event_id"], CONFIG.seed) & ~robust.left_out.rows).sum()
     )
     held = held_out(data["event_id"], CONFIG.seed)
     campaign = held & (data.index < 120)
