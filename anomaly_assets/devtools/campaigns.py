@@ -10,7 +10,7 @@ Written from its own description, not from the two other mixes; same contract an
   runs its integration from a script.
 - Benign bursts, unlabelled, that look like campaigns: a marketing push (every eight hours
   of stream time, for an hour: buyers order bundles of many seats at a discount), the
-  nightly batch job (service accounts export data fast from their script) and a release
+  batch export three times a day (service accounts read data fast from their script) and a release
   (everyone's browser comes back under a new version for an hour, so every device is new).
 - Campaigns, labelled, that fill most of the anomaly share (``CAMPAIGN_WEIGHTS``): a bot
   farm scraping through taken-over accounts from a handful of cloud addresses, half of it
@@ -168,7 +168,7 @@ class CampaignScenario(EventGenerator):
             return self._batch_job(self._service[self._org[user.user_id]])
         ts, sid = self.clock, self._uuid()
         role = self._role[user.user_id]
-        at_office = (self.clock.hour - user.active_hour) % 24 < 6
+        at_office = (self.clock.hour - OFFICE_START_UTC[user.country]) % 24 < 9
         ip = rng.choice(user.ips) if at_office else self._home[user.user_id]
         device = user.devices[0] if at_office else rng.choice(user.devices)
         if burst == RELEASE and device[0] == "desktop":
@@ -212,7 +212,7 @@ class CampaignScenario(EventGenerator):
         return out
 
     def _batch_job(self, service: UserProfile) -> list[tuple[dict, None]]:
-        """The nightly export: a steady, fast beat of large API reads from the script."""
+        """The batch export: a steady, fast beat of large API reads from the script."""
         rng, ts, sid = self.rng, self.clock, self._uuid()
         out = []
         for _ in range(rng.randint(15, 40)):
@@ -235,6 +235,12 @@ class CampaignScenario(EventGenerator):
     def _episode(self, kind: str, user: UserProfile) -> list[tuple[dict, bool]]:
         if kind == "data_exfiltration":
             user = self.rng.choice(self._insiders)
+        elif (
+            kind == "high_value_purchase"
+        ):  # a buyer of the organisation orders the seats
+            members = self._members[self._org[user.user_id]]
+            buyers = [u for u in members if self._role[u.user_id] == "buyer"]
+            user = self.rng.choice(buyers) if buyers else user
         rng, ts, sid = self.rng, self.clock, self._uuid()
         office, laptop = rng.choice(user.ips), user.devices[0]
         out: list[tuple[dict, bool]] = []

@@ -68,6 +68,8 @@ class TrainConfig(Config):
         "ordinary), the flagged rows are left out of the fit, the calibration and the "
         "threshold's rows: at most this share of the sample, the highest scores first. "
         "0 leaves nothing out.",
+        ge=0.0,
+        le=0.5,
     )
     labels_path: str = Field(
         default=str(settings.LOCAL_DIR / "labels.csv"),
@@ -165,7 +167,14 @@ def _train(
     left_out = trained.left_out.describe(config.max_left_out_share)
     context.log.info(f"Contamination: {left_out}")
     version = _log_and_register(
-        context, config, mlflow_settings, mlf, stream, trained, data[list(features)]
+        context,
+        config,
+        mlflow_settings,
+        mlf,
+        stream,
+        trained,
+        data[list(features)],
+        left_out,
     )
     champion = mlflow_settings.champion_version()
     name = mlflow_settings.registered_model_name
@@ -206,7 +215,9 @@ def _train(
     return MaterializeResult(metadata=meta)
 
 
-def _log_and_register(context, config, mlflow_settings, mlf, stream, trained, X) -> str:
+def _log_and_register(
+    context, config, mlflow_settings, mlf, stream, trained, X, left_out: str
+) -> str:
     """Log the run (params, metrics, baselines, the model with everything scoring needs in
     its metadata), register the model, tag the version with its gate and move the
     champion alias when the gate passed; the new version."""
@@ -270,12 +281,7 @@ def _log_and_register(context, config, mlflow_settings, mlf, stream, trained, X)
     name = mlflow_settings.registered_model_name
     client.set_model_version_tag(name, version, "quality_gate", trained.gate)
     client.set_model_version_tag(name, version, "quality_gate_reason", trained.reason)
-    client.set_model_version_tag(
-        name,
-        version,
-        "training_left_out",
-        trained.left_out.describe(config.max_left_out_share),
-    )
+    client.set_model_version_tag(name, version, "training_left_out", left_out)
     client.set_model_version_tag(name, version, "dagster_run_id", context.run_id)
     if trained.passed:
         client.set_registered_model_alias(name, CHAMPION, version)

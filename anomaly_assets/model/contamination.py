@@ -38,8 +38,10 @@ class LeftOut:
 
     def describe(self, cap: float) -> str:
         flagged = f"the champion flagged {self.flagged_share:.2%} of the sample"
-        if not self.count:
+        if self.flagged_share <= self.above:
             return f"nothing left out: {flagged}, not above {self.above:.2%}"
+        if not self.count:
+            return f"nothing left out: {flagged}, above {self.above:.2%}, but the cap is {cap:.0%}"
         why = ", ".join(f"{reason} {n:,}" for reason, n in self.reasons.items())
         capped = (
             f"; capped at {cap:.0%}, the highest scores first" if self.capped else ""
@@ -48,6 +50,11 @@ class LeftOut:
             f"{self.share:.2%} of the sample left out of training ({why}): {flagged}, "
             f"above {self.above:.2%}{capped}"
         )
+
+
+def trigger(threshold_percentile: float) -> float:
+    """The share of flagged rows above which they are left out: twice the alert budget."""
+    return 2 * (100 - threshold_percentile) / 100
 
 
 def leave_out(flagged, scores, max_share: float, above: float) -> LeftOut:
@@ -64,7 +71,7 @@ def leave_out(flagged, scores, max_share: float, above: float) -> LeftOut:
     share = float(flagged.mean()) if len(flagged) else 0.0
     if share <= above:
         return LeftOut(np.zeros(len(flagged), dtype=bool), share, above)
-    limit = int(max_share * len(flagged))
+    limit = max(int(max_share * len(flagged)), 0)
     capped = int(flagged.sum()) > limit
     if capped:
         candidates = np.flatnonzero(flagged)

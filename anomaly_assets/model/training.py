@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from anomaly_assets.model.contamination import LeftOut, leave_out
+from anomaly_assets.model.contamination import LeftOut, leave_out, trigger
 from anomaly_assets.model.forests import (
     Quality,
     ThreatForests,
@@ -67,26 +67,27 @@ def quality_gate(
 
 def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
     """Fit on ``data`` (event_id and ``features``) less a held-out share, then measure:
-    score quantiles and the operating threshold over every sampled row (they describe
-    traffic at large), detection quality on the held-out rows only (where the forests did
+    score quantiles, the operating threshold and feature baselines over the sampled rows
+    (they describe traffic at large), detection quality on the held-out rows only (where the forests did
     not learn), and the quality gate. ``labels``: event_id -> label, may be empty.
 
     When ``data`` carries the champion's verdicts (``champion_flagged``, ``champion_score``:
     gold's is_anomaly and anomaly_score) and it flagged more than twice the alert budget
     (a campaign), the rows it flagged, at most ``config.max_left_out_share`` of them, are
-    no part of "traffic at large": the forests are not fitted on them and the quantiles
-    and threshold do not count them."""
+    no part of traffic at large: the forests are not fitted on them and the quantiles,
+    threshold and baselines do not count them."""
     X = data[list(features)].astype(float)
     model = ThreatForests(
         config.n_estimators, config.max_samples, config.seed, features
     )
     kept_out = held_out(data["event_id"], config.seed)
     flagged = data.get("champion_flagged", pd.Series(False, index=data.index))
+    score = data.get("champion_score", pd.Series(0.0, index=data.index))
     left_out = leave_out(
-        flagged.fillna(False).astype(bool).to_numpy(),
-        data.get("champion_score", pd.Series(0.0, index=data.index)).fillna(0.0),
+        flagged.eq(True).to_numpy(),  # null where gold did not flag the row
+        pd.to_numeric(score).fillna(0.0).to_numpy(),
         config.max_left_out_share,
-        above=2 * (100 - config.threshold_percentile) / 100,
+        above=trigger(config.threshold_percentile),
     )
     ordinary = ~left_out.rows
     t0 = time.perf_counter()
@@ -109,7 +110,7 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
         features=tuple(features),
         quantiles=score_quantiles(scores[ordinary]),
         threshold_score=threshold_score,
-        baseline=feature_baseline(X),
+        baseline=feature_baseline(X[ordinary]),
         quality=quality,
         passed=passed,
         reason=reason,

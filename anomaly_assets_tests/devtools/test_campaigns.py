@@ -13,6 +13,7 @@ from anomaly_assets.contract import REQUIRED_FIELDS
 from anomaly_assets.devtools.campaigns import (
     CAMPAIGN_WEIGHTS,
     FARM_OCTET,
+    MARKETING,
     NEW_RELEASE,
     SERVICE_AGENT,
     CampaignScenario,
@@ -58,20 +59,25 @@ def test_each_campaign_shares_its_infrastructure(window):
 
 
 def test_bursts_of_ordinary_traffic_are_unlabelled(window):
-    _, messages, events = window
+    stream, messages, events = window
     batch = [m for m, e in zip(messages, events) if e["user_agent"] == SERVICE_AGENT]
     release = [m for m, e in zip(messages, events) if e["user_agent"] == NEW_RELEASE]
     bundles = [
         m
         for m, e in zip(messages, events)
-        if e["event_type"] == "purchase" and e.get("items", 0) >= 5
+        if e["event_type"] == "purchase"
+        and e.get("items", 0) > 5
+        and int(e["event_ts"][11:13]) % 8 == MARKETING
     ]
     for burst in (batch, release, bundles):
         assert len(burst) >= 50
     assert all(m.label is None for m in batch + release)
-    # Bundles of many seats are ordinary in a marketing hour; a seat purchase far above the
-    # buyer's usual spend is the labelled high-value purchase.
+    # Bundles of many seats are ordinary in a marketing hour (a seat purchase far above the
+    # buyer's usual spend is the labelled high-value purchase), and only buyers order them.
     assert sum(m.label is None for m in bundles) > len(bundles) / 2
+    assert {json.loads(m.value)["user_id"] for m in bundles} <= {
+        u for u, role in stream._role.items() if role == "buyer"
+    }
 
 
 @settings(max_examples=10, deadline=None)

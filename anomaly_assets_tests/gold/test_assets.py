@@ -199,7 +199,7 @@ def test_train_register_champion_score_and_gate(env):
         and bad_meta["champion_version"].value == "1"
     )
     assert client.get_run(bad_meta["mlflow_run_id"].value).info.status == "FINISHED"
-    # the rows gold flagged are left out of its calibration, at most 5 % of them
+    # the rows gold flagged are left out of its training, at most 5 % of them
     flagged = sum(r["is_anomaly"] for r in rows)
     assert bad_meta["left_out_rows"].value == min(flagged, int(0.05 * len(rows))) > 0
     assert "flagged by the champion" in bad_meta["left_out"].value

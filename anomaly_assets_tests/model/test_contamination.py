@@ -23,8 +23,10 @@ def test_left_out_rows_are_flagged_above_the_trigger_capped_and_the_highest(
     out = leave_out(flagged, scores, cap, above)
     assert out.flagged_share == flagged.mean()
     if flagged.mean() <= above:  # about the budget's share: a clean window
-        assert out.count == 0 and "nothing left out" in out.describe(cap)
+        assert out.count == 0 and "not above" in out.describe(cap)
         return
+    if not int(cap * len(flags)):  # a cap of no rows: said as such
+        assert out.count == 0 and "but the cap is" in out.describe(cap)
     assert not (out.rows & ~flagged).any()  # only flagged rows are left out
     assert out.count <= int(cap * len(flags))
     assert out.capped == (flagged.sum() > int(cap * len(flags)))
