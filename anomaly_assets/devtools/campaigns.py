@@ -289,7 +289,17 @@ class CampaignScenario(EventGenerator):
                 )
         elif kind == "account_takeover":
             ip = random_ip(rng, VPN_OCTET)
-            phone = ("mobile", rng.choice(USER_AGENTS["mobile"]))
+            # A phone the user never used: the attacker's, not theirs.
+            phone = (
+                "mobile",
+                rng.choice(
+                    [
+                        a
+                        for a in USER_AGENTS["mobile"]
+                        if ("mobile", a) not in user.devices
+                    ]
+                ),
+            )
             add(
                 "password_reset",
                 ip,

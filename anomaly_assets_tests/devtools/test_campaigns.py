@@ -58,6 +58,18 @@ def test_each_campaign_shares_its_infrastructure(window):
         assert event["country"] == home and event["success"] is False
 
 
+def test_a_takeover_comes_from_a_phone_the_user_never_used(window):
+    stream, messages, events = window
+    devices = {u.user_id: {agent for _, agent in u.devices} for u in stream.users}
+    takeovers = [
+        e
+        for m, e in zip(messages, events)
+        if m.label and m.label.label == "account_takeover"
+    ]
+    assert takeovers
+    assert all(e["user_agent"] not in devices[e["user_id"]] for e in takeovers)
+
+
 def test_bursts_of_ordinary_traffic_are_unlabelled(window):
     stream, messages, events = window
     batch = [m for m, e in zip(messages, events) if e["user_agent"] == SERVICE_AGENT]
