@@ -39,7 +39,7 @@ GOLD_SCHEMA = (
     "country string, device_type string, batch_id string, anomaly_score double, "
     "severity_percentile double, is_anomaly boolean, status string, model_name string, "
     "model_version string, feature_contributions map<string,double>, "
-    "top_features array<string>"
+    "top_features array<string>, scoring_stage string"
 )
 SILVER_SCHEMA = (
     "event_id string, event_time timestamp, session_id string, ip_address string, country string, "
@@ -94,6 +94,7 @@ def hand_made_batch(batch, n_stuffing, n_exfil, start=0):
                 "1",
                 contrib,
                 tops,
+                "forests",
             )
         )
         silver.append(

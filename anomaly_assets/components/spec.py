@@ -150,6 +150,13 @@ class ModelSpec(_Strict):
     )
     min_roc_auc: float = _like(TrainConfig, "min_roc_auc", ge=0.5, le=1.0)
     max_left_out_share: float = _like(TrainConfig, "max_left_out_share", ge=0.0, le=0.5)
+    label_stage: bool = _like(TrainConfig, "label_stage")
+    min_labelled_incidents: int = _like(TrainConfig, "min_labelled_incidents", ge=4)
+    label_held_out_share: float = _like(
+        TrainConfig, "label_held_out_share", gt=0.0, lt=1.0
+    )
+    label_penalty: float = _like(TrainConfig, "label_penalty", ge=0.0)
+    label_gate_alpha: float = _like(TrainConfig, "label_gate_alpha", gt=0.0, lt=1.0)
 
 
 class SeveritySpec(_Strict):

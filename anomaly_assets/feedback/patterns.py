@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from anomaly_assets.feedback.precision import latest_answers
+from anomaly_assets.core.verdicts import latest_answers
 
 
 class Learning(BaseModel):

@@ -14,8 +14,8 @@ import glob
 from dataclasses import dataclass
 from datetime import datetime
 
+from anomaly_assets.core.verdicts import latest_answers
 from anomaly_assets.feedback.patterns import Signature, signature
-from anomaly_assets.feedback.precision import latest_answers
 from anomaly_assets.gold.incidents import STATUSES
 
 #: Answers of a dismissal's pattern, at its severity or below, that can contradict it

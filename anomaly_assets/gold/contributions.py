@@ -111,7 +111,11 @@ class ThreatExplainer:
     features), exact TreeSHAP on that forest, scaled by one positive factor so that the row's
     contributions add up to score(x) - score(reference); features the detector does not see
     get none. The reference is the training medians, as for ``ForestExplainer``. Rows no
-    more unusual than the reference keep the forest's unscaled values."""
+    more unusual than the reference keep the forest's unscaled values.
+
+    With a label stage (``LabelledForests``) several detectors may share a row's credit
+    (``model.shares``): each detector's TreeSHAP values, normalised to sum to its share,
+    before the same scaling."""
 
     def __init__(self, model: ThreatForests, reference) -> None:
         self._model = model
@@ -128,14 +132,19 @@ class ThreatExplainer:
         if len(X) == 0:
             return out
         surprisals = self._model.surprisals(X)
-        winner = surprisals.argmax(axis=1)
+        shares = self._model.shares(surprisals)
         for i, (d, explainer) in enumerate(
             zip(self._model.detectors_, self._explainers)
         ):
-            rows = np.flatnonzero(winner == i)
+            rows = np.flatnonzero(shares[:, i] > 0)
             if len(rows):
                 at = np.ix_(rows, d.columns)
-                out[at] = explainer.contributions(X[at])
+                values = explainer.contributions(X[at])
+                part = values.sum(axis=1)
+                # A detector's credit is its share of the row; alone, its own values.
+                alone = shares[rows, i] >= 1.0
+                norm = np.where(alone | (part <= 1e-12), 1.0, part)
+                out[at] += values * (shares[rows, i] / norm)[:, None]
         total = out.sum(axis=1)
         target = self._model.score_of(surprisals) - self._s_ref
         # One positive factor per row keeps its ranking and signs. A row no more unusual

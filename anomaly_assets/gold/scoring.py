@@ -11,6 +11,7 @@ import pandas as pd
 
 from anomaly_assets.gold.contributions import explainer_for, top_features
 from anomaly_assets.model.forests import anomaly_scores, severity_percentile, status_of
+from anomaly_assets.model.label_stage import stage_of
 from anomaly_assets.silver.features import GOLD_EVENT_COLUMNS
 
 GOLD_SCHEMA = (
@@ -18,7 +19,7 @@ GOLD_SCHEMA = (
     "country string, device_type string, batch_id string, anomaly_score double, "
     "severity_percentile double, is_anomaly boolean, status string, model_name string, "
     "model_version string, feature_contributions map<string,double>, "
-    "top_features array<string>"
+    "top_features array<string>, scoring_stage string"
 )
 
 
@@ -70,6 +71,7 @@ def score_frame(
     out["model_version"] = spec.model_version
     out["feature_contributions"] = contributions
     out["top_features"] = tops
+    out["scoring_stage"] = stage_of(model)
     return out
 
 

@@ -19,7 +19,12 @@ from pydantic import Field
 from anomaly_assets import settings
 from anomaly_assets.model.labels import load_labels
 from anomaly_assets.resources.lakehouse import LakehouseResource
-from anomaly_assets.resources.mlflow import CHAMPION, MlflowResource, MlflowTracking
+from anomaly_assets.resources.mlflow import (
+    CHALLENGER,
+    CHAMPION,
+    MlflowResource,
+    MlflowTracking,
+)
 from anomaly_assets.silver.features import (
     FEATURE_COLUMNS,
     FEATURE_FINGERPRINT,
@@ -70,6 +75,39 @@ class TrainConfig(Config):
         "0 leaves nothing out.",
         ge=0.0,
         le=0.5,
+    )
+    label_stage: bool = Field(
+        default=True,
+        description="Fit the label stage on analysts' verdicts (analyst_feedback): a "
+        "challenger that re-weighs the forests' detectors, promoted to champion only when "
+        "its gate passes.",
+    )
+    min_labelled_incidents: int = Field(
+        default=30,
+        ge=4,
+        description="Answered incidents (confirmed and dismissed, both) before the label "
+        "stage is tried; with fewer the forests stand alone.",
+    )
+    label_held_out_share: float = Field(
+        default=0.3,
+        gt=0.0,
+        lt=1.0,
+        description="The share of answered incidents, the last answered, that the label "
+        "stage is not fitted on: its gate compares it with the forests on them.",
+    )
+    label_penalty: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="L2 penalty on the label head's detector weights: higher keeps the "
+        "forests' ranking closer.",
+    )
+    label_gate_alpha: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=1.0,
+        description="The label stage is promoted when it is right where the forests were "
+        "wrong more often than the reverse, beyond chance at this level (one-sided exact "
+        "McNemar test on the held-out incidents).",
     )
     labels_path: str = Field(
         default=str(settings.LOCAL_DIR / "labels.csv"),
@@ -176,11 +214,18 @@ def _train(
         data[list(features)],
         left_out,
     )
+    stage = _label_stage(context, config, lakehouse, data, trained, features)
+    stage_version = None
+    if stage.model is not None:
+        stage_version = _register_stage(
+            context, config, mlflow_settings, mlf, trained, stage, data[list(features)]
+        )
     champion = mlflow_settings.champion_version()
     name = mlflow_settings.registered_model_name
     context.log.info(
         f"Model {name} v{version}: gate {'passed' if trained.passed else 'FAILED'} "
-        f"({trained.reason}); champion is v{champion.version if champion else 'none'}"
+        f"({trained.reason}); label stage: {stage.reason}; "
+        f"champion is v{champion.version if champion else 'none'}"
     )
     meta = {
         "mlflow_run_id": mlf.active_run().info.run_id,
@@ -201,6 +246,9 @@ def _train(
         "alert_budget": f"{100 - config.threshold_percentile:g} % of events "
         f"(about {(100 - config.threshold_percentile) * 100:g} alerts per 10,000)",
         "score_quantiles": MetadataValue.json(trained.quantiles),
+        "label_stage": stage.reason,
+        "label_stage_version": stage_version or "none",
+        "label_stage_promoted": stage.promoted and trained.passed,
     }
     quality = trained.quality
     if quality is not None:
@@ -221,9 +269,7 @@ def _log_and_register(
     """Log the run (params, metrics, baselines, the model with everything scoring needs in
     its metadata), register the model, tag the version with its gate and move the
     champion alias when the gate passed; the new version."""
-    from mlflow.models import infer_signature
-
-    from anomaly_assets.model.forests import anomaly_scores
+    from anomaly_assets.model.label_stage import FORESTS
 
     features, quality = trained.features, trained.quality
     mlf.log_params(
@@ -255,35 +301,138 @@ def _log_and_register(
     mlf.log_metrics(metrics)
     mlf.log_dict(trained.baseline, "baseline/feature_baseline.json")
     mlf.log_dict(trained.quantiles, "baseline/score_quantiles.json")
-    example = X.head(5).astype(float)
-    info = mlf.sklearn.log_model(
+    version = _log_model(
+        mlf,
+        mlflow_settings,
         trained.model,
-        name="model",
-        serialization_format="cloudpickle",
-        signature=infer_signature(
-            example, anomaly_scores(trained.model, example.to_numpy())
-        ),
-        input_example=example,
-        registered_model_name=mlflow_settings.registered_model_name,
-        metadata={
-            "features": list(features),
-            "detectors": trained.detectors,
-            "feature_fingerprint": FEATURE_FINGERPRINT,
+        "model",
+        X,
+        {
             "score_quantiles": trained.quantiles,
             "threshold_percentile": config.threshold_percentile,
             "threshold_score": trained.threshold_score,
-            "baseline_median": [trained.baseline[f]["median"] for f in features],
-            "feature_baseline": trained.baseline,
         },
+        trained,
     )
-    version = str(info.registered_model_version)
     client = mlflow_settings.client()
     name = mlflow_settings.registered_model_name
+    client.set_model_version_tag(name, version, "scoring_stage", FORESTS)
     client.set_model_version_tag(name, version, "quality_gate", trained.gate)
     client.set_model_version_tag(name, version, "quality_gate_reason", trained.reason)
     client.set_model_version_tag(name, version, "training_left_out", left_out)
     client.set_model_version_tag(name, version, "dagster_run_id", context.run_id)
     if trained.passed:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return version
+
+
+def _log_model(mlf, mlflow_settings, model, artifact, X, scoring: dict, trained) -> str:
+    """Log ``model`` under ``artifact`` with everything scoring needs in its metadata
+    (``scoring``: its quantiles and threshold) and register it; the new version."""
+    from mlflow.models import infer_signature
+
+    from anomaly_assets.model.forests import anomaly_scores
+
+    features = list(trained.features)
+    example = X.head(5).astype(float)
+    info = mlf.sklearn.log_model(
+        model,
+        name=artifact,
+        serialization_format="cloudpickle",
+        signature=infer_signature(example, anomaly_scores(model, example.to_numpy())),
+        input_example=example,
+        registered_model_name=mlflow_settings.registered_model_name,
+        metadata={
+            "features": features,
+            "detectors": trained.detectors,
+            "feature_fingerprint": FEATURE_FINGERPRINT,
+            **scoring,
+            "baseline_median": [trained.baseline[f]["median"] for f in features],
+            "feature_baseline": trained.baseline,
+        },
+    )
+    return str(info.registered_model_version)
+
+
+def answered_incidents(lakehouse, features):
+    """(analysts' answered incidents, silver's rows of their events: event_id and
+    ``features``), read from analyst_feedback (the triage page's table) and silver."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from anomaly_assets.core import delta_sql
+    from anomaly_assets.model.label_stage import labelled_incidents
+
+    table = lakehouse.read("analyst_feedback")
+    empty = pd.DataFrame(columns=["event_id", *features])
+    if table is None:
+        return [], empty
+    answers = delta_sql.collect_utc(
+        table.filter("action IN ('confirm', 'dismiss', 'reopen')").select(
+            "feedback_id", "recorded_at", "action", "incident_id", "event_ids"
+        ),
+        ["recorded_at"],
+    )
+    incidents = labelled_incidents(answers)
+    ids = sorted({e for x in incidents for e in x.event_ids})
+    if not ids:
+        return incidents, empty
+    rows = lakehouse.read("silver_events").filter(F.col("event_id").isin(ids))
+    return incidents, rows.select("event_id", *features).toPandas()
+
+
+def _label_stage(context, config, lakehouse, data, trained, features):
+    from anomaly_assets.model.training import StageResult, train_label_stage
+
+    if not config.label_stage:
+        return StageResult(None, "off (label_stage: false)")
+    if not trained.passed:
+        return StageResult(None, "not tried: the forests failed their gate")
+    incidents, labelled = answered_incidents(lakehouse, features)
+    stage = train_label_stage(trained, data, labelled, incidents, config)
+    context.log.info(f"Label stage: {stage.reason}")
+    return stage
+
+
+def _register_stage(context, config, mlflow_settings, mlf, trained, stage, X) -> str:
+    """Log and register the label stage's challenger beside the forests, alias
+    ``challenger``; the ``champion`` alias moves to it when its gate passed."""
+    from anomaly_assets.model.label_stage import LABELS
+
+    version = _log_model(
+        mlf,
+        mlflow_settings,
+        stage.model,
+        "label_stage",
+        X,
+        {
+            "score_quantiles": stage.quantiles,
+            "threshold_percentile": config.threshold_percentile,
+            "threshold_score": stage.threshold_score,
+        },
+        trained,
+    )
+    g = stage.gate
+    mlf.log_metrics(
+        {
+            "label_fit_incidents": stage.fit_incidents,
+            "label_held_out_incidents": g.held_out,
+            "label_gate_better": g.better,
+            "label_gate_worse": g.worse,
+            "label_gate_p_value": g.p_value,
+            "label_fit_seconds": stage.fit_seconds,
+        }
+    )
+    client = mlflow_settings.client()
+    name = mlflow_settings.registered_model_name
+    client.set_model_version_tag(name, version, "scoring_stage", LABELS)
+    client.set_model_version_tag(
+        name, version, "label_gate", "passed" if g.passed else "failed"
+    )
+    client.set_model_version_tag(name, version, "label_gate_reason", g.reason)
+    client.set_model_version_tag(name, version, "dagster_run_id", context.run_id)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if g.passed:
         client.set_registered_model_alias(name, CHAMPION, version)
     return version
 

@@ -18,6 +18,15 @@ from anomaly_assets.model.forests import (
     held_out,
     score_quantiles,
 )
+from anomaly_assets.model.label_stage import (
+    Gate,
+    Incident,
+    LabelledForests,
+    enough,
+    fit_head,
+    gate,
+    split_by_time,
+)
 
 
 @dataclass(frozen=True)
@@ -118,4 +127,105 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
         held_out_rows=int(kept_out.sum()),
         train_seconds=train_seconds,
         left_out=left_out,
+    )
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """The label stage's challenger (None when the forests stand alone, ``reason`` says
+    why), its operating threshold and quantiles over the training sample, and its gate."""
+
+    model: LabelledForests | None
+    reason: str
+    gate: Gate | None = None
+    fit_incidents: int = 0
+    threshold_score: float = 0.0
+    quantiles: dict | None = None
+    fit_seconds: float = 0.0
+
+    @property
+    def promoted(self) -> bool:
+        return self.gate is not None and self.gate.passed
+
+
+def incident_rows(
+    incidents: list[Incident], event_ids: pd.Series
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row positions in ``event_ids``, the incident each belongs to, its weight: 1 / the
+    incident's rows found) for the incidents' events."""
+    position = pd.Series(np.arange(len(event_ids)), index=event_ids.to_numpy())
+    position = position[~position.index.duplicated()]
+    rows, owner, weight = [], [], []
+    for k, incident in enumerate(incidents):
+        found = position.reindex(list(incident.event_ids)).dropna().astype(int)
+        rows += found.tolist()
+        owner += [k] * len(found)
+        weight += [1.0 / max(len(found), 1)] * len(found)
+    return np.array(rows, dtype=int), np.array(owner, dtype=int), np.array(weight)
+
+
+def train_label_stage(
+    trained: Trained,
+    data: pd.DataFrame,
+    labelled: pd.DataFrame,
+    incidents: list[Incident],
+    config,
+) -> StageResult:
+    """Fit the label head on the earlier answered incidents (their events' rows in
+    ``labelled``: event_id and the features), set its threshold on the training sample
+    ``data`` as the forests' was, and gate it against the forests on the incidents answered
+    last. The forests stand alone with too few answers or one class only."""
+    why = enough(incidents, config.min_labelled_incidents)
+    if why:
+        return StageResult(None, f"the forests stand alone: {why}")
+    fit, held = split_by_time(incidents, config.label_held_out_share)
+    why = enough(fit, 2)
+    if why:
+        return StageResult(
+            None, f"the forests stand alone: before the held-out ones {why}"
+        )
+    forests = trained.model
+    S_labelled = forests.surprisals(labelled[list(trained.features)].to_numpy(float))
+    rows, owner, weight = incident_rows(fit, labelled["event_id"])
+    confirmed = np.array([fit[k].confirmed for k in owner], dtype=bool)
+    t0 = time.perf_counter()
+    head = fit_head(S_labelled[rows], confirmed, weight, config.label_penalty)
+    fit_seconds = time.perf_counter() - t0
+    challenger = LabelledForests.of(forests, head)
+    ordinary = ~trained.left_out.rows
+    S = forests.surprisals(data[list(trained.features)].to_numpy(float))[ordinary]
+    scores = challenger.score_of(S)
+    threshold = float(np.percentile(scores, config.threshold_percentile))
+    rows, owner, _ = incident_rows(held, labelled["event_id"])
+    highest = (
+        pd.DataFrame(
+            {
+                "owner": owner,
+                "forests": ThreatForests.score_of(S_labelled[rows]),
+                "stage": challenger.score_of(S_labelled[rows]),
+            }
+        )
+        .groupby("owner")[["forests", "stage"]]
+        .max()
+    )
+    if highest.empty:
+        return StageResult(
+            None,
+            "the forests stand alone: no event of the held-out incidents in silver",
+        )
+    verdict = np.array([held[k].confirmed for k in highest.index], dtype=bool)
+    result = gate(
+        highest["forests"].to_numpy() >= trained.threshold_score,
+        highest["stage"].to_numpy() >= threshold,
+        verdict,
+        config.label_gate_alpha,
+    )
+    return StageResult(
+        challenger,
+        result.reason,
+        result,
+        len(fit),
+        threshold,
+        score_quantiles(scores),
+        fit_seconds,
     )

@@ -17,6 +17,8 @@ from anomaly_assets import settings
 EVAL_EXPERIMENT = "ai_enrichment_eval"
 
 CHAMPION = "champion"
+#: The label stage's latest model (model/label_stage.py), champion or not.
+CHALLENGER = "challenger"
 
 
 class MlflowResource(ConfigurableResource):

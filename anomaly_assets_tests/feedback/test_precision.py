@@ -1,14 +1,14 @@
 """Each threat type's precision from analysts' verdicts, and the threshold tuned from them:
 properties over any verdicts (hypothesis), and the alert routing that applies it."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from anomaly_assets.alerts.settings import AlertsSpec
 from anomaly_assets.alerts.triggers import Candidate, route
-from anomaly_assets.feedback.precision import Tuning, by_threat, verdicts
+from anomaly_assets.feedback.precision import Tuning, by_threat
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 answered = st.lists(
@@ -67,27 +67,6 @@ def test_a_tuned_threshold_meets_the_target_within_the_budget_and_is_the_lowest(
     assert not any(acceptable(s) for s, _ in rows if s < p.threshold), "the lowest"
     if tuning.max_lost == 0:
         assert all(s >= p.threshold for s, ok in rows if ok), "no confirmed one lost"
-
-
-def test_the_latest_closing_answer_is_the_verdict_and_a_reopen_withdraws_it():
-    def a(action, incident, minutes):
-        return {
-            "action": action,
-            "incident_id": incident,
-            "feedback_id": f"{minutes}",
-            "recorded_at": T0 + timedelta(minutes=minutes),
-        }
-
-    rows = [
-        a("dismiss", "x", 0),
-        a("confirm", "x", 5),
-        a("confirm", "y", 0),
-        a("reopen", "y", 1),
-        a("comment", "z", 0),
-        a("dismiss", "w", 3),
-        a("reopen", "w", 1),
-    ]
-    assert verdicts(rows) == {"x": True, "w": False}
 
 
 def test_routing_holds_back_incidents_below_their_types_tuned_threshold():
