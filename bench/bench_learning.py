@@ -36,12 +36,16 @@ from anomaly_assets.devtools.labelled_features import (
     split_at,
 )
 from anomaly_assets.devtools.scenario import CommuterScenario
+from anomaly_assets.model.assets import TrainConfig
 from anomaly_assets.model.contamination import leave_out, trigger
 from anomaly_assets.model.forests import (
     ThreatForests,
     anomaly_scores,
     tail_calibration,
 )
+from anomaly_assets.model.label_stage import Incident
+from anomaly_assets.model.training import train as train_forests
+from anomaly_assets.model.training import train_label_stage
 from anomaly_assets.silver.features import FEATURE_COLUMNS
 
 MIXES = {
@@ -134,6 +138,100 @@ def options(clean: pd.DataFrame, train: pd.DataFrame, held: pd.DataFrame) -> dic
     }
 
 
+def incidents_of(rows: pd.DataFrame) -> np.ndarray:
+    """An incident id per row: the attack's episode, else the user's hour."""
+    hour = pd.to_datetime(rows["event_time"], utc=True).dt.floor("h").astype(str)
+    return np.where(
+        rows["episode"].notna(),
+        "attack-" + rows["episode"].astype(str),
+        rows["user_id"] + "@" + hour,
+    ).astype(str)
+
+
+def catalogue(train: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:
+    """The incidents the champion alerted on in ``train``: whether each is an attack,
+    when it ended, its events."""
+    ids = incidents_of(train)
+    alerted = np.isin(ids, np.unique(ids[flagged]))
+    rows = train[alerted].assign(incident=ids[alerted])
+    return rows.groupby("incident").agg(
+        attack=("label", lambda v: v.notna().any()),
+        ended=("event_time", "max"),
+        events=("event_id", tuple),
+    )
+
+
+def analysts(alerted: pd.DataFrame, n: int, wrong: float, rng) -> list[Incident]:
+    """``n`` of the ``alerted`` incidents answered in the order they ended, each verdict
+    wrong with probability ``wrong``."""
+    picked = alerted.iloc[rng.choice(len(alerted), min(n, len(alerted)), replace=False)]
+    out = [
+        Incident(i, pd.Timestamp(r.ended).to_pydatetime(), r.attack != flip, r.events)
+        for (i, r), flip in zip(picked.iterrows(), rng.random(len(picked)) < wrong)
+    ]
+    return sorted(out, key=lambda x: (x.recorded_at, x.incident_id))
+
+
+def truth(scores, threshold, held) -> dict:
+    """Recall at 1 % FPR per type, its mean, and the ordinary events flagged."""
+    normal = held["label"].isna().to_numpy()
+    cut = np.quantile(scores[normal], 0.99)
+    out = {
+        k: float((scores[(held["label"] == k).to_numpy()] > cut).mean())
+        for k in sorted(held["label"].dropna().unique())
+    }
+    out["mean"] = float(np.mean(list(out.values())))
+    out["normal flagged"] = float((scores[normal] >= threshold).mean())
+    return out
+
+
+def with_labels(clean, train, held, counts, trials: int, wrong: float) -> dict:
+    """Per count of answered incidents: how often the stage was fitted and promoted, the
+    figures of what then scores (the stage if promoted, else the forests), and the
+    trials where a promoted stage was worse than the forests on the truth."""
+    config = TrainConfig(n_estimators=TREES, max_samples=ROWS_PER_TREE, seed=SEED)
+    X_clean = clean[FEATURES].to_numpy(float)
+    champion = forests(X_clean)
+    champion_scores = anomaly_scores(champion, train[FEATURES].to_numpy(float))
+    flagged = champion_scores >= np.percentile(
+        anomaly_scores(champion, X_clean), BUDGET
+    )
+    data = train[["event_id", *FEATURES]].assign(
+        champion_flagged=flagged, champion_score=champion_scores
+    )
+    trained = train_forests(data, FEATURES, config, {})
+    H = trained.model.surprisals(held[FEATURES].to_numpy(float))
+    base = truth(ThreatForests.score_of(H), trained.threshold_score, held)
+    alerted = catalogue(train, flagged)
+    out = {"forests": (base, None)}
+    for n in counts:
+        runs, promoted, fitted, worse = [], 0, 0, 0
+        for t in range(trials):
+            answered = analysts(alerted, n, wrong, np.random.default_rng(t))
+            events = {e for x in answered for e in x.event_ids}
+            t0 = time.perf_counter()
+            stage = train_label_stage(
+                trained, train[train["event_id"].isin(events)], answered, config
+            )
+            seconds = time.perf_counter() - t0
+            if stage.model is None:
+                runs.append(base)
+                continue
+            fitted += 1
+            figures = truth(stage.model.score_of(H), stage.threshold_score, held)
+            if stage.promoted:
+                promoted += 1
+                worse += figures["mean"] < base["mean"] - 0.005 or (
+                    figures["normal flagged"] > base["normal flagged"] * 1.1
+                )
+                runs.append(figures)
+            else:
+                runs.append(base)
+        mean = pd.DataFrame(runs).mean().to_dict()
+        out[n] = (mean, (fitted, promoted, worse, trials, seconds))
+    return len(alerted), out
+
+
 def timing(rows: pd.DataFrame) -> tuple[float, float]:
     """Seconds to fit the forests on ``rows`` (trees of a fixed size; the calibration scores
     every row), and to score a million rows."""
@@ -153,6 +251,14 @@ def main() -> None:
     parser.add_argument("--mix", nargs="+", choices=list(MIXES), default=list(MIXES))
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--train-anomaly-rate", type=float, default=0.05)
+    parser.add_argument(
+        "--labels",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=None,
+        help="answered incidents to try the label stage with, e.g. 5,30,120",
+    )
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--wrong", type=float, default=0.1)
     args = parser.parse_args()
     spark = SparkResource(log_level="ERROR", driver_memory="6g").spark_session
     for name in args.mix:
@@ -160,6 +266,13 @@ def main() -> None:
         clean, train, held = windows(
             spark, MIXES[name], args.events, args.train_anomaly_rate
         )
+        if args.labels:
+            print_labels(
+                name,
+                *with_labels(clean, train, held, args.labels, args.trials, args.wrong),
+                args.wrong,
+            )
+            continue
         share, table = options(clean, train, held)
         kinds = [k for k in next(iter(table.values())) if k != "normal flagged"]
         print(
@@ -185,6 +298,33 @@ def main() -> None:
         print(
             f"threat forests: fit on {len(train):,} rows {fit:.0f} s; "
             f"score {score:.0f} s per million rows"
+        )
+
+
+def print_labels(name: str, alerted: int, table: dict, wrong: float) -> None:
+    kinds = [k for k in table["forests"][0] if k not in ("mean", "normal flagged")]
+    print(
+        f"\n== {name}: {alerted} incidents alerted in the training window; analysts "
+        f"wrong {wrong:.0%} of the time =="
+    )
+    print(
+        "answered: fitted / promoted / promoted but worse of trials".ljust(50)
+        + "".join(f"{k[:14]:>15}" for k in kinds)
+        + f"{'mean':>7}{'normal flagged':>16}"
+    )
+    for n, (row, counts) in table.items():
+        label = (
+            "forests alone"
+            if counts is None
+            else (
+                f"{n}: {counts[0]} / {counts[1]} / {counts[2]} of {counts[3]} "
+                f"({counts[4]:.1f} s a stage)"
+            )
+        )
+        print(
+            f"{label:<50}"
+            + "".join(f"{row[k]:.2f}".rjust(15) for k in kinds)
+            + f"{row['mean']:>7.3f}{row['normal flagged']:>16.3%}"
         )
 
 

@@ -79,9 +79,26 @@ def set_aside(rows: list[dict], now: datetime) -> list[dict]:
     return [r for r, contradicted in _open_dismissals(rows, now) if contradicted]
 
 
+def confirmations_to_review(rows: list[dict]) -> list[dict]:
+    """Each incident's latest answer that is a confirmation its pattern's answers
+    contradict: the label stage learns from confirmations too (model/label_stage.py), so
+    a mistaken one is for analysts to look at again."""
+    return [r for r, contradicted in _verdicts(rows, "confirm") if contradicted]
+
+
 def _open_dismissals(rows: list[dict], now: datetime) -> list[tuple[dict, bool]]:
     """Each incident's latest answer that is a dismissal with its window open, and
     whether analysts' answers contradict it."""
+    return [
+        (r, contradicted)
+        for r, contradicted in _verdicts(rows, "dismiss")
+        if r["until"] is not None and r["until"] > now
+    ]
+
+
+def _verdicts(rows: list[dict], action: str) -> list[tuple[dict, bool]]:
+    """Each incident's latest answer that is ``action``, and whether its pattern's
+    answers contradict it."""
     latest = latest_answers(rows)
     by_pattern: dict[Signature, list[dict]] = {}
     for r in latest.values():
@@ -90,23 +107,28 @@ def _open_dismissals(rows: list[dict], now: datetime) -> list[tuple[dict, bool]]
     return [
         (r, _contradicted(r, by_pattern.get(_signature(r), [])))
         for r in latest.values()
-        if r["action"] == "dismiss" and r["until"] is not None and r["until"] > now
+        if r["action"] == action
     ]
 
 
-def _contradicted(dismissal: dict, same_pattern: list[dict]) -> bool:
-    """The pattern's answers at the dismissal's severity or below (all of them when it
-    has none) are ``CONTRADICTED`` or more, over half of them confirms: analysts call
-    incidents like it attacks."""
-    cap = dismissal.get("max_severity")
+def _contradicted(verdict: dict, same_pattern: list[dict]) -> bool:
+    """The pattern's answers at least as far towards the other verdict (a dismissal's
+    severity or below, a confirmation's or above; all of them when it has none) are
+    ``CONTRADICTED`` or more, over half of them the other verdict: analysts call
+    incidents like it attacks (a dismissal), or false alarms (a confirmation)."""
+    at = verdict.get("max_severity")
+    below = verdict["action"] == "dismiss"
     near = [
         a
         for a in same_pattern
-        if cap is None
-        or (a.get("max_severity") is not None and a["max_severity"] <= cap)
+        if at is None
+        or (
+            a.get("max_severity") is not None
+            and (a["max_severity"] <= at if below else a["max_severity"] >= at)
+        )
     ]
-    confirmed = sum(a["action"] == "confirm" for a in near)
-    return len(near) >= CONTRADICTED and confirmed * 2 > len(near)
+    other = sum(a["action"] not in (verdict["action"], "reopen") for a in near)
+    return len(near) >= CONTRADICTED and other * 2 > len(near)
 
 
 def _signature(row: dict) -> Signature | None:

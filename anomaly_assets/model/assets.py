@@ -214,7 +214,7 @@ def _train(
         data[list(features)],
         left_out,
     )
-    stage = _label_stage(context, config, lakehouse, data, trained, features)
+    stage = _label_stage(context, config, lakehouse, trained, features)
     stage_version = None
     if stage.model is not None:
         stage_version = _register_stage(
@@ -381,7 +381,7 @@ def answered_incidents(lakehouse, features):
     return incidents, rows.select("event_id", *features).toPandas()
 
 
-def _label_stage(context, config, lakehouse, data, trained, features):
+def _label_stage(context, config, lakehouse, trained, features):
     from anomaly_assets.model.training import StageResult, train_label_stage
 
     if not config.label_stage:
@@ -389,7 +389,7 @@ def _label_stage(context, config, lakehouse, data, trained, features):
     if not trained.passed:
         return StageResult(None, "not tried: the forests failed their gate")
     incidents, labelled = answered_incidents(lakehouse, features)
-    stage = train_label_stage(trained, data, labelled, incidents, config)
+    stage = train_label_stage(trained, labelled, incidents, config)
     context.log.info(f"Label stage: {stage.reason}")
     return stage
 

@@ -45,6 +45,8 @@ class Trained:
     held_out_rows: int
     train_seconds: float
     left_out: LeftOut
+    #: rows x detectors of the sample: what the label stage is thresholded on
+    surprisals: np.ndarray
 
     @property
     def gate(self) -> str:
@@ -102,7 +104,8 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
     t0 = time.perf_counter()
     model.fit(X.to_numpy()[~kept_out & ordinary])
     train_seconds = time.perf_counter() - t0
-    scores = anomaly_scores(model, X.to_numpy())
+    surprisals = model.surprisals(X.to_numpy())
+    scores = model.score_of(surprisals)
     threshold_score = float(
         np.percentile(scores[ordinary], config.threshold_percentile)
     )
@@ -127,6 +130,7 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
         held_out_rows=int(kept_out.sum()),
         train_seconds=train_seconds,
         left_out=left_out,
+        surprisals=surprisals,
     )
 
 
@@ -165,16 +169,12 @@ def incident_rows(
 
 
 def train_label_stage(
-    trained: Trained,
-    data: pd.DataFrame,
-    labelled: pd.DataFrame,
-    incidents: list[Incident],
-    config,
+    trained: Trained, labelled: pd.DataFrame, incidents: list[Incident], config
 ) -> StageResult:
     """Fit the label head on the earlier answered incidents (their events' rows in
-    ``labelled``: event_id and the features), set its threshold on the training sample
-    ``data`` as the forests' was, and gate it against the forests on the incidents answered
-    last. The forests stand alone with too few answers or one class only."""
+    ``labelled``: event_id and the features), set its threshold on the training sample as
+    the forests' was, and gate it against the forests on the incidents answered last. The
+    forests stand alone with too few answers or one class only."""
     why = enough(incidents, config.min_labelled_incidents)
     if why:
         return StageResult(None, f"the forests stand alone: {why}")
@@ -184,17 +184,21 @@ def train_label_stage(
         return StageResult(
             None, f"the forests stand alone: before the held-out ones {why}"
         )
-    forests = trained.model
-    S_labelled = forests.surprisals(labelled[list(trained.features)].to_numpy(float))
     rows, owner, weight = incident_rows(fit, labelled["event_id"])
     confirmed = np.array([fit[k].confirmed for k in owner], dtype=bool)
+    if confirmed.all() or not confirmed.any():
+        return StageResult(
+            None,
+            "the forests stand alone: the answered incidents' events of both verdicts "
+            "are not in silver",
+        )
+    forests = trained.model
+    S_labelled = forests.surprisals(labelled[list(trained.features)].to_numpy(float))
     t0 = time.perf_counter()
     head = fit_head(S_labelled[rows], confirmed, weight, config.label_penalty)
     fit_seconds = time.perf_counter() - t0
     challenger = LabelledForests.of(forests, head)
-    ordinary = ~trained.left_out.rows
-    S = forests.surprisals(data[list(trained.features)].to_numpy(float))[ordinary]
-    scores = challenger.score_of(S)
+    scores = challenger.score_of(trained.surprisals[~trained.left_out.rows])
     threshold = float(np.percentile(scores, config.threshold_percentile))
     rows, owner, _ = incident_rows(held, labelled["event_id"])
     highest = (
@@ -211,7 +215,7 @@ def train_label_stage(
     if highest.empty:
         return StageResult(
             None,
-            "the forests stand alone: no event of the held-out incidents in silver",
+            "the forests stand alone: the held-out incidents' events are not in silver",
         )
     verdict = np.array([held[k].confirmed for k in highest.index], dtype=bool)
     result = gate(

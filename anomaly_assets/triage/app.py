@@ -415,6 +415,7 @@ def create_app(config: TriageConfig) -> Starlette:
             patterns=patterns.learn(answers, now, config.learning),
             learning=config.learning,
             set_aside=suppression.set_aside(answers, now),
+            to_review=suppression.confirmations_to_review(answers),
         )
 
     def health(request: Request):

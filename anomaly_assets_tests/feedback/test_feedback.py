@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from anomaly_assets.feedback import store
 from anomaly_assets.feedback.suppression import (
     active_dismissals,
+    confirmations_to_review,
     set_aside,
     user_pattern,
 )
@@ -141,6 +142,22 @@ def test_a_dismissal_of_a_pattern_analysts_mostly_confirm_is_set_aside():
     assert {r["incident_id"] for r in set_aside(rows + [other], now)} == {"b3", "b4"}
     # four answers are too few to contradict a dismissal
     assert len(active_dismissals(rows[1:], now)) == 2 and not set_aside(rows[1:], now)
+
+
+def test_a_confirmation_of_a_pattern_analysts_mostly_dismiss_is_for_review():
+    """Four dismissals of bot_activity led by events_10s at or above a confirmation's
+    severity contradict it; dismissals below it do not (the confirmed one was worse)."""
+    lead = {"top_features": ["events_10s"]}
+    confirmed = row("confirm", "a", 0, 7) | lead | {"max_severity": 99.2}
+    above = [
+        row("dismiss", f"d{k}", k, 7) | lead | {"max_severity": 99.3} for k in range(4)
+    ]
+    below = [r | {"max_severity": 99.1} for r in above]
+    assert [r["incident_id"] for r in confirmations_to_review([confirmed, *above])] == [
+        "a"
+    ]
+    assert not confirmations_to_review([confirmed, *below])
+    assert not confirmations_to_review([confirmed, *above[:3]])  # too few
 
 
 def test_an_older_releases_table_gains_the_new_column(tmp_path):

@@ -3,13 +3,16 @@
 import deltalake
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from anomaly_assets.definitions import build_resources
 from anomaly_assets.devtools.generator import EventGenerator, produce
+from anomaly_assets.feedback.store import Feedback, append
 from anomaly_assets.gold.assets import gold
 from anomaly_assets.gold.checks import GOLD_CHECKS
+from anomaly_assets.gold.scoring import ScoringSpec, score_frame
 from anomaly_assets.ingestion.assets import bronze
 from anomaly_assets.ingestion.kafka import KafkaResource
 from anomaly_assets.model.assets import anomaly_model
@@ -112,6 +115,7 @@ def test_train_register_champion_score_and_gate(env):
     assert meta["model_version"].value == "1" and meta["champion_version"].value == "1"
     assert meta["roc_auc"].value > 0.8
     assert meta["left_out_rows"].value == 0  # nothing scored yet
+    assert meta["label_stage"].value.startswith("the forests stand alone: 0 answered")
 
     client = env["mlflow"].client()
     run = client.get_run(meta["mlflow_run_id"].value)
@@ -150,6 +154,7 @@ def test_train_register_champion_score_and_gate(env):
     silver = env["lakehouse"].read("silver_events").toPandas().set_index("event_id")
     assert len(rows) == len(silver) == gold_meta["rows_scored"].value
     assert {r["model_version"] for r in rows} == {"1"}
+    assert {r["scoring_stage"] for r in rows} == {"forests"}
     assert all(c.passed for c in scored.get_asset_check_evaluations())
 
     # distributed scores equal scikit-learn's score_samples on the same rows
@@ -224,3 +229,53 @@ def test_train_register_champion_score_and_gate(env):
         env["lakehouse"].path("gold_batch_drift")
     ).to_pyarrow_table()
     assert drift.num_rows == 2 * len(FEATURE_COLUMNS)
+
+    # analysts answer the alerts (the generator's truth): the label stage is fitted on
+    # the earlier answers, registered as the challenger and gated on the later ones
+    attacks = set(pd.read_csv(env["labels"]).query("kind == 'anomaly'")["event_id"])
+    alerted = [r for r in new_rows if r["is_anomaly"]]
+    answers = [
+        Feedback(
+            analyst="ana",
+            role="analyst",
+            action="confirm" if r["event_id"] in attacks else "dismiss",
+            incident_id=f"inc-{r['event_id']}",
+            user_id=r["user_id"],
+            event_ids=[r["event_id"]],
+        )
+        for r in alerted
+    ]
+    assert {a.action for a in answers} == {"confirm", "dismiss"}
+    append(env["lakehouse"].path("analyst_feedback"), answers)
+    labelled = _run(
+        env,
+        [AssetKey("anomaly_model")],
+        _train_config(env["labels"], min_labelled_incidents=10),
+    )
+    meta = labelled.asset_materializations_for_node("anomaly_model")[0].metadata
+    name = env["mlflow"].registered_model_name
+    challenger = client.get_model_version_by_alias(name, "challenger")
+    assert meta["label_stage_version"].value == str(challenger.version) == "4"
+    assert challenger.tags["scoring_stage"] == "forests + analyst labels"
+    held = round(0.3 * len(answers))
+    assert f"on the {held} incidents answered last" in meta["label_stage"].value
+    assert challenger.tags["label_gate_reason"] == meta["label_stage"].value
+    champion = client.get_model_version_by_alias(name, "champion")
+    promoted = challenger.tags["label_gate"] == "passed"
+    assert meta["label_stage_promoted"].value is promoted
+    assert str(champion.version) == ("4" if promoted else "3")
+    # the challenger loads as gold loads a champion and says which stage scored
+    stage = mlflow.sklearn.load_model(f"models:/{name}@challenger")
+    info = mlflow.models.get_model_info(f"models:/{name}@challenger")
+    spec = ScoringSpec(
+        features=tuple(FEATURE_COLUMNS),
+        quantiles=info.metadata["score_quantiles"],
+        threshold_score=info.metadata["threshold_score"],
+        baseline=tuple(info.metadata["baseline_median"]),
+        critical_at=99.9,
+        model_name=name,
+        model_version="4",
+    )
+    frame = score_frame(stage, spec, silver.reset_index())
+    assert set(frame["scoring_stage"]) == {"forests + analyst labels"}
+    assert 0.002 <= frame["is_anomaly"].mean() <= 0.03

@@ -151,7 +151,7 @@ def campaign_sample(seed=1):
 def test_the_stage_trains_scores_and_is_gated_against_the_forests():
     data, answered = campaign_sample()
     trained = train(data, FEATURES, CONFIG, {})
-    stage = train_label_stage(trained, data, data, answered, CONFIG)
+    stage = train_label_stage(trained, data, answered, CONFIG)
     model = stage.model
     assert isinstance(model, LabelledForests) and stage_of(model) == LABELS
     assert stage.fit_incidents == 56 and stage.gate.held_out == 24
@@ -165,14 +165,17 @@ def test_the_stage_trains_scores_and_is_gated_against_the_forests():
     again = pickle.loads(pickle.dumps(model))
     assert np.array_equal(anomaly_scores(again, data[list(FEATURES)]), scores)
     # too few answers: the forests stand alone
-    few = train_label_stage(trained, data, data, answered[:9], CONFIG)
+    few = train_label_stage(trained, data, answered[:9], CONFIG)
     assert few.model is None and "fewer than 10" in few.reason
+    # answers whose events silver no longer holds teach nothing
+    gone = train_label_stage(trained, data.iloc[:0], answered, CONFIG)
+    assert gone.model is None and "not in silver" in gone.reason
 
 
 def test_contributions_of_the_stage_add_up_and_credit_the_detectors_it_weighs():
     data, answered = campaign_sample()
     trained = train(data, FEATURES, CONFIG, {})
-    model = train_label_stage(trained, data, data, answered, CONFIG).model
+    model = train_label_stage(trained, data, answered, CONFIG).model
     X = data[list(FEATURES)].to_numpy(float)
     reference = np.median(X, axis=0)
     rows = X[:80]

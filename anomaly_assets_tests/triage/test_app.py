@@ -435,6 +435,39 @@ def test_the_precision_page_shows_learned_patterns_and_dismissals_set_aside(lake
     )
 
 
+def test_a_confirmation_analysts_contradict_is_listed_for_review(lake):
+    """A confirmation of a pattern four others dismissed is listed on the precision
+    page, its attacker-chosen comment as text."""
+    root, app = lake
+    now = datetime.now(UTC)
+
+    def answer(k, action, comment=""):
+        return feedback.Feedback(
+            analyst="bo",
+            role="analyst",
+            action=action,
+            incident_id=f"r{k}",
+            user_id=f"w{k}",
+            threat_types=["credential_stuffing"],
+            comment=comment,
+            until=None if action == "confirm" else now + timedelta(days=7),
+            max_severity=99.5,
+            top_features=["failed_logins_10m"],
+        )
+
+    hostile = "<img src=x onerror=alert(1)>"
+    feedback.append(
+        str(root / feedback.TABLE),
+        [answer(k, "dismiss") for k in range(4)] + [answer(9, "confirm", hostile)],
+        now=now - timedelta(hours=1),
+    )
+    page = login(app, "ana").get("/precision").text
+    review = page.split('id="to-review"')[1]
+    assert ">r9</a>" in review and "failed_logins_10m" in review
+    assert ">r0</a>" not in review
+    assert hostile not in page and "&lt;img src=x onerror=alert(1)&gt;" in review
+
+
 def test_password_guessing_is_slowed_and_a_bad_filter_is_no_error(lake):
     _, app = lake
     bo = login(app, "bo")  # before the guesses: they lock the address out too
