@@ -25,6 +25,7 @@ from anomaly_assets.model.label_stage import (
     enough,
     fit_head,
     gate,
+    silent_losses,
     split_by_time,
 )
 
@@ -218,11 +219,29 @@ def train_label_stage(
             "the forests stand alone: the held-out incidents' events are not in silver",
         )
     verdict = np.array([held[k].confirmed for k in highest.index], dtype=bool)
+    sample = trained.surprisals[~trained.left_out.rows]
+    every, owner, _ = incident_rows(incidents, labelled["event_id"])
+    answered = (
+        pd.DataFrame({"owner": owner, "top": S_labelled[every].max(axis=1)})
+        .assign(detector=S_labelled[every].argmax(axis=1))
+        .sort_values("top")
+        .groupby("owner")["detector"]
+        .last()
+        .to_numpy()
+    )
+    silent = silent_losses(
+        sample,
+        ThreatForests.score_of(sample) >= trained.threshold_score,
+        scores >= threshold,
+        answered,
+        trained.detectors,
+    )
     result = gate(
         highest["forests"].to_numpy() >= trained.threshold_score,
         highest["stage"].to_numpy() >= threshold,
         verdict,
         config.label_gate_alpha,
+        silent,
     )
     return StageResult(
         challenger,
