@@ -114,8 +114,8 @@ class ThreatExplainer:
     more unusual than the reference keep the forest's unscaled values.
 
     With a label stage (``LabelledForests``) several detectors may share a row's credit
-    (``model.shares``): each detector's TreeSHAP values, normalised to sum to its share,
-    before the same scaling."""
+    (``model.shares``): each detector's TreeSHAP values (all on the forests' s(x) scale)
+    weighted by its share, before the same scaling."""
 
     def __init__(self, model: ThreatForests, reference) -> None:
         self._model = model
@@ -140,11 +140,7 @@ class ThreatExplainer:
             if len(rows):
                 at = np.ix_(rows, d.columns)
                 values = explainer.contributions(X[at])
-                part = values.sum(axis=1)
-                # A detector's credit is its share of the row; alone, its own values.
-                alone = shares[rows, i] >= 1.0
-                norm = np.where(alone | (part <= 1e-12), 1.0, part)
-                out[at] += values * (shares[rows, i] / norm)[:, None]
+                out[at] += values * shares[rows, i][:, None]
         total = out.sum(axis=1)
         target = self._model.score_of(surprisals) - self._s_ref
         # One positive factor per row keeps its ranking and signs. A row no more unusual

@@ -220,6 +220,8 @@ def _train(
         stage_version = _register_stage(
             context, config, mlflow_settings, mlf, trained, stage, data[list(features)]
         )
+    elif trained.passed:
+        _drop_alias(mlflow_settings, CHALLENGER)  # a stage on older forests
     champion = mlflow_settings.champion_version()
     name = mlflow_settings.registered_model_name
     context.log.info(
@@ -392,6 +394,17 @@ def _label_stage(context, config, lakehouse, trained, features):
     stage = train_label_stage(trained, labelled, incidents, config)
     context.log.info(f"Label stage: {stage.reason}")
     return stage
+
+
+def _drop_alias(mlflow_settings, alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_settings.client().delete_registered_model_alias(
+            mlflow_settings.registered_model_name, alias
+        )
+    except MlflowException:
+        pass  # no such alias
 
 
 def _register_stage(context, config, mlflow_settings, mlf, trained, stage, X) -> str:

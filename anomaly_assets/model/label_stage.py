@@ -5,7 +5,12 @@ incidents say which detectors' alerts tend to be real here: a logistic head over
 detectors' surprisals, fitted on the events of confirmed (1) and dismissed (0) incidents
 only, its weights pulled to zero (L2), moves a row's score by a shift in nats:
 
-    z = highest surprisal + (b + sum_d w_d * (s_d - mean_d) / scale_d) / a,  score = expit(z)
+    z = highest surprisal + (b + sum_d w_d * (s_d - mean_d) / scale_d) / a
+    score = (1 + z / (1 + |z|)) / 2
+
+(a logistic score would reach 1.0 in floating point from z of about 37, and a head whose
+slope ``a`` sits at its bound multiplies its terms twenty-fold: ties, and a threshold of
+1.0 that alerts on all of them).
 
 Where the labels are silent the weights stay near zero and the forests' ranking stands.
 Unlabelled rows are not used as negatives: a campaign in the window would teach the head
@@ -107,7 +112,9 @@ def fit_head(
     from scipy.optimize import minimize
 
     S = np.asarray(surprisals, float)
-    mean, scale = S.mean(0), S.std(0) + 1e-9
+    # At least 0.1 nats: a detector flat over the labelled rows (rounding noise for a
+    # spread) must not turn a weight into a term of tens of nats on a scored row.
+    mean, scale = S.mean(0), np.maximum(S.std(0), 0.1)
     P, top = (S - mean) / scale, S.max(1)
     sign = np.where(confirmed, 1.0, -1.0)
 
@@ -141,9 +148,8 @@ class LabelledForests(ThreatForests):
         return model
 
     def score_of(self, surprisals: np.ndarray) -> np.ndarray:
-        from scipy.special import expit
-
-        return expit(self.head_.z(surprisals))
+        z = self.head_.z(surprisals)
+        return (1.0 + z / (1.0 + np.abs(z))) / 2.0
 
     def shares(self, surprisals: np.ndarray) -> np.ndarray:
         """Rows x detectors, each row summing to 1: the share of the row's credit each
@@ -153,7 +159,9 @@ class LabelledForests(ThreatForests):
         terms = self.head_.terms(surprisals)
         winner = surprisals.argmax(axis=1)
         rows = np.arange(len(surprisals))
-        parts = np.maximum(terms, 0.0)
+        # Above its labelled mean for a detector weighed up: a term below the mean of a
+        # detector weighed down is positive too, on rows that detector finds ordinary.
+        parts = np.maximum(terms, 0.0) * (self.head_.weights > 0)
         parts[rows, winner] = np.maximum(
             surprisals[rows, winner] + terms[rows, winner], 0
         )

@@ -201,6 +201,15 @@ def test_contributions_of_the_stage_add_up_and_credit_the_detectors_it_weighs():
     # the failed-login rows are explained by failed logins
     failed = FEATURES.index("failed_logins_10m")
     assert (contrib[40:80].argmax(axis=1) == failed).mean() >= 0.9
+    # a head at its slope's bound with large terms: scores stay below 1 and keep order
+    steep = LabelledForests.of(
+        trained.model,
+        Head(0.05, 0.0, model.head_.mean, model.head_.scale, model.head_.weights * 50),
+    )
+    z = steep.head_.z(steep.surprisals(X))
+    s = steep.score_of(steep.surprisals(X))
+    assert z.max() > 40 and s.max() < 1.0
+    assert np.array_equal(np.argsort(s, kind="stable"), np.argsort(z, kind="stable"))
     # a plain head (no weights) credits the winner alone, as the forests do
     flat = LabelledForests.of(
         trained.model,
