@@ -199,7 +199,8 @@ def train_label_stage(
     head = fit_head(S_labelled[rows], confirmed, weight, config.label_penalty)
     fit_seconds = time.perf_counter() - t0
     challenger = LabelledForests.of(forests, head)
-    scores = challenger.score_of(trained.surprisals[~trained.left_out.rows])
+    sample = trained.surprisals[~trained.left_out.rows]  # the threshold's rows
+    scores = challenger.score_of(sample)
     threshold = float(np.percentile(scores, config.threshold_percentile))
     rows, owner, _ = incident_rows(held, labelled["event_id"])
     highest = (
@@ -219,7 +220,6 @@ def train_label_stage(
             "the forests stand alone: the held-out incidents' events are not in silver",
         )
     verdict = np.array([held[k].confirmed for k in highest.index], dtype=bool)
-    sample = trained.surprisals[~trained.left_out.rows]
     every, owner, _ = incident_rows(incidents, labelled["event_id"])
     answered = (
         pd.DataFrame({"owner": owner, "top": S_labelled[every].max(axis=1)})
