@@ -38,6 +38,7 @@ from anomaly_assets.alerts.triggers import (
 )
 from anomaly_assets.core import cursors, delta_sql, priority
 from anomaly_assets.core.pruning import days_between, days_predicate
+from anomaly_assets.core.verdicts import closing_answers
 from anomaly_assets.enrichment.redaction import mask_text
 from anomaly_assets.feedback import patterns, precision, suppression
 from anomaly_assets.feedback import store as feedback
@@ -328,18 +329,6 @@ def recorded_snoozes(lakehouse, now: datetime) -> list[Snooze]:
         )
         for r in rows
     ]
-
-
-def closing_answers(lakehouse) -> list[dict]:
-    """Analysts' verdicts (confirm, dismiss, reopen) from analyst_feedback: what the
-    dismissals in force and the tuned thresholds are made of, read once per run."""
-    table = lakehouse.read(feedback.TABLE)
-    if table is None:
-        return []
-    return delta_sql.collect_utc(
-        table.filter("action IN ('confirm', 'dismiss', 'reopen')"),
-        ["recorded_at", "until"],
-    )
 
 
 def _ts(t: datetime) -> str:

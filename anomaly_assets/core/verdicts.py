@@ -2,6 +2,23 @@
 (confirm: a true alert, dismiss: a false one; a reopen withdraws it). Read by the alerts'
 suppression and tuning, and by training, which learns from the verdicts."""
 
+from anomaly_assets.core import delta_sql
+
+#: The table of analysts' answers (the triage page writes it: feedback/store.py).
+FEEDBACK_TABLE = "analyst_feedback"
+
+
+def closing_answers(lakehouse) -> list[dict]:
+    """The closing answers (confirm, dismiss, reopen) in analyst_feedback, read once per
+    run; none when the table was never written."""
+    table = lakehouse.read(FEEDBACK_TABLE)
+    if table is None:
+        return []
+    return delta_sql.collect_utc(
+        table.filter("action IN ('confirm', 'dismiss', 'reopen')"),
+        ["recorded_at", "until"],
+    )
+
 
 def latest_answers(answers: list[dict], since=None) -> dict[str, dict]:
     """Incident id -> its latest closing answer (confirm, dismiss or reopen), among the

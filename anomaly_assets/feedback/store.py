@@ -15,7 +15,9 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-TABLE = "analyst_feedback"
+from anomaly_assets.core.verdicts import FEEDBACK_TABLE
+
+TABLE = FEEDBACK_TABLE
 #: Commits tried per append (see append).
 ATTEMPTS = 5
 ACTIONS = ("confirm", "dismiss", "snooze", "assign", "comment", "reopen")

@@ -362,23 +362,13 @@ def answered_incidents(lakehouse, features):
     import pandas as pd
     from pyspark.sql import functions as F
 
-    from anomaly_assets.core import delta_sql
+    from anomaly_assets.core.verdicts import closing_answers
     from anomaly_assets.model.label_stage import labelled_incidents
 
-    table = lakehouse.read("analyst_feedback")
-    empty = pd.DataFrame(columns=["event_id", *features])
-    if table is None:
-        return [], empty
-    answers = delta_sql.collect_utc(
-        table.filter("action IN ('confirm', 'dismiss', 'reopen')").select(
-            "feedback_id", "recorded_at", "action", "incident_id", "event_ids"
-        ),
-        ["recorded_at"],
-    )
-    incidents = labelled_incidents(answers)
+    incidents = labelled_incidents(closing_answers(lakehouse))
     ids = sorted({e for x in incidents for e in x.event_ids})
     if not ids:
-        return incidents, empty
+        return incidents, pd.DataFrame(columns=["event_id", *features])
     rows = lakehouse.read("silver_events").filter(F.col("event_id").isin(ids))
     return incidents, rows.select("event_id", *features).toPandas()
 
