@@ -155,7 +155,8 @@ class ModelSpec(_Strict):
     label_held_out_share: float = _like(
         TrainConfig, "label_held_out_share", gt=0.0, lt=1.0
     )
-    label_penalty: float = _like(TrainConfig, "label_penalty", ge=0.0)
+    label_neighbours: int = _like(TrainConfig, "label_neighbours", ge=1)
+    label_shift: float = _like(TrainConfig, "label_shift", ge=0.0)
     label_gate_alpha: float = _like(TrainConfig, "label_gate_alpha", gt=0.0, lt=1.0)
 
 

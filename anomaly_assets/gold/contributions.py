@@ -113,9 +113,8 @@ class ThreatExplainer:
     get none. The reference is the training medians, as for ``ForestExplainer``. Rows no
     more unusual than the reference keep the forest's unscaled values.
 
-    With a label stage (``LabelledForests``) several detectors may share a row's credit
-    (``model.shares``): each detector's TreeSHAP values (all on the forests' s(x) scale)
-    weighted by its share, before the same scaling."""
+    Under the label stage (``LabelledForests``) the analysts' vote moves the score, not the
+    features' credit: the same detector explains the row, scaled to its moved score."""
 
     def __init__(self, model: ThreatForests, reference) -> None:
         self._model = model
@@ -132,17 +131,16 @@ class ThreatExplainer:
         if len(X) == 0:
             return out
         surprisals = self._model.surprisals(X)
-        shares = self._model.shares(surprisals)
+        winner = surprisals.argmax(axis=1)
         for i, (d, explainer) in enumerate(
             zip(self._model.detectors_, self._explainers)
         ):
-            rows = np.flatnonzero(shares[:, i] > 0)
+            rows = np.flatnonzero(winner == i)
             if len(rows):
                 at = np.ix_(rows, d.columns)
-                values = explainer.contributions(X[at])
-                out[at] += values * shares[rows, i][:, None]
+                out[at] = explainer.contributions(X[at])
         total = out.sum(axis=1)
-        target = self._model.score_of(surprisals) - self._s_ref
+        target = self._model.score(X, surprisals) - self._s_ref
         # One positive factor per row keeps its ranking and signs. A row no more unusual
         # than the reference (never an anomaly, the only rows gold explains) keeps its
         # forest's own values.

@@ -79,7 +79,8 @@ class TrainConfig(Config):
     label_stage: bool = Field(
         default=True,
         description="Fit the label stage on analysts' verdicts (analyst_feedback): a "
-        "challenger that re-weighs the forests' detectors, promoted to champion only when "
+        "challenger that moves the scores of rows resembling answered events, promoted to "
+        "champion only when "
         "its gate passes.",
     )
     min_labelled_incidents: int = Field(
@@ -95,11 +96,17 @@ class TrainConfig(Config):
         description="The share of answered incidents, the last answered, that the label "
         "stage is not fitted on: its gate compares it with the forests on them.",
     )
-    label_penalty: float = Field(
-        default=10.0,
+    label_neighbours: int = Field(
+        default=15,
+        ge=1,
+        description="Answered events that vote on a row's score under the label stage: "
+        "its nearest in feature space.",
+    )
+    label_shift: float = Field(
+        default=2.0,
         ge=0.0,
-        description="L2 penalty on the label head's detector weights: higher keeps the "
-        "forests' ranking closer.",
+        description="The most the analysts' vote moves a row's score under the label "
+        "stage, in nats of surprisal (2: a row seven times rarer or commoner).",
     )
     label_gate_alpha: float = Field(
         default=0.05,

@@ -176,16 +176,13 @@ class ThreatForests(BaseEstimator):
         """The anomaly score of rows x detectors surprisals: 1 - exp(-the highest)."""
         return -np.expm1(-surprisals.max(axis=1))
 
-    def shares(self, surprisals: np.ndarray) -> np.ndarray:
-        """Rows x detectors: the share of each row's credit that each detector's features
-        take (gold/contributions.py): all of it to the detector that scored the row."""
-        out = np.zeros(surprisals.shape)
-        out[np.arange(len(surprisals)), surprisals.argmax(axis=1)] = 1.0
-        return out
+    def score(self, X, surprisals=None) -> np.ndarray:
+        """The anomaly score of rows ``X`` (their ``surprisals``, if already computed)."""
+        return self.score_of(self.surprisals(X) if surprisals is None else surprisals)
 
     def score_samples(self, X) -> np.ndarray:
         """scikit-learn's sign: higher is more normal."""
-        return -self.score_of(self.surprisals(X))
+        return -self.score(np.asarray(X, dtype=float))
 
     def predict(self, X) -> np.ndarray:
         """The anomaly score, not +-1 labels: what the logged signature and a model served

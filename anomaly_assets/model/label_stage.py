@@ -1,23 +1,25 @@
-"""The label stage: analysts' verdicts re-weigh the threat forests' detectors.
+"""The label stage: analysts' verdicts move the scores of the rows that resemble them.
 
-The forests rank by the detector that finds a row most unusual. Analysts' verdicts on
-incidents say which detectors' alerts tend to be real here: a logistic head over the seven
-detectors' surprisals, fitted on the events of confirmed (1) and dismissed (0) incidents
-only, its weights pulled to zero (L2), moves a row's score by a shift in nats:
+The forests rank by the detector that finds a row most unusual (its surprisal, in nats).
+The stage adds a vote of the answered events nearest to the row in feature space (each
+feature scaled by the training sample's spread): confirmed events (+1) and dismissed ones
+(-1), each incident weighing 1 spread over its events, weighted by a Gaussian kernel of
+distance, and shrunk towards zero by a prior worth half an incident:
 
-    z = highest surprisal + (b + sum_d w_d * (s_d - mean_d) / scale_d) / a
+    z = highest surprisal + label_shift * vote,   vote in (-1, 1)
     score = (1 + z / (1 + |z|)) / 2
 
-(a logistic score would reach 1.0 in floating point from z of about 37, and a head whose
-slope ``a`` sits at its bound multiplies its terms twenty-fold: ties, and a threshold of
-1.0 that alerts on all of them).
+(a logistic score would reach 1.0 in floating point from z of about 37). Far from every
+answered event the vote is zero and the forests' ranking stands: labels only speak where
+analysts answered. Unlabelled rows are not votes: a campaign in the window would teach the
+stage that its own detector fires on ordinary traffic.
 
-Where the labels are silent the weights stay near zero and the forests' ranking stands.
-Unlabelled rows are not used as negatives: a campaign in the window would teach the head
-that its own detector fires on ordinary traffic (``bench/bench_learning.py``: with them,
-commuters' bots 0.71 -> 0.37 at 1 % FPR). The head only re-weighs detectors, not features:
-a head over the 29 scaled features lifted the third mix's take-overs 0.76 -> 0.91 but
-dropped its travel to 0.37 in one trial of three.
+Measured on the third mix (``bench/bench_learning.py --labels``, 100 trials, 10 % of the
+answers wrong): a logistic head re-weighing the seven detectors quieted more ordinary
+events (1.07 % -> 0.88 % flagged at 240 answers, the vote 0.98 %) but was promoted and
+worse than the forests on the truth in 8 of 100 trials: dismissed look-alikes of the insiders' exports quieted that
+detector everywhere. The vote with ``label_shift`` 2 was never promoted and worse in 100
+trials at 120 or 240 answers (promoted in 11 and 46); with 3, in 2 and 1 of them.
 
 The stage is a challenger: ``gate`` compares it with the forests alone on the incidents
 answered last (held out by time), and it scores gold only when it is right where the
@@ -84,90 +86,109 @@ def enough(incidents: list[Incident], minimum: int) -> str | None:
     return None
 
 
+#: The vote's prior, in incidents: far from answered events it pulls the vote to zero.
+PRIOR = 0.5
+#: Scaled features are clipped here: one extreme value must not decide the neighbours.
+CLIP = 20.0
+
+
 @dataclass(frozen=True)
-class Head:
-    """The fitted head (module doc): slope ``a`` of the highest surprisal, intercept
-    ``b``, and a weight per detector over its standardised surprisal."""
+class Neighbours:
+    """The answered events in scaled feature space (``center``, ``scale``): their verdicts
+    (+1 confirmed, -1 dismissed), weights (1 / their incident's events) and a fitted
+    nearest-neighbour index; ``bandwidth`` is the median distance of an answered event to
+    its ``k``-th nearest."""
 
-    a: float
-    b: float
-    mean: np.ndarray
+    center: np.ndarray
     scale: np.ndarray
+    votes: np.ndarray
     weights: np.ndarray
+    index: object
+    bandwidth: float
+    shift_nats: float
 
-    def terms(self, surprisals: np.ndarray) -> np.ndarray:
-        """Rows x detectors: what each detector's surprisal adds to z, in nats."""
-        return (surprisals - self.mean) / self.scale * (self.weights / self.a)
+    def vote(self, X) -> np.ndarray:
+        """Per row of ``X``, in (-1, 1): its nearest answered events' kernel-weighted
+        verdict, shrunk by ``PRIOR``."""
+        if len(X) == 0:
+            return np.zeros(0)
+        distance, nearest = self.index.kneighbors(scaled(X, self.center, self.scale))
+        kernel = np.exp(-0.5 * (distance / self.bandwidth) ** 2) * self.weights[nearest]
+        return (kernel * self.votes[nearest]).sum(1) / (PRIOR + kernel.sum(1))
 
-    def z(self, surprisals: np.ndarray) -> np.ndarray:
-        return surprisals.max(axis=1) + self.b / self.a + self.terms(surprisals).sum(1)
+    def shift(self, X) -> np.ndarray:
+        """What the vote adds to each row's z, in nats."""
+        return self.shift_nats * self.vote(X)
 
 
-def fit_head(
-    surprisals: np.ndarray, confirmed: np.ndarray, weight: np.ndarray, penalty: float
-) -> Head:
-    """Weighted logistic regression (each incident weighs 1, spread over its events) of
-    the verdicts on the highest surprisal (slope at least 0.05: the forests' order is
-    kept) and the standardised detector surprisals, an L2 ``penalty`` on the latter."""
-    from scipy.optimize import minimize
+def scaled(X, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return np.clip((np.asarray(X, float) - center) / scale, -CLIP, CLIP)
 
-    S = np.asarray(surprisals, float)
-    # At least 0.1 nats: a detector flat over the labelled rows (rounding noise for a
-    # spread) must not turn a weight into a term of tens of nats on a scored row.
-    mean, scale = S.mean(0), np.maximum(S.std(0), 0.1)
-    P, top = (S - mean) / scale, S.max(1)
-    sign = np.where(confirmed, 1.0, -1.0)
 
-    def loss(theta):
-        a, b, w = theta[0], theta[1], theta[2:]
-        margin = sign * (a * top + b + P @ w)
-        grad = -sign * weight * np.exp(-np.logaddexp(0, margin))
-        value = (weight * np.logaddexp(0, -margin)).sum() + penalty * (w @ w)
-        return value, np.concatenate(
-            [[grad @ top, grad.sum()], P.T @ grad + 2 * penalty * w]
-        )
+def feature_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(center, scale) of the training sample's features: the median, and the
+    interquartile range as a standard deviation, at least a tenth of the standard
+    deviation (a feature zero on most rows still counts)."""
+    X = np.asarray(X, float)
+    q75, q25 = np.percentile(X, [75, 25], axis=0)
+    scale = np.maximum(np.maximum((q75 - q25) / 1.349, 0.1 * X.std(0)), 1e-6)
+    return np.median(X, axis=0), scale
 
-    start = np.concatenate([[1.0, 0.0], np.zeros(S.shape[1])])
-    bounds = [(0.05, None), (None, None)] + [(None, None)] * S.shape[1]
-    theta = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
-    return Head(float(theta[0]), float(theta[1]), mean, scale, theta[2:])
+
+def fit_neighbours(
+    X: np.ndarray,
+    confirmed: np.ndarray,
+    weight: np.ndarray,
+    scale: tuple[np.ndarray, np.ndarray],
+    k: int,
+    shift_nats: float,
+) -> Neighbours:
+    """Index the answered events ``X`` (rows of features) with their verdicts and weights."""
+    from sklearn.neighbors import NearestNeighbors
+
+    center, spread = scale
+    points = scaled(X, center, spread)
+    index = NearestNeighbors(n_neighbors=min(k, len(points))).fit(points)
+    distance, _ = index.kneighbors(points)
+    return Neighbours(
+        center,
+        spread,
+        np.where(confirmed, 1.0, -1.0),
+        np.asarray(weight, float),
+        index,
+        max(float(np.median(distance[:, -1])), 1e-3),
+        shift_nats,
+    )
 
 
 class LabelledForests(ThreatForests):
-    """The threat forests with a label head: the same detectors and surprisals, scored
-    by the head (module doc). Pickled with MLflow like the forests."""
+    """The threat forests with the analysts' vote: the same detectors, surprisals and
+    credit (the detector that scored a row explains it), the score moved by the vote
+    (module doc). Pickled with MLflow like the forests."""
 
     stage = LABELS
 
     @classmethod
-    def of(cls, forests: ThreatForests, head: Head) -> "LabelledForests":
+    def of(cls, forests: ThreatForests, neighbours: Neighbours) -> "LabelledForests":
         model = cls(
             forests.n_estimators, forests.max_samples, forests.seed, forests.features
         )
-        model.detectors_, model.head_ = forests.detectors_, head
+        model.detectors_, model.neighbours_ = forests.detectors_, neighbours
         return model
 
-    def score_of(self, surprisals: np.ndarray) -> np.ndarray:
-        z = self.head_.z(surprisals)
-        return (1.0 + z / (1.0 + np.abs(z))) / 2.0
+    def __setstate__(self, state: dict) -> None:
+        if "neighbours_" not in state:
+            raise ValueError(
+                "this label stage was registered by an earlier release (a head over the "
+                "detectors), which this one cannot score: run train_model_job to fit its "
+                "successor, or move the model's champion alias back to the forests' version"
+            )
+        self.__dict__.update(state)
 
-    def shares(self, surprisals: np.ndarray) -> np.ndarray:
-        """Rows x detectors, each row summing to 1: the share of the row's credit each
-        detector's features take. The detector finding the row most unusual takes its
-        surprisal and its own term; the others what their terms add (a detector the
-        labels count against takes none)."""
-        terms = self.head_.terms(surprisals)
-        winner = surprisals.argmax(axis=1)
-        rows = np.arange(len(surprisals))
-        # Above its labelled mean for a detector weighed up: a term below the mean of a
-        # detector weighed down is positive too, on rows that detector finds ordinary.
-        parts = np.maximum(terms, 0.0) * (self.head_.weights > 0)
-        parts[rows, winner] = np.maximum(
-            surprisals[rows, winner] + terms[rows, winner], 0
-        )
-        total = parts.sum(axis=1, keepdims=True)
-        parts[rows, winner] += total[:, 0] <= 0  # nothing positive: the winner's
-        return parts / parts.sum(axis=1, keepdims=True)
+    def score(self, X, surprisals=None) -> np.ndarray:
+        S = self.surprisals(X) if surprisals is None else surprisals
+        z = S.max(axis=1) + self.neighbours_.shift(X)
+        return (1.0 + z / (1.0 + np.abs(z))) / 2.0
 
 
 def stage_of(model) -> str:

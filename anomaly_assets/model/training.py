@@ -23,7 +23,8 @@ from anomaly_assets.model.label_stage import (
     Incident,
     LabelledForests,
     enough,
-    fit_head,
+    feature_scale,
+    fit_neighbours,
     gate,
     silent_losses,
     split_by_time,
@@ -46,7 +47,9 @@ class Trained:
     held_out_rows: int
     train_seconds: float
     left_out: LeftOut
-    #: rows x detectors of the sample: what the label stage is thresholded on
+    #: the sample's features, and its rows x detectors surprisals: what the label stage
+    #: is scaled and thresholded on
+    rows: np.ndarray
     surprisals: np.ndarray
 
     @property
@@ -105,7 +108,8 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
     t0 = time.perf_counter()
     model.fit(X.to_numpy()[~kept_out & ordinary])
     train_seconds = time.perf_counter() - t0
-    surprisals = model.surprisals(X.to_numpy())
+    rows = X.to_numpy()
+    surprisals = model.surprisals(rows)
     scores = model.score_of(surprisals)
     threshold_score = float(
         np.percentile(scores[ordinary], config.threshold_percentile)
@@ -131,6 +135,7 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
         held_out_rows=int(kept_out.sum()),
         train_seconds=train_seconds,
         left_out=left_out,
+        rows=rows,
         surprisals=surprisals,
     )
 
@@ -172,7 +177,7 @@ def incident_rows(
 def train_label_stage(
     trained: Trained, labelled: pd.DataFrame, incidents: list[Incident], config
 ) -> StageResult:
-    """Fit the label head on the earlier answered incidents (their events' rows in
+    """Fit the analysts' vote on the earlier answered incidents (their events' rows in
     ``labelled``: event_id and the features), set its threshold on the training sample as
     the forests' was, and gate it against the forests on the incidents answered last. The
     forests stand alone with too few answers or one class only."""
@@ -194,21 +199,30 @@ def train_label_stage(
             "are not in silver",
         )
     forests = trained.model
-    S_labelled = forests.surprisals(labelled[list(trained.features)].to_numpy(float))
+    X_labelled = labelled[list(trained.features)].to_numpy(float)
+    S_labelled = forests.surprisals(X_labelled)
+    ordinary = ~trained.left_out.rows  # the threshold's rows
     t0 = time.perf_counter()
-    head = fit_head(S_labelled[rows], confirmed, weight, config.label_penalty)
+    neighbours = fit_neighbours(
+        X_labelled[rows],
+        confirmed,
+        weight,
+        feature_scale(trained.rows[ordinary]),
+        config.label_neighbours,
+        config.label_shift,
+    )
     fit_seconds = time.perf_counter() - t0
-    challenger = LabelledForests.of(forests, head)
-    sample = trained.surprisals[~trained.left_out.rows]  # the threshold's rows
-    scores = challenger.score_of(sample)
+    challenger = LabelledForests.of(forests, neighbours)
+    sample = trained.surprisals[ordinary]
+    scores = challenger.score(trained.rows[ordinary], sample)
     threshold = float(np.percentile(scores, config.threshold_percentile))
     rows, owner, _ = incident_rows(held, labelled["event_id"])
     highest = (
         pd.DataFrame(
             {
                 "owner": owner,
-                "forests": ThreatForests.score_of(S_labelled[rows]),
-                "stage": challenger.score_of(S_labelled[rows]),
+                "forests": forests.score(X_labelled[rows], S_labelled[rows]),
+                "stage": challenger.score(X_labelled[rows], S_labelled[rows]),
             }
         )
         .groupby("owner")[["forests", "stage"]]
@@ -231,7 +245,7 @@ def train_label_stage(
     )
     silent = silent_losses(
         sample,
-        ThreatForests.score_of(sample) >= trained.threshold_score,
+        forests.score_of(sample) >= trained.threshold_score,
         scores >= threshold,
         answered,
         trained.detectors,
