@@ -228,7 +228,7 @@ def with_labels(clean, train, held, counts, trials: int, wrong: float) -> dict:
             fitted += 1
             t0 = time.perf_counter()
             # the surprisals given: the vote's own time
-            scores = stage.model.score(X_held, H)
+            scores = stage.model.score_rows(X_held, H)
             per_million = (time.perf_counter() - t0) / len(X_held) * 1e6
             figures = truth(scores, stage.threshold_score, held)
             if stage.promoted:

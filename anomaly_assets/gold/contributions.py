@@ -140,7 +140,7 @@ class ThreatExplainer:
                 at = np.ix_(rows, d.columns)
                 out[at] = explainer.contributions(X[at])
         total = out.sum(axis=1)
-        target = self._model.score(X, surprisals) - self._s_ref
+        target = self._model.score_rows(X, surprisals) - self._s_ref
         # One positive factor per row keeps its ranking and signs. A row no more unusual
         # than the reference (never an anomaly, the only rows gold explains) keeps its
         # forest's own values.

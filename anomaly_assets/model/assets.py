@@ -80,8 +80,7 @@ class TrainConfig(Config):
         default=True,
         description="Fit the label stage on analysts' verdicts (analyst_feedback): a "
         "challenger that moves the scores of rows resembling answered events, promoted to "
-        "champion only when "
-        "its gate passes.",
+        "champion only when its gate passes.",
     )
     min_labelled_incidents: int = Field(
         default=30,

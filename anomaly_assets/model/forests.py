@@ -176,13 +176,13 @@ class ThreatForests(BaseEstimator):
         """The anomaly score of rows x detectors surprisals: 1 - exp(-the highest)."""
         return -np.expm1(-surprisals.max(axis=1))
 
-    def score(self, X, surprisals=None) -> np.ndarray:
+    def score_rows(self, X, surprisals=None) -> np.ndarray:
         """The anomaly score of rows ``X`` (their ``surprisals``, if already computed)."""
         return self.score_of(self.surprisals(X) if surprisals is None else surprisals)
 
     def score_samples(self, X) -> np.ndarray:
         """scikit-learn's sign: higher is more normal."""
-        return -self.score(np.asarray(X, dtype=float))
+        return -self.score_rows(np.asarray(X, dtype=float))
 
     def predict(self, X) -> np.ndarray:
         """The anomaly score, not +-1 labels: what the logged signature and a model served

@@ -185,7 +185,7 @@ class LabelledForests(ThreatForests):
             )
         self.__dict__.update(state)
 
-    def score(self, X, surprisals=None) -> np.ndarray:
+    def score_rows(self, X, surprisals=None) -> np.ndarray:
         S = self.surprisals(X) if surprisals is None else surprisals
         z = S.max(axis=1) + self.neighbours_.shift(X)
         return (1.0 + z / (1.0 + np.abs(z))) / 2.0

@@ -214,15 +214,15 @@ def train_label_stage(
     fit_seconds = time.perf_counter() - t0
     challenger = LabelledForests.of(forests, neighbours)
     sample = trained.surprisals[ordinary]
-    scores = challenger.score(trained.rows[ordinary], sample)
+    scores = challenger.score_rows(trained.rows[ordinary], sample)
     threshold = float(np.percentile(scores, config.threshold_percentile))
     rows, owner, _ = incident_rows(held, labelled["event_id"])
     highest = (
         pd.DataFrame(
             {
                 "owner": owner,
-                "forests": forests.score(X_labelled[rows], S_labelled[rows]),
-                "stage": challenger.score(X_labelled[rows], S_labelled[rows]),
+                "forests": forests.score_rows(X_labelled[rows], S_labelled[rows]),
+                "stage": challenger.score_rows(X_labelled[rows], S_labelled[rows]),
             }
         )
         .groupby("owner")[["forests", "stage"]]

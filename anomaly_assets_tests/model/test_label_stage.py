@@ -230,12 +230,12 @@ def test_contributions_of_the_stage_add_up_and_explain_the_row():
     steep = LabelledForests.of(trained.model, replace(model.neighbours_, shift_nats=50))
     S = steep.surprisals(X)
     z = S.max(axis=1) + steep.neighbours_.shift(X)
-    s = steep.score(X, S)
+    s = steep.score_rows(X, S)
     assert z.max() > 40 and s.max() < 1.0
     assert np.array_equal(np.argsort(s, kind="stable"), np.argsort(z, kind="stable"))
     # no vote: the forests' order, on the stage's own scale
     flat = LabelledForests.of(trained.model, replace(model.neighbours_, shift_nats=0))
     assert np.array_equal(
-        np.argsort(flat.score(X), kind="stable"),
-        np.argsort(trained.model.score(X), kind="stable"),
+        np.argsort(flat.score_rows(X), kind="stable"),
+        np.argsort(trained.model.score_rows(X), kind="stable"),
     )
