@@ -17,8 +17,8 @@ stage that its own detector fires on ordinary traffic.
 Measured on the third mix (``bench/bench_learning.py --labels``, 100 trials, 10 % of the
 answers wrong): a logistic head re-weighing the seven detectors quieted more ordinary
 events (1.07 % -> 0.88 % flagged at 240 answers, the vote 0.98 %) but was promoted and
-worse than the forests on the truth in 8 of 100 trials: dismissed look-alikes of the insiders' exports quieted that
-detector everywhere. The vote with ``label_shift`` 2 was never promoted and worse in 100
+worse than the forests on the truth in 8 of 100 trials: dismissed look-alikes of the
+insiders' exports quieted that detector everywhere. The vote with ``label_shift`` 2 was never promoted and worse in 100
 trials at 120 or 240 answers (promoted in 11 and 46); with 3, in 2 and 1 of them.
 
 The stage is a challenger: ``gate`` compares it with the forests alone on the incidents

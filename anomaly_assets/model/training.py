@@ -105,10 +105,10 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
         above=trigger(config.threshold_percentile),
     )
     ordinary = ~left_out.rows
-    t0 = time.perf_counter()
-    model.fit(X.to_numpy()[~kept_out & ordinary])
-    train_seconds = time.perf_counter() - t0
     rows = X.to_numpy()
+    t0 = time.perf_counter()
+    model.fit(rows[~kept_out & ordinary])
+    train_seconds = time.perf_counter() - t0
     surprisals = model.surprisals(rows)
     scores = model.score_of(surprisals)
     threshold_score = float(
@@ -120,7 +120,7 @@ def train(data: pd.DataFrame, features, config, labels: dict) -> Trained:
         held_scores >= threshold_score,
         data["event_id"].map(labels)[kept_out],
     )
-    forest_quantiles = score_quantiles(anomaly_scores(model.forest_, X.to_numpy()))
+    forest_quantiles = score_quantiles(anomaly_scores(model.forest_, rows))
     passed, reason = quality_gate(quality, forest_quantiles, config)
     return Trained(
         model=model,
